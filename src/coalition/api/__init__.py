@@ -1,0 +1,1 @@
+"""The gRPC API: thin servicers (parse, authorise, call, map), interceptors and the server."""

@@ -1,0 +1,57 @@
+"""Mapping hub errors to gRPC statuses with `google.rpc.Status` details (AIP-193)."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from coalition.domain.errors import CoalitionError, ErrorCode
+
+ERROR_DOMAIN = "coalition"
+
+_CODES = {
+    ErrorCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: code_pb2.NOT_FOUND,
+    ErrorCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    ErrorCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    ErrorCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    ErrorCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+    ErrorCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    ErrorCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
+}
+
+
+def status_of(error: CoalitionError) -> grpc.Status:
+    """One ErrorInfo always; a BadRequest too when fields were at fault."""
+    error_info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
+    details = [_packed(error_info)]
+    if error.field_violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=violation.field, description=violation.description
+                )
+                for violation in error.field_violations
+            ]
+        )
+        details.append(_packed(bad_request))
+    status = status_pb2.Status(code=_CODES[error.code], message=error.message, details=details)
+    return rpc_status.to_status(status)
+
+
+def internal_status(reason: str, message: str) -> grpc.Status:
+    error_info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    status = status_pb2.Status(
+        code=code_pb2.INTERNAL, message=message, details=[_packed(error_info)]
+    )
+    return rpc_status.to_status(status)
+
+
+def _packed(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed

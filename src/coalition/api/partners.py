@@ -1,0 +1,132 @@
+"""PartnerService: partners, rate versions and API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import grpc
+
+from coalition.api import responses
+from coalition.api.interceptors import current_principal
+from coalition.api.requests import RequestParser, page_token_for
+from coalition.domain.errors import NotFound
+from coalition.domain.points import RateVersion
+from coalition.partners import catalog, credentials
+from coalition.store.unit_of_work import UnitOfWork
+from coalition.v1 import partner_service_pb2 as messages
+from coalition.v1 import partner_service_pb2_grpc
+
+ROLES = {
+    messages.ROLE_PARTNER: "partner",
+    messages.ROLE_MERCHANT: "merchant",
+    messages.ROLE_FINANCE: "finance",
+    messages.ROLE_ADMIN: "admin",
+}
+
+
+def _partner_message(partner: catalog.Partner) -> messages.Partner:
+    return messages.Partner(
+        partner_id=partner.partner_id,
+        name=partner.name,
+        kind=partner.kind,
+        currency=partner.currency,
+        points_validity_months=partner.points_validity_months or 0,
+    )
+
+
+def _rate_version_message(version: RateVersion) -> messages.RateVersion:
+    native_points_rate = version.native_points_rate
+    return messages.RateVersion(
+        rate_version_id=version.rate_version_id,
+        partner_id=version.partner_id,
+        effective_from=responses.timestamp(version.effective_from),
+        earn_points_per_unit=str(version.earn_points_per_unit),
+        native_points_rate="" if native_points_rate is None else str(native_points_rate),
+        burn_value_minor_per_point=str(version.burn_value_minor_per_point),
+        issuance_price_minor_per_point=str(version.issuance_price_minor_per_point),
+        redemption_price_minor_per_point=str(version.redemption_price_minor_per_point),
+    )
+
+
+def _check_may_read(partner_id: str) -> None:
+    """Admins read every partner; a partner reads only itself (others look absent)."""
+    principal = current_principal()
+    if principal.role != "admin" and principal.partner_id != partner_id:
+        raise NotFound(
+            "PARTNER_NOT_FOUND",
+            f"partner {partner_id!r} does not exist",
+            {"partner_id": partner_id},
+        )
+
+
+class PartnerServicer(partner_service_pb2_grpc.PartnerServiceServicer):
+    def __init__(self, unit_of_work: Callable[..., UnitOfWork]) -> None:
+        self._unit_of_work = unit_of_work
+
+    def GetPartner(
+        self, request: messages.GetPartnerRequest, context: grpc.ServicerContext
+    ) -> messages.GetPartnerResponse:
+        parser = RequestParser()
+        partner_id = parser.identifier(request.partner_id, "partner_id")
+        parser.done()
+        _check_may_read(partner_id)
+        with self._unit_of_work(read_only=True) as uow:
+            partner = catalog.get_partner(uow, partner_id)
+        return messages.GetPartnerResponse(partner=_partner_message(partner))
+
+    def ListPartners(
+        self, request: messages.ListPartnersRequest, context: grpc.ServicerContext
+    ) -> messages.ListPartnersResponse:
+        parser = RequestParser()
+        page_size = parser.page_size(request.page_size)
+        after_partner_id = parser.page_token(request.page_token, {}) or ""
+        parser.done()
+        with self._unit_of_work(read_only=True) as uow:
+            found = catalog.list_partners(uow, after_partner_id, page_size + 1)
+        page = found[:page_size]
+        next_page_token = page_token_for(page[-1].partner_id, {}) if len(found) > page_size else ""
+        return messages.ListPartnersResponse(
+            partners=[_partner_message(partner) for partner in page],
+            next_page_token=next_page_token,
+        )
+
+    def ListRateVersions(
+        self, request: messages.ListRateVersionsRequest, context: grpc.ServicerContext
+    ) -> messages.ListRateVersionsResponse:
+        parser = RequestParser()
+        partner_id = parser.identifier(request.partner_id, "partner_id")
+        parser.done()
+        _check_may_read(partner_id)
+        with self._unit_of_work(read_only=True) as uow:
+            catalog.get_partner(uow, partner_id)
+            versions = catalog.list_rate_versions(uow, partner_id)
+        return messages.ListRateVersionsResponse(
+            rate_versions=[_rate_version_message(version) for version in versions]
+        )
+
+    def CreateApiKey(
+        self, request: messages.CreateApiKeyRequest, context: grpc.ServicerContext
+    ) -> messages.CreateApiKeyResponse:
+        parser = RequestParser()
+        principal_id = parser.identifier(request.principal_id, "principal_id")
+        if request.role not in ROLES:
+            parser.fault(
+                "role", "required: ROLE_PARTNER, ROLE_MERCHANT, ROLE_FINANCE or ROLE_ADMIN"
+            )
+        parser.done()
+        with self._unit_of_work() as uow:
+            issued = credentials.issue_key(
+                uow, principal_id, ROLES[request.role], datetime.now(UTC)
+            )
+            uow.commit()
+        return messages.CreateApiKeyResponse(key_id=issued.key_id, api_key=issued.api_key)
+
+    def RevokeApiKey(
+        self, request: messages.RevokeApiKeyRequest, context: grpc.ServicerContext
+    ) -> messages.RevokeApiKeyResponse:
+        parser = RequestParser()
+        key_id = parser.identifier(request.key_id, "key_id")
+        parser.done()
+        revoke_time = credentials.revoke_key(self._unit_of_work(), key_id, datetime.now(UTC))
+        return messages.RevokeApiKeyResponse(revoke_time=responses.timestamp(revoke_time))

@@ -1,0 +1,181 @@
+"""PointsService: earn, burn, reverse, quote, balances, transaction lists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import grpc
+
+from coalition.api import responses
+from coalition.api.interceptors import current_principal
+from coalition.api.requests import RequestParser, page_token_for
+from coalition.ledger import operations
+from coalition.ledger.operations import LedgerResult
+from coalition.store.unit_of_work import UnitOfWork
+from coalition.v1 import points_service_pb2 as messages
+from coalition.v1 import points_service_pb2_grpc
+
+
+def _caller_partner_id() -> str:
+    partner_id = current_principal().partner_id
+    assert partner_id is not None, "role `partner` keys always belong to a partner"
+    return partner_id
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
+    def __init__(self, unit_of_work: Callable[..., UnitOfWork]) -> None:
+        self._unit_of_work = unit_of_work
+
+    def Earn(
+        self, request: messages.EarnRequest, context: grpc.ServicerContext
+    ) -> messages.EarnResponse:
+        parser = RequestParser()
+        basis = request.WhichOneof("basis")
+        if basis is None:
+            parser.fault("basis", "required: spend or native_points")
+        spend = parser.money(request.spend, "spend") if basis == "spend" else None
+        native_points = request.native_points if basis == "native_points" else None
+        if native_points is not None:
+            parser.points(native_points, "native_points")
+        command_fields = {
+            "request_id": parser.request_id(request.request_id),
+            "member": parser.member(request),
+            "occurred_at": parser.timestamp(request, "occurred_at"),
+            "partner_reference": parser.text(request.partner_reference, "partner_reference", 128),
+        }
+        parser.done()
+        command = operations.EarnCommand(spend=spend, native_points=native_points, **command_fields)
+        result = operations.earn(self._unit_of_work(), _caller_partner_id(), command, _now())
+        return messages.EarnResponse(**_ledger_fields(result))
+
+    def Burn(
+        self, request: messages.BurnRequest, context: grpc.ServicerContext
+    ) -> messages.BurnResponse:
+        parser = RequestParser()
+        basis = request.WhichOneof("basis")
+        if basis is None:
+            parser.fault("basis", "required: points or value")
+        value = parser.money(request.value, "value") if basis == "value" else None
+        points = request.points if basis == "points" else None
+        if points is not None:
+            parser.points(points, "points")
+        command_fields = {
+            "request_id": parser.request_id(request.request_id),
+            "member": parser.member(request),
+            "occurred_at": parser.timestamp(request, "occurred_at"),
+            "partner_reference": parser.text(request.partner_reference, "partner_reference", 128),
+        }
+        parser.done()
+        command = operations.BurnCommand(points=points, value=value, **command_fields)
+        result = operations.burn(self._unit_of_work(), _caller_partner_id(), command, _now())
+        return messages.BurnResponse(**_ledger_fields(result))
+
+    def Reverse(
+        self, request: messages.ReverseRequest, context: grpc.ServicerContext
+    ) -> messages.ReverseResponse:
+        parser = RequestParser()
+        command = operations.ReverseCommand(
+            request_id=parser.request_id(request.request_id),
+            transaction_id=parser.transaction_id(request.transaction_id, "transaction_id"),
+            points=parser.points(request.points, "points", zero_allowed=True),
+            reason=parser.text(request.reason, "reason"),
+        )
+        parser.done()
+        result = operations.reverse(self._unit_of_work(), _caller_partner_id(), command, _now())
+        return messages.ReverseResponse(**_ledger_fields(result))
+
+    def Quote(
+        self, request: messages.QuoteRequest, context: grpc.ServicerContext
+    ) -> messages.QuoteResponse:
+        parser = RequestParser()
+        operation = request.WhichOneof("operation")
+        if operation is None:
+            parser.fault(
+                "operation", "required: earn_spend, earn_native_points, burn_value or burn_points"
+            )
+        command = operations.QuoteCommand(
+            earn_spend=parser.money(request.earn_spend, "earn_spend")
+            if operation == "earn_spend"
+            else None,
+            earn_native_points=(
+                parser.points(request.earn_native_points, "earn_native_points")
+                if operation == "earn_native_points"
+                else None
+            ),
+            burn_value=parser.money(request.burn_value, "burn_value")
+            if operation == "burn_value"
+            else None,
+            burn_points=(
+                parser.points(request.burn_points, "burn_points")
+                if operation == "burn_points"
+                else None
+            ),
+            occurred_at=parser.timestamp(request, "occurred_at"),
+            member=parser.member(request) if request.HasField("member") else None,
+        )
+        parser.done()
+        result = operations.quote(
+            self._unit_of_work(read_only=True), _caller_partner_id(), command, _now()
+        )
+        return messages.QuoteResponse(
+            points=result.points,
+            value=responses.money(result.value),
+            rate_version_id=result.rate_version_id,
+            balance_points=result.balance_points or 0,
+            sufficient_balance=bool(result.sufficient_balance),
+        )
+
+    def GetBalance(
+        self, request: messages.GetBalanceRequest, context: grpc.ServicerContext
+    ) -> messages.GetBalanceResponse:
+        parser = RequestParser()
+        member = parser.member(request)
+        as_of = parser.timestamp(request, "as_of")
+        parser.done()
+        balance = operations.get_balance(
+            self._unit_of_work(read_only=True), _caller_partner_id(), member, as_of, _now()
+        )
+        return messages.GetBalanceResponse(
+            member_id=balance.member_id,
+            balance_points=balance.balance_points,
+            as_of=responses.timestamp(balance.as_of),
+        )
+
+    def ListTransactions(
+        self, request: messages.ListTransactionsRequest, context: grpc.ServicerContext
+    ) -> messages.ListTransactionsResponse:
+        parser = RequestParser()
+        member = parser.member(request) if request.HasField("member") else None
+        page_size = parser.page_size(request.page_size)
+        query = {"member": request.member.SerializeToString().hex()}
+        before_transaction_id = parser.page_token(request.page_token, query)
+        parser.done()
+        records = operations.list_transactions(
+            self._unit_of_work(read_only=True),
+            _caller_partner_id(),
+            member,
+            before_transaction_id,
+            page_size + 1,  # one more than asked tells whether another page exists
+        )
+        page = records[:page_size]
+        next_page_token = (
+            page_token_for(page[-1].transaction_id, query) if len(records) > page_size else ""
+        )
+        return messages.ListTransactionsResponse(
+            transactions=[responses.transaction(record) for record in page],
+            next_page_token=next_page_token,
+        )
+
+
+def _ledger_fields(result: LedgerResult) -> dict[str, object]:
+    return {
+        "transaction": responses.transaction(result.transaction),
+        "points": result.points,
+        "balance_points": result.balance_points,
+        "replayed": result.replayed,
+    }

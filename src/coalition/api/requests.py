@@ -1,0 +1,137 @@
+"""Parsing requests: every field is checked and every fault collected before anything runs.
+
+A servicer builds a `RequestParser`, reads each field through it, then calls `done()`, which
+raises INVALID_ARGUMENT with one BadRequest violation per faulty field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from coalition.domain.currency import is_known_currency
+from coalition.domain.errors import FieldViolation, InvalidArgument
+from coalition.domain.points import AMOUNT_MINOR_MAX, POINTS_PER_OPERATION_MAX, Money
+from coalition.identity.members import MemberReference
+
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+IDENTIFIER_LENGTH_MAX = 128
+TEXT_LENGTH_MAX = 256
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 500
+# Timestamps outside these years are mistakes, and beyond them Python cannot represent them.
+TIMESTAMP_SECONDS_MIN = int(datetime(1970, 1, 1, tzinfo=UTC).timestamp())
+TIMESTAMP_SECONDS_MAX = int(datetime(9999, 12, 31, tzinfo=UTC).timestamp())
+
+
+class RequestParser:
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def fault(self, field: str, description: str) -> None:
+        self.violations.append(FieldViolation(field, description))
+
+    def done(self) -> None:
+        if self.violations:
+            raise InvalidArgument(self.violations)
+
+    def request_id(self, value: str, field: str = "request_id") -> str:
+        if not REQUEST_ID_PATTERN.fullmatch(value):
+            self.fault(field, "required: 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+        return value
+
+    def identifier(self, value: str, field: str, required: bool = True) -> str:
+        """An id given by a partner or the hub: printable, no surrounding spaces, bounded."""
+        if not value:
+            if required:
+                self.fault(field, "required")
+        elif len(value) > IDENTIFIER_LENGTH_MAX:
+            self.fault(field, f"at most {IDENTIFIER_LENGTH_MAX} characters")
+        elif not value.isprintable() or value.strip() != value:
+            self.fault(field, "printable characters without leading or trailing spaces")
+        return value
+
+    def text(self, value: str, field: str, length_max: int = TEXT_LENGTH_MAX) -> str | None:
+        if len(value) > length_max:
+            self.fault(field, f"at most {length_max} characters")
+        elif not value.isprintable():
+            self.fault(field, "printable characters only")
+        return value or None
+
+    def points(self, value: int, field: str, zero_allowed: bool = False) -> int:
+        if value < 0 or (value == 0 and not zero_allowed):
+            self.fault(field, "must be positive" if not zero_allowed else "must not be negative")
+        elif value > POINTS_PER_OPERATION_MAX:
+            self.fault(field, f"at most {POINTS_PER_OPERATION_MAX}")
+        return value
+
+    def money(self, message: Any, field: str) -> Money:
+        if message.amount_minor <= 0:
+            self.fault(f"{field}.amount_minor", "must be positive")
+        elif message.amount_minor > AMOUNT_MINOR_MAX:
+            self.fault(f"{field}.amount_minor", f"at most {AMOUNT_MINOR_MAX}")
+        if not is_known_currency(message.currency):
+            self.fault(f"{field}.currency", "must be an ISO 4217 code such as CNY or EUR")
+        return Money(message.amount_minor, message.currency)
+
+    def timestamp(self, request: Any, field: str) -> datetime | None:
+        if not request.HasField(field):
+            return None
+        value: Timestamp = getattr(request, field)
+        if not TIMESTAMP_SECONDS_MIN <= value.seconds <= TIMESTAMP_SECONDS_MAX:
+            self.fault(field, "must lie between 1970 and 9999")
+            return None
+        if not 0 <= value.nanos <= 999_999_999:
+            self.fault(f"{field}.nanos", "must be within 0 and 999999999")
+            return None
+        return value.ToDatetime(tzinfo=UTC)
+
+    def member(self, request: Any, field: str = "member") -> MemberReference:
+        reference = getattr(request, field)
+        which = reference.WhichOneof("member") if request.HasField(field) else None
+        if which == "member_id":
+            return MemberReference(
+                member_id=self.identifier(reference.member_id, f"{field}.member_id")
+            )
+        if which == "partner_customer_id":
+            customer_id = self.identifier(
+                reference.partner_customer_id, f"{field}.partner_customer_id"
+            )
+            return MemberReference(partner_customer_id=customer_id)
+        self.fault(field, "required: member_id or partner_customer_id")
+        return MemberReference(member_id="")
+
+    def transaction_id(self, value: str, field: str) -> int:
+        if not value.isdigit() or len(value) > 18:
+            self.fault(field, "required: a transaction id as returned by the hub")
+            return 0
+        return int(value)
+
+    def page_size(self, value: int, field: str = "page_size") -> int:
+        if value < 0:
+            self.fault(field, "must not be negative")
+        return min(value or PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
+
+    def page_token(self, value: str, query: dict[str, Any], field: str = "page_token") -> Any:
+        """The cursor inside a token made by `page_token_for`, for the same query only."""
+        if not value:
+            return None
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(value.encode()))
+            if decoded["query"] == query:
+                return decoded["after"]
+        except (binascii.Error, ValueError, KeyError, TypeError):
+            pass
+        self.fault(field, "not a token from a previous page of this same query")
+        return None
+
+
+def page_token_for(cursor: Any, query: dict[str, Any]) -> str:
+    encoded = json.dumps({"after": cursor, "query": query}, sort_keys=True).encode()
+    return base64.urlsafe_b64encode(encoded).decode()

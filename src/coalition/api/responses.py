@@ -1,0 +1,55 @@
+"""Mapping service results to protobuf messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from coalition.domain.points import Money
+from coalition.ledger.journal import TransactionRecord
+from coalition.v1 import common_pb2
+
+TRANSACTION_KINDS = {
+    "earn": common_pb2.TRANSACTION_KIND_EARN,
+    "burn": common_pb2.TRANSACTION_KIND_BURN,
+    "reverse": common_pb2.TRANSACTION_KIND_REVERSE,
+}
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    message = Timestamp()
+    message.FromDatetime(moment)
+    return message
+
+
+def money(value: Money | None) -> common_pb2.Money | None:
+    if value is None:
+        return None
+    return common_pb2.Money(amount_minor=value.amount_minor, currency=value.currency)
+
+
+def transaction(record: TransactionRecord) -> common_pb2.Transaction:
+    amount = (
+        Money(record.amount_minor, record.currency)
+        if record.amount_minor is not None and record.currency is not None
+        else None
+    )
+    return common_pb2.Transaction(
+        transaction_id=str(record.transaction_id),
+        kind=TRANSACTION_KINDS[record.kind],
+        partner_id=record.partner_id,
+        member_id=record.member_id,
+        points_delta=record.points_delta,
+        occurred_at=timestamp(record.occurred_at),
+        create_time=timestamp(record.create_time),
+        request_id=record.request_id,
+        rate_version_id=record.rate_version_id or "",
+        parent_transaction_id=str(record.parent_transaction_id or ""),
+        amount=money(amount),
+        native_points=record.native_points or 0,
+        partner_reference=record.partner_reference or "",
+        points_reversed=record.points_reversed,
+        reason=record.reason or "",
+        balance_points_after=record.balance_points_after,
+    )

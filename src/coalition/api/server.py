@@ -1,0 +1,188 @@
+"""The hub's gRPC server: services, interceptor, health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from functools import partial
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine, text
+
+from coalition.api.interceptors import HubInterceptor
+from coalition.api.members import MemberServicer
+from coalition.api.partners import PartnerServicer
+from coalition.api.points import PointsServicer
+from coalition.partners import credentials
+from coalition.partners.credentials import Principal
+from coalition.store.unit_of_work import UnitOfWork
+from coalition.v1 import (
+    member_service_pb2,
+    member_service_pb2_grpc,
+    partner_service_pb2,
+    partner_service_pb2_grpc,
+    points_service_pb2,
+    points_service_pb2_grpc,
+)
+
+logger = logging.getLogger(__name__)
+
+THREADS_PER_PROCESS = 16
+MESSAGE_BYTES_MAX = 4 * 1024 * 1024
+HEALTH_CHECK_INTERVAL_SECONDS = 2.0
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+SERVICE_DESCRIPTORS = (
+    points_service_pb2.DESCRIPTOR.services_by_name["PointsService"],
+    member_service_pb2.DESCRIPTOR.services_by_name["MemberService"],
+    partner_service_pb2.DESCRIPTOR.services_by_name["PartnerService"],
+)
+SERVICE_NAMES = tuple(service.full_name for service in SERVICE_DESCRIPTORS)
+
+PARTNER = frozenset({"partner"})
+ADMIN = frozenset({"admin"})
+# Who may call what. A method missing here is refused to everyone.
+ROLES_BY_METHOD: dict[str, frozenset[str]] = {
+    **{
+        f"/coalition.v1.PointsService/{method.name}": PARTNER
+        for method in SERVICE_DESCRIPTORS[0].methods
+    },
+    "/coalition.v1.MemberService/EnrollMember": PARTNER,
+    "/coalition.v1.MemberService/LinkPartnerAccount": PARTNER,
+    "/coalition.v1.MemberService/ResolveMember": PARTNER,
+    "/coalition.v1.MemberService/GetMemberProfile": frozenset({"partner", "merchant"}),
+    "/coalition.v1.PartnerService/GetPartner": frozenset({"admin", "partner", "merchant"}),
+    "/coalition.v1.PartnerService/ListRateVersions": frozenset({"admin", "partner", "merchant"}),
+    "/coalition.v1.PartnerService/ListPartners": frozenset({"admin", "finance"}),
+    "/coalition.v1.PartnerService/CreateApiKey": ADMIN,
+    "/coalition.v1.PartnerService/RevokeApiKey": ADMIN,
+}
+
+
+class Hub:
+    """One hub process serving on `listen`; stateless apart from its database engine."""
+
+    def __init__(self, engine: Engine, listen: str) -> None:
+        self._engine = engine
+        unit_of_work: Callable[..., UnitOfWork] = partial(UnitOfWork, engine)
+        interceptor = HubInterceptor(
+            lambda api_key: _authenticate(unit_of_work, api_key), ROLES_BY_METHOD
+        )
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=THREADS_PER_PROCESS),
+            interceptors=[interceptor],
+            options=[
+                ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+                ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+                ("grpc.so_reuseport", 1),
+            ],
+        )
+        points_service_pb2_grpc.add_PointsServiceServicer_to_server(
+            PointsServicer(unit_of_work), self._server
+        )
+        member_service_pb2_grpc.add_MemberServiceServicer_to_server(
+            MemberServicer(unit_of_work), self._server
+        )
+        partner_service_pb2_grpc.add_PartnerServiceServicer_to_server(
+            PartnerServicer(unit_of_work), self._server
+        )
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self.port = self._server.add_insecure_port(listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        self._stopping = threading.Event()
+        self._monitor = threading.Thread(target=self._watch_database, daemon=True)
+
+    def start(self) -> Hub:
+        self._set_serving(self._database_reachable())
+        self._server.start()
+        self._monitor.start()
+        logger.info("hub serving on port %d", self.port)
+        return self
+
+    def stop(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Refuse new calls, let running ones finish for up to `grace_seconds`."""
+        self._stopping.set()
+        self._set_serving(False)
+        self._server.stop(grace_seconds).wait()
+        self._monitor.join(timeout=HEALTH_CHECK_INTERVAL_SECONDS * 2)
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
+
+    def _watch_database(self) -> None:
+        while not self._stopping.wait(HEALTH_CHECK_INTERVAL_SECONDS):
+            self._set_serving(self._database_reachable())
+
+    def _database_reachable(self) -> bool:
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except Exception as error:  # any failure to reach the database means not serving
+            logger.warning("database unreachable: %s", error)
+            return False
+
+    def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving and not self._stopping.is_set()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service_name in ("", *SERVICE_NAMES):
+            self._health.set(service_name, status)
+
+
+def _authenticate(unit_of_work: Callable[..., UnitOfWork], api_key: str) -> Principal | None:
+    return credentials.authenticate(unit_of_work(read_only=True), api_key)
+
+
+def serve(engine_factory: Callable[[], Engine], listen: str, workers: int) -> None:
+    """Serve until SIGTERM or SIGINT; with several workers, one process each on one port."""
+    if workers == 1:
+        _serve_in_this_process(engine_factory, listen)
+        return
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_serve_in_this_process, args=(engine_factory, listen))
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+
+    def forward(signal_number: int, _frame: object) -> None:
+        for process in processes:
+            if process.pid is not None:
+                os.kill(process.pid, signal_number)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for process in processes:
+        process.join()
+
+
+def _serve_in_this_process(engine_factory: Callable[[], Engine], listen: str) -> None:
+    engine = engine_factory()
+    hub = Hub(engine, listen).start()
+    stopped = threading.Event()
+
+    def shut_down(_signal_number: int, _frame: object) -> None:
+        logger.info("shutting down: draining calls for up to %.0f s", SHUTDOWN_GRACE_SECONDS)
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    stopped.wait()
+    hub.stop()
+    engine.dispose()

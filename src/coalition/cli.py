@@ -1,0 +1,212 @@
+"""The `coalition` command: serve, migrate, sync partners, issue keys, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from coalition import demo
+from coalition.api import server
+from coalition.domain.errors import CoalitionError
+from coalition.partners import catalog, credentials
+from coalition.partners.manifest import ManifestError, load_manifests
+from coalition.partners.sync import SyncReport, sync_partners
+from coalition.store import migrate
+from coalition.store.engine import create_database_engine
+from coalition.store.unit_of_work import UnitOfWork
+
+DEFAULT_DATABASE_URL = "sqlite:///coalition.db"
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DATABASE_URL_ENVIRONMENT_VARIABLE = "COALITION_DATABASE_URL"
+
+
+def _add_database_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        dest="database_url",
+        default=None,
+        help=f"SQLAlchemy database URL (default: ${DATABASE_URL_ENVIRONMENT_VARIABLE}, "
+        f"else {DEFAULT_DATABASE_URL})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coalition", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC hub")
+    _add_database_option(serve)
+    serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to listen on")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument("--partners", default=None, help="sync partner manifests from DIR first")
+
+    database = commands.add_parser("db", help="database schema")
+    database_commands = database.add_subparsers(dest="database_command", required=True)
+    upgrade = database_commands.add_parser("upgrade", help="apply migrations up to the newest")
+    _add_database_option(upgrade)
+
+    partners = commands.add_parser("partners", help="partner manifests")
+    partners_commands = partners.add_subparsers(dest="partners_command", required=True)
+    sync = partners_commands.add_parser("sync", help="apply partners/<id>.toml manifests")
+    sync.add_argument("directory")
+    _add_database_option(sync)
+    listing = partners_commands.add_parser("list", help="list partners and rate versions")
+    _add_database_option(listing)
+
+    keys = commands.add_parser("keys", help="API keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    issue = keys_commands.add_parser("issue", help="issue an API key; it is printed once")
+    issue.add_argument("principal_id", metavar="PARTNER_ID")
+    issue.add_argument("--role", required=True, choices=["partner", "merchant", "finance", "admin"])
+    _add_database_option(issue)
+    revoke = keys_commands.add_parser("revoke", help="revoke an API key by its key id")
+    revoke.add_argument("key_id")
+    _add_database_option(revoke)
+
+    demo_command = commands.add_parser("demo", help="the whole story, through real gRPC calls")
+    demo_command.add_argument(
+        "--db",
+        dest="database_url",
+        default=None,
+        help="keep the demo's ledger in this database (default: a temporary SQLite file)",
+    )
+    demo_command.add_argument("--partners", default="partners", help="partner manifests DIR")
+    return parser
+
+
+def database_url_from(arguments: argparse.Namespace) -> str:
+    return (
+        arguments.database_url
+        or os.environ.get(DATABASE_URL_ENVIRONMENT_VARIABLE)
+        or DEFAULT_DATABASE_URL
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler = COMMANDS[_command_path(arguments)]
+    try:
+        return handler(arguments)
+    except CoalitionError as error:
+        print(f"error: {error.reason}: {error.message}", file=sys.stderr)
+        return 1
+    except (ManifestError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _command_path(arguments: argparse.Namespace) -> str:
+    sub_command = next(
+        (
+            getattr(arguments, name)
+            for name in ("database_command", "partners_command", "keys_command")
+            if getattr(arguments, name, None)
+        ),
+        None,
+    )
+    return f"{arguments.command} {sub_command}" if sub_command else arguments.command
+
+
+def _engine(arguments: argparse.Namespace) -> Engine:
+    return create_database_engine(database_url_from(arguments))
+
+
+def _serve(arguments: argparse.Namespace) -> int:
+    database_url = database_url_from(arguments)
+    engine = create_database_engine(database_url)
+    migrate.prepare(engine)
+    if arguments.partners:
+        _print_sync_report(
+            sync_partners(UnitOfWork(engine), load_manifests(Path(arguments.partners)), _now())
+        )
+    engine.dispose()
+    if arguments.workers < 1:
+        raise RuntimeError("--workers must be at least 1")
+    server.serve(partial(create_database_engine, database_url), arguments.listen, arguments.workers)
+    return 0
+
+
+def _database_upgrade(arguments: argparse.Namespace) -> int:
+    migrate.upgrade(_engine(arguments))
+    print("database schema is up to date")
+    return 0
+
+
+def _partners_sync(arguments: argparse.Namespace) -> int:
+    engine = _engine(arguments)
+    migrate.prepare(engine)
+    manifests = load_manifests(Path(arguments.directory))
+    _print_sync_report(sync_partners(UnitOfWork(engine), manifests, _now()))
+    return 0
+
+
+def _print_sync_report(report: SyncReport) -> None:
+    if not report.changed:
+        print("partners: already in sync, nothing changed")
+    for name, identifiers in vars(report).items():
+        for identifier in identifiers:
+            print(f"{name.replace('_', ' ')}: {identifier}")
+
+
+def _partners_list(arguments: argparse.Namespace) -> int:
+    with UnitOfWork(_engine(arguments), read_only=True) as uow:
+        for partner in catalog.list_partners(uow, "", PARTNERS_LISTED_MAX):
+            print(f"{partner.partner_id}  {partner.kind}  {partner.currency}  {partner.name}")
+            for version in catalog.list_rate_versions(uow, partner.partner_id):
+                print(
+                    f"    {version.rate_version_id}  earn {version.earn_points_per_unit}/unit"
+                    f"  burn value {version.burn_value_minor_per_point} minor/point"
+                )
+    return 0
+
+
+def _keys_issue(arguments: argparse.Namespace) -> int:
+    issued = credentials.issue_key(
+        UnitOfWork(_engine(arguments)), arguments.principal_id, arguments.role, _now()
+    )
+    print(f"key id:  {issued.key_id}", file=sys.stderr)
+    print("api key (shown once, store it now):", file=sys.stderr)
+    print(issued.api_key)
+    return 0
+
+
+def _keys_revoke(arguments: argparse.Namespace) -> int:
+    credentials.revoke_key(UnitOfWork(_engine(arguments)), arguments.key_id, _now())
+    print(f"revoked {arguments.key_id}")
+    return 0
+
+
+def _demo(arguments: argparse.Namespace) -> int:
+    return demo.run(
+        arguments.database_url or os.environ.get(DATABASE_URL_ENVIRONMENT_VARIABLE),
+        Path(arguments.partners),
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+PARTNERS_LISTED_MAX = 1000
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _serve,
+    "db upgrade": _database_upgrade,
+    "partners sync": _partners_sync,
+    "partners list": _partners_list,
+    "keys issue": _keys_issue,
+    "keys revoke": _keys_revoke,
+    "demo": _demo,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

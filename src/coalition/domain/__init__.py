@@ -1,0 +1,1 @@
+"""Pure domain rules: points and money arithmetic, rates, rounding. No I/O lives here."""

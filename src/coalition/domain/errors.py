@@ -1,0 +1,89 @@
+"""Errors the hub reports to callers: a canonical code, one UPPER_SNAKE reason, metadata.
+
+They carry no gRPC types so that services and the CLI raise them too; the API layer maps
+each one to a `google.rpc.Status` with one `ErrorInfo` (AIP-193). Reasons are part of the
+public contract: never rename one once published.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+class ErrorCode(enum.Enum):
+    """The subset of canonical gRPC codes the hub uses for client-visible outcomes."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str  # dotted path in the request, e.g. "spend.amount_minor"
+    description: str
+
+
+class CoalitionError(Exception):
+    code: ErrorCode = ErrorCode.FAILED_PRECONDITION
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        metadata: Mapping[str, object] | None = None,
+        field_violations: Iterable[FieldViolation] = (),
+    ) -> None:
+        assert reason.isupper() and " " not in reason, reason
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        # Every dynamic value of the message also appears here, as text (AIP-193).
+        self.metadata = {key: str(value) for key, value in (metadata or {}).items()}
+        self.field_violations = tuple(field_violations)
+
+
+class InvalidArgument(CoalitionError):
+    code = ErrorCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: Iterable[FieldViolation], reason: str = "INVALID_FIELD") -> None:
+        violations = tuple(violations)
+        assert violations, "an InvalidArgument names at least one field"
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(
+            reason,
+            f"invalid request: {summary}",
+            {"fields": ",".join(v.field for v in violations)},
+            violations,
+        )
+
+
+class NotFound(CoalitionError):
+    code = ErrorCode.NOT_FOUND
+
+
+class AlreadyExists(CoalitionError):
+    code = ErrorCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(CoalitionError):
+    code = ErrorCode.FAILED_PRECONDITION
+
+
+class PermissionDenied(CoalitionError):
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class Unauthenticated(CoalitionError):
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class Unavailable(CoalitionError):
+    code = ErrorCode.UNAVAILABLE

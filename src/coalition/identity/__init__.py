@@ -1,0 +1,1 @@
+"""Members, the partner accounts linked to them, and member profiles."""

@@ -1,0 +1,1 @@
+"""The ledger: journal transactions, postings, accounts, lots. The only code that writes money."""

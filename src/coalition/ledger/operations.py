@@ -1,0 +1,440 @@
+"""Ledger service functions: earn, burn, reverse, quote, balances and transaction lists.
+
+Each mutation runs in one unit of work: claim the request id, lock the member, apply the
+domain rules, post one balanced journal transaction, record the result, commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from coalition.domain import points as rules
+from coalition.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from coalition.domain.points import Money, RateVersion
+from coalition.identity.members import MemberReference, resolve
+from coalition.ledger import journal, lots
+from coalition.ledger.accounts import (
+    member_account_id,
+    partner_issuance_account_id,
+    partner_redemption_account_id,
+)
+from coalition.ledger.idempotency import claim_request, record_result
+from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
+from coalition.partners.catalog import Partner, get_partner, rate_in_force
+from coalition.store.schema import journal_transactions, postings
+from coalition.store.unit_of_work import UnitOfWork
+
+# Clocks of partner systems drift; a purchase "in the future" beyond this is a mistake.
+OCCURRED_AT_FUTURE_SKEW_MAX = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class EarnCommand:
+    request_id: str
+    member: MemberReference
+    spend: Money | None = None
+    native_points: int | None = None
+    occurred_at: datetime | None = None
+    partner_reference: str | None = None
+
+    def __post_init__(self) -> None:
+        assert (self.spend is None) != (self.native_points is None), "spend or native points"
+
+
+@dataclass(frozen=True)
+class BurnCommand:
+    request_id: str
+    member: MemberReference
+    points: int | None = None
+    value: Money | None = None
+    occurred_at: datetime | None = None
+    partner_reference: str | None = None
+
+    def __post_init__(self) -> None:
+        assert (self.points is None) != (self.value is None), "points or value"
+
+
+@dataclass(frozen=True)
+class ReverseCommand:
+    request_id: str
+    transaction_id: int
+    points: int  # 0: everything not reversed yet
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class QuoteCommand:
+    earn_spend: Money | None = None
+    earn_native_points: int | None = None
+    burn_value: Money | None = None
+    burn_points: int | None = None
+    occurred_at: datetime | None = None
+    member: MemberReference | None = None
+
+    @property
+    def is_burn(self) -> bool:
+        return self.burn_value is not None or self.burn_points is not None
+
+
+@dataclass(frozen=True)
+class LedgerResult:
+    transaction: TransactionRecord
+    points: int
+    balance_points: int
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class QuoteResult:
+    points: int
+    value: Money | None
+    rate_version_id: str
+    balance_points: int | None
+    sufficient_balance: bool | None
+
+
+@dataclass(frozen=True)
+class Balance:
+    member_id: str
+    balance_points: int
+    as_of: datetime
+
+
+def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
+    with uow:
+        claim = claim_request(
+            uow, partner_id, command.request_id, "earn", _fingerprint(command), now
+        )
+        if not claim.is_new:
+            return _replay(uow, claim.replayed_result_id)
+        partner = get_partner(uow, partner_id)
+        occurred_at = _occurred_at(command.occurred_at, now)
+        member_id = resolve(uow, partner_id, command.member)
+        rate = rate_in_force(uow, partner_id, occurred_at)
+        points_earned = _points_earned(partner, rate, command.spend, command.native_points)
+        journal.lock_member_balance(uow, member_id)
+        entry = JournalEntry(
+            kind="earn",
+            partner_id=partner_id,
+            member_id=member_id,
+            request_id=command.request_id,
+            occurred_at=occurred_at,
+            postings=(
+                Posting(member_account_id(member_id), points_earned),
+                Posting(partner_issuance_account_id(partner_id), -points_earned),
+            ),
+            rate_version_id=rate.rate_version_id,
+            amount_minor=command.spend.amount_minor if command.spend else None,
+            currency=command.spend.currency if command.spend else None,
+            native_points=command.native_points,
+            partner_reference=command.partner_reference,
+        )
+        record = journal.post(uow, entry, now)
+        expires_at = rules.lot_expiry(occurred_at, partner.points_validity_months)
+        lots.create_lot(
+            uow, member_id, partner_id, record.transaction_id, points_earned, expires_at, now
+        )
+        return _commit(uow, partner_id, command.request_id, record)
+
+
+def burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
+    with uow:
+        claim = claim_request(
+            uow, partner_id, command.request_id, "burn", _fingerprint(command), now
+        )
+        if not claim.is_new:
+            return _replay(uow, claim.replayed_result_id)
+        partner = get_partner(uow, partner_id)
+        occurred_at = _occurred_at(command.occurred_at, now)
+        member_id = resolve(uow, partner_id, command.member)
+        rate = rate_in_force(uow, partner_id, occurred_at)
+        points_burned = _points_burned(partner, rate, command.points, command.value, "value")
+        balance_points = journal.lock_member_balance(uow, member_id)
+        if balance_points < points_burned:
+            raise FailedPrecondition(
+                "INSUFFICIENT_POINTS",
+                f"member {member_id} has {balance_points} points, {points_burned} needed",
+                {
+                    "member_id": member_id,
+                    "balance_points": balance_points,
+                    "points_requested": points_burned,
+                },
+            )
+        entry = JournalEntry(
+            kind="burn",
+            partner_id=partner_id,
+            member_id=member_id,
+            request_id=command.request_id,
+            occurred_at=occurred_at,
+            postings=(
+                Posting(member_account_id(member_id), -points_burned),
+                Posting(partner_redemption_account_id(partner_id), points_burned),
+            ),
+            rate_version_id=rate.rate_version_id,
+            amount_minor=command.value.amount_minor if command.value else None,
+            currency=command.value.currency if command.value else None,
+            partner_reference=command.partner_reference,
+        )
+        record = journal.post(uow, entry, now)
+        lots.consume(uow, member_id, record.transaction_id, points_burned)
+        return _commit(uow, partner_id, command.request_id, record)
+
+
+def reverse(
+    uow: UnitOfWork, partner_id: str, command: ReverseCommand, now: datetime
+) -> LedgerResult:
+    with uow:
+        claim = claim_request(
+            uow, partner_id, command.request_id, "reverse", _fingerprint(command), now
+        )
+        if not claim.is_new:
+            return _replay(uow, claim.replayed_result_id)
+        parent = _own_transaction(uow, partner_id, command.transaction_id)
+        journal.lock_member_balance(uow, parent.member_id)
+        # Read again under the member lock: every reversal of this parent takes that lock.
+        parent = _own_transaction(uow, partner_id, command.transaction_id)
+        points_reversed = _points_to_reverse(parent, command.points)
+        sign = -1 if parent.kind == "earn" else 1  # the member's side of the reversal
+        counter_account = (
+            partner_issuance_account_id(partner_id)
+            if parent.kind == "earn"
+            else partner_redemption_account_id(partner_id)
+        )
+        if parent.kind == "earn":
+            lots.take_from_earned_lot(uow, parent.transaction_id, points_reversed)
+        entry = JournalEntry(
+            kind="reverse",
+            partner_id=partner_id,
+            member_id=parent.member_id,
+            request_id=command.request_id,
+            occurred_at=now,
+            postings=(
+                Posting(member_account_id(parent.member_id), sign * points_reversed),
+                Posting(counter_account, -sign * points_reversed),
+            ),
+            rate_version_id=parent.rate_version_id,
+            parent_transaction_id=parent.transaction_id,
+            reason=command.reason,
+        )
+        record = journal.post(uow, entry, now)
+        if parent.kind == "burn":
+            lots.restore(uow, parent.transaction_id, record.transaction_id, points_reversed)
+        return _commit(uow, partner_id, command.request_id, record)
+
+
+def quote(uow: UnitOfWork, partner_id: str, command: QuoteCommand, now: datetime) -> QuoteResult:
+    with uow:
+        partner = get_partner(uow, partner_id)
+        rate = rate_in_force(uow, partner_id, _occurred_at(command.occurred_at, now))
+        if command.is_burn:
+            points = _points_burned(
+                partner, rate, command.burn_points, command.burn_value, "burn_value"
+            )
+        else:
+            points = _points_earned(
+                partner, rate, command.earn_spend, command.earn_native_points, allow_zero=True
+            )
+        value = Money(rules.value_minor_of_points(points, rate), partner.currency)
+        balance_points = sufficient = None
+        if command.member is not None:
+            member_id = resolve(uow, partner_id, command.member)
+            balance_points = journal.member_balance(uow, member_id)
+            sufficient = balance_points >= points if command.is_burn else None
+        return QuoteResult(points, value, rate.rate_version_id, balance_points, sufficient)
+
+
+def get_balance(
+    uow: UnitOfWork,
+    partner_id: str,
+    member: MemberReference,
+    as_of: datetime | None,
+    now: datetime,
+) -> Balance:
+    """The balance now (from the cache) or as of a past instant (from the postings)."""
+    with uow:
+        member_id = resolve(uow, partner_id, member)
+        if as_of is None:
+            return Balance(member_id, journal.member_balance(uow, member_id), now)
+        if as_of > now:
+            raise InvalidArgument([FieldViolation("as_of", "must not be in the future")])
+        balance_points = uow.connection.execute(
+            select(func.coalesce(func.sum(postings.c.points), 0)).where(
+                postings.c.account_id == member_account_id(member_id),
+                postings.c.create_time <= as_of,
+            )
+        ).scalar_one()
+        return Balance(member_id, int(balance_points), as_of)
+
+
+def list_transactions(
+    uow: UnitOfWork,
+    partner_id: str,
+    member: MemberReference | None,
+    before_transaction_id: int | None,
+    limit: int,
+) -> list[TransactionRecord]:
+    """The caller's transactions, newest first, strictly before the cursor when one is given."""
+    assert 0 < limit <= 1000
+    with uow:
+        statement = journal.select_transactions().where(
+            journal_transactions.c.partner_id == partner_id
+        )
+        if member is not None:
+            member_id = resolve(uow, partner_id, member)
+            statement = statement.where(journal_transactions.c.member_id == member_id)
+        if before_transaction_id is not None:
+            statement = statement.where(
+                journal_transactions.c.transaction_id < before_transaction_id
+            )
+        statement = statement.order_by(journal_transactions.c.transaction_id.desc()).limit(limit)
+        return [journal.record_from_row(row) for row in uow.connection.execute(statement)]
+
+
+def _commit(
+    uow: UnitOfWork, partner_id: str, request_id: str, record: TransactionRecord
+) -> LedgerResult:
+    record_result(uow, partner_id, request_id, str(record.transaction_id))
+    uow.commit()
+    return LedgerResult(record, abs(record.points_delta), record.balance_points_after, False)
+
+
+def _replay(uow: UnitOfWork, result_id: str | None) -> LedgerResult:
+    assert result_id is not None
+    record = journal.find_transaction(uow, int(result_id))
+    assert record is not None, f"idempotency key points at missing transaction {result_id}"
+    return LedgerResult(record, abs(record.points_delta), record.balance_points_after, True)
+
+
+def _fingerprint(
+    command: EarnCommand | BurnCommand | ReverseCommand,
+) -> dict[str, str | int | None]:
+    """The request's meaningful fields, flattened, for field-by-field comparison on a retry."""
+    flattened: dict[str, str | int | None] = {}
+    for key, value in asdict(command).items():
+        if key == "request_id":
+            continue
+        if isinstance(value, dict):
+            flattened.update({f"{key}.{k}": v for k, v in value.items() if v is not None})
+        elif isinstance(value, datetime):
+            flattened[key] = value.isoformat()
+        else:
+            flattened[key] = value
+    return flattened
+
+
+def _occurred_at(occurred_at: datetime | None, now: datetime) -> datetime:
+    if occurred_at is None:
+        return now
+    if occurred_at > now + OCCURRED_AT_FUTURE_SKEW_MAX:
+        raise InvalidArgument(
+            [FieldViolation("occurred_at", "is more than 5 minutes in the future")],
+            reason="OCCURRED_AT_IN_FUTURE",
+        )
+    return occurred_at
+
+
+def _check_currency(partner: Partner, money: Money, field: str) -> None:
+    if money.currency != partner.currency:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    f"{field}.currency",
+                    f"must be {partner.currency}, the currency of partner {partner.partner_id}",
+                )
+            ],
+            reason="CURRENCY_MISMATCH",
+        )
+
+
+def _points_earned(
+    partner: Partner,
+    rate: RateVersion,
+    spend: Money | None,
+    native_points: int | None,
+    allow_zero: bool = False,
+) -> int:
+    if spend is not None:
+        _check_currency(partner, spend, "spend")
+        points = rules.points_for_spend(spend.amount_minor, spend.currency, rate)
+    else:
+        assert native_points is not None
+        if rate.native_points_rate is None:
+            raise FailedPrecondition(
+                "NATIVE_CONVERSION_NOT_OFFERED",
+                f"partner {partner.partner_id} offers no conversion of native points under "
+                f"rate version {rate.rate_version_id}",
+                {"partner_id": partner.partner_id, "rate_version_id": rate.rate_version_id},
+            )
+        points = rules.points_for_native_points(native_points, rate.native_points_rate)
+    if points == 0 and not allow_zero:
+        raise FailedPrecondition(
+            "NO_POINTS_EARNED",
+            f"the purchase earns no points at rate version {rate.rate_version_id}",
+            {"rate_version_id": rate.rate_version_id},
+        )
+    _check_points_bound(points)
+    return points
+
+
+def _points_burned(
+    partner: Partner, rate: RateVersion, points: int | None, value: Money | None, field: str
+) -> int:
+    if points is not None:
+        return points
+    assert value is not None
+    _check_currency(partner, value, field)
+    points_needed = rules.points_for_value(value.amount_minor, rate)
+    _check_points_bound(points_needed)
+    return points_needed
+
+
+def _check_points_bound(points: int) -> None:
+    if points > rules.POINTS_PER_OPERATION_MAX:
+        raise InvalidArgument(
+            [FieldViolation("amount", f"moves more than {rules.POINTS_PER_OPERATION_MAX} points")],
+            reason="POINTS_LIMIT_EXCEEDED",
+        )
+
+
+def _own_transaction(uow: UnitOfWork, partner_id: str, transaction_id: int) -> TransactionRecord:
+    record = journal.find_transaction(uow, transaction_id)
+    # Another partner's transaction is reported as missing: its existence is not ours to know.
+    if record is None or record.partner_id != partner_id:
+        raise NotFound(
+            "TRANSACTION_NOT_FOUND",
+            f"transaction {transaction_id} does not exist",
+            {"transaction_id": transaction_id},
+        )
+    return record
+
+
+def _points_to_reverse(parent: TransactionRecord, points_requested: int) -> int:
+    if parent.kind == "reverse":
+        raise FailedPrecondition(
+            "TRANSACTION_NOT_REVERSIBLE",
+            f"transaction {parent.transaction_id} is a reversal; reversals are final",
+            {"transaction_id": parent.transaction_id},
+        )
+    points_left = abs(parent.points_delta) - parent.points_reversed
+    assert points_left >= 0, f"transaction {parent.transaction_id} reversed beyond its points"
+    if points_left == 0:
+        raise FailedPrecondition(
+            "ALREADY_FULLY_REVERSED",
+            f"transaction {parent.transaction_id} is already fully reversed",
+            {"transaction_id": parent.transaction_id},
+        )
+    if points_requested > points_left:
+        raise FailedPrecondition(
+            "REVERSAL_EXCEEDS_REMAINING",
+            f"transaction {parent.transaction_id} has {points_left} points left to reverse, "
+            f"{points_requested} requested",
+            {
+                "transaction_id": parent.transaction_id,
+                "points_left": points_left,
+                "points_requested": points_requested,
+            },
+        )
+    return points_requested or points_left

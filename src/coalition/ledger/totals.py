@@ -1,0 +1,59 @@
+"""Per-partner totals, derived from the journal in one set-based query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import aliased
+
+from coalition.store.schema import journal_transactions
+from coalition.store.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class PartnerTotals:
+    partner_id: str
+    transactions: int
+    points_issued: int
+    points_redeemed: int
+    points_issued_reversed: int
+    points_redeemed_reversed: int
+
+    @property
+    def points_outstanding_change(self) -> int:
+        """What this partner's activity added to members' balances."""
+        return (
+            self.points_issued
+            - self.points_issued_reversed
+            - self.points_redeemed
+            + self.points_redeemed_reversed
+        )
+
+
+def partner_totals(uow: UnitOfWork) -> list[PartnerTotals]:
+    entry = journal_transactions
+    parent = aliased(journal_transactions)
+    kind = func.coalesce(parent.c.kind + "_reversed", entry.c.kind)
+
+    def points_of(label: str) -> object:
+        return func.coalesce(func.sum(case((kind == label, func.abs(entry.c.points_delta)))), 0)
+
+    statement = (
+        select(
+            entry.c.partner_id,
+            func.count(),
+            points_of("earn"),
+            points_of("burn"),
+            points_of("earn_reversed"),
+            points_of("burn_reversed"),
+        )
+        .outerjoin(parent, parent.c.transaction_id == entry.c.parent_transaction_id)
+        .group_by(entry.c.partner_id)
+        .order_by(entry.c.partner_id)
+    )
+    with uow:
+        return [
+            PartnerTotals(*(row[0], *map(int, row[1:])))
+            for row in uow.connection.execute(statement)
+        ]

@@ -1,0 +1,1 @@
+"""Partners: manifests, the catalogue of partners and rate versions, and API keys."""

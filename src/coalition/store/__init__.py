@@ -1,0 +1,1 @@
+"""Storage: the schema, the engine, the unit of work and the migrations."""

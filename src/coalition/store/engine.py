@@ -1,0 +1,65 @@
+"""Engines for the two supported databases, configured for the hub's concurrency model.
+
+PostgreSQL runs at READ COMMITTED: money rows are protected by guarded updates and row locks
+named where they happen. SQLite serialises writers: a writing unit of work starts with
+BEGIN IMMEDIATE so that two writers never deadlock upgrading a read lock; WAL lets readers go on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+POOL_SIZE = 8
+POOL_OVERFLOW_MAX = 8
+READ_ONLY_OPTION = "coalition_read_only"
+
+
+def normalise_database_url(database_url: str) -> str:
+    """Accept plain `postgresql://` URLs and use psycopg 3 for them."""
+    url = make_url(database_url)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def create_database_engine(database_url: str) -> Engine:
+    url = make_url(normalise_database_url(database_url))
+    if url.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(url.render_as_string(hide_password=False))
+    if url.get_backend_name() == "postgresql":
+        return create_engine(
+            url,
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW_MAX,
+            pool_pre_ping=True,
+            isolation_level="READ COMMITTED",
+        )
+    raise ValueError(f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql")
+
+
+def _create_sqlite_engine(database_url: str) -> Engine:
+    engine = create_engine(
+        database_url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that BEGIN is ours to emit.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine

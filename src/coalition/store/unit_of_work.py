@@ -1,0 +1,59 @@
+"""One unit of work per request: one database transaction that commits only when asked."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sqlalchemy import Connection, Engine
+
+from coalition.store.engine import READ_ONLY_OPTION
+
+
+class UnitOfWork:
+    """A context manager around one database transaction.
+
+    It rolls back unless the service calls `commit()`; the connection is reachable only
+    through it, never passed around bare.
+    """
+
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+        self._engine = engine
+        self._read_only = read_only
+        self._connection: Connection | None = None
+        self._committed = False
+
+    @property
+    def connection(self) -> Connection:
+        assert self._connection is not None, "use the unit of work inside `with`"
+        return self._connection
+
+    @property
+    def dialect_name(self) -> str:
+        return self._engine.dialect.name
+
+    def __enter__(self) -> UnitOfWork:
+        connection = self._engine.connect()
+        if self._read_only:
+            connection = connection.execution_options(**{READ_ONLY_OPTION: True})
+        connection.begin()
+        self._connection = connection
+        return self
+
+    def commit(self) -> None:
+        assert not self._read_only, "a read-only unit of work has nothing to commit"
+        self.connection.commit()
+        self._committed = True
+
+    def __exit__(
+        self,
+        exception_type: type[BaseException] | None,
+        exception: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        connection = self.connection
+        try:
+            if not self._committed:
+                connection.rollback()
+        finally:
+            connection.close()
+            self._connection = None
