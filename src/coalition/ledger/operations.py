@@ -6,7 +6,7 @@ domain rules, post one balanced journal transaction, record the result, commit.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -302,9 +302,11 @@ def _commit(
 
 
 def _replay(uow: UnitOfWork, result_id: str | None) -> LedgerResult:
+    """The response as first sent: when it was new, nothing of it was reversed yet."""
     assert result_id is not None
     record = journal.find_transaction(uow, int(result_id))
     assert record is not None, f"idempotency key points at missing transaction {result_id}"
+    record = replace(record, points_reversed=0)
     return LedgerResult(record, abs(record.points_delta), record.balance_points_after, True)
 
 

@@ -1,0 +1,157 @@
+"""Shared fixtures: real databases (SQLite file, PostgreSQL) and a real gRPC hub on loopback.
+
+PostgreSQL comes from COALITION_TEST_DATABASE_URL (default: the local server's `test`
+database). Each pytest run creates its own database next to it and drops it at the end, so
+runs never see each other's rows; each test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from coalition.api.server import Hub
+from coalition.partners import credentials
+from coalition.partners.manifest import PartnerManifest, RateVersionManifest
+from coalition.partners.sync import sync_partners
+from coalition.store import migrate
+from coalition.store.engine import create_database_engine, normalise_database_url
+from coalition.store.schema import metadata
+from coalition.store.unit_of_work import UnitOfWork
+
+POSTGRES_URL = os.environ.get(
+    "COALITION_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+DATABASES = ("sqlite", "postgresql")
+
+
+def rate(effective_from: datetime, earn: str, burn: str, native: str | None = None) -> RateVersionManifest:
+    return RateVersionManifest(
+        effective_from=effective_from,
+        earn_points_per_unit=Decimal(earn),
+        native_points_rate=None if native is None else Decimal(native),
+        burn_value_minor_per_point=Decimal(burn),
+        issuance_price_minor_per_point=Decimal("1.2") * Decimal(burn),
+        redemption_price_minor_per_point=Decimal("0.9") * Decimal(burn),
+    )
+
+
+# Test partners, independent of the demo manifests in partners/.
+COFFEE = PartnerManifest(
+    partner_id="test-coffee",
+    name="Test Coffee",
+    kind="coffee_chain",
+    currency="CNY",
+    roles=("partner", "merchant"),
+    points_validity_months=24,
+    rate_versions=(
+        rate(datetime(2025, 1, 1, tzinfo=UTC), earn="0.1", burn="5"),
+        rate(datetime(2026, 1, 1, tzinfo=UTC), earn="0.2", burn="5"),
+    ),
+)
+AIR = PartnerManifest(
+    partner_id="test-air",
+    name="Test Air",
+    kind="airline",
+    currency="EUR",
+    roles=("partner",),
+    points_validity_months=36,
+    rate_versions=(rate(datetime(2025, 1, 1, tzinfo=UTC), earn="1", burn="1", native="0.5"),),
+)
+CINEMA = PartnerManifest(
+    partner_id="test-cinema",
+    name="Test Cinema",
+    kind="cinema",
+    currency="GBP",
+    roles=("partner",),
+    points_validity_months=12,
+    rate_versions=(rate(datetime(2025, 6, 1, tzinfo=UTC), earn="1", burn="0.85"),),
+)
+TEST_PARTNERS = (COFFEE, AIR, CINEMA)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this run's own on the test PostgreSQL server, migrated once."""
+    server_url = make_url(normalise_database_url(POSTGRES_URL))
+    name = f"coalition_test_{uuid.uuid4().hex[:12]}"
+    administration = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with administration.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:  # the suite needs PostgreSQL: say so plainly
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}: {error}")
+    url = server_url.set(database=name).render_as_string(hide_password=False)
+    engine = create_database_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield url
+    with administration.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    administration.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("template") / "ledger.db"
+    engine = create_database_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> Iterator[str]:
+    """An empty, migrated database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "ledger.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    engine = create_database_engine(url)
+    with engine.begin() as connection:
+        tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_database_engine(database_url)
+    sync_partners(UnitOfWork(engine), list(TEST_PARTNERS), datetime.now(UTC))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def hub(engine: Engine) -> Iterator[Hub]:
+    hub = Hub(engine, "127.0.0.1:0").start()
+    yield hub
+    hub.stop(grace_seconds=0)
+
+
+@pytest.fixture
+def channel(hub: Hub) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{hub.port}") as channel:
+        yield channel
+
+
+def api_key(engine: Engine, principal_id: str, role: str = "partner") -> tuple[tuple[str, str]]:
+    """gRPC metadata carrying a fresh API key for the principal."""
+    issued = credentials.issue_key(UnitOfWork(engine), principal_id, role, datetime.now(UTC))
+    return (("authorization", f"Bearer {issued.api_key}"),)
