@@ -35,7 +35,9 @@ POSTGRES_URL = os.environ.get(
 DATABASES = ("sqlite", "postgresql")
 
 
-def rate(effective_from: datetime, earn: str, burn: str, native: str | None = None) -> RateVersionManifest:
+def rate(
+    effective_from: datetime, earn: str, burn: str, native: str | None = None
+) -> RateVersionManifest:
     return RateVersionManifest(
         effective_from=effective_from,
         earn_points_per_unit=Decimal(earn),
