@@ -25,25 +25,25 @@ def upgrade(engine: Engine) -> None:
     config = alembic_config(engine)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")
 
 
 def is_up_to_date(engine: Engine) -> bool:
-    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    heads = set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision() == head
+        return set(MigrationContext.configure(connection).get_current_heads()) == heads
 
 
 def prepare(engine: Engine) -> None:
     """Migrate an empty database; refuse to run on an outdated one (that is an operator's
     decision: `coalition db upgrade`)."""
     with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
+        current = MigrationContext.configure(connection).get_current_heads()
         table_names = inspect(connection).get_table_names()
-    if current is None and not table_names:
+    if not current and not table_names:
         upgrade(engine)
     elif not is_up_to_date(engine):
         raise RuntimeError(
-            f"the database schema is at revision {current}, not the newest: "
+            f"the database schema is at revision {', '.join(current)}, not the newest: "
             "run `coalition db upgrade` first"
         )

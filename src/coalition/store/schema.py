@@ -136,10 +136,13 @@ accounts = Table(
     Column("balance_points", BigInteger, nullable=True),
     CheckConstraint(
         "(kind = 'member' AND member_id IS NOT NULL AND balance_points >= 0)"
-        " OR (kind <> 'member' AND partner_id IS NOT NULL AND balance_points IS NULL)",
+        " OR (kind <> 'member' AND balance_points IS NULL)",
         name="balance_cache_of_members_only",
     ),
 )
+
+# Every business operation is one journal transaction of one of these kinds (DESIGN.md).
+TRANSACTION_KINDS = ("earn", "burn", "reverse", "expire", "hold", "capture", "void", "merge")
 
 journal_transactions = Table(
     "journal_transactions",
@@ -160,7 +163,9 @@ journal_transactions = Table(
     Column("native_points", BigInteger, nullable=True),
     Column("partner_reference", String(128), nullable=True),
     Column("reason", String(256), nullable=True),
-    CheckConstraint("kind IN ('earn', 'burn', 'reverse')", name="kind"),
+    CheckConstraint(
+        f"kind IN ({', '.join(repr(kind) for kind in TRANSACTION_KINDS)})", name="kind"
+    ),
     CheckConstraint("balance_points_after >= 0", name="balance_never_negative"),
     UniqueConstraint("partner_id", "request_id"),
     Index(None, "member_id", "transaction_id"),
