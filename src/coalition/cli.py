@@ -92,7 +92,11 @@ def database_url_from(arguments: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The server logs its life; one-shot commands speak only through their output and errors.
+    logging.basicConfig(
+        level=logging.INFO if arguments.command == "serve" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     handler = COMMANDS[_command_path(arguments)]
     try:
         return handler(arguments)

@@ -9,15 +9,17 @@ from __future__ import annotations
 import random
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from sqlalchemy import Engine
 
 from coalition.api.server import Hub
 from coalition.ledger.totals import partner_totals
@@ -80,12 +82,9 @@ def _database(database_url: str | None) -> Iterator[str]:
         yield f"sqlite:///{directory}/demo.db"
 
 
-def _client(engine: object, channel: grpc.Channel, manifest: PartnerManifest) -> PartnerClient:
+def _client(engine: Engine, channel: grpc.Channel, manifest: PartnerManifest) -> PartnerClient:
     issued = credentials.issue_key(
-        UnitOfWork(engine),
-        manifest.partner_id,
-        "partner",
-        datetime.now(UTC),  # type: ignore[arg-type]
+        UnitOfWork(engine), manifest.partner_id, "partner", datetime.now(UTC)
     )
     return PartnerClient(
         manifest,
@@ -298,26 +297,26 @@ def _earn_spend(
     return response
 
 
-def _show(client: PartnerClient, response: object, what: str) -> None:
-    transaction = response.transaction  # type: ignore[attr-defined]
-    replayed = "  (replayed: nothing written)" if response.replayed else ""  # type: ignore[attr-defined]
+def _show(client: PartnerClient, response: Any, what: str) -> None:
+    transaction = response.transaction
+    replayed = "  (replayed: nothing written)" if response.replayed else ""
     _say(
         f"   {client.partner_id:<16} {what:<42} {transaction.points_delta:>+7} points"
         f"  balance {response.balance_points:>6}  tx #{transaction.transaction_id}{replayed}"
-    )  # type: ignore[attr-defined]
+    )
 
 
-def _expect_error(client: PartnerClient, call: object, what: str) -> None:
+def _expect_error(client: PartnerClient, call: Callable[[], object], what: str) -> None:
     try:
-        call()  # type: ignore[operator]
+        call()
     except grpc.RpcError as error:
-        _say(f"   {client.partner_id:<16} {what:<42} -> {error.code().name} {_reason(error)}")  # type: ignore[attr-defined]
+        _say(f"   {client.partner_id:<16} {what:<42} -> {error.code().name} {_reason(error)}")
         return
     raise AssertionError(f"the hub accepted: {what}")
 
 
 def _reason(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     for detail in status.details if status else ():
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
@@ -325,13 +324,13 @@ def _reason(error: grpc.RpcError) -> str:
     return "?"
 
 
-def _print_partner_totals(engine: object) -> None:
+def _print_partner_totals(engine: Engine) -> None:
     _say("\n8. Per-partner totals, derived from the journal's postings")
     _say(
         f"   {'partner':<16} {'transactions':>12} {'issued':>9} {'redeemed':>9} "
         f"{'earn rev.':>9} {'burn rev.':>9}"
     )
-    for totals in partner_totals(UnitOfWork(engine, read_only=True)):  # type: ignore[arg-type]
+    for totals in partner_totals(UnitOfWork(engine, read_only=True)):
         _say(
             f"   {totals.partner_id:<16} {totals.transactions:>12} {totals.points_issued:>9} "
             f"{totals.points_redeemed:>9} {totals.points_issued_reversed:>9} "

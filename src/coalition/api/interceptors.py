@@ -41,7 +41,7 @@ def current_principal() -> Principal:
     return _current_principal.get()
 
 
-class HubInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class HubInterceptor(grpc.ServerInterceptor):
     def __init__(
         self,
         authenticate: Callable[[str], Principal | None],

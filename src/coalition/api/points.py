@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 
@@ -42,14 +43,14 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         native_points = request.native_points if basis == "native_points" else None
         if native_points is not None:
             parser.points(native_points, "native_points")
-        command_fields = {
-            "request_id": parser.request_id(request.request_id),
-            "member": parser.member(request),
-            "occurred_at": parser.timestamp(request, "occurred_at"),
-            "partner_reference": parser.text(request.partner_reference, "partner_reference", 128),
-        }
+        request_id = parser.request_id(request.request_id)
+        member = parser.member(request)
+        occurred_at = parser.timestamp(request, "occurred_at")
+        partner_reference = parser.text(request.partner_reference, "partner_reference", 128)
         parser.done()
-        command = operations.EarnCommand(spend=spend, native_points=native_points, **command_fields)
+        command = operations.EarnCommand(
+            request_id, member, spend, native_points, occurred_at, partner_reference
+        )
         result = operations.earn(self._unit_of_work(), _caller_partner_id(), command, _now())
         return messages.EarnResponse(**_ledger_fields(result))
 
@@ -64,14 +65,14 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         points = request.points if basis == "points" else None
         if points is not None:
             parser.points(points, "points")
-        command_fields = {
-            "request_id": parser.request_id(request.request_id),
-            "member": parser.member(request),
-            "occurred_at": parser.timestamp(request, "occurred_at"),
-            "partner_reference": parser.text(request.partner_reference, "partner_reference", 128),
-        }
+        request_id = parser.request_id(request.request_id)
+        member = parser.member(request)
+        occurred_at = parser.timestamp(request, "occurred_at")
+        partner_reference = parser.text(request.partner_reference, "partner_reference", 128)
         parser.done()
-        command = operations.BurnCommand(points=points, value=value, **command_fields)
+        command = operations.BurnCommand(
+            request_id, member, points, value, occurred_at, partner_reference
+        )
         result = operations.burn(self._unit_of_work(), _caller_partner_id(), command, _now())
         return messages.BurnResponse(**_ledger_fields(result))
 
@@ -172,7 +173,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         )
 
 
-def _ledger_fields(result: LedgerResult) -> dict[str, object]:
+def _ledger_fields(result: LedgerResult) -> dict[str, Any]:
     return {
         "transaction": responses.transaction(result.transaction),
         "points": result.points,

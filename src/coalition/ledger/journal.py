@@ -107,7 +107,7 @@ def post(uow: UnitOfWork, entry: JournalEntry, now: datetime) -> TransactionReco
     member_points_delta = entry.member_points_delta
     assert member_points_delta != 0, "a transaction moves the member's balance"
     balance_points_after = _move_member_balance(uow, entry.member_id, member_points_delta)
-    row = {
+    row: dict[str, Any] = {
         "kind": entry.kind,
         "partner_id": entry.partner_id,
         "member_id": entry.member_id,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import aliased
 
 from coalition.store.schema import journal_transactions
@@ -36,7 +37,7 @@ def partner_totals(uow: UnitOfWork) -> list[PartnerTotals]:
     parent = aliased(journal_transactions)
     kind = func.coalesce(parent.c.kind + "_reversed", entry.c.kind)
 
-    def points_of(label: str) -> object:
+    def points_of(label: str) -> ColumnElement[Any]:
         return func.coalesce(func.sum(case((kind == label, func.abs(entry.c.points_delta)))), 0)
 
     statement = (
