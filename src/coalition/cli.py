@@ -15,10 +15,16 @@ from sqlalchemy import Engine
 
 from coalition import demo
 from coalition.api import server
+from coalition.bench import command as bench_command
 from coalition.domain.errors import CoalitionError
+from coalition.observability import process as observability_process
 from coalition.partners import catalog, credentials
 from coalition.partners.manifest import ManifestError, load_manifests
 from coalition.partners.sync import SyncReport, sync_partners
+from coalition.programme import config as programme_config
+from coalition.programme import jobs
+from coalition.reconciliation import commands as reconcile_commands
+from coalition.settlement import commands as settle_commands
 from coalition.store import migrate
 from coalition.store.engine import create_database_engine
 from coalition.store.unit_of_work import UnitOfWork
@@ -47,6 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to listen on")
     serve.add_argument("--workers", type=int, default=1, help="worker processes")
     serve.add_argument("--partners", default=None, help="sync partner manifests from DIR first")
+    serve.add_argument(
+        "--signing-key",
+        default=None,
+        metavar="FILE",
+        help="settlement signing key (default: $COALITION_SIGNING_KEY, else "
+        "keys/settlement-signing-key.pem when present); refused if others can read it",
+    )
+    serve.add_argument(
+        "--programme",
+        default=None,
+        help="tiers.toml and promotions.toml from DIR "
+        f"(default: ${programme_config.PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE}, else none)",
+    )
+    observability_process.add_serve_options(serve)
 
     database = commands.add_parser("db", help="database schema")
     database_commands = database.add_subparsers(dest="database_command", required=True)
@@ -70,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_commands.add_parser("revoke", help="revoke an API key by its key id")
     revoke.add_argument("key_id")
     _add_database_option(revoke)
+    settle_commands.add_signing_parser(keys_commands, _add_database_option)
+    settle_commands.add_settle_parser(commands, _add_database_option)
 
     demo_command = commands.add_parser("demo", help="the whole story, through real gRPC calls")
     demo_command.add_argument(
@@ -79,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the demo's ledger in this database (default: a temporary SQLite file)",
     )
     demo_command.add_argument("--partners", default="partners", help="partner manifests DIR")
+    jobs.add_jobs_parser(commands, _add_database_option)
+    reconcile_commands.add_reconcile_parser(commands, _add_database_option)
+    bench_command.add_bench_parser(commands)
     return parser
 
 
@@ -112,11 +137,21 @@ def _command_path(arguments: argparse.Namespace) -> str:
     sub_command = next(
         (
             getattr(arguments, name)
-            for name in ("database_command", "partners_command", "keys_command")
+            for name in (
+                "database_command",
+                "partners_command",
+                "keys_command",
+                "jobs_command",
+                "reconcile_command",
+                "settle_command",
+            )
             if getattr(arguments, name, None)
         ),
         None,
     )
+    # `keys signing ...` nests one level deeper.
+    if getattr(arguments, "signing_command", None):
+        sub_command = f"{sub_command} {arguments.signing_command}"
     return f"{arguments.command} {sub_command}" if sub_command else arguments.command
 
 
@@ -135,7 +170,17 @@ def _serve(arguments: argparse.Namespace) -> int:
     engine.dispose()
     if arguments.workers < 1:
         raise RuntimeError("--workers must be at least 1")
-    server.serve(partial(create_database_engine, database_url), arguments.listen, arguments.workers)
+    if arguments.programme:
+        # Checked here, so a bad file fails at once; workers load it through the environment.
+        programme_config.load_programme(Path(arguments.programme))
+        os.environ[programme_config.PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE] = arguments.programme
+    observability_process.export_serve_options(arguments)  # read back by every worker
+    server.serve(
+        partial(create_database_engine, database_url),
+        arguments.listen,
+        arguments.workers,
+        settle_commands.serve_signing_key_path(arguments.signing_key),
+    )
     return 0
 
 
@@ -200,6 +245,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _with_engine(
+    run: Callable[[Engine, argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    return lambda arguments: run(_engine(arguments), arguments)
+
+
 PARTNERS_LISTED_MAX = 1000
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
@@ -209,6 +260,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "keys issue": _keys_issue,
     "keys revoke": _keys_revoke,
     "demo": _demo,
+    "bench": bench_command.run,
+    **{name: _with_engine(run) for name, run in jobs.JOB_COMMANDS.items()},
+    **{name: _with_engine(run) for name, run in reconcile_commands.RECONCILE_COMMANDS.items()},
+    **settle_commands.handlers(database_url_from),
 }
 
 

@@ -6,7 +6,10 @@ import grpc
 import pytest
 from sqlalchemy import Engine
 
-from tests.end_to_end.support import PartnerClient
+# Plain `assert`s in the helpers explain their failures as well as those in test modules do.
+pytest.register_assert_rewrite("tests.end_to_end.support")
+
+from tests.end_to_end.support import PartnerClient  # noqa: E402
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
-"""Helpers for end-to-end tests: partner clients over the real channel, error details, row counts."""
+"""End-to-end helpers: partner clients on the real channel, error details, row counts."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import Engine, func, select
 
+from coalition.api.server import Hub
 from coalition.partners import credentials
 from coalition.store.schema import (
     accounts,
@@ -27,6 +29,7 @@ from coalition.store.schema import (
     partner_links,
     postings,
 )
+from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import (
     common_pb2,
     member_service_pb2,
@@ -35,7 +38,6 @@ from coalition.v1 import (
     points_service_pb2,
     points_service_pb2_grpc,
 )
-from coalition.store.unit_of_work import UnitOfWork
 from tests.conftest import api_key
 
 # Every call has a deadline, so that a hub that hangs fails the test instead of the run.
@@ -54,6 +56,17 @@ WRITTEN_TABLES = (
 )
 
 Metadata = tuple[tuple[str, str], ...]
+
+
+@contextmanager
+def serving(engine: Engine) -> Iterator[grpc.Channel]:
+    """A hub of the test's own on `engine` (for engines the `hub` fixture does not build)."""
+    hub = Hub(engine, "127.0.0.1:0").start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{hub.port}") as channel:
+            yield channel
+    finally:
+        hub.stop(grace_seconds=0)
 
 
 def bearer(api_key_text: str) -> Metadata:
@@ -104,9 +117,10 @@ class Failure:
 
 
 def failure_of(error: grpc.RpcError) -> Failure:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, f"no google.rpc.Status on {error.code()}: {error.details()}"
-    error_infos, fields = [], []
+    error_infos: list[error_details_pb2.ErrorInfo] = []
+    fields: list[str] = []
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             error_info = error_details_pb2.ErrorInfo()

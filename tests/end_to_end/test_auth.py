@@ -26,7 +26,9 @@ PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
 def get_own_partner(client: Client, partner_id: str = "test-coffee") -> str:
-    response = client.call("GetPartner", partner_service_pb2.GetPartnerRequest(partner_id=partner_id))
+    response = client.call(
+        "GetPartner", partner_service_pb2.GetPartnerRequest(partner_id=partner_id)
+    )
     return str(response.partner.partner_id)
 
 
@@ -36,7 +38,7 @@ def no_principal_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     revoked key keeps working that long by design. Caching nothing lets a test see the
     revocation at once instead of sleeping through the window; the interceptor reads the
     constant on every lookup, so patching the module attribute takes effect immediately."""
-    assert interceptors.PRINCIPAL_CACHE_SECONDS == 10.0
+    assert interceptors.PRINCIPAL_CACHE_SECONDS > 0, "the cache is off: nothing to patch"
     monkeypatch.setattr(interceptors, "PRINCIPAL_CACHE_SECONDS", 0.0)
 
 
@@ -51,7 +53,9 @@ def test_call_without_api_key_is_unauthenticated(
     member_id = coffee.new_member()
     anonymous = Client(channel, metadata)
     request = points_service_pb2.GetBalanceRequest(member=by_id(member_id))
-    expect_failure(lambda: anonymous.call("GetBalance", request), UNAUTHENTICATED, "API_KEY_MISSING")
+    expect_failure(
+        lambda: anonymous.call("GetBalance", request), UNAUTHENTICATED, "API_KEY_MISSING"
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,7 +92,12 @@ def test_revoked_key_stops_working(
     ("principal_id", "role", "method", "request_message"),
     [
         ("test-coffee", "merchant", "Earn", points_service_pb2.EarnRequest()),
-        ("test-coffee", "merchant", "ListTransactions", points_service_pb2.ListTransactionsRequest()),
+        (
+            "test-coffee",
+            "merchant",
+            "ListTransactions",
+            points_service_pb2.ListTransactionsRequest(),
+        ),
         ("ops", "admin", "Burn", points_service_pb2.BurnRequest()),
         ("finance-team", "finance", "GetBalance", points_service_pb2.GetBalanceRequest()),
         (
@@ -107,7 +116,15 @@ def test_revoked_key_stops_working(
         ),
         ("test-coffee", "partner", "ListPartners", partner_service_pb2.ListPartnersRequest()),
     ],
-    ids=lambda value: value if isinstance(value, str) else "",
+    ids=[
+        "merchant-Earn",
+        "merchant-ListTransactions",
+        "admin-Burn",
+        "finance-GetBalance",
+        "partner-CreateApiKey",
+        "partner-RevokeApiKey",
+        "partner-ListPartners",
+    ],
 )
 def test_role_not_allowed_is_permission_denied(
     channel: grpc.Channel,
@@ -143,27 +160,17 @@ def test_admin_revokes_api_key_over_grpc(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PartnerServicer.CreateApiKey enters a UnitOfWork that credentials.issue_key "
-    "enters again: INTERNAL after committing the key on PostgreSQL, a 30 s lock wait then "
-    "UNAVAILABLE on SQLite",
-)
 def test_admin_creates_api_key_that_works(channel: grpc.Channel, engine: Engine) -> None:
     admin = Client(channel, api_key(engine, "ops", "admin"))
     request = partner_service_pb2.CreateApiKeyRequest(
         principal_id="test-coffee", role=partner_service_pb2.ROLE_PARTNER
     )
-    # A short deadline: on SQLite the hub waits out its 30 s busy timeout on its own lock.
-    created = admin.call("CreateApiKey", request, timeout=3.0)
+    created = admin.call("CreateApiKey", request)
     assert created.api_key.startswith(f"coal_{created.key_id}_")
-    client = Client(channel, bearer(created.api_key))
-    assert get_own_partner(client) == "test-coffee"
+    assert get_own_partner(Client(channel, bearer(created.api_key))) == "test-coffee"
 
 
-def test_admin_cannot_create_key_for_unknown_partner_or_role(
-    channel: grpc.Channel, engine: Engine
-) -> None:
+def test_create_api_key_names_the_missing_fields(channel: grpc.Channel, engine: Engine) -> None:
     admin = Client(channel, api_key(engine, "ops", "admin"))
     no_role = partner_service_pb2.CreateApiKeyRequest(principal_id="test-coffee")
     expect_failure(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import MetaData, String, Text, create_engine, func, select, text
+from sqlalchemy import Engine, MetaData, String, Text, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from coalition.store.engine import create_database_engine, normalise_database_url
@@ -130,7 +130,9 @@ def wait_until_serving(server: Server) -> None:
         if status == health_pb2.HealthCheckResponse.SERVING:
             return
         time.sleep(POLL_INTERVAL_SECONDS)
-    raise AssertionError(f"not SERVING after {SERVING_TIMEOUT_SECONDS} s ({status}):\n{server.log()}")
+    raise AssertionError(
+        f"not SERVING after {SERVING_TIMEOUT_SECONDS} s ({status}):\n{server.log()}"
+    )
 
 
 def health_status(address: str) -> int | None:
@@ -247,7 +249,7 @@ def throwaway_postgres_database() -> Iterator[str]:
 
 
 @contextmanager
-def database_engine(database_url: str) -> Iterator[object]:
+def database_engine(database_url: str) -> Iterator[Engine]:
     engine = create_database_engine(database_url)
     try:
         yield engine
@@ -259,8 +261,8 @@ def table_contents(database_url: str) -> dict[str, list[tuple[object, ...]]]:
     """Every row of every table (reflected from the database), in a comparable order."""
     with database_engine(database_url) as engine:
         reflected = MetaData()
-        reflected.reflect(bind=engine)  # type: ignore[arg-type]
-        with engine.connect() as connection:  # type: ignore[attr-defined]
+        reflected.reflect(bind=engine)
+        with engine.connect() as connection:
             return {
                 table.name: sorted(
                     (tuple(row) for row in connection.execute(select(table))), key=repr
@@ -271,11 +273,11 @@ def table_contents(database_url: str) -> dict[str, list[tuple[object, ...]]]:
 
 def text_values(database_url: str, table_names: list[str] | None = None) -> list[str]:
     """Every non-null value of every text column of the tables (all tables by default)."""
-    values = []
+    values: list[str] = []
     with database_engine(database_url) as engine:
         reflected = MetaData()
-        reflected.reflect(bind=engine, only=table_names)  # type: ignore[arg-type]
-        with engine.connect() as connection:  # type: ignore[attr-defined]
+        reflected.reflect(bind=engine, only=table_names)
+        with engine.connect() as connection:
             for table in reflected.sorted_tables:
                 for column in table.columns:
                     if isinstance(column.type, String | Text):
@@ -290,9 +292,10 @@ def text_values(database_url: str, table_names: list[str] | None = None) -> list
 def count_rows(database_url: str, table_name: str) -> int:
     with database_engine(database_url) as engine:
         reflected = MetaData()
-        reflected.reflect(bind=engine, only=[table_name])  # type: ignore[arg-type]
-        with engine.connect() as connection:  # type: ignore[attr-defined]
+        reflected.reflect(bind=engine, only=[table_name])
+        with engine.connect() as connection:
             return int(
-                connection.execute(select(func.count()).select_from(reflected.tables[table_name]))
-                .scalar_one()
+                connection.execute(
+                    select(func.count()).select_from(reflected.tables[table_name])
+                ).scalar_one()
             )

@@ -26,7 +26,7 @@ class LedgerSize:
 
 
 def ledger_size(database_url: str) -> LedgerSize:
-    with database_engine(database_url) as engine, engine.connect() as connection:  # type: ignore[attr-defined]
+    with database_engine(database_url) as engine, engine.connect() as connection:
         return LedgerSize(
             members=_count(connection, members),
             transactions=_count(connection, journal_transactions),
@@ -43,7 +43,7 @@ def ledger_size(database_url: str) -> LedgerSize:
 
 def ledger_violations(database_url: str) -> list[str]:
     """Every broken invariant, described; empty when the ledger is healthy."""
-    with database_engine(database_url) as engine, engine.connect() as connection:  # type: ignore[attr-defined]
+    with database_engine(database_url) as engine, engine.connect() as connection:
         checks = (
             _unbalanced_transactions,
             _transactions_without_double_entry,
@@ -93,8 +93,12 @@ def _member_postings_differing_from_delta(connection: Connection) -> list[str]:
     )
     member_total = func.coalesce(member_points.c.points, 0)
     rows = connection.execute(
-        select(journal_transactions.c.transaction_id, journal_transactions.c.points_delta, member_total)
-        .outerjoin(member_points, member_points.c.transaction_id == journal_transactions.c.transaction_id)
+        select(
+            journal_transactions.c.transaction_id, journal_transactions.c.points_delta, member_total
+        )
+        .outerjoin(
+            member_points, member_points.c.transaction_id == journal_transactions.c.transaction_id
+        )
         .where(journal_transactions.c.points_delta != member_total)
         .limit(VIOLATIONS_SHOWN_MAX)
     ).all()
@@ -151,7 +155,10 @@ def _lots_differing_from_balances(connection: Connection) -> list[str]:
     return [
         f"member {member}: balance {balance} but its lots hold {points} remaining points"
         for member, balance, points in rows
-    ] + [f"member {member}: lots hold {points} points but it has no account" for member, points in orphans]
+    ] + [
+        f"member {member}: lots hold {points} points but it has no account"
+        for member, points in orphans
+    ]
 
 
 def _negative_balances(connection: Connection) -> list[str]:
@@ -165,6 +172,6 @@ def _negative_balances(connection: Connection) -> list[str]:
         .where(accounts.c.balance_points < 0)
         .limit(VIOLATIONS_SHOWN_MAX)
     ).all()
-    return [f"transaction {tid}: balance_points_after {after} < 0" for tid, after in transactions] + [
-        f"account {account}: balance cache {balance} < 0" for account, balance in caches
-    ]
+    return [
+        f"transaction {tid}: balance_points_after {after} < 0" for tid, after in transactions
+    ] + [f"account {account}: balance cache {balance} < 0" for account, balance in caches]

@@ -10,6 +10,7 @@ import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 
@@ -38,7 +39,7 @@ redemption_price_minor_per_point = "0.9"
 """
 
 
-def sync(directory: Path, database_url: str) -> object:
+def sync(directory: Path, database_url: str) -> CompletedProcess[str]:
     return run_coalition("partners", "sync", str(directory), "--db", database_url)
 
 
@@ -78,7 +79,7 @@ def remove_rate_version(path: Path, effective_from: str) -> None:
 def synced_url(database_url: str) -> str:
     """A migrated database holding the repo's partners, synced by the real command."""
     result = sync(PARTNERS_DIRECTORY, database_url)
-    assert result.returncode == 0, explain(result)  # type: ignore[attr-defined]
+    assert result.returncode == 0, explain(result)
     return database_url
 
 
@@ -90,7 +91,7 @@ def test_first_sync_creates_partners_and_rate_versions(database_url: str) -> Non
         assert f"partners created: {partner_id}\n" in result.stdout
     assert "larkspur-air@2027-01-01T00:00:00Z" in result.stdout
     contents = table_contents(database_url)
-    assert sorted(row[0] for row in contents["partners"]) == REPO_PARTNER_IDS
+    assert sorted(str(row[0]) for row in contents["partners"]) == REPO_PARTNER_IDS
     versions_declared = sum(
         len(re.findall(r"^\[\[rate_versions\]\]$", path.read_text(), re.M))
         for path in PARTNERS_DIRECTORY.glob("*.toml")
@@ -190,7 +191,7 @@ MALFORMED = {
     ),
     "misspelt key": (
         "larkspur-market",
-        ("points_validity_months", "points_validity_month"),
+        ("points_validity_months = 24", "points_validity_month = 24"),
         "points_validity_month",
     ),
     "unknown currency": ("larkspur-cinema", ('currency = "GBP"', 'currency = "XXQ"'), "currency"),

@@ -44,6 +44,11 @@ def status_of(error: CoalitionError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+def status_code_of(error: CoalitionError) -> int:
+    """The canonical code number (google.rpc.Code) the error is reported with."""
+    return int(_CODES[error.code])
+
+
 def internal_status(reason: str, message: str) -> grpc.Status:
     error_info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
     status = status_pb2.Status(

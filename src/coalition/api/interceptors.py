@@ -11,7 +11,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -24,6 +24,7 @@ from coalition.domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from coalition.observability.context import note_partner
 from coalition.partners.credentials import Principal
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ class HubInterceptor(grpc.ServerInterceptor):
         metadata = dict(handler_call_details.invocation_metadata or ())
         roles = self._roles_by_method.get(method, frozenset())
         return _wrap_handler(
-            handler, lambda behavior: self._guard(behavior, method, roles, metadata)
+            handler,
+            lambda behavior: self._guard(behavior, method, roles, metadata),
+            lambda behavior: self._guard_stream(behavior, method, roles, metadata),
         )
 
     def _guard(
@@ -95,6 +98,43 @@ class HubInterceptor(grpc.ServerInterceptor):
 
         return guarded
 
+    def _guard_stream(
+        self,
+        behavior: Callable[..., Iterator[Any]],
+        method: str,
+        roles: frozenset[str],
+        metadata: dict[str, Any],
+    ) -> Callable[..., Iterator[Any]]:
+        """The guard of server-streaming RPCs: the same checks and error mapping as `_guard`,
+        around the whole iteration, since a stream fails while it is consumed, not when the
+        servicer returns its generator."""
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                principal = self._principal(metadata)
+                if principal.role not in roles:
+                    raise PermissionDenied(
+                        "ROLE_NOT_ALLOWED",
+                        f"role {principal.role!r} may not call {method}",
+                        {"role": principal.role, "method": method},
+                    )
+                token = _current_principal.set(principal)
+                try:
+                    yield from behavior(request, context)
+                finally:
+                    _current_principal.reset(token)
+                return
+            except CoalitionError as error:
+                status = status_of(error)
+            except DBAPIError as error:
+                status = _database_status(error, method)
+            except Exception:
+                logger.exception("unexpected failure in %s", method)
+                status = internal_status("INTERNAL_ERROR", "the hub failed; nothing was applied")
+            context.abort_with_status(status)
+
+        return guarded
+
     def _principal(self, metadata: dict[str, Any]) -> Principal:
         authorization = str(metadata.get("authorization", ""))
         scheme, _, api_key = authorization.partition(" ")
@@ -105,6 +145,7 @@ class HubInterceptor(grpc.ServerInterceptor):
         principal = self._cached_principal(api_key.strip())
         if principal is None:
             raise Unauthenticated("API_KEY_INVALID", "the API key is unknown or revoked")
+        note_partner(principal.partner_id or principal.principal_id)  # metrics and logs
         return principal
 
     def _cached_principal(self, api_key: str) -> Principal | None:
@@ -133,7 +174,9 @@ def _database_status(error: DBAPIError, method: str) -> grpc.Status:
 
 
 def _wrap_handler(
-    handler: grpc.RpcMethodHandler, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+    handler: grpc.RpcMethodHandler,
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+    wrap_stream: Callable[[Callable[..., Iterator[Any]]], Callable[..., Iterator[Any]]],
 ) -> grpc.RpcMethodHandler:
     serializers = {
         "request_deserializer": handler.request_deserializer,
@@ -143,5 +186,9 @@ def _wrap_handler(
         return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **serializers)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **serializers)
-    # Server-streaming RPCs need a guard that wraps the response iterator; none exist yet.
-    raise AssertionError(f"no guard for streaming-response handler {handler}")
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap_stream(handler.unary_stream), **serializers
+        )
+    # Bidirectional streams: none exist yet; their guard would wrap both iterators.
+    raise AssertionError(f"no guard for bidirectional handler {handler}")

@@ -17,6 +17,8 @@ from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import partner_service_pb2 as messages
 from coalition.v1 import partner_service_pb2_grpc
 
+PRINCIPAL_ID_LENGTH_MAX = 63  # api_keys.principal_id
+
 ROLES = {
     messages.ROLE_PARTNER: "partner",
     messages.ROLE_MERCHANT: "merchant",
@@ -80,7 +82,7 @@ class PartnerServicer(partner_service_pb2_grpc.PartnerServiceServicer):
     ) -> messages.ListPartnersResponse:
         parser = RequestParser()
         page_size = parser.page_size(request.page_size)
-        after_partner_id = parser.page_token(request.page_token, {}) or ""
+        after_partner_id = parser.page_token(request.page_token, {}, str) or ""
         parser.done()
         with self._unit_of_work(read_only=True) as uow:
             found = catalog.list_partners(uow, after_partner_id, page_size + 1)
@@ -109,17 +111,17 @@ class PartnerServicer(partner_service_pb2_grpc.PartnerServiceServicer):
         self, request: messages.CreateApiKeyRequest, context: grpc.ServicerContext
     ) -> messages.CreateApiKeyResponse:
         parser = RequestParser()
-        principal_id = parser.identifier(request.principal_id, "principal_id")
+        principal_id = parser.identifier(
+            request.principal_id, "principal_id", length_max=PRINCIPAL_ID_LENGTH_MAX
+        )
         if request.role not in ROLES:
             parser.fault(
                 "role", "required: ROLE_PARTNER, ROLE_MERCHANT, ROLE_FINANCE or ROLE_ADMIN"
             )
         parser.done()
-        with self._unit_of_work() as uow:
-            issued = credentials.issue_key(
-                uow, principal_id, ROLES[request.role], datetime.now(UTC)
-            )
-            uow.commit()
+        issued = credentials.issue_key(
+            self._unit_of_work(), principal_id, ROLES[request.role], datetime.now(UTC)
+        )
         return messages.CreateApiKeyResponse(key_id=issued.key_id, api_key=issued.api_key)
 
     def RevokeApiKey(

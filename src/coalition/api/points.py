@@ -8,10 +8,12 @@ from typing import Any
 
 import grpc
 
-from coalition.api import responses
+from coalition.api import holds, responses
+from coalition.api.errors import status_code_of
 from coalition.api.interceptors import current_principal
 from coalition.api.requests import RequestParser, page_token_for
-from coalition.ledger import operations
+from coalition.domain.errors import CoalitionError
+from coalition.ledger import batch, operations
 from coalition.ledger.operations import LedgerResult
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import points_service_pb2 as messages
@@ -35,24 +37,35 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
     def Earn(
         self, request: messages.EarnRequest, context: grpc.ServicerContext
     ) -> messages.EarnResponse:
-        parser = RequestParser()
-        basis = request.WhichOneof("basis")
-        if basis is None:
-            parser.fault("basis", "required: spend or native_points")
-        spend = parser.money(request.spend, "spend") if basis == "spend" else None
-        native_points = request.native_points if basis == "native_points" else None
-        if native_points is not None:
-            parser.points(native_points, "native_points")
-        request_id = parser.request_id(request.request_id)
-        member = parser.member(request)
-        occurred_at = parser.timestamp(request, "occurred_at")
-        partner_reference = parser.text(request.partner_reference, "partner_reference", 128)
-        parser.done()
-        command = operations.EarnCommand(
-            request_id, member, spend, native_points, occurred_at, partner_reference
-        )
+        command = _earn_command(request)
         result = operations.earn(self._unit_of_work(), _caller_partner_id(), command, _now())
         return messages.EarnResponse(**_ledger_fields(result))
+
+    def BatchEarn(
+        self, request: messages.BatchEarnRequest, context: grpc.ServicerContext
+    ) -> messages.BatchEarnResponse:
+        parser = RequestParser()
+        if not 0 < len(request.items) <= batch.BATCH_EARN_ITEMS_MAX:
+            parser.fault("items", f"1 to {batch.BATCH_EARN_ITEMS_MAX} earns")
+        if request.mode == messages.BATCH_EARN_MODE_UNSPECIFIED:
+            parser.fault("mode", "required: ALL_OR_NOTHING or PER_ITEM")
+        parser.done()
+        items: list[operations.EarnCommand | CoalitionError] = []
+        for item in request.items:
+            try:
+                items.append(_earn_command(item))
+            except CoalitionError as error:
+                items.append(error)
+        all_or_nothing = request.mode == messages.BATCH_EARN_MODE_ALL_OR_NOTHING
+        result = batch.batch_earn(
+            self._unit_of_work(), _caller_partner_id(), items, all_or_nothing, _now()
+        )
+        return messages.BatchEarnResponse(
+            results=[_batch_earn_result(outcome) for outcome in result.outcomes],
+            applied_count=result.applied_count,
+            replayed_count=result.replayed_count,
+            failed_count=result.failed_count,
+        )
 
     def Burn(
         self, request: messages.BurnRequest, context: grpc.ServicerContext
@@ -145,7 +158,23 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
             member_id=balance.member_id,
             balance_points=balance.balance_points,
             as_of=responses.timestamp(balance.as_of),
+            held_points=balance.held_points,
         )
+
+    def AuthorizeBurn(
+        self, request: messages.AuthorizeBurnRequest, context: grpc.ServicerContext
+    ) -> messages.AuthorizeBurnResponse:
+        return holds.authorize_burn(self._unit_of_work, _caller_partner_id(), request)
+
+    def CaptureBurn(
+        self, request: messages.CaptureBurnRequest, context: grpc.ServicerContext
+    ) -> messages.CaptureBurnResponse:
+        return holds.capture_burn(self._unit_of_work, _caller_partner_id(), request)
+
+    def VoidBurn(
+        self, request: messages.VoidBurnRequest, context: grpc.ServicerContext
+    ) -> messages.VoidBurnResponse:
+        return holds.void_burn(self._unit_of_work, _caller_partner_id(), request)
 
     def ListTransactions(
         self, request: messages.ListTransactionsRequest, context: grpc.ServicerContext
@@ -171,6 +200,42 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
             transactions=[responses.transaction(record) for record in page],
             next_page_token=next_page_token,
         )
+
+
+def _earn_command(request: messages.EarnRequest) -> operations.EarnCommand:
+    parser = RequestParser()
+    basis = request.WhichOneof("basis")
+    if basis is None:
+        parser.fault("basis", "required: spend or native_points")
+    spend = parser.money(request.spend, "spend") if basis == "spend" else None
+    native_points = request.native_points if basis == "native_points" else None
+    if native_points is not None:
+        parser.points(native_points, "native_points")
+    request_id = parser.request_id(request.request_id)
+    member = parser.member(request)
+    occurred_at = parser.timestamp(request, "occurred_at")
+    partner_reference = parser.text(request.partner_reference, "partner_reference", 128)
+    parser.done()
+    return operations.EarnCommand(
+        request_id, member, spend, native_points, occurred_at, partner_reference
+    )
+
+
+def _batch_earn_result(outcome: batch.BatchItemOutcome) -> messages.BatchEarnResult:
+    if outcome.result is not None:
+        return messages.BatchEarnResult(
+            earn=messages.EarnResponse(**_ledger_fields(outcome.result))
+        )
+    error = outcome.error
+    assert error is not None
+    return messages.BatchEarnResult(
+        error=messages.BatchEarnItemError(
+            code=status_code_of(error),
+            reason=error.reason,
+            message=error.message,
+            metadata=error.metadata,
+        )
+    )
 
 
 def _ledger_fields(result: LedgerResult) -> dict[str, Any]:

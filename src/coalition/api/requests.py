@@ -21,6 +21,7 @@ from coalition.domain.points import AMOUNT_MINOR_MAX, POINTS_PER_OPERATION_MAX, 
 from coalition.identity.members import MemberReference
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+TRANSACTION_ID_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
 IDENTIFIER_LENGTH_MAX = 128
 TEXT_LENGTH_MAX = 256
 PAGE_SIZE_DEFAULT = 50
@@ -46,13 +47,19 @@ class RequestParser:
             self.fault(field, "required: 1 to 128 characters of A-Z a-z 0-9 . _ : -")
         return value
 
-    def identifier(self, value: str, field: str, required: bool = True) -> str:
+    def identifier(
+        self,
+        value: str,
+        field: str,
+        required: bool = True,
+        length_max: int = IDENTIFIER_LENGTH_MAX,
+    ) -> str:
         """An id given by a partner or the hub: printable, no surrounding spaces, bounded."""
         if not value:
             if required:
                 self.fault(field, "required")
-        elif len(value) > IDENTIFIER_LENGTH_MAX:
-            self.fault(field, f"at most {IDENTIFIER_LENGTH_MAX} characters")
+        elif len(value) > length_max:
+            self.fault(field, f"at most {length_max} characters")
         elif not value.isprintable() or value.strip() != value:
             self.fault(field, "printable characters without leading or trailing spaces")
         return value
@@ -108,7 +115,8 @@ class RequestParser:
         return MemberReference(member_id="")
 
     def transaction_id(self, value: str, field: str) -> int:
-        if not value.isdigit() or len(value) > 18:
+        # Not str.isdigit(): it accepts digits such as "³" that int() refuses.
+        if not TRANSACTION_ID_PATTERN.fullmatch(value):
             self.fault(field, "required: a transaction id as returned by the hub")
             return 0
         return int(value)
@@ -118,18 +126,35 @@ class RequestParser:
             self.fault(field, "must not be negative")
         return min(value or PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
 
-    def page_token(self, value: str, query: dict[str, Any], field: str = "page_token") -> Any:
-        """The cursor inside a token made by `page_token_for`, for the same query only."""
+    def page_token(
+        self,
+        value: str,
+        query: dict[str, Any],
+        cursor_type: type[int] | type[str] = int,
+        field: str = "page_token",
+    ) -> Any:
+        """The cursor inside a token made by `page_token_for`, for the same query only.
+
+        Tokens are opaque to callers but not trusted: the cursor's type and range are checked,
+        since a crafted token must give INVALID_ARGUMENT, never reach SQL as it is.
+        """
         if not value:
             return None
         try:
             decoded = json.loads(base64.urlsafe_b64decode(value.encode()))
-            if decoded["query"] == query:
-                return decoded["after"]
+            cursor = decoded["after"]
+            if decoded["query"] == query and _is_cursor(cursor, cursor_type):
+                return cursor
         except (binascii.Error, ValueError, KeyError, TypeError):
             pass
         self.fault(field, "not a token from a previous page of this same query")
         return None
+
+
+def _is_cursor(cursor: object, cursor_type: type[int] | type[str]) -> bool:
+    if cursor_type is int:
+        return type(cursor) is int and 0 < cursor < 2**63
+    return type(cursor) is str and 0 < len(cursor) <= IDENTIFIER_LENGTH_MAX
 
 
 def page_token_for(cursor: Any, query: dict[str, Any]) -> str:

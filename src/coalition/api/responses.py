@@ -14,6 +14,10 @@ TRANSACTION_KINDS = {
     "earn": common_pb2.TRANSACTION_KIND_EARN,
     "burn": common_pb2.TRANSACTION_KIND_BURN,
     "reverse": common_pb2.TRANSACTION_KIND_REVERSE,
+    "expire": common_pb2.TRANSACTION_KIND_EXPIRE,
+    "hold": common_pb2.TRANSACTION_KIND_HOLD,
+    "capture": common_pb2.TRANSACTION_KIND_CAPTURE,
+    "void": common_pb2.TRANSACTION_KIND_VOID,
 }
 
 

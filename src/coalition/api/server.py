@@ -10,26 +10,40 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from functools import partial
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine, text
 
+from coalition.api.events import EventServicer
 from coalition.api.interceptors import HubInterceptor
 from coalition.api.members import MemberServicer
 from coalition.api.partners import PartnerServicer
 from coalition.api.points import PointsServicer
+from coalition.api.settlement import SettlementServicer
+from coalition.identity.secret import hasher_for_engine
+from coalition.observability.metrics import MetricsInterceptor, watch_engine_pool
+from coalition.observability.process import configure_process
 from coalition.partners import credentials
 from coalition.partners.credentials import Principal
+from coalition.reconciliation.servicer import ReconciliationServicer
+from coalition.settlement.service import Signer
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import (
+    event_service_pb2,
+    event_service_pb2_grpc,
     member_service_pb2,
     member_service_pb2_grpc,
     partner_service_pb2,
     partner_service_pb2_grpc,
     points_service_pb2,
     points_service_pb2_grpc,
+    reconciliation_service_pb2,
+    reconciliation_service_pb2_grpc,
+    settlement_service_pb2,
+    settlement_service_pb2_grpc,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,6 +57,9 @@ SERVICE_DESCRIPTORS = (
     points_service_pb2.DESCRIPTOR.services_by_name["PointsService"],
     member_service_pb2.DESCRIPTOR.services_by_name["MemberService"],
     partner_service_pb2.DESCRIPTOR.services_by_name["PartnerService"],
+    event_service_pb2.DESCRIPTOR.services_by_name["EventService"],
+    settlement_service_pb2.DESCRIPTOR.services_by_name["SettlementService"],
+    reconciliation_service_pb2.DESCRIPTOR.services_by_name["ReconciliationService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICE_DESCRIPTORS)
 
@@ -58,40 +75,81 @@ ROLES_BY_METHOD: dict[str, frozenset[str]] = {
     "/coalition.v1.MemberService/LinkPartnerAccount": PARTNER,
     "/coalition.v1.MemberService/ResolveMember": PARTNER,
     "/coalition.v1.MemberService/GetMemberProfile": frozenset({"partner", "merchant"}),
+    "/coalition.v1.EventService/Subscribe": PARTNER,
+    "/coalition.v1.MemberService/UnlinkPartnerAccount": PARTNER,
+    "/coalition.v1.MemberService/UpdateConsent": PARTNER,
+    "/coalition.v1.MemberService/MergeMembers": ADMIN,
+    "/coalition.v1.MemberService/ExportMemberData": ADMIN,
+    "/coalition.v1.MemberService/ForgetMember": ADMIN,
     "/coalition.v1.PartnerService/GetPartner": frozenset({"admin", "partner", "merchant"}),
     "/coalition.v1.PartnerService/ListRateVersions": frozenset({"admin", "partner", "merchant"}),
     "/coalition.v1.PartnerService/ListPartners": frozenset({"admin", "finance"}),
     "/coalition.v1.PartnerService/CreateApiKey": ADMIN,
     "/coalition.v1.PartnerService/RevokeApiKey": ADMIN,
+    # Settlement: a partner reads and acknowledges only its own statements (the servicer
+    # checks ownership); the published signing keys are for everyone who verifies.
+    "/coalition.v1.SettlementService/RunSettlement": frozenset({"finance"}),
+    "/coalition.v1.SettlementService/GetSettlement": frozenset({"finance", "partner"}),
+    "/coalition.v1.SettlementService/ListSettlements": frozenset({"finance", "partner"}),
+    "/coalition.v1.SettlementService/ListSettlementEntries": frozenset({"finance", "partner"}),
+    "/coalition.v1.SettlementService/AcknowledgeSettlement": PARTNER,
+    "/coalition.v1.SettlementService/GetSigningKeys": frozenset(
+        {"partner", "merchant", "finance", "admin"}
+    ),
+    # Reconciliation: a partner submits and reads only its own reports (the servicer scopes
+    # them); finance acts for any partner and alone resolves exceptions.
+    "/coalition.v1.ReconciliationService/SubmitPartnerReport": frozenset({"finance", "partner"}),
+    "/coalition.v1.ReconciliationService/GetReconciliationRun": frozenset({"finance", "partner"}),
+    "/coalition.v1.ReconciliationService/ListReconciliationExceptions": frozenset(
+        {"finance", "partner"}
+    ),
+    "/coalition.v1.ReconciliationService/ResolveReconciliationException": frozenset({"finance"}),
 }
 
 
 class Hub:
     """One hub process serving on `listen`; stateless apart from its database engine."""
 
-    def __init__(self, engine: Engine, listen: str) -> None:
+    def __init__(
+        self, engine: Engine, listen: str, signing_key_path: Path | None = None
+    ) -> None:
+        # Loading the key refuses a file other users can read (SigningKeyError): the hub does
+        # not start rather than sign with a key that may have leaked.
+        signer = None if signing_key_path is None else Signer.from_file(signing_key_path)
         self._engine = engine
+        watch_engine_pool(engine)
         unit_of_work: Callable[..., UnitOfWork] = partial(UnitOfWork, engine)
         interceptor = HubInterceptor(
             lambda api_key: _authenticate(unit_of_work, api_key), ROLES_BY_METHOD
         )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=THREADS_PER_PROCESS),
-            interceptors=[interceptor],
+            interceptors=[MetricsInterceptor(), interceptor],
             options=[
                 ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
                 ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
                 ("grpc.so_reuseport", 1),
             ],
         )
+        # Set by stop(): event streams end within one poll interval, inside the grace period.
+        self._stopping = threading.Event()
+        event_service_pb2_grpc.add_EventServiceServicer_to_server(
+            EventServicer(unit_of_work, self._stopping), self._server
+        )
         points_service_pb2_grpc.add_PointsServiceServicer_to_server(
             PointsServicer(unit_of_work), self._server
         )
         member_service_pb2_grpc.add_MemberServiceServicer_to_server(
-            MemberServicer(unit_of_work), self._server
+            MemberServicer(unit_of_work, partial(hasher_for_engine, engine)), self._server
         )
         partner_service_pb2_grpc.add_PartnerServiceServicer_to_server(
             PartnerServicer(unit_of_work), self._server
+        )
+        settlement_service_pb2_grpc.add_SettlementServiceServicer_to_server(
+            SettlementServicer(unit_of_work, signer), self._server
+        )
+        reconciliation_service_pb2_grpc.add_ReconciliationServiceServicer_to_server(
+            ReconciliationServicer(unit_of_work), self._server
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -101,7 +159,6 @@ class Hub:
         self.port = self._server.add_insecure_port(listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}")
-        self._stopping = threading.Event()
         self._monitor = threading.Thread(target=self._watch_database, daemon=True)
 
     def start(self) -> Hub:
@@ -148,14 +205,23 @@ def _authenticate(unit_of_work: Callable[..., UnitOfWork], api_key: str) -> Prin
     return credentials.authenticate(unit_of_work(read_only=True), api_key)
 
 
-def serve(engine_factory: Callable[[], Engine], listen: str, workers: int) -> None:
+def serve(
+    engine_factory: Callable[[], Engine],
+    listen: str,
+    workers: int,
+    signing_key_path: Path | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT; with several workers, one process each on one port."""
+    if signing_key_path is not None:
+        Signer.from_file(signing_key_path)  # refuse to start before any worker does
     if workers == 1:
-        _serve_in_this_process(engine_factory, listen)
+        _serve_in_this_process(engine_factory, listen, signing_key_path)
         return
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_serve_in_this_process, args=(engine_factory, listen))
+        context.Process(
+            target=_serve_in_this_process, args=(engine_factory, listen, signing_key_path)
+        )
         for _ in range(workers)
     ]
     for process in processes:
@@ -172,9 +238,12 @@ def serve(engine_factory: Callable[[], Engine], listen: str, workers: int) -> No
         process.join()
 
 
-def _serve_in_this_process(engine_factory: Callable[[], Engine], listen: str) -> None:
+def _serve_in_this_process(
+    engine_factory: Callable[[], Engine], listen: str, signing_key_path: Path | None = None
+) -> None:
+    configure_process()  # logs and /metrics of this worker (observability/process.py)
     engine = engine_factory()
-    hub = Hub(engine, listen).start()
+    hub = Hub(engine, listen, signing_key_path).start()
     stopped = threading.Event()
 
     def shut_down(_signal_number: int, _frame: object) -> None:

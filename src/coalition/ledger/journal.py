@@ -1,7 +1,8 @@
 """The journal: the one place that inserts journal transactions and postings.
 
-Every transaction is balanced (its postings sum to zero) and moves exactly one member's
-balance cache, in the same database transaction, under the member's row lock.
+Every transaction is balanced (its postings sum to zero) and moves the balance cache of every
+member account it posts to, in the same database transaction, under the members' row locks.
+All but merges touch exactly one member account.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from sqlalchemy import Label, Row, Select, func, insert, select, update
 from sqlalchemy.orm import aliased
 
 from coalition.domain.errors import FailedPrecondition
+from coalition.events.outbox import record_transaction_event
 from coalition.ledger.accounts import member_account_id
-from coalition.store.schema import accounts, journal_transactions, postings
+from coalition.store.schema import accounts, journal_transactions, members, postings
 from coalition.store.unit_of_work import UnitOfWork
+
+MEMBER_ACCOUNT_PREFIX = member_account_id("")
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,24 @@ def lock_member_balance(uow: UnitOfWork, member_id: str) -> int:
     )
     balance_points = uow.connection.execute(statement).scalar_one()
     assert balance_points >= 0, f"negative balance cache for member {member_id}"
+    _refuse_merged_member(uow, member_id)
     return int(balance_points)
+
+
+def _refuse_merged_member(uow: UnitOfWork, member_id: str) -> None:
+    # Read after the lock, in a statement of its own, so that it sees a merge that committed
+    # while this request waited: a merged member's account is closed, and points posted to it
+    # would be stranded. The caller resolved the member just before a merge; a retry resolves
+    # it to the survivor.
+    survivor_member_id = uow.connection.execute(
+        select(members.c.merged_into_member_id).where(members.c.member_id == member_id)
+    ).scalar_one()
+    if survivor_member_id is not None:
+        raise FailedPrecondition(
+            "MEMBER_MERGED",
+            f"member {member_id} was merged into member {survivor_member_id}; retry with it",
+            {"member_id": member_id, "survivor_member_id": survivor_member_id},
+        )
 
 
 def member_balance(uow: UnitOfWork, member_id: str) -> int:
@@ -100,13 +121,21 @@ def member_balance(uow: UnitOfWork, member_id: str) -> int:
 
 
 def post(uow: UnitOfWork, entry: JournalEntry, now: datetime) -> TransactionRecord:
-    """Insert one balanced journal transaction and move the member's balance cache."""
+    """Insert one balanced journal transaction and move the balance cache of every member
+    account it posts to (the caller holds all their locks, taken in member id order)."""
     assert entry.postings, "a transaction has postings"
     assert sum(p.points for p in entry.postings) == 0, "postings must sum to zero"
     assert all(p.points != 0 for p in entry.postings), "no empty postings"
     member_points_delta = entry.member_points_delta
-    assert member_points_delta != 0, "a transaction moves the member's balance"
-    balance_points_after = _move_member_balance(uow, entry.member_id, member_points_delta)
+    # A capture of all that a hold held moves only member_hold:<id> (ledger/holds.py).
+    assert member_points_delta != 0 or entry.kind == "capture", "the member's balance moves"
+    for other_member_id, points_delta in _other_member_deltas(entry):
+        _move_member_balance(uow, other_member_id, points_delta)
+    balance_points_after = (
+        _move_member_balance(uow, entry.member_id, member_points_delta)
+        if member_points_delta
+        else member_balance(uow, entry.member_id)
+    )
     row: dict[str, Any] = {
         "kind": entry.kind,
         "partner_id": entry.partner_id,
@@ -139,7 +168,36 @@ def post(uow: UnitOfWork, entry: JournalEntry, now: datetime) -> TransactionReco
             for p in entry.postings
         ],
     )
+    # The partner's event, in this same database transaction (events/outbox.py).
+    record_transaction_event(
+        uow,
+        transaction_id=transaction_id,
+        transaction_kind=entry.kind,
+        partner_id=entry.partner_id,
+        member_id=entry.member_id,
+        points_delta=member_points_delta,
+        balance_points_after=balance_points_after,
+        now=now,
+    )
     return TransactionRecord(transaction_id=transaction_id, points_reversed=0, **row)
+
+
+def _other_member_deltas(entry: JournalEntry) -> list[tuple[str, int]]:
+    """Net points of each member account other than the entry's own, in member id order.
+
+    Only a merge has any (the duplicate's side); for every other kind this is one pass over
+    two postings that finds nothing.
+    """
+    deltas: dict[str, int] = {}
+    own_account_id = member_account_id(entry.member_id)
+    for posting in entry.postings:
+        if posting.account_id.startswith(MEMBER_ACCOUNT_PREFIX) and (
+            posting.account_id != own_account_id
+        ):
+            member_id = posting.account_id.removeprefix(MEMBER_ACCOUNT_PREFIX)
+            deltas[member_id] = deltas.get(member_id, 0) + posting.points
+    assert all(deltas.values()), "every member account a transaction posts to moves"
+    return sorted(deltas.items())
 
 
 def _move_member_balance(uow: UnitOfWork, member_id: str, points_delta: int) -> int:

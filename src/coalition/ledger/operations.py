@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from coalition.domain import points as rules
 from coalition.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from coalition.domain.points import Money, RateVersion
-from coalition.identity.members import MemberReference, resolve
-from coalition.ledger import journal, lots
+from coalition.identity.members import MemberReference, resolve, surviving_member_id
+from coalition.ledger import holds, journal, lots, promotions
 from coalition.ledger.accounts import (
     member_account_id,
     partner_issuance_account_id,
@@ -24,6 +24,7 @@ from coalition.ledger.accounts import (
 from coalition.ledger.idempotency import claim_request, record_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.partners.catalog import Partner, get_partner, rate_in_force
+from coalition.programme.config import active_programme
 from coalition.store.schema import journal_transactions, postings
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -99,8 +100,9 @@ class QuoteResult:
 @dataclass(frozen=True)
 class Balance:
     member_id: str
-    balance_points: int
+    balance_points: int  # spendable: what a burn can take
     as_of: datetime
+    held_points: int = 0  # reserved by open burn holds; owned = balance + held
 
 
 def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
@@ -116,16 +118,20 @@ def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) 
         rate = rate_in_force(uow, partner_id, occurred_at)
         points_earned = _points_earned(partner, rate, command.spend, command.native_points)
         journal.lock_member_balance(uow, member_id)
+        programme = active_programme()
+        award = promotions.award_for_earn(
+            uow, programme, partner_id, member_id, occurred_at, points_earned
+        )
+        _check_points_bound(
+            award.points_total, "spend.amount_minor" if command.spend else "native_points"
+        )
         entry = JournalEntry(
             kind="earn",
             partner_id=partner_id,
             member_id=member_id,
             request_id=command.request_id,
             occurred_at=occurred_at,
-            postings=(
-                Posting(member_account_id(member_id), points_earned),
-                Posting(partner_issuance_account_id(partner_id), -points_earned),
-            ),
+            postings=award.postings(),
             rate_version_id=rate.rate_version_id,
             amount_minor=command.spend.amount_minor if command.spend else None,
             currency=command.spend.currency if command.spend else None,
@@ -135,8 +141,9 @@ def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) 
         record = journal.post(uow, entry, now)
         expires_at = rules.lot_expiry(occurred_at, partner.points_validity_months)
         lots.create_lot(
-            uow, member_id, partner_id, record.transaction_id, points_earned, expires_at, now
+            uow, member_id, partner_id, record.transaction_id, award.points_total, expires_at, now
         )
+        promotions.after_earn(uow, programme, award, record, now)
         return _commit(uow, partner_id, command.request_id, record)
 
 
@@ -152,7 +159,7 @@ def burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) 
         member_id = resolve(uow, partner_id, command.member)
         rate = rate_in_force(uow, partner_id, occurred_at)
         points_burned = _points_burned(partner, rate, command.points, command.value, "value")
-        balance_points = journal.lock_member_balance(uow, member_id)
+        balance_points = holds.lock_member_releasing_expired_holds(uow, member_id, now)
         if balance_points < points_burned:
             raise FailedPrecondition(
                 "INSUFFICIENT_POINTS",
@@ -193,7 +200,10 @@ def reverse(
         if not claim.is_new:
             return _replay(uow, claim.replayed_result_id)
         parent = _own_transaction(uow, partner_id, command.transaction_id)
-        journal.lock_member_balance(uow, parent.member_id)
+        # A merge since the parent moved its member's points and lots to the survivor: the
+        # reversal posts there (the lock refuses a merge that commits while we wait).
+        member_id = surviving_member_id(uow, parent.member_id)
+        journal.lock_member_balance(uow, member_id)
         # Read again under the member lock: every reversal of this parent takes that lock.
         parent = _own_transaction(uow, partner_id, command.transaction_id)
         points_reversed = _points_to_reverse(parent, command.points)
@@ -203,17 +213,22 @@ def reverse(
             if parent.kind == "earn"
             else partner_redemption_account_id(partner_id)
         )
+        counter_postings: tuple[Posting, ...] = (
+            Posting(counter_account, -sign * points_reversed),
+        )
         if parent.kind == "earn":
             lots.take_from_earned_lot(uow, parent.transaction_id, points_reversed)
+            promotions.after_earn_reversal(uow, member_id, parent, points_reversed)
+            counter_postings = promotions.earn_reversal_postings(uow, parent, points_reversed)
         entry = JournalEntry(
             kind="reverse",
             partner_id=partner_id,
-            member_id=parent.member_id,
+            member_id=member_id,
             request_id=command.request_id,
             occurred_at=now,
             postings=(
-                Posting(member_account_id(parent.member_id), sign * points_reversed),
-                Posting(counter_account, -sign * points_reversed),
+                Posting(member_account_id(member_id), sign * points_reversed),
+                *counter_postings,
             ),
             rate_version_id=parent.rate_version_id,
             parent_transaction_id=parent.transaction_id,
@@ -235,7 +250,13 @@ def quote(uow: UnitOfWork, partner_id: str, command: QuoteCommand, now: datetime
             )
         else:
             points = _points_earned(
-                partner, rate, command.earn_spend, command.earn_native_points, allow_zero=True
+                partner,
+                rate,
+                command.earn_spend,
+                command.earn_native_points,
+                allow_zero=True,
+                spend_field="earn_spend",
+                native_points_field="earn_native_points",
             )
         value = Money(rules.value_minor_of_points(points, rate), partner.currency)
         balance_points = sufficient = None
@@ -257,7 +278,10 @@ def get_balance(
     with uow:
         member_id = resolve(uow, partner_id, member)
         if as_of is None:
-            return Balance(member_id, journal.member_balance(uow, member_id), now)
+            # Holds past their TTL are spendable: the next burn releases them first.
+            held_points, released_points = holds.held_points(uow, member_id, now)
+            balance_points = journal.member_balance(uow, member_id) + released_points
+            return Balance(member_id, balance_points, now, held_points)
         if as_of > now:
             raise InvalidArgument([FieldViolation("as_of", "must not be in the future")])
         balance_points = uow.connection.execute(
@@ -266,7 +290,8 @@ def get_balance(
                 postings.c.create_time <= as_of,
             )
         ).scalar_one()
-        return Balance(member_id, int(balance_points), as_of)
+        held_points = holds.held_points_as_of(uow, member_id, as_of)
+        return Balance(member_id, int(balance_points), as_of, held_points)
 
 
 def list_transactions(
@@ -357,9 +382,12 @@ def _points_earned(
     spend: Money | None,
     native_points: int | None,
     allow_zero: bool = False,
+    spend_field: str = "spend",
+    native_points_field: str = "native_points",
 ) -> int:
+    """Points for a spend or for native points; `*_field` name them in errors."""
     if spend is not None:
-        _check_currency(partner, spend, "spend")
+        _check_currency(partner, spend, spend_field)
         points = rules.points_for_spend(spend.amount_minor, spend.currency, rate)
     else:
         assert native_points is not None
@@ -377,7 +405,9 @@ def _points_earned(
             f"the purchase earns no points at rate version {rate.rate_version_id}",
             {"rate_version_id": rate.rate_version_id},
         )
-    _check_points_bound(points)
+    _check_points_bound(
+        points, f"{spend_field}.amount_minor" if spend is not None else native_points_field
+    )
     return points
 
 
@@ -389,14 +419,14 @@ def _points_burned(
     assert value is not None
     _check_currency(partner, value, field)
     points_needed = rules.points_for_value(value.amount_minor, rate)
-    _check_points_bound(points_needed)
+    _check_points_bound(points_needed, f"{field}.amount_minor")
     return points_needed
 
 
-def _check_points_bound(points: int) -> None:
+def _check_points_bound(points: int, field: str) -> None:
     if points > rules.POINTS_PER_OPERATION_MAX:
         raise InvalidArgument(
-            [FieldViolation("amount", f"moves more than {rules.POINTS_PER_OPERATION_MAX} points")],
+            [FieldViolation(field, f"moves more than {rules.POINTS_PER_OPERATION_MAX} points")],
             reason="POINTS_LIMIT_EXCEEDED",
         )
 
@@ -414,11 +444,12 @@ def _own_transaction(uow: UnitOfWork, partner_id: str, transaction_id: int) -> T
 
 
 def _points_to_reverse(parent: TransactionRecord, points_requested: int) -> int:
-    if parent.kind == "reverse":
+    if parent.kind not in ("earn", "burn"):
         raise FailedPrecondition(
             "TRANSACTION_NOT_REVERSIBLE",
-            f"transaction {parent.transaction_id} is a reversal; reversals are final",
-            {"transaction_id": parent.transaction_id},
+            f"transaction {parent.transaction_id} is a {parent.kind}; "
+            "only earns and burns can be reversed",
+            {"transaction_id": parent.transaction_id, "kind": parent.kind},
         )
     points_left = abs(parent.points_delta) - parent.points_reversed
     assert points_left >= 0, f"transaction {parent.transaction_id} reversed beyond its points"

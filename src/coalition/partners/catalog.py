@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row, select
 
 from coalition.domain.errors import FailedPrecondition, NotFound
+from coalition.domain.hub_partner import HUB_PARTNER_KIND
 from coalition.domain.points import RateVersion
 from coalition.store.schema import partners, rate_versions
 from coalition.store.unit_of_work import UnitOfWork
@@ -41,7 +42,7 @@ def get_partner(uow: UnitOfWork, partner_id: str) -> Partner:
 def list_partners(uow: UnitOfWork, after_partner_id: str, limit: int) -> list[Partner]:
     rows = uow.connection.execute(
         select(partners)
-        .where(partners.c.partner_id > after_partner_id)
+        .where(partners.c.partner_id > after_partner_id, partners.c.kind != HUB_PARTNER_KIND)
         .order_by(partners.c.partner_id)
         .limit(limit)
     )

@@ -7,6 +7,7 @@ database changes. The format is described field by field in docs/partners.md.
 
 from __future__ import annotations
 
+import base64
 import difflib
 import itertools
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from coalition.domain.currency import is_known_currency
+from coalition.domain.hub_partner import HUB_PARTNER_ID
 
 __all__ = [
     "ManifestError",
@@ -45,7 +47,7 @@ _MANIFEST_SIZE_BYTES_MAX = 1 << 20
 _MANIFESTS_COUNT_MAX = 10_000
 
 _TOP_LEVEL_KEYS_REQUIRED = ("name", "kind", "currency", "points_validity_months", "rate_versions")
-_TOP_LEVEL_KEYS_OPTIONAL = ("partner_id", "roles")
+_TOP_LEVEL_KEYS_OPTIONAL = ("partner_id", "roles", "settlement_public_key")
 _RATE_KEYS_REQUIRED = (
     "effective_from",
     "earn_points_per_unit",
@@ -90,6 +92,8 @@ class PartnerManifest:
     roles: tuple[str, ...]
     points_validity_months: int | None
     rate_versions: tuple[RateVersionManifest, ...]
+    # Base64 of the raw Ed25519 key the partner countersigns settlement statements with.
+    settlement_public_key: str | None = None
 
     def __post_init__(self) -> None:
         # Rate lookup picks the greatest effective_from <= occurred_at, which is only
@@ -158,6 +162,7 @@ def _parse_manifest(document: dict[str, Any], file_stem: str, file_suffix: str) 
         roles=_parse_roles(document.get("roles", list(_ROLES_DEFAULT))),
         points_validity_months=_parse_points_validity_months(document["points_validity_months"]),
         rate_versions=_parse_rate_versions(document["rate_versions"]),
+        settlement_public_key=_parse_settlement_public_key(document.get("settlement_public_key")),
     )
 
 
@@ -188,11 +193,29 @@ def _parse_partner_id(file_stem: str, file_suffix: str, declared: object) -> str
             f"file stem {file_stem!r} must match {_PARTNER_ID_PATTERN.pattern} "
             "(lower-case letters, digits and '-', 2 to 63 characters)",
         )
+    if file_stem == HUB_PARTNER_ID:
+        raise _FieldInvalid("partner_id", f"{file_stem!r} is reserved for the hub itself")
     if declared is not None and declared != file_stem:
         raise _FieldInvalid(
             "partner_id", f"{declared!r} differs from the file stem {file_stem!r}; they must match"
         )
     return file_stem
+
+
+def _parse_settlement_public_key(value: object) -> str | None:
+    if value is None:
+        return None
+    text = _require_string(value, "settlement_public_key")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raw = b""
+    # Exactly the canonical encoding of 32 bytes, so one key has one spelling in the database.
+    if len(raw) != 32 or base64.b64encode(raw).decode() != text:
+        raise _FieldInvalid(
+            "settlement_public_key", "must be standard base64 of a raw 32-byte Ed25519 public key"
+        )
+    return text
 
 
 def _parse_name(value: object) -> str:

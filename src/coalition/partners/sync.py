@@ -71,6 +71,7 @@ def _sync_partner(
         "kind": manifest.kind,
         "roles": ",".join(manifest.roles),
         "points_validity_months": manifest.points_validity_months,
+        "settlement_public_key": manifest.settlement_public_key,
     }
     existing = uow.connection.execute(
         select(partners).where(partners.c.partner_id == manifest.partner_id)

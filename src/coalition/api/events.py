@@ -1,0 +1,126 @@
+"""EventService: a server stream of the caller partner's own events, from a resume cursor.
+
+A stream holds one server thread, so a hub process serves at most SUBSCRIPTIONS_MAX streams
+at once (the rest of its threads stay free for requests) and ends each stream after
+STREAM_LIFETIME_SECONDS with status OK; clients resume from their last cursor. Between reads
+the stream sleeps at most POLL_INTERVAL_SECONDS, and it stops within that time when the client
+cancels or the hub shuts down. Each read is a short read-only unit of work: no database
+connection is held while waiting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from coalition.api import responses
+from coalition.api.interceptors import current_principal
+from coalition.domain.errors import CoalitionError, ErrorCode, FieldViolation, InvalidArgument
+from coalition.events.stream import Cursor, Event, parse_cursor, read_events
+from coalition.store.unit_of_work import UnitOfWork
+from coalition.v1 import event_service_pb2 as messages
+from coalition.v1 import event_service_pb2_grpc
+
+POLL_INTERVAL_SECONDS = 0.25
+STREAM_LIFETIME_SECONDS = 600.0
+SUBSCRIPTIONS_MAX = 6
+EVENTS_PER_READ = 100
+
+EVENT_KINDS = {
+    "earned": messages.EVENT_KIND_EARNED,
+    "burned": messages.EVENT_KIND_BURNED,
+    "reversed": messages.EVENT_KIND_REVERSED,
+    "expired": messages.EVENT_KIND_EXPIRED,
+    "held": messages.EVENT_KIND_HELD,
+    "captured": messages.EVENT_KIND_CAPTURED,
+    "voided": messages.EVENT_KIND_VOIDED,
+    "merged": messages.EVENT_KIND_MERGED,
+    "tier_changed": messages.EVENT_KIND_TIER_CHANGED,
+}
+
+
+class TooManySubscriptions(CoalitionError):
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class EventServicer(event_service_pb2_grpc.EventServiceServicer):
+    def __init__(
+        self,
+        unit_of_work: Callable[..., UnitOfWork],
+        stopping: threading.Event,
+        poll_interval_seconds: float = POLL_INTERVAL_SECONDS,
+        lifetime_seconds: float = STREAM_LIFETIME_SECONDS,
+    ) -> None:
+        assert 0 < poll_interval_seconds <= 5 and 0 < lifetime_seconds <= 3600
+        self._unit_of_work = unit_of_work
+        self._stopping = stopping
+        self._poll_interval_seconds = poll_interval_seconds
+        self._lifetime_seconds = lifetime_seconds
+        self._slots = threading.BoundedSemaphore(SUBSCRIPTIONS_MAX)
+
+    def Subscribe(
+        self, request: messages.SubscribeRequest, context: grpc.ServicerContext
+    ) -> Iterator[messages.SubscribeResponse]:
+        cursor = parse_cursor(request.cursor)
+        if cursor is None:
+            raise InvalidArgument(
+                [FieldViolation("cursor", "not a cursor from an event of this stream")]
+            )
+        partner_id = current_principal().partner_id
+        assert partner_id is not None, "role `partner` keys always belong to a partner"
+        release = self._take_slot()
+        context.add_callback(release)  # also when the client goes away mid-wait
+        try:
+            yield from self._stream(partner_id, cursor, context)
+        finally:
+            release()
+
+    def _take_slot(self) -> Callable[[], None]:
+        if not self._slots.acquire(blocking=False):
+            raise TooManySubscriptions(
+                "TOO_MANY_SUBSCRIPTIONS",
+                f"this hub process already serves {SUBSCRIPTIONS_MAX} event streams; retry",
+                {"subscriptions_max": SUBSCRIPTIONS_MAX},
+            )
+        released = threading.Event()
+        lock = threading.Lock()
+
+        def release() -> None:
+            with lock:
+                if not released.is_set():
+                    released.set()
+                    self._slots.release()
+
+        return release
+
+    def _stream(
+        self, partner_id: str, cursor: Cursor, context: grpc.ServicerContext
+    ) -> Iterator[messages.SubscribeResponse]:
+        deadline = time.monotonic() + self._lifetime_seconds
+        while context.is_active() and not self._stopping.is_set():
+            if time.monotonic() >= deadline:
+                return
+            with self._unit_of_work(read_only=True) as uow:
+                batch = read_events(uow, partner_id, cursor, EVENTS_PER_READ)
+            for event in batch:
+                yield messages.SubscribeResponse(event=event_message(event))
+                cursor = event.cursor
+            if len(batch) < EVENTS_PER_READ:
+                self._stopping.wait(self._poll_interval_seconds)
+
+
+def event_message(event: Event) -> messages.Event:
+    return messages.Event(
+        cursor=event.cursor.text(),
+        kind=EVENT_KINDS[event.kind],
+        member_id=event.member_id,
+        create_time=responses.timestamp(event.create_time),
+        transaction_id=str(event.transaction_id or ""),
+        points_delta=event.points_delta or 0,
+        balance_points_after=event.balance_points_after or 0,
+        tier_id_before=event.tier_id_before or "",
+        tier_id_after=event.tier_id_after or "",
+    )

@@ -1,0 +1,1 @@
+"""`coalition bench`: the hub against PostgreSQL's own limit, side by side (docs/benchmarks.md)."""

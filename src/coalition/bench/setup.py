@@ -1,0 +1,150 @@
+"""The bench's own throwaway database: created on the server, migrated with coalition's
+migrations, four partners, N members (set-based inserts) with a starting balance, API keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from coalition.domain.points import Money
+from coalition.identity.members import MemberReference
+from coalition.ledger import batch
+from coalition.ledger.operations import EarnCommand
+from coalition.partners import credentials
+from coalition.partners.manifest import PartnerManifest, RateVersionManifest
+from coalition.partners.sync import rate_version_id, sync_partners
+from coalition.store import migrate
+from coalition.store.engine import create_database_engine, normalise_database_url
+from coalition.store.unit_of_work import UnitOfWork
+
+RATES_EFFECTIVE_FROM = datetime(2020, 1, 1, tzinfo=UTC)
+PARTNER_COUNT = 4
+CURRENCIES = ("EUR", "CNY", "GBP", "EUR")
+SEED_SPEND_MINOR = 100_000  # 1,000 points per member at 1 point per major unit
+SEED_BATCH_SIZE = batch.BATCH_EARN_ITEMS_MAX
+
+
+def partner_id(number: int) -> str:
+    """Bench partners are bench-1 .. bench-4 (pgbench scripts compute them from a number)."""
+    return f"bench-{number}"
+
+
+def member_id(number: int) -> str:
+    return f"bm{number}"
+
+
+def bench_partners() -> list[PartnerManifest]:
+    return [
+        PartnerManifest(
+            partner_id=partner_id(number),
+            name=f"Bench Partner {number}",
+            kind="bench",
+            currency=CURRENCIES[number - 1],
+            roles=("partner",),
+            points_validity_months=24,
+            rate_versions=(
+                RateVersionManifest(
+                    effective_from=RATES_EFFECTIVE_FROM,
+                    earn_points_per_unit=Decimal(1),
+                    native_points_rate=None,
+                    burn_value_minor_per_point=Decimal(1),
+                    issuance_price_minor_per_point=Decimal("1.2"),
+                    redemption_price_minor_per_point=Decimal("0.9"),
+                ),
+            ),
+        )
+        for number in range(1, PARTNER_COUNT + 1)
+    ]
+
+
+def bench_rate_version_id(number: int) -> str:
+    return rate_version_id(partner_id(number), RATES_EFFECTIVE_FROM)
+
+
+@dataclass(frozen=True)
+class BenchDatabase:
+    url: str
+    api_keys: dict[str, str]  # partner id -> API key (bench-only database, thrown away)
+    members: int
+
+
+def create_bench_database(server_url: str, name: str) -> str:
+    """A fresh database `name` on the server (dropped first if it exists)."""
+    url = make_url(normalise_database_url(server_url))
+    administration = create_engine(url, isolation_level="AUTOCOMMIT")
+    with administration.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    administration.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_bench_database(server_url: str, name: str) -> None:
+    administration = create_engine(
+        make_url(normalise_database_url(server_url)), isolation_level="AUTOCOMMIT"
+    )
+    with administration.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    administration.dispose()
+
+
+def prepare_bench_database(url: str, members: int) -> BenchDatabase:
+    engine = create_database_engine(url)
+    try:
+        migrate.upgrade(engine)
+        now = datetime.now(UTC)
+        sync_partners(UnitOfWork(engine), bench_partners(), now)
+        _insert_members(engine, members, now)
+        _seed_balances(engine, members, now)
+        api_keys = {
+            partner_id(number): credentials.issue_key(
+                UnitOfWork(engine), partner_id(number), "partner", now
+            ).api_key
+            for number in range(1, PARTNER_COUNT + 1)
+        }
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE"))
+    finally:
+        engine.dispose()
+    return BenchDatabase(url, api_keys, members)
+
+
+def _insert_members(engine: Engine, members: int, now: datetime) -> None:
+    """Members and their accounts as enrolment creates them, in two set-based statements."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO members (member_id, display_name, create_time) "
+                "SELECT 'bm' || n, 'Bench member', :now FROM generate_series(1, :members) n"
+            ),
+            {"now": now, "members": members},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO accounts (account_id, kind, member_id, balance_points) "
+                "SELECT 'member:bm' || n, 'member', 'bm' || n, 0 "
+                "FROM generate_series(1, :members) n"
+            ),
+            {"members": members},
+        )
+
+
+def _seed_balances(engine: Engine, members: int, now: datetime) -> None:
+    """A starting balance for every member, through batch earn (so every invariant holds)."""
+    for first in range(1, members + 1, SEED_BATCH_SIZE):
+        numbers = range(first, min(first + SEED_BATCH_SIZE, members + 1))
+        number = 1 + (first // SEED_BATCH_SIZE) % PARTNER_COUNT
+        commands = [
+            EarnCommand(
+                request_id=f"seed-{n}",
+                member=MemberReference(member_id=member_id(n)),
+                spend=Money(SEED_SPEND_MINOR, CURRENCIES[number - 1]),
+            )
+            for n in numbers
+        ]
+        result = batch.batch_earn(UnitOfWork(engine), partner_id(number), commands, True, now)
+        assert result.applied_count + result.replayed_count == len(commands)

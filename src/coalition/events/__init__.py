@@ -1,0 +1,1 @@
+"""The partner event stream: an outbox written with every ledger change, read by cursor."""

@@ -1,0 +1,153 @@
+"""The shared member profile, filtered by consent, with every read logged.
+
+A reader (a partner's POS or a merchant's CRM) sees only the scopes the member granted to the
+reader's partner. The response also names every withheld scope and why, so a merchant can
+tell "not shared" from "empty". The read and what it returned are logged in the same database
+transaction as the read itself: no profile leaves the hub unlogged.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import insert, select
+
+from coalition.identity.consent import Consent, consents_in_force
+from coalition.identity.members import MemberReference, get_member, resolve
+from coalition.ledger.journal import member_balance
+from coalition.programme.tiers import current_tier
+from coalition.store.schema import CONSENT_SCOPES, member_profiles, partner_links, profile_reads
+from coalition.store.unit_of_work import UnitOfWork
+
+BASIC = "profile.basic"
+TIER = "profile.tier"
+BALANCE = "profile.balance"
+PREFERENCES = "profile.preferences"
+BIRTHDAY = "profile.birthday"
+# Scopes the hub holds no data for are reported as unavailable even when granted, rather than
+# answered with a guess. Tiers come from coalition.programme.tiers (every member has one: the
+# base tier until it qualifies for more), so today every scope has a source.
+SCOPES_WITHOUT_SOURCE: frozenset[str] = frozenset()
+
+
+class Withholding(enum.Enum):
+    NOT_GRANTED = "not_granted"
+    REVOKED = "revoked"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Who reads: the API key, its role, and the partner it belongs to."""
+
+    partner_id: str
+    key_id: str
+    role: str
+
+
+@dataclass(frozen=True)
+class SharedProfile:
+    member_id: str
+    granted_scopes: tuple[str, ...]
+    withheld_scopes: tuple[tuple[str, Withholding], ...]
+    linked_to_reader: bool
+    display_name: str | None = None
+    create_time: datetime | None = None
+    balance_points: int | None = None
+    tier_id: str | None = None
+    preferences: tuple[tuple[str, str], ...] | None = None
+    birthday: date | None = None
+    birthday_shared: bool = False
+
+
+def read_profile(
+    uow: UnitOfWork, reader: Reader, reference: MemberReference, now: datetime
+) -> SharedProfile:
+    with uow:
+        member_id = resolve(uow, reader.partner_id, reference)
+        granted, withheld = split_scopes(consents_in_force(uow, member_id, reader.partner_id))
+        profile = _profile(uow, member_id, reader.partner_id, granted, withheld)
+        uow.connection.execute(
+            insert(profile_reads).values(
+                member_id=member_id,
+                partner_id=reader.partner_id,
+                key_id=reader.key_id,
+                role=reader.role,
+                scopes_returned=",".join(granted),
+                scopes_withheld=",".join(scope for scope, _ in withheld),
+                read_time=now,
+            )
+        )
+        uow.commit()
+        return profile
+
+
+def split_scopes(
+    consents: dict[str, Consent],
+) -> tuple[tuple[str, ...], tuple[tuple[str, Withholding], ...]]:
+    """Scopes to return and scopes withheld with the reason, in the canonical scope order."""
+    granted: list[str] = []
+    withheld: list[tuple[str, Withholding]] = []
+    for scope in CONSENT_SCOPES:
+        consent = consents.get(scope)
+        if consent is None:
+            withheld.append((scope, Withholding.NOT_GRANTED))
+        elif not consent.granted:
+            withheld.append((scope, Withholding.REVOKED))
+        elif scope in SCOPES_WITHOUT_SOURCE:
+            withheld.append((scope, Withholding.UNAVAILABLE))
+        else:
+            granted.append(scope)
+    return tuple(granted), tuple(withheld)
+
+
+def _profile(
+    uow: UnitOfWork,
+    member_id: str,
+    partner_id: str,
+    granted: tuple[str, ...],
+    withheld: tuple[tuple[str, Withholding], ...],
+) -> SharedProfile:
+    # Each field is read only when its scope is granted: what is not shared is never loaded.
+    member = get_member(uow, member_id) if BASIC in granted else None
+    stored = (
+        uow.connection.execute(
+            select(member_profiles.c.birthday, member_profiles.c.preferences).where(
+                member_profiles.c.member_id == member_id
+            )
+        ).one_or_none()
+        if PREFERENCES in granted or BIRTHDAY in granted
+        else None
+    )
+    preferences_text = stored.preferences if stored is not None else None
+    return SharedProfile(
+        member_id=member_id,
+        granted_scopes=granted,
+        withheld_scopes=withheld,
+        linked_to_reader=_linked_to(uow, member_id, partner_id),
+        display_name=member.display_name if member else None,
+        create_time=member.create_time if member else None,
+        balance_points=member_balance(uow, member_id) if BALANCE in granted else None,
+        tier_id=current_tier(uow, member_id).tier.tier_id if TIER in granted else None,
+        preferences=(
+            tuple(sorted(json.loads(preferences_text).items()) if preferences_text else ())
+            if PREFERENCES in granted
+            else None
+        ),
+        birthday=stored.birthday if stored is not None and BIRTHDAY in granted else None,
+        birthday_shared=BIRTHDAY in granted,
+    )
+
+
+def _linked_to(uow: UnitOfWork, member_id: str, partner_id: str) -> bool:
+    return (
+        uow.connection.execute(
+            select(partner_links.c.partner_customer_id)
+            .where(partner_links.c.member_id == member_id, partner_links.c.partner_id == partner_id)
+            .limit(1)
+        ).first()
+        is not None
+    )

@@ -1,0 +1,279 @@
+"""Member rights: export everything the hub holds about a member; forget a member.
+
+Forgetting erases the profile (name, birthday, preferences), the identifier hashes, the partner
+links and the consents in force, and blanks the idempotency fingerprints of the requests that
+carried them. What stays is the ledger under the member id, which points at nobody once
+nothing else does: journal transactions, lots, the consent history and the profile-read log
+(accountability records that hold no personal data). The remaining balance stays on the
+pseudonymous account, where refunds of past purchases can still reach it and its lots expire.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Row, Select, delete, insert, select, tuple_, update
+
+from coalition.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from coalition.identity.members import surviving_member_id
+from coalition.ledger import journal
+from coalition.store.schema import (
+    consent_events,
+    idempotency_keys,
+    journal_transactions,
+    lots,
+    member_audit_events,
+    member_consents,
+    member_identifiers,
+    member_profiles,
+    member_requests,
+    members,
+    partner_links,
+    profile_reads,
+)
+from coalition.store.unit_of_work import UnitOfWork
+
+# An export is one response; each history in it is capped so that it fits one message, and a
+# capped history is named in `truncated_sections`.
+EXPORT_ROWS_PER_SECTION_MAX = 10_000
+# Erasing fingerprints goes through the member's requests in pages.
+ERASE_PAGE_SIZE = 500
+ERASED_FINGERPRINT = json.dumps({"erased": True})
+
+
+@dataclass(frozen=True)
+class ForgetResult:
+    member_id: str
+    forget_time: datetime
+    identifiers_erased: int
+    links_erased: int
+    balance_points: int
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class MemberExport:
+    member: Row[Any]
+    merged_member_ids: tuple[str, ...]
+    birthday: date | None
+    preferences: tuple[tuple[str, str], ...]
+    balance_points: int
+    sections: dict[str, list[Row[Any]]] = field(default_factory=dict)
+    truncated_sections: tuple[str, ...] = ()
+
+
+def forget_member(
+    uow: UnitOfWork, principal_id: str, request_id: str, member_id: str, now: datetime
+) -> ForgetResult:
+    with uow:
+        replayed = _forget_replay(uow, principal_id, request_id, member_id)
+        if replayed is not None:
+            return replayed
+        row = _member_row(uow, member_id)
+        if row.merged_into_member_id is not None:
+            raise FailedPrecondition(
+                "MEMBER_MERGED",
+                f"member {member_id} was merged into member {row.merged_into_member_id}; "
+                "forget that member",
+                {"member_id": member_id, "survivor_member_id": row.merged_into_member_id},
+            )
+        balance_points = journal.lock_member_balance(uow, member_id)
+        member_ids = (member_id, *_merged_member_ids(uow, member_id))
+        identifiers_erased = _delete(uow, member_identifiers.c.member_id, member_ids)
+        links_erased = _delete(uow, partner_links.c.member_id, member_ids)
+        _delete(uow, member_profiles.c.member_id, member_ids)
+        _delete(uow, member_consents.c.member_id, member_ids)
+        _erase_fingerprints(uow, member_ids)
+        uow.connection.execute(
+            update(members)
+            .where(members.c.member_id.in_(member_ids))
+            .values(display_name="", forget_time=now)
+        )
+        detail = {"identifiers_erased": identifiers_erased, "links_erased": links_erased}
+        _record_event(uow, "forget", member_id, principal_id, request_id, detail, now,
+                      points=balance_points)  # fmt: skip
+        uow.commit()
+        return ForgetResult(
+            member_id, now, identifiers_erased, links_erased, balance_points, replayed=False
+        )
+
+
+def export_member_data(
+    uow: UnitOfWork, principal_id: str, member_id: str, now: datetime
+) -> MemberExport:
+    """Everything about the member (a merged id exports its survivor), and an audit event."""
+    with uow:
+        _member_row(uow, member_id)
+        survivor_member_id = surviving_member_id(uow, member_id)
+        member = _member_row(uow, survivor_member_id)
+        merged_member_ids = _merged_member_ids(uow, survivor_member_id)
+        member_ids = (survivor_member_id, *merged_member_ids)
+        sections: dict[str, list[Row[Any]]] = {}
+        truncated: list[str] = []
+        for name, statement in _section_queries(member_ids).items():
+            rows = uow.connection.execute(statement.limit(EXPORT_ROWS_PER_SECTION_MAX + 1)).all()
+            if len(rows) > EXPORT_ROWS_PER_SECTION_MAX:
+                truncated.append(name)
+            sections[name] = list(rows[:EXPORT_ROWS_PER_SECTION_MAX])
+        profile = uow.connection.execute(
+            select(member_profiles).where(member_profiles.c.member_id == survivor_member_id)
+        ).one_or_none()
+        balance_points = journal.member_balance(uow, survivor_member_id)
+        _record_event(uow, "export", survivor_member_id, principal_id, None, {}, now)
+        uow.commit()
+    preferences = json.loads(profile.preferences) if profile and profile.preferences else {}
+    return MemberExport(
+        member=member,
+        merged_member_ids=merged_member_ids,
+        birthday=profile.birthday if profile else None,
+        preferences=tuple(sorted(preferences.items())),
+        balance_points=balance_points,
+        sections=sections,
+        truncated_sections=tuple(truncated),
+    )
+
+
+def _section_queries(member_ids: tuple[str, ...]) -> dict[str, Select[Any]]:
+    """Each history, oldest first."""
+    return {
+        "identifiers": select(member_identifiers)
+        .where(member_identifiers.c.member_id.in_(member_ids))
+        .order_by(member_identifiers.c.create_time, member_identifiers.c.identifier_hmac),
+        "links": select(partner_links)
+        .where(partner_links.c.member_id.in_(member_ids))
+        .order_by(partner_links.c.create_time, partner_links.c.partner_id),
+        "consents": select(member_consents)
+        .where(member_consents.c.member_id.in_(member_ids))
+        .order_by(member_consents.c.partner_id, member_consents.c.scope),
+        "consent_history": select(consent_events)
+        .where(consent_events.c.member_id.in_(member_ids))
+        .order_by(consent_events.c.event_id),
+        "profile_reads": select(profile_reads)
+        .where(profile_reads.c.member_id.in_(member_ids))
+        .order_by(profile_reads.c.read_id),
+        "audit_events": select(member_audit_events)
+        .where(
+            member_audit_events.c.member_id.in_(member_ids)
+            | member_audit_events.c.related_member_id.in_(member_ids)
+        )
+        .order_by(member_audit_events.c.event_id),
+        "lots": select(lots).where(lots.c.member_id.in_(member_ids)).order_by(lots.c.lot_id),
+        "transactions": select(journal_transactions)
+        .where(journal_transactions.c.member_id.in_(member_ids))
+        .order_by(journal_transactions.c.transaction_id),
+    }
+
+
+def _forget_replay(
+    uow: UnitOfWork, principal_id: str, request_id: str, member_id: str
+) -> ForgetResult | None:
+    by_request = uow.connection.execute(
+        select(member_audit_events).where(
+            member_audit_events.c.principal_id == principal_id,
+            member_audit_events.c.request_id == request_id,
+        )
+    ).one_or_none()
+    if by_request is not None and (by_request.kind, by_request.member_id) != ("forget", member_id):
+        differing = ["member_id"] if by_request.kind == "forget" else ["member_id", "operation"]
+        raise AlreadyExists(
+            "REQUEST_ID_REUSED",
+            f"request_id {request_id!r} was already used with a different request; "
+            f"differing fields: {', '.join(differing)}",
+            {"request_id": request_id, "differing_fields": ",".join(differing)},
+        )
+    event = (
+        by_request
+        or uow.connection.execute(
+            select(member_audit_events)
+            .where(
+                member_audit_events.c.kind == "forget", member_audit_events.c.member_id == member_id
+            )
+            .order_by(member_audit_events.c.event_id)
+            .limit(1)
+        ).one_or_none()
+    )
+    if event is None:
+        return None
+    detail = json.loads(event.detail)
+    return ForgetResult(
+        member_id, event.create_time, detail["identifiers_erased"], detail["links_erased"],
+        int(event.points), replayed=True,
+    )  # fmt: skip
+
+
+def _member_row(uow: UnitOfWork, member_id: str) -> Row[Any]:
+    row = uow.connection.execute(
+        select(members).where(members.c.member_id == member_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(
+            "MEMBER_NOT_FOUND", f"member {member_id!r} does not exist", {"member_id": member_id}
+        )
+    return row
+
+
+def _merged_member_ids(uow: UnitOfWork, member_id: str) -> tuple[str, ...]:
+    # Merges point every earlier duplicate straight at the survivor: one level is all of them.
+    return tuple(
+        uow.connection.execute(
+            select(members.c.member_id)
+            .where(members.c.merged_into_member_id == member_id)
+            .order_by(members.c.member_id)
+        ).scalars()
+    )
+
+
+def _delete(uow: UnitOfWork, column: Any, member_ids: tuple[str, ...]) -> int:
+    return int(uow.connection.execute(delete(column.table).where(column.in_(member_ids))).rowcount)
+
+
+def _erase_fingerprints(uow: UnitOfWork, member_ids: tuple[str, ...]) -> None:
+    """Blank the stored fingerprints of the requests that carried the member's data (names,
+    customer ids, birthday, preferences, identifier hashes). A retry of one of them after the
+    erasure is refused as a reused request id instead of being replayed."""
+    requests = member_requests.c
+    while True:
+        page = uow.connection.execute(
+            select(requests.partner_id, requests.request_id)
+            .where(requests.member_id.in_(member_ids))
+            .limit(ERASE_PAGE_SIZE)
+        ).all()
+        if not page:
+            return
+        keys = [(row.partner_id, row.request_id) for row in page]
+        uow.connection.execute(
+            update(idempotency_keys)
+            .where(tuple_(idempotency_keys.c.partner_id, idempotency_keys.c.request_id).in_(keys))
+            .values(fingerprint=ERASED_FINGERPRINT)
+        )
+        uow.connection.execute(
+            delete(member_requests).where(
+                tuple_(requests.partner_id, requests.request_id).in_(keys)
+            )
+        )
+
+
+def _record_event(
+    uow: UnitOfWork,
+    kind: str,
+    member_id: str,
+    principal_id: str,
+    request_id: str | None,
+    detail: dict[str, int],
+    now: datetime,
+    points: int | None = None,
+) -> None:
+    uow.connection.execute(
+        insert(member_audit_events).values(
+            kind=kind,
+            member_id=member_id,
+            principal_id=principal_id,
+            request_id=request_id,
+            points=points,
+            detail=json.dumps(detail, sort_keys=True),
+            create_time=now,
+        )
+    )

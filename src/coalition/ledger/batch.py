@@ -1,0 +1,673 @@
+"""Batch earn: up to 1,000 earns in one unit of work, for bulk loads.
+
+Each item keeps the contract of a single earn: its own request id (claimed in this same
+database transaction, replayed or refused as REQUEST_ID_REUSED exactly as `Earn` would, with
+the same fingerprint, so a batch item and a unary earn replay each other), one balanced
+journal transaction, a lot, the member's guarded balance cache, the partner event, the tier
+qualifying points. The caller chooses all-or-nothing (the first failing item fails the whole
+call, naming the item, and nothing is written) or per-item results (a failing item writes
+nothing, the others are applied).
+
+Two paths, one contract:
+- set-based, when the programme can add nothing to an earn of this partner (no promotion for
+  it, one tier with multiplier 1): a fixed number of statements per batch whatever its size
+  (multi-row INSERTs, one locking SELECT over the members in account-id order, so concurrent
+  batches never deadlock). Every failure an item can have is found before the first ledger
+  write, so a failing item only gives its claim back.
+- item by item otherwise: the building blocks of `operations.earn` inside one transaction,
+  each item in a savepoint in per-item mode.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from coalition.domain import points as rules
+from coalition.domain.errors import AlreadyExists, CoalitionError, FailedPrecondition
+from coalition.domain.points import RateVersion
+from coalition.domain.tiers import calendar_month
+from coalition.events.outbox import EVENT_KIND_OF_TRANSACTION, commit_xid
+from coalition.identity.members import resolve
+from coalition.ledger import journal, lots, promotions
+from coalition.ledger.accounts import member_account_id, partner_issuance_account_id
+from coalition.ledger.idempotency import _canonical, _differing_fields, claim_request
+from coalition.ledger.idempotency import record_result as record_claim_result
+from coalition.ledger.journal import JournalEntry, TransactionRecord
+from coalition.ledger.operations import (
+    EarnCommand,
+    LedgerResult,
+    _check_points_bound,
+    _fingerprint,
+    _occurred_at,
+    _points_earned,
+)
+from coalition.partners.catalog import Partner, get_partner, list_rate_versions, rate_in_force
+from coalition.programme.config import Programme, active_programme
+from coalition.store.schema import (
+    accounts,
+    events,
+    idempotency_keys,
+    journal_transactions,
+    members,
+    partner_links,
+    postings,
+    tier_qualifying_months,
+)
+from coalition.store.schema import lots as lots_table
+from coalition.store.unit_of_work import UnitOfWork
+
+BATCH_EARN_ITEMS_MAX = 1000
+OPERATION = "earn"
+
+
+@dataclass(frozen=True)
+class BatchItemOutcome:
+    result: LedgerResult | None = None
+    error: CoalitionError | None = None
+
+
+@dataclass(frozen=True)
+class BatchEarnResult:
+    outcomes: tuple[BatchItemOutcome, ...]
+
+    @property
+    def applied_count(self) -> int:
+        return sum(1 for o in self.outcomes if o.result is not None and not o.result.replayed)
+
+    @property
+    def replayed_count(self) -> int:
+        return sum(1 for o in self.outcomes if o.result is not None and o.result.replayed)
+
+    @property
+    def failed_count(self) -> int:
+        return sum(1 for o in self.outcomes if o.error is not None)
+
+
+def batch_earn(
+    uow: UnitOfWork,
+    partner_id: str,
+    items: Sequence[EarnCommand | CoalitionError],
+    all_or_nothing: bool,
+    now: datetime,
+) -> BatchEarnResult:
+    """Apply `items` (commands, or the error parsing that item found) in one unit of work."""
+    assert 0 < len(items) <= BATCH_EARN_ITEMS_MAX, "the API bounds the batch size"
+    programme = active_programme()
+    with uow:
+        if _programme_adds_nothing(programme, partner_id):
+            outcomes = _SetBasedBatch(uow, partner_id, all_or_nothing, now).run(items)
+        else:
+            outcomes = _earn_item_by_item(uow, programme, partner_id, items, all_or_nothing, now)
+        uow.commit()
+    return BatchEarnResult(tuple(outcomes))
+
+
+def _programme_adds_nothing(programme: Programme, partner_id: str) -> bool:
+    tiers = programme.ladder.tiers
+    return (
+        not programme.promotions_for(partner_id)
+        and len(tiers) == 1
+        and tiers[0].earn_multiplier == 1
+    )
+
+
+def _for_item(index: int, error: CoalitionError) -> CoalitionError:
+    """The item's own error, naming the item (all-or-nothing fails the call with it)."""
+    error.metadata["item_index"] = str(index)
+    error.message = f"item {index}: {error.message}"
+    return error
+
+
+def _replayed(record: TransactionRecord) -> LedgerResult:
+    """The response as first sent: when it was new, nothing of it was reversed yet."""
+    record = replace(record, points_reversed=0)
+    return LedgerResult(record, abs(record.points_delta), record.balance_points_after, True)
+
+
+# --- set-based path -------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    index: int
+    command: EarnCommand
+    fingerprint: str
+    error: CoalitionError | None = None  # found before any write
+    occurred_at: datetime | None = None
+    rate: RateVersion | None = None
+    points: int = 0
+    member_id: str | None = None
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+class _SetBasedBatch:
+    def __init__(self, uow: UnitOfWork, partner_id: str, all_or_nothing: bool, now: datetime):
+        self.uow = uow
+        self.connection = uow.connection
+        self.partner_id = partner_id
+        self.all_or_nothing = all_or_nothing
+        self.now = now
+        self.outcomes: list[BatchItemOutcome | None] = []
+
+    def run(self, commands: Sequence[EarnCommand | CoalitionError]) -> list[BatchItemOutcome]:
+        self.outcomes = [None] * len(commands)
+        items, duplicates = self._parse(commands)
+        partner = get_partner(self.uow, self.partner_id)
+        self._compute(partner, items)
+        self._resolve_members(items)
+        claimed = self._claim([item for item in items if item.error is None])
+        self._settle_unclaimed([item for item in items if item.command.request_id not in claimed])
+        applied = [item for item in items if item.command.request_id in claimed]
+        applied = self._lock_members(applied)
+        if applied:
+            self._write(partner, applied)
+        self._settle_duplicates(items, duplicates)
+        assert all(outcome is not None for outcome in self.outcomes)
+        return [outcome for outcome in self.outcomes if outcome is not None]
+
+    def _fail(self, index: int, error: CoalitionError) -> None:
+        if self.all_or_nothing:
+            raise _for_item(index, error)
+        self.outcomes[index] = BatchItemOutcome(error=error)
+
+    def _parse(
+        self, commands: Sequence[EarnCommand | CoalitionError]
+    ) -> tuple[list[_Item], list[tuple[int, EarnCommand]]]:
+        items: list[_Item] = []
+        duplicates: list[tuple[int, EarnCommand]] = []
+        seen: set[str] = set()
+        for index, command in enumerate(commands):
+            if isinstance(command, CoalitionError):
+                self._fail(index, command)
+            elif command.request_id in seen:
+                duplicates.append((index, command))  # judged against its first occurrence
+            else:
+                seen.add(command.request_id)
+                fingerprint = _canonical(OPERATION, _fingerprint(command))
+                items.append(_Item(index, command, fingerprint))
+        return items, duplicates
+
+    def _compute(self, partner: Partner, items: list[_Item]) -> None:
+        """Rates and points, in memory: past rate versions never change."""
+        rate_versions = list_rate_versions(self.uow, self.partner_id)
+        for item in items:
+            try:
+                item.occurred_at = _occurred_at(item.command.occurred_at, self.now)
+                item.rate = _rate_at(rate_versions, self.partner_id, item.occurred_at)
+                item.points = _points_earned(
+                    partner, item.rate, item.command.spend, item.command.native_points
+                )
+            except CoalitionError as error:
+                item.error = error
+
+    def _resolve_members(self, items: list[_Item]) -> None:
+        """Member ids in two reads; anything unusual (unknown, merged, forgotten) is resolved
+        one by one by `resolve`, so that it fails or redirects exactly as a single earn."""
+        by_customer_id = {
+            item.command.member.partner_customer_id
+            for item in items
+            if item.error is None and item.command.member.partner_customer_id is not None
+        }
+        linked: dict[str, str] = {}
+        if by_customer_id:
+            linked = dict(
+                self.connection.execute(
+                    select(partner_links.c.partner_customer_id, partner_links.c.member_id).where(
+                        partner_links.c.partner_id == self.partner_id,
+                        partner_links.c.partner_customer_id.in_(sorted(by_customer_id)),
+                    )
+                ).all()
+            )
+        candidates: dict[int, str | None] = {}
+        for item in items:
+            if item.error is None:
+                reference = item.command.member
+                candidates[item.index] = (
+                    reference.member_id
+                    if reference.member_id is not None
+                    else linked.get(reference.partner_customer_id or "")
+                )
+        member_ids = sorted({m for m in candidates.values() if m is not None})
+        usable = (
+            set(
+                self.connection.execute(
+                    select(members.c.member_id).where(
+                        members.c.member_id.in_(member_ids),
+                        members.c.merged_into_member_id.is_(None),
+                        members.c.forget_time.is_(None),
+                    )
+                ).scalars()
+            )
+            if member_ids
+            else set()
+        )
+        for item in items:
+            if item.error is not None:
+                continue
+            candidate = candidates[item.index]
+            if candidate in usable:
+                item.member_id = candidate
+                continue
+            try:
+                item.member_id = resolve(self.uow, self.partner_id, item.command.member)
+            except CoalitionError as error:
+                item.error = error
+
+    def _claim(self, items: list[_Item]) -> set[str]:
+        """Claim the request ids (sorted, so concurrent batches take key locks in one order);
+        the ids already claimed by a committed request are left alone."""
+        if not items:
+            return set()
+        dialect = postgresql if self.uow.dialect_name == "postgresql" else sqlite
+        rows = [
+            {
+                "partner_id": self.partner_id,
+                "request_id": item.command.request_id,
+                "operation": OPERATION,
+                "fingerprint": item.fingerprint,
+                "create_time": self.now,
+            }
+            for item in sorted(items, key=lambda item: item.command.request_id)
+        ]
+        statement = (
+            dialect.insert(idempotency_keys)
+            .on_conflict_do_nothing()
+            .returning(idempotency_keys.c.request_id)
+        )
+        return set(self.connection.execute(statement, rows).scalars())
+
+    def _settle_unclaimed(self, items: list[_Item]) -> None:
+        """Items whose request id was applied before are replayed or refused as a reuse, as a
+        single earn would (its claim comes first); the rest fail with their own error."""
+        if not items:
+            return
+        claims = {
+            row.request_id: row
+            for row in self.connection.execute(
+                select(
+                    idempotency_keys.c.request_id,
+                    idempotency_keys.c.fingerprint,
+                    idempotency_keys.c.result_id,
+                ).where(
+                    idempotency_keys.c.partner_id == self.partner_id,
+                    idempotency_keys.c.request_id.in_([i.command.request_id for i in items]),
+                )
+            )
+        }
+        replayed_ids = sorted(
+            int(claims[i.command.request_id].result_id)
+            for i in items
+            if i.command.request_id in claims
+        )
+        records = {
+            record.transaction_id: record for record in _find_transactions(self.uow, replayed_ids)
+        }
+        for item in items:
+            claim = claims.get(item.command.request_id)
+            if claim is None:
+                assert item.error is not None, "an unclaimed request id is claimed by another"
+                self._fail(item.index, item.error)
+                continue
+            reused = _reuse_error(item.command.request_id, claim.fingerprint, item.fingerprint)
+            if reused is not None:
+                self._fail(item.index, reused)
+                continue
+            assert claim.result_id is not None, "a committed claim always records its result"
+            record = records[int(claim.result_id)]
+            self.outcomes[item.index] = BatchItemOutcome(result=_replayed(record))
+
+    def _lock_members(self, items: list[_Item]) -> list[_Item]:
+        """Lock every member account of the batch in account-id order (SELECT ... FOR UPDATE;
+        SQLite already serialises writers), then refuse members merged meanwhile."""
+        if not items:
+            return items
+        account_ids = sorted({member_account_id(item.member_id or "") for item in items})
+        self.balances = dict(
+            self.connection.execute(
+                select(accounts.c.account_id, accounts.c.balance_points)
+                .where(accounts.c.account_id.in_(account_ids))
+                .order_by(accounts.c.account_id)
+                .with_for_update()
+            ).all()
+        )
+        assert len(self.balances) == len(account_ids), "every member has its account"
+        assert all(balance >= 0 for balance in self.balances.values()), "negative balance cache"
+        merged = set(
+            self.connection.execute(
+                select(members.c.member_id).where(
+                    members.c.member_id.in_(sorted({item.member_id for item in items})),
+                    members.c.merged_into_member_id.is_not(None),
+                )
+            ).scalars()
+        )
+        if not merged:
+            return items
+        given_back: list[str] = []
+        kept: list[_Item] = []
+        for item in items:
+            if item.member_id not in merged:
+                kept.append(item)
+                continue
+            try:
+                journal.lock_member_balance(self.uow, item.member_id or "")
+                raise AssertionError("a merged member is refused")
+            except CoalitionError as error:
+                given_back.append(item.command.request_id)
+                self._fail(item.index, error)
+        self.connection.execute(
+            delete(idempotency_keys).where(
+                idempotency_keys.c.partner_id == self.partner_id,
+                idempotency_keys.c.request_id.in_(given_back),
+            )
+        )
+        return kept
+
+    def _write(self, partner: Partner, items: list[_Item]) -> None:
+        items.sort(key=lambda item: item.index)
+        balances = dict(self.balances)
+        for item in items:
+            assert item.member_id is not None and item.rate is not None
+            assert item.occurred_at is not None and item.points > 0
+            _check_points_bound(item.points, _basis_field(item.command))
+            account_id = member_account_id(item.member_id)
+            balances[account_id] += item.points
+            spend = item.command.spend
+            item.row = {
+                "kind": OPERATION,
+                "partner_id": self.partner_id,
+                "member_id": item.member_id,
+                "points_delta": item.points,
+                "balance_points_after": balances[account_id],
+                "occurred_at": item.occurred_at,
+                "create_time": self.now,
+                "request_id": item.command.request_id,
+                "rate_version_id": item.rate.rate_version_id,
+                "parent_transaction_id": None,
+                "amount_minor": spend.amount_minor if spend else None,
+                "currency": spend.currency if spend else None,
+                "native_points": item.command.native_points,
+                "partner_reference": item.command.partner_reference,
+                "reason": None,
+            }
+        transaction_ids = (
+            self.connection.execute(
+                insert(journal_transactions).returning(
+                    journal_transactions.c.transaction_id, sort_by_parameter_order=True
+                ),
+                [item.row for item in items],
+            )
+            .scalars()
+            .all()
+        )
+        assert len(transaction_ids) == len(items)
+        self._insert_rows(partner, items, transaction_ids)
+        self._move_balances(balances)
+        self._add_qualifying_points(items)
+        self._record_results(items, transaction_ids)
+        for item, transaction_id in zip(items, transaction_ids, strict=True):
+            record = TransactionRecord(transaction_id=transaction_id, points_reversed=0, **item.row)
+            result = LedgerResult(record, item.points, record.balance_points_after, False)
+            self.outcomes[item.index] = BatchItemOutcome(result=result)
+
+    def _insert_rows(
+        self, partner: Partner, items: list[_Item], transaction_ids: Sequence[int]
+    ) -> None:
+        """Postings (balanced: member +p, issuance -p), lots and partner events."""
+        issuance_account_id = partner_issuance_account_id(self.partner_id)
+        posting_rows: list[dict[str, Any]] = []
+        lot_rows: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
+        for item, transaction_id in zip(items, transaction_ids, strict=True):
+            assert item.member_id is not None and item.occurred_at is not None
+            posting_rows.append(
+                {
+                    "transaction_id": transaction_id,
+                    "account_id": member_account_id(item.member_id),
+                    "points": item.points,
+                    "create_time": self.now,
+                }
+            )
+            posting_rows.append(
+                {
+                    "transaction_id": transaction_id,
+                    "account_id": issuance_account_id,
+                    "points": -item.points,
+                    "create_time": self.now,
+                }
+            )
+            lot_rows.append(
+                {
+                    "member_id": item.member_id,
+                    "partner_id": self.partner_id,
+                    "transaction_id": transaction_id,
+                    "points": item.points,
+                    "remaining_points": item.points,
+                    "expires_at": rules.lot_expiry(
+                        item.occurred_at, partner.points_validity_months
+                    ),
+                    "create_time": self.now,
+                }
+            )
+            event_rows.append(
+                {
+                    "partner_id": self.partner_id,
+                    "kind": EVENT_KIND_OF_TRANSACTION[OPERATION],
+                    "member_id": item.member_id,
+                    "transaction_id": transaction_id,
+                    "points_delta": item.points,
+                    "balance_points_after": item.row["balance_points_after"],
+                    "create_time": self.now,
+                }
+            )
+        assert sum(row["points"] for row in posting_rows) == 0, "postings must sum to zero"
+        self.connection.execute(insert(postings), posting_rows)
+        self.connection.execute(insert(lots_table), lot_rows)
+        self.connection.execute(insert(events).values(commit_xid=commit_xid(self.uow)), event_rows)
+
+    def _move_balances(self, balances_after: dict[str, int]) -> None:
+        """Guarded updates of the balance caches, checked after the write."""
+        deltas = [
+            {"b_account_id": account_id, "b_points": points - self.balances[account_id]}
+            for account_id, points in sorted(balances_after.items())
+        ]
+        account = accounts.c
+        self.connection.execute(
+            update(accounts)
+            .where(account.account_id == bindparam("b_account_id"))
+            .where(account.balance_points + bindparam("b_points") >= 0)
+            .values(balance_points=account.balance_points + bindparam("b_points")),
+            deltas,
+        )
+        stored = dict(
+            self.connection.execute(
+                select(account.account_id, account.balance_points).where(
+                    account.account_id.in_(sorted(balances_after))
+                )
+            ).all()
+        )
+        assert stored == balances_after, "balance caches moved by exactly the batch's postings"
+
+    def _add_qualifying_points(self, items: list[_Item]) -> None:
+        """Tier qualifying points per member and month (as promotions.after_earn does)."""
+        points_by_month: dict[tuple[str, int], int] = defaultdict(int)
+        for item in items:
+            assert item.member_id is not None and item.occurred_at is not None
+            points_by_month[(item.member_id, calendar_month(item.occurred_at))] += item.points
+        dialect = postgresql if self.uow.dialect_name == "postgresql" else sqlite
+        statement = dialect.insert(tier_qualifying_months)
+        self.connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["member_id", "calendar_month"],
+                set_={"points": tier_qualifying_months.c.points + statement.excluded.points},
+            ),
+            [
+                {"member_id": member_id, "calendar_month": month, "points": points}
+                for (member_id, month), points in sorted(points_by_month.items())
+            ],
+        )
+
+    def _record_results(self, items: list[_Item], transaction_ids: Sequence[int]) -> None:
+        key = idempotency_keys.c
+        self.connection.execute(
+            update(idempotency_keys)
+            .where(key.partner_id == self.partner_id)
+            .where(key.request_id == bindparam("b_request_id"))
+            .where(key.result_id.is_(None))
+            .values(result_id=bindparam("b_result_id")),
+            [
+                {"b_request_id": item.command.request_id, "b_result_id": str(transaction_id)}
+                for item, transaction_id in zip(items, transaction_ids, strict=True)
+            ],
+        )
+
+    def _settle_duplicates(
+        self, items: list[_Item], duplicates: list[tuple[int, EarnCommand]]
+    ) -> None:
+        """A request id repeated within the batch is judged against its first occurrence, as
+        if the two had been sent one after the other."""
+        first_by_request_id = {item.command.request_id: item for item in items}
+        for index, command in duplicates:
+            first = first_by_request_id[command.request_id]
+            fingerprint = _canonical(OPERATION, _fingerprint(command))
+            outcome = self.outcomes[first.index]
+            assert outcome is not None
+            reused = _reuse_error(command.request_id, first.fingerprint, fingerprint)
+            if reused is not None:
+                self._fail(index, reused)
+            elif outcome.result is not None:
+                self.outcomes[index] = BatchItemOutcome(
+                    result=_replayed(outcome.result.transaction)
+                )
+            else:
+                assert outcome.error is not None
+                self._fail(index, outcome.error)
+
+
+def _rate_at(
+    rate_versions: Sequence[RateVersion], partner_id: str, occurred_at: datetime
+) -> RateVersion:
+    """As `catalog.rate_in_force`, from the partner's versions read once per batch."""
+    in_force = [v for v in rate_versions if v.effective_from <= occurred_at]
+    if not in_force:
+        raise FailedPrecondition(
+            "RATE_NOT_FOUND",
+            f"partner {partner_id!r} has no rate version in force at {occurred_at.isoformat()}",
+            {"partner_id": partner_id, "occurred_at": occurred_at.isoformat()},
+        )
+    return max(in_force, key=lambda version: version.effective_from)
+
+
+def _reuse_error(request_id: str, first: str, second: str) -> CoalitionError | None:
+    """REQUEST_ID_REUSED, worded as `idempotency.claim_request` words it."""
+    differing_fields = _differing_fields(json.loads(first), json.loads(second))
+    if not differing_fields:
+        return None
+    return AlreadyExists(
+        "REQUEST_ID_REUSED",
+        f"request_id {request_id!r} was already used with a different request; "
+        f"differing fields: {', '.join(differing_fields)}",
+        {"request_id": request_id, "differing_fields": ",".join(differing_fields)},
+    )
+
+
+def _find_transactions(uow: UnitOfWork, transaction_ids: list[int]) -> list[TransactionRecord]:
+    if not transaction_ids:
+        return []
+    statement = journal.select_transactions().where(
+        journal_transactions.c.transaction_id.in_(transaction_ids)
+    )
+    return [journal.record_from_row(row) for row in uow.connection.execute(statement)]
+
+
+# --- item-by-item path ----------------------------------------------------------------------
+
+
+def _earn_item_by_item(
+    uow: UnitOfWork,
+    programme: Programme,
+    partner_id: str,
+    items: Sequence[EarnCommand | CoalitionError],
+    all_or_nothing: bool,
+    now: datetime,
+) -> list[BatchItemOutcome]:
+    outcomes: list[BatchItemOutcome] = []
+    for index, command in enumerate(items):
+        if isinstance(command, CoalitionError):
+            if all_or_nothing:
+                raise _for_item(index, command)
+            outcomes.append(BatchItemOutcome(error=command))
+            continue
+        if all_or_nothing:
+            try:
+                result = _earn_one(uow, programme, partner_id, command, now)
+            except CoalitionError as error:
+                raise _for_item(index, error) from error
+            outcomes.append(BatchItemOutcome(result=result))
+            continue
+        savepoint = uow.connection.begin_nested()
+        try:
+            result = _earn_one(uow, programme, partner_id, command, now)
+        except CoalitionError as error:
+            savepoint.rollback()
+            outcomes.append(BatchItemOutcome(error=error))
+        else:
+            savepoint.commit()
+            outcomes.append(BatchItemOutcome(result=result))
+    return outcomes
+
+
+def _earn_one(
+    uow: UnitOfWork, programme: Programme, partner_id: str, command: EarnCommand, now: datetime
+) -> LedgerResult:
+    """`operations.earn` without its own unit of work (the batch commits once)."""
+    claim = claim_request(
+        uow, partner_id, command.request_id, OPERATION, _fingerprint(command), now
+    )
+    if not claim.is_new:
+        record = journal.find_transaction(uow, int(claim.replayed_result_id or 0))
+        assert record is not None, "an idempotency key points at its transaction"
+        return _replayed(record)
+    partner = get_partner(uow, partner_id)
+    occurred_at = _occurred_at(command.occurred_at, now)
+    member_id = resolve(uow, partner_id, command.member)
+    rate = rate_in_force(uow, partner_id, occurred_at)
+    points_earned = _points_earned(partner, rate, command.spend, command.native_points)
+    journal.lock_member_balance(uow, member_id)
+    award = promotions.award_for_earn(
+        uow, programme, partner_id, member_id, occurred_at, points_earned
+    )
+    _check_points_bound(award.points_total, _basis_field(command))
+    spend = command.spend
+    entry = JournalEntry(
+        kind=OPERATION,
+        partner_id=partner_id,
+        member_id=member_id,
+        request_id=command.request_id,
+        occurred_at=occurred_at,
+        postings=award.postings(),
+        rate_version_id=rate.rate_version_id,
+        amount_minor=spend.amount_minor if spend else None,
+        currency=spend.currency if spend else None,
+        native_points=command.native_points,
+        partner_reference=command.partner_reference,
+    )
+    record = journal.post(uow, entry, now)
+    expires_at = rules.lot_expiry(occurred_at, partner.points_validity_months)
+    lots.create_lot(
+        uow, member_id, partner_id, record.transaction_id, award.points_total, expires_at, now
+    )
+    promotions.after_earn(uow, programme, award, record, now)
+    record_claim_result(uow, partner_id, command.request_id, str(record.transaction_id))
+    return LedgerResult(record, abs(record.points_delta), record.balance_points_after, False)
+
+
+def _basis_field(command: EarnCommand) -> str:
+    return "spend.amount_minor" if command.spend is not None else "native_points"

@@ -1,0 +1,1 @@
+"""What operations needs to see the hub: Prometheus metrics and structured JSON logs."""

@@ -1,0 +1,1 @@
+"""Programme configuration: the tier ladder and the promotions, loaded from TOML files."""

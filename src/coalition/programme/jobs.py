@@ -1,0 +1,138 @@
+"""The `coalition jobs ...` commands: scheduled programme jobs, run by cron or a scheduler.
+
+- `coalition jobs expire [--as-of WHEN]`: expire lots due at WHEN (ledger/expiry.py);
+- `coalition jobs holds [--as-of WHEN]`: release burn holds past their TTL (ledger/holds.py);
+- `coalition jobs tiers [--as-of WHEN] [--programme DIR]`: the tier downgrade review.
+
+WHEN is an ISO 8601 date (meaning 00:00 UTC that day) or a date-time with an offset; it
+defaults to now and may not lie in the future. Every job is idempotent: running it again
+for the same WHEN changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from functools import partial
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from coalition.ledger.expiry import EXPIRY_BATCH_SIZE_DEFAULT, expire_lots
+from coalition.ledger.holds import RELEASE_BATCH_SIZE_DEFAULT, release_expired_holds
+from coalition.programme.config import (
+    PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE,
+    active_programme,
+    load_programme,
+)
+from coalition.programme.tiers import REVIEW_BATCH_SIZE_DEFAULT, review_tiers
+from coalition.store import migrate
+from coalition.store.unit_of_work import UnitOfWork
+
+BATCH_SIZE_MAX = 5_000
+
+
+def add_jobs_parser(
+    commands: argparse._SubParsersAction,
+    add_database_option: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    jobs = commands.add_parser("jobs", help="scheduled programme jobs (idempotent)")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
+    expire = jobs_commands.add_parser("expire", help="expire lots due at --as-of")
+    holds = jobs_commands.add_parser("holds", help="release burn holds past their TTL")
+    tiers = jobs_commands.add_parser("tiers", help="downgrade members below their tier")
+    tiers.add_argument("--programme", default=None, help="programme DIR (tiers.toml)")
+    for parser, batch_size in (
+        (expire, EXPIRY_BATCH_SIZE_DEFAULT),
+        (holds, RELEASE_BATCH_SIZE_DEFAULT),
+        (tiers, REVIEW_BATCH_SIZE_DEFAULT),
+    ):
+        parser.add_argument("--as-of", dest="as_of", type=instant, default=None, metavar="WHEN")
+        parser.add_argument("--batch-size", type=batch_size_argument, default=batch_size)
+        add_database_option(parser)
+
+
+def instant(text: str) -> datetime:
+    """An ISO date (00:00 UTC) or a date-time with an explicit offset."""
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or date-time: {text!r}") from error
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("a date-time needs an offset, e.g. 2027-03-01T00:00Z")
+    return moment.astimezone(UTC)
+
+
+def batch_size_argument(text: str) -> int:
+    value = int(text)
+    if not 0 < value <= BATCH_SIZE_MAX:
+        raise argparse.ArgumentTypeError(f"between 1 and {BATCH_SIZE_MAX}")
+    return value
+
+
+def run_expire(engine: Engine, arguments: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    report = expire_lots(_unit_of_work(engine), arguments.as_of or now, now, arguments.batch_size)
+    print(
+        f"expired {report.points_expired} points in {report.lots_expired} lots "
+        f"({report.batches} batches)"
+    )
+    return 0
+
+
+def run_holds(engine: Engine, arguments: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    as_of = arguments.as_of or now
+    _refuse_future(as_of, now)
+    report = release_expired_holds(_unit_of_work(engine), as_of, arguments.batch_size)
+    print(f"released {report.holds_released} holds past their TTL ({report.batches} batches)")
+    return 0
+
+
+def run_tiers(engine: Engine, arguments: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    as_of = arguments.as_of or now
+    _refuse_future(as_of, now)
+    directory = arguments.programme or os.environ.get(PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE)
+    ladder = load_programme(Path(directory)).ladder if directory else active_programme().ladder
+    report = review_tiers(_unit_of_work(engine), ladder, as_of, now, arguments.batch_size)
+    print(
+        f"reviewed {report.members_reviewed} members above the base tier, "
+        f"downgraded {report.members_downgraded}"
+    )
+    return 0
+
+
+def _refuse_future(as_of: datetime, now: datetime) -> None:
+    if as_of > now:
+        raise RuntimeError("--as-of may not lie in the future")
+
+
+def _unit_of_work(engine: Engine) -> Callable[[], UnitOfWork]:
+    migrate.prepare(engine)
+    return partial(UnitOfWork, engine)
+
+
+def _disposing(
+    run: Callable[[Engine, argparse.Namespace], int],
+) -> Callable[[Engine, argparse.Namespace], int]:
+    """Run a job, then close the engine's connections (a job is the whole process's work)."""
+
+    def run_then_dispose(engine: Engine, arguments: argparse.Namespace) -> int:
+        try:
+            return run(engine, arguments)
+        finally:
+            engine.dispose()
+
+    return run_then_dispose
+
+
+JOB_COMMANDS: dict[str, Callable[[Engine, argparse.Namespace], int]] = {
+    "jobs expire": _disposing(run_expire),
+    "jobs holds": _disposing(run_holds),
+    "jobs tiers": _disposing(run_tiers),
+}

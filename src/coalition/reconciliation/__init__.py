@@ -1,0 +1,1 @@
+"""Reconciliation: partner reports against the ledger, and the ledger integrity proof."""

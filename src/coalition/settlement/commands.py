@@ -1,0 +1,192 @@
+"""`coalition settle run|export|verify` and `coalition keys signing generate|rotate|list`.
+
+The parsers and handlers live here, next to the code they drive; cli.py only mounts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from functools import partial
+from pathlib import Path
+
+from coalition.settlement import export, keys, service, signing, verify
+from coalition.store.engine import create_database_engine
+from coalition.store.unit_of_work import UnitOfWork
+
+Handler = Callable[[argparse.Namespace], int]
+DatabaseOption = Callable[[argparse.ArgumentParser], None]
+DatabaseUrl = Callable[[argparse.Namespace], str]
+
+
+def _add_signing_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--signing-key",
+        default=None,
+        metavar="FILE",
+        help=f"private signing key file (default: ${signing.SIGNING_KEY_ENVIRONMENT_VARIABLE}, "
+        f"else {signing.DEFAULT_SIGNING_KEY_PATH})",
+    )
+
+
+def add_settle_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], database: DatabaseOption
+) -> None:
+    settle = commands.add_parser("settle", help="signed settlement statements")
+    settle_commands = settle.add_subparsers(dest="settle_command", required=True)
+    run = settle_commands.add_parser("run", help="settle a period (idempotent)")
+    run.add_argument(
+        "--period",
+        required=True,
+        type=_period,
+        help="the period's last day, YYYY-MM-DD; it ends at 00:00 UTC the next day",
+    )
+    run.add_argument("--partner", default=None, help="settle this partner only")
+    _add_signing_key_option(run)
+    database(run)
+    export_command = settle_commands.add_parser("export", help="write a statement to DIR")
+    export_command.add_argument("statement_id", metavar="STATEMENT_ID")
+    export_command.add_argument("--out", required=True, type=Path, metavar="DIR")
+    database(export_command)
+    verify_command = settle_commands.add_parser("verify", help="verify an exported statement")
+    verify_command.add_argument("directory", type=Path, metavar="DIR")
+    verify_command.add_argument("--public-key", required=True, type=Path, metavar="FILE")
+    verify_command.add_argument("--previous", default=None, type=Path, metavar="DIR")
+
+
+def add_signing_parser(
+    keys_commands: argparse._SubParsersAction[argparse.ArgumentParser], database: DatabaseOption
+) -> None:
+    signing_parser = keys_commands.add_parser("signing", help="statement signing keys")
+    signing_commands = signing_parser.add_subparsers(dest="signing_command", required=True)
+    for name, help_text in (
+        ("generate", "create the first signing key (file mode 0600) and publish it"),
+        ("rotate", "replace the signing key; the old public key stays published, retired"),
+        ("list", "every published signing key with its validity range"),
+    ):
+        command = signing_commands.add_parser(name, help=help_text)
+        if name != "list":
+            _add_signing_key_option(command)
+        database(command)
+
+
+def _period(text: str) -> date:
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not a date written YYYY-MM-DD")
+
+
+def serve_signing_key_path(configured: str | None) -> Path | None:
+    """The key `serve` signs with: an explicit option or variable must exist; the default
+    file is used when present, and without it the hub serves but cannot run settlements."""
+    explicit = configured or os.environ.get(signing.SIGNING_KEY_ENVIRONMENT_VARIABLE)
+    path = signing.signing_key_path(explicit)
+    if explicit or path.exists():
+        return path
+    return None
+
+
+def handlers(database_url: DatabaseUrl) -> dict[str, Handler]:
+    return {
+        "settle run": partial(_settle_run, database_url),
+        "settle export": partial(_settle_export, database_url),
+        "settle verify": _settle_verify,
+        "keys signing generate": partial(_signing_generate, database_url),
+        "keys signing rotate": partial(_signing_rotate, database_url),
+        "keys signing list": partial(_signing_list, database_url),
+    }
+
+
+@contextmanager
+def _unit_of_work(
+    database_url: DatabaseUrl, arguments: argparse.Namespace
+) -> Iterator[Callable[[], UnitOfWork]]:
+    """Units of work on an engine of the command's own, disposed when the command ends."""
+    engine = create_database_engine(database_url(arguments))
+    try:
+        yield partial(UnitOfWork, engine)
+    finally:
+        engine.dispose()
+
+
+def _settle_run(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
+    signer = service.Signer.from_file(signing.signing_key_path(arguments.signing_key))
+    with _unit_of_work(database_url, arguments) as unit_of_work:
+        results = service.run_settlement(
+            unit_of_work, arguments.period, arguments.partner, signer, datetime.now(UTC)
+        )
+    for result in results:
+        statement = result.statement
+        money = statement.body_document()["money"]
+        print(
+            f"{'created' if result.created else 'existing'}  {statement.statement_id}  "
+            f"entries {statement.entry_count}  net {money['net_minor']} "
+            f"{statement.body_document()['currency']} minor ({money['net_direction']})  "
+            f"hash {statement.statement_hash}"
+        )
+    return 0
+
+
+def _settle_export(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
+    try:
+        with _unit_of_work(database_url, arguments) as unit_of_work:
+            statement = export.export_statement(unit_of_work, arguments.statement_id, arguments.out)
+    except FileExistsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"exported {statement.statement_id} ({statement.entry_count} entries) to {arguments.out}")
+    return 0
+
+
+def _settle_verify(arguments: argparse.Namespace) -> int:
+    public_key = verify.read_public_key(arguments.public_key)
+    result = verify.verify_export(arguments.directory, public_key, arguments.previous)
+    for note in result.notes:
+        print(f"note: {note}")
+    for failure in result.failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    if not result.ok:
+        return 1
+    print(f"verified: {arguments.directory} (signature, hash, Merkle root, totals, chain)")
+    return 0
+
+
+def _signing_generate(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
+    path = signing.signing_key_path(arguments.signing_key)
+    with _unit_of_work(database_url, arguments) as unit_of_work:
+        key = keys.generate(unit_of_work(), path, datetime.now(UTC))
+    _print_key(path, key)
+    return 0
+
+
+def _signing_rotate(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
+    path = signing.signing_key_path(arguments.signing_key)
+    with _unit_of_work(database_url, arguments) as unit_of_work:
+        key = keys.rotate(unit_of_work(), path, datetime.now(UTC))
+    _print_key(path, key)
+    return 0
+
+
+def _print_key(path: Path, key: keys.SigningKey) -> None:
+    public_path = path.with_suffix(".pub")
+    public_path.write_bytes(signing.public_key_pem(key.public_key))
+    print(f"signing key {key.key_id}: private key {path} (mode 0600), public key {public_path}")
+
+
+def _signing_list(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
+    with _unit_of_work(database_url, arguments) as unit_of_work, unit_of_work() as uow:
+        published = keys.list_keys(uow)
+    for key in published:
+        until = "active" if key.valid_until is None else f"until {key.valid_until.isoformat()}"
+        public_key = base64.b64encode(key.public_key).decode()
+        valid_from = key.valid_from.isoformat()
+        print(f"{key.key_id}  {key.algorithm}  from {valid_from}  {until}  {public_key}")
+    return 0

@@ -1,0 +1,200 @@
+"""The set-based SQL of settlement: claim a partner's unsettled entries, total them, stream them.
+
+Nothing here loads a statement's entries into memory: claiming is one INSERT ... SELECT,
+totals are one GROUP BY, and the entries come back through a server-side cursor in Merkle
+order (ascending transaction id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+)
+from sqlalchemy.orm import aliased
+
+from coalition.settlement.format import (
+    EXPIRED,
+    ISSUED,
+    ISSUED_REVERSED,
+    OTHER,
+    POINT_CATEGORIES,
+    REDEEMED,
+    REDEEMED_REVERSED,
+    REDEEMING_KINDS,
+    Entry,
+)
+from coalition.store.schema import accounts, journal_transactions, postings, settlement_entries
+from coalition.store.unit_of_work import UnitOfWork
+
+# Rows fetched per round trip while streaming; bounds the memory of a statement of any size.
+STREAM_BATCH_ROWS = 5_000
+CLAIM_WORK_MEMORY_MIB = 128
+
+_parent = aliased(journal_transactions, name="parent")
+
+
+def claim_unsettled(
+    uow: UnitOfWork, partner_id: str, statement_id: str, period_end_time: datetime
+) -> None:
+    """Record every transaction that posts to the partner's accounts, committed before the
+    period's end and in none of its statements yet, as an entry of `statement_id`.
+
+    The primary key (partner_id, transaction_id) makes a second claim of an entry fail
+    instead of counting it twice, whatever happens to the locks upstream.
+    """
+    entry = settlement_entries.c
+    partner_accounts = select(accounts.c.account_id).where(accounts.c.partner_id == partner_id)
+    already_settled = exists().where(
+        entry.partner_id == partner_id, entry.transaction_id == postings.c.transaction_id
+    )
+    unsettled = (
+        select(
+            literal(partner_id, String),
+            postings.c.transaction_id,
+            literal(statement_id, String),
+            func.sum(postings.c.points),
+        )
+        .where(postings.c.account_id.in_(partner_accounts.scalar_subquery()))
+        .where(postings.c.create_time < period_end_time)
+        .where(~already_settled)
+        .group_by(postings.c.transaction_id)
+    )
+    if uow.dialect_name == "postgresql":
+        # Enough for the per-transaction GROUP BY of a million entries to stay in memory
+        # instead of spilling to disk; bounded, and only for this transaction.
+        uow.connection.execute(text(f"SET LOCAL work_mem = '{CLAIM_WORK_MEMORY_MIB}MB'"))
+    uow.connection.execute(
+        insert(settlement_entries).from_select(
+            ["partner_id", "transaction_id", "statement_id", "points"], unsettled
+        )
+    )
+
+
+def _category() -> ColumnElement[str]:
+    """`format.category_of` in SQL."""
+    kind, parent_kind = journal_transactions.c.kind, _parent.c.kind
+    return case(
+        (kind == "earn", ISSUED),
+        (kind.in_(REDEEMING_KINDS), REDEEMED),
+        (and_(kind == "reverse", parent_kind == "earn"), ISSUED_REVERSED),
+        (and_(kind == "reverse", parent_kind.in_(REDEEMING_KINDS)), REDEEMED_REVERSED),
+        (kind == "expire", EXPIRED),
+        else_=OTHER,
+    )
+
+
+def _of_statement(statement: Select[Any], statement_id: str) -> Select[Any]:
+    entry = settlement_entries.c
+    return (
+        statement.select_from(settlement_entries)
+        .join(journal_transactions, journal_transactions.c.transaction_id == entry.transaction_id)
+        .outerjoin(
+            _parent, _parent.c.transaction_id == journal_transactions.c.parent_transaction_id
+        )
+        .where(entry.statement_id == statement_id)
+    )
+
+
+def count(uow: UnitOfWork, statement_id: str) -> int:
+    """How many entries the statement claimed (an index-only count)."""
+    statement = select(func.count()).where(settlement_entries.c.statement_id == statement_id)
+    return int(uow.connection.execute(statement).scalar_one())
+
+
+def stream(uow: UnitOfWork, partner_id: str, statement_id: str) -> Iterator[Entry]:
+    """The statement's entries in Merkle order, through a server-side cursor."""
+    transaction = journal_transactions.c
+    # Another partner's request ids are not this partner's business.
+    own_request_id = case((transaction.partner_id == partner_id, transaction.request_id))
+    statement = _of_statement(
+        select(
+            transaction.transaction_id,
+            transaction.kind,
+            transaction.parent_transaction_id,
+            _parent.c.kind,
+            transaction.occurred_at,
+            transaction.create_time,
+            transaction.member_id,
+            own_request_id,
+            transaction.rate_version_id,
+            settlement_entries.c.points,
+        ),
+        statement_id,
+    ).order_by(settlement_entries.c.transaction_id)
+    # On the statement, not the connection: Connection.execution_options changes the
+    # connection in place, and later INSERTs must not run through a server-side cursor.
+    streamed = statement.execution_options(stream_results=True, yield_per=STREAM_BATCH_ROWS)
+    for row in uow.connection.execute(streamed):
+        yield Entry(
+            transaction_id=int(row[0]),
+            kind=row[1],
+            parent_transaction_id=None if row[2] is None else int(row[2]),
+            parent_kind=row[3],
+            occurred_at=row[4],
+            create_time=row[5],
+            member_id=row[6],
+            request_id=row[7],
+            rate_version_id=row[8],
+            partner_points=int(row[9]),
+        )
+
+
+def ledger_points(statement_ids: Select[Any]) -> Select[Any]:
+    """Per statement among `statement_ids`: one column per point category (`POINT_CATEGORIES`)
+    holding the points its entries' transactions post to the partner's accounts *now*.
+
+    Recomputed from postings, not from the `settlement_entries.points` snapshot the statement
+    was built from, so that comparing them with the signed totals reveals a ledger changed
+    after settlement. The categories come from `_category`, the SQL twin of `category_of`.
+    """
+    entry = settlement_entries.c
+    per_entry = (
+        select(
+            entry.statement_id,
+            _category().label("category"),
+            func.sum(postings.c.points).label("points"),
+        )
+        .select_from(settlement_entries)
+        .join(journal_transactions, journal_transactions.c.transaction_id == entry.transaction_id)
+        .outerjoin(
+            _parent, _parent.c.transaction_id == journal_transactions.c.parent_transaction_id
+        )
+        .join(postings, postings.c.transaction_id == entry.transaction_id)
+        .join(
+            accounts,
+            and_(
+                accounts.c.account_id == postings.c.account_id,
+                accounts.c.partner_id == entry.partner_id,
+            ),
+        )
+        .where(entry.statement_id.in_(statement_ids.scalar_subquery()))
+        .group_by(
+            entry.statement_id,
+            entry.transaction_id,
+            journal_transactions.c.kind,
+            _parent.c.kind,
+        )
+        .subquery()
+    )
+    # An entry's points are |its signed partner points|, as `Tally.add_entry` counts them.
+    by_category = [
+        func.sum(
+            case((per_entry.c.category == category, func.abs(per_entry.c.points)), else_=0)
+        ).label(category)
+        for category in POINT_CATEGORIES
+    ]
+    return select(per_entry.c.statement_id, *by_category).group_by(per_entry.c.statement_id)

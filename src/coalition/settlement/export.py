@@ -1,0 +1,53 @@
+"""Export a statement for offline verification: DIR/statement.json and DIR/entries.jsonl.
+
+statement.json is the canonical JSON of {"body", "signature", "statement_hash"}; entries.jsonl
+holds one canonical entry per line, each line ending in "\\n", in Merkle order. Entries are
+streamed from the database straight to the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from coalition.settlement import service
+from coalition.settlement.canonical import canonical_bytes
+from coalition.settlement.service import Statement
+from coalition.store.unit_of_work import UnitOfWork
+
+STATEMENT_FILE = "statement.json"
+ENTRIES_FILE = "entries.jsonl"
+
+
+def statement_document(statement: Statement) -> bytes:
+    return canonical_bytes(
+        {
+            "body": statement.body_document(),
+            "signature": base64.b64encode(statement.signature).decode(),
+            "statement_hash": statement.statement_hash,
+        }
+    )
+
+
+def export_statement(
+    unit_of_work: Callable[[], UnitOfWork], statement_id: str, directory: Path
+) -> Statement:
+    """Write the two files; refuses to overwrite an earlier export."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in (STATEMENT_FILE, ENTRIES_FILE):
+        if (directory / name).exists():
+            raise FileExistsError(f"{directory / name} exists; export into an empty directory")
+    with unit_of_work() as uow:
+        statement = service.get_statement(uow, statement_id, partner_id=None)
+    entries_path = directory / ENTRIES_FILE
+    with entries_path.open("xb") as file:
+        for entry in service.stream_entries(unit_of_work, statement_id, None):
+            file.write(entry.canonical_bytes() + b"\n")
+        file.flush()
+        os.fsync(file.fileno())
+    # statement.json last: a directory holding it holds a complete export.
+    with (directory / STATEMENT_FILE).open("xb") as file:
+        file.write(statement_document(statement))
+    return statement

@@ -1,0 +1,158 @@
+"""Batch earn against real SQLite and PostgreSQL: idempotency per item, both modes, both
+paths (set-based, and item by item when the programme adds bonuses), ledger invariants."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine
+
+from coalition.domain.errors import AlreadyExists, CoalitionError, NotFound
+from coalition.domain.points import Money
+from coalition.domain.tiers import Tier, TierLadder
+from coalition.identity import members
+from coalition.identity.members import MemberReference
+from coalition.ledger import batch, operations
+from coalition.ledger.operations import EarnCommand
+from coalition.programme.config import DEFAULT_PROGRAMME, Programme, using_programme
+from coalition.store.unit_of_work import UnitOfWork
+from tests.integration.ledger_checks import assert_ledger_sound, count_rows
+
+pytestmark = pytest.mark.integration
+
+PARTNER_ID = "test-coffee"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def enroll(engine: Engine) -> tuple[str, str]:
+    customer_id = f"customer-{uuid.uuid4().hex}"
+    enrolment = members.enroll(
+        UnitOfWork(engine), PARTNER_ID, uuid.uuid4().hex, customer_id, "Mei Lin", now()
+    )
+    return enrolment.member.member_id, customer_id
+
+
+def command(member_id: str, amount_minor: int = 1000, request_id: str = "") -> EarnCommand:
+    return EarnCommand(
+        request_id=request_id or uuid.uuid4().hex,
+        member=MemberReference(member_id=member_id),
+        spend=Money(amount_minor, "CNY"),
+    )
+
+
+def run(engine: Engine, items: list, all_or_nothing: bool = False) -> batch.BatchEarnResult:
+    return batch.batch_earn(UnitOfWork(engine), PARTNER_ID, items, all_or_nothing, now())
+
+
+TWO_TIERS = Programme(
+    TierLadder(
+        (
+            Tier("member", "Member", 0, Decimal(1)),
+            Tier("gold", "Gold", 500, Decimal("1.5")),
+        )
+    ),
+    (),
+)
+
+
+@pytest.fixture(params=["set_based", "item_by_item"])
+def programme(request: pytest.FixtureRequest):
+    chosen = DEFAULT_PROGRAMME if request.param == "set_based" else TWO_TIERS
+    with using_programme(chosen):
+        yield chosen
+
+
+def test_batch_applies_every_item_with_running_balances(engine: Engine, programme) -> None:
+    first, _ = enroll(engine)
+    second, _ = enroll(engine)
+    items = [command(first, 50000), command(second, 100000), command(first, 150000)]
+    result = run(engine, items)
+    assert (result.applied_count, result.replayed_count, result.failed_count) == (3, 0, 0)
+    points = [o.result.points for o in result.outcomes]
+    assert points == [100, 200, 300]
+    assert result.outcomes[2].result.balance_points >= 400
+    assert_ledger_sound(engine)
+    assert count_rows(engine)["lots"] == 3
+
+
+def test_per_item_mode_isolates_failures_and_writes_nothing_for_them(
+    engine: Engine, programme
+) -> None:
+    member_id, customer_id = enroll(engine)
+    by_customer = EarnCommand(
+        uuid.uuid4().hex, MemberReference(partner_customer_id=customer_id), Money(500, "CNY")
+    )
+    items = [
+        command(member_id),
+        command("no-such-member"),
+        command(member_id, amount_minor=5),  # earns no points
+        by_customer,
+    ]
+    result = run(engine, items)
+    assert result.outcomes[0].result is not None
+    assert isinstance(result.outcomes[1].error, NotFound)
+    assert result.outcomes[2].error.reason == "NO_POINTS_EARNED"
+    assert result.outcomes[3].result.transaction.member_id == member_id
+    assert (result.applied_count, result.failed_count) == (2, 2)
+    assert count_rows(engine)["idempotency_keys"] == 2 + 1  # + the enrolment's
+    assert_ledger_sound(engine)
+
+
+def test_all_or_nothing_fails_naming_the_item_and_writes_nothing(
+    engine: Engine, programme
+) -> None:
+    member_id, _ = enroll(engine)
+    before = count_rows(engine)
+    with pytest.raises(CoalitionError) as failure:
+        run(engine, [command(member_id), command("no-such-member")], all_or_nothing=True)
+    assert failure.value.metadata["item_index"] == "1"
+    assert count_rows(engine) == before
+
+
+def test_items_replay_across_batches_and_unary_earn(engine: Engine, programme) -> None:
+    member_id, _ = enroll(engine)
+    earned = operations.earn(UnitOfWork(engine), PARTNER_ID, command(member_id, 1000, "u-1"), now())
+    first = run(engine, [command(member_id, 2000, "b-1"), command(member_id, 1000, "u-1")])
+    assert first.outcomes[1].result.replayed
+    assert first.outcomes[1].result.transaction.transaction_id == earned.transaction.transaction_id
+    again = run(engine, [command(member_id, 2000, "b-1"), command(member_id, 9000, "u-1")])
+    assert again.outcomes[0].result.replayed
+    assert again.outcomes[0].result == first.outcomes[0].result.__class__(
+        **{**first.outcomes[0].result.__dict__, "replayed": True}
+    )
+    assert isinstance(again.outcomes[1].error, AlreadyExists)
+    unary = operations.earn(UnitOfWork(engine), PARTNER_ID, command(member_id, 2000, "b-1"), now())
+    assert unary.replayed
+    assert count_rows(engine)["journal_transactions"] == 2
+    assert_ledger_sound(engine)
+
+
+def test_request_id_repeated_within_a_batch(engine: Engine, programme) -> None:
+    member_id, _ = enroll(engine)
+    items = [
+        command(member_id, 1000, "same"),
+        command(member_id, 1000, "same"),
+        command(member_id, 3000, "same"),
+    ]
+    result = run(engine, items)
+    assert not result.outcomes[0].result.replayed
+    assert result.outcomes[1].result.replayed
+    assert result.outcomes[1].result.transaction == result.outcomes[0].result.transaction
+    assert isinstance(result.outcomes[2].error, AlreadyExists)
+    assert count_rows(engine)["journal_transactions"] == 1
+    assert_ledger_sound(engine)
+
+
+def test_a_thousand_items_in_one_batch(engine: Engine) -> None:
+    member_ids = [enroll(engine)[0] for _ in range(20)]
+    items = [command(member_ids[i % 20], 1000 + i) for i in range(batch.BATCH_EARN_ITEMS_MAX)]
+    result = run(engine, items, all_or_nothing=True)
+    assert result.applied_count == batch.BATCH_EARN_ITEMS_MAX
+    assert count_rows(engine)["postings"] == 2 * batch.BATCH_EARN_ITEMS_MAX
+    assert_ledger_sound(engine)

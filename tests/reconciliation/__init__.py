@@ -1,0 +1,1 @@
+"""Reconciliation: partner reports, the integrity proof, scheduled jobs."""
