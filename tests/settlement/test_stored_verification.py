@@ -91,7 +91,7 @@ def test_a_changed_total_is_named(settled: Settled) -> None:
     assert sorted(failures) == [COFFEE_JANUARY, COFFEE_FEBRUARY]
     assert prefixes(failures[COFFEE_JANUARY]) == {"statement hash", "signature", "totals"}
     # February links to the body January was signed with, which no longer is the stored one.
-    assert prefixes(failures[COFFEE_FEBRUARY]) == {"chain"}
+    assert prefixes(failures[COFFEE_FEBRUARY]) == {"chain", "row"}
     assert any(f.startswith("totals: points is") for f in failures[COFFEE_JANUARY])
     checked, mismatches = matched(settled.engine)
     assert checked == 4
@@ -119,7 +119,7 @@ def test_a_changed_merkle_root_is_named(settled: Settled) -> None:
         "merkle root",
         "row",
     }
-    assert prefixes(failures[COFFEE_FEBRUARY]) == {"chain"}
+    assert prefixes(failures[COFFEE_FEBRUARY]) == {"chain", "row"}
     assert matched(settled.engine) == (4, [])  # the entries themselves still match the ledger
 
 

@@ -45,6 +45,10 @@ class TierLadder:
     def base(self) -> Tier:
         return self.tiers[0]
 
+    @property
+    def top(self) -> Tier:
+        return self.tiers[-1]
+
     def get(self, tier_id: str) -> Tier:
         """The tier of that id; a tier no longer configured counts as the base tier."""
         return next((tier for tier in self.tiers if tier.tier_id == tier_id), self.base)

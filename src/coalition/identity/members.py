@@ -83,12 +83,17 @@ class Unlinking:
 
 def resolve(uow: UnitOfWork, partner_id: str, reference: MemberReference) -> str:
     """The member id behind a reference, or NOT_FOUND / MEMBER_NOT_FOUND (MEMBER_FORGOTTEN)."""
+    # One read answers the common case: the member exists, is not merged and not forgotten.
+    state = select(members.c.member_id, members.c.merged_into_member_id, members.c.forget_time)
     if reference.member_id is not None:
-        member_id = _existing_member_id(uow, reference.member_id)
+        state = state.where(members.c.member_id == reference.member_id)
     else:
-        assert reference.partner_customer_id is not None
-        member_id = _linked_member_id(uow, partner_id, reference.partner_customer_id)
-    if member_id is None:
+        state = state.join(partner_links, partner_links.c.member_id == members.c.member_id).where(
+            partner_links.c.partner_id == partner_id,
+            partner_links.c.partner_customer_id == reference.partner_customer_id,
+        )
+    row = uow.connection.execute(state).one_or_none()
+    if row is None:
         described = (
             f"member {reference.member_id!r}"
             if reference.member_id is not None
@@ -102,7 +107,9 @@ def resolve(uow: UnitOfWork, partner_id: str, reference: MemberReference) -> str
                 "partner_customer_id": reference.partner_customer_id or "",
             },
         )
-    return usable_member_id(uow, member_id)
+    if row.merged_into_member_id is None and row.forget_time is None:
+        return str(row.member_id)
+    return usable_member_id(uow, row.member_id)
 
 
 def surviving_member_id(uow: UnitOfWork, member_id: str) -> str:
@@ -360,12 +367,6 @@ def insert_ignoring_conflict(uow: UnitOfWork, table: Table, values: dict[str, An
 def preferences_text(preferences: Sequence[tuple[str, str]]) -> str | None:
     """Canonical JSON, so equal preferences are equal text."""
     return json.dumps(dict(preferences), sort_keys=True) if preferences else None
-
-
-def _existing_member_id(uow: UnitOfWork, member_id: str) -> str | None:
-    return uow.connection.execute(
-        select(members.c.member_id).where(members.c.member_id == member_id)
-    ).scalar_one_or_none()
 
 
 def _linked_member_id(uow: UnitOfWork, partner_id: str, partner_customer_id: str) -> str | None:

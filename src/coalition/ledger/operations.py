@@ -23,7 +23,7 @@ from coalition.ledger.accounts import (
 )
 from coalition.ledger.idempotency import claim_request, record_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
-from coalition.partners.catalog import Partner, get_partner, rate_in_force
+from coalition.partners.catalog import Partner, partner_terms
 from coalition.programme.config import active_programme
 from coalition.store.schema import journal_transactions, postings
 from coalition.store.unit_of_work import UnitOfWork
@@ -112,10 +112,11 @@ def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) 
         )
         if not claim.is_new:
             return _replay(uow, claim.replayed_result_id)
-        partner = get_partner(uow, partner_id)
+        terms = partner_terms(uow, partner_id)
+        partner = terms.partner
         occurred_at = _occurred_at(command.occurred_at, now)
         member_id = resolve(uow, partner_id, command.member)
-        rate = rate_in_force(uow, partner_id, occurred_at)
+        rate = terms.rate_at(occurred_at)
         points_earned = _points_earned(partner, rate, command.spend, command.native_points)
         journal.lock_member_balance(uow, member_id)
         programme = active_programme()
@@ -154,10 +155,11 @@ def burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) 
         )
         if not claim.is_new:
             return _replay(uow, claim.replayed_result_id)
-        partner = get_partner(uow, partner_id)
+        terms = partner_terms(uow, partner_id)
+        partner = terms.partner
         occurred_at = _occurred_at(command.occurred_at, now)
         member_id = resolve(uow, partner_id, command.member)
-        rate = rate_in_force(uow, partner_id, occurred_at)
+        rate = terms.rate_at(occurred_at)
         points_burned = _points_burned(partner, rate, command.points, command.value, "value")
         balance_points = holds.lock_member_releasing_expired_holds(uow, member_id, now)
         if balance_points < points_burned:
@@ -242,8 +244,9 @@ def reverse(
 
 def quote(uow: UnitOfWork, partner_id: str, command: QuoteCommand, now: datetime) -> QuoteResult:
     with uow:
-        partner = get_partner(uow, partner_id)
-        rate = rate_in_force(uow, partner_id, _occurred_at(command.occurred_at, now))
+        terms = partner_terms(uow, partner_id)
+        partner = terms.partner
+        rate = terms.rate_at(_occurred_at(command.occurred_at, now))
         if command.is_burn:
             points = _points_burned(
                 partner, rate, command.burn_points, command.burn_value, "burn_value"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Engine, Row, select
 
 from coalition.domain.errors import FailedPrecondition, NotFound
 from coalition.domain.hub_partner import HUB_PARTNER_KIND
@@ -49,6 +52,50 @@ def list_partners(uow: UnitOfWork, after_partner_id: str, limit: int) -> list[Pa
     return [_partner_from_row(row) for row in rows]
 
 
+@dataclass(frozen=True)
+class PartnerTerms:
+    """A partner with all its rate versions, as the hot paths need them."""
+
+    partner: Partner
+    rate_versions: tuple[RateVersion, ...]  # by effective_from, ascending
+
+    def rate_at(self, occurred_at: datetime) -> RateVersion:
+        """The version with the greatest effective_from not after `occurred_at`."""
+        in_force = [v for v in self.rate_versions if v.effective_from <= occurred_at]
+        if not in_force:
+            raise _rate_not_found(self.partner.partner_id, occurred_at)
+        return in_force[-1]
+
+
+# Earn and burn read a partner's terms on every call; they change only through `partners
+# sync`, which in the same process clears this cache and elsewhere is seen within the TTL.
+# Versions already in force never change, so only a future version edited less than this
+# long before it takes effect could be priced late.
+PARTNER_TERMS_CACHE_SECONDS = 5.0
+_partner_terms_cache: weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, PartnerTerms]]] = (
+    weakref.WeakKeyDictionary()
+)
+_partner_terms_lock = threading.Lock()
+
+
+def partner_terms(uow: UnitOfWork, partner_id: str) -> PartnerTerms:
+    """The partner and its rate versions, from a short-lived per-engine cache."""
+    now = time.monotonic()
+    with _partner_terms_lock:
+        cached = _partner_terms_cache.setdefault(uow.engine, {}).get(partner_id)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    terms = PartnerTerms(get_partner(uow, partner_id), tuple(list_rate_versions(uow, partner_id)))
+    with _partner_terms_lock:
+        _partner_terms_cache[uow.engine][partner_id] = (now + PARTNER_TERMS_CACHE_SECONDS, terms)
+    return terms
+
+
+def forget_partner_terms() -> None:
+    with _partner_terms_lock:
+        _partner_terms_cache.clear()
+
+
 def rate_in_force(uow: UnitOfWork, partner_id: str, occurred_at: datetime) -> RateVersion:
     """The partner's rate version with the greatest effective_from not after `occurred_at`."""
     row = uow.connection.execute(
@@ -59,12 +106,16 @@ def rate_in_force(uow: UnitOfWork, partner_id: str, occurred_at: datetime) -> Ra
         .limit(1)
     ).one_or_none()
     if row is None:
-        raise FailedPrecondition(
-            "RATE_NOT_FOUND",
-            f"partner {partner_id!r} has no rate version in force at {occurred_at.isoformat()}",
-            {"partner_id": partner_id, "occurred_at": occurred_at.isoformat()},
-        )
+        raise _rate_not_found(partner_id, occurred_at)
     return rate_version_from_row(row)
+
+
+def _rate_not_found(partner_id: str, occurred_at: datetime) -> FailedPrecondition:
+    return FailedPrecondition(
+        "RATE_NOT_FOUND",
+        f"partner {partner_id!r} has no rate version in force at {occurred_at.isoformat()}",
+        {"partner_id": partner_id, "occurred_at": occurred_at.isoformat()},
+    )
 
 
 def get_rate_version(uow: UnitOfWork, rate_version_id: str) -> RateVersion:

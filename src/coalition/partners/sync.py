@@ -22,7 +22,7 @@ from coalition.ledger.accounts import (
     partner_issuance_account_id,
     partner_redemption_account_id,
 )
-from coalition.partners.catalog import list_rate_versions
+from coalition.partners.catalog import forget_partner_terms, list_rate_versions
 from coalition.partners.manifest import PartnerManifest, RateVersionManifest
 from coalition.store.schema import accounts, journal_transactions, partners, rate_versions
 from coalition.store.unit_of_work import UnitOfWork
@@ -60,6 +60,7 @@ def sync_partners(uow: UnitOfWork, manifests: list[PartnerManifest], now: dateti
             _sync_partner(uow, manifest, now, report)
             _sync_rate_versions(uow, manifest, now, report)
         uow.commit()
+    forget_partner_terms()
     return report
 
 

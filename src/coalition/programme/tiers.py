@@ -46,6 +46,8 @@ class TierChange:
 def current_tier(uow: UnitOfWork, member_id: str, ladder: TierLadder | None = None) -> MemberTier:
     """The member's tier now (one primary-key read); the base tier when none was reached."""
     ladder = ladder or active_programme().ladder
+    if len(ladder.tiers) == 1:  # a one-tier programme: every member is in it, nothing to read
+        return MemberTier(ladder.base, None)
     row = uow.connection.execute(
         select(member_tiers.c.tier_id, member_tiers.c.since).where(
             member_tiers.c.member_id == member_id
@@ -96,6 +98,8 @@ def upgrade_after_earn(
 
     Called by earn under the member lock; never lowers a tier (that is the review's job)."""
     tier_before = current_tier(uow, member_id, ladder).tier
+    if tier_before == ladder.top:  # nothing higher to reach: spare the earn two reads
+        return None
     points = qualifying_points(uow, member_id, now)
     tier_after = ladder.qualified_for(points)
     if ladder.rank(tier_after.tier_id) <= ladder.rank(tier_before.tier_id):

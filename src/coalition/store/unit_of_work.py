@@ -28,6 +28,10 @@ class UnitOfWork:
         return self._connection
 
     @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
     def dialect_name(self) -> str:
         return self._engine.dialect.name
 
