@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from coalition import demo
-from coalition.api import server
+from coalition.api import rate_limits, server, tls
 from coalition.bench import command as bench_command
 from coalition.domain.errors import CoalitionError
 from coalition.observability import process as observability_process
@@ -24,6 +24,7 @@ from coalition.partners.sync import SyncReport, sync_partners
 from coalition.programme import config as programme_config
 from coalition.programme import jobs
 from coalition.reconciliation import commands as reconcile_commands
+from coalition.reports import command as report_command
 from coalition.settlement import commands as settle_commands
 from coalition.store import migrate
 from coalition.store.engine import create_database_engine
@@ -67,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: ${programme_config.PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE}, else none)",
     )
     observability_process.add_serve_options(serve)
+    serve.add_argument("--tls-cert", default=None, metavar="FILE", help="hub certificate (PEM)")
+    serve.add_argument("--tls-key", default=None, metavar="FILE", help="hub private key (PEM)")
+    serve.add_argument(
+        "--client-ca",
+        default=None,
+        metavar="FILE",
+        help="CA whose certificates clients must present (mutual TLS; all three TLS options)",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="PER_SECOND",
+        help="requests per second per partner and hub process (default: unlimited)",
+    )
+    serve.add_argument(
+        "--rate-limit-burst", type=int, default=None, help="token bucket size (default: the rate)"
+    )
 
     database = commands.add_parser("db", help="database schema")
     database_commands = database.add_subparsers(dest="database_command", required=True)
@@ -104,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_jobs_parser(commands, _add_database_option)
     reconcile_commands.add_reconcile_parser(commands, _add_database_option)
     bench_command.add_bench_parser(commands)
+    report_command.add_report_parser(commands, _add_database_option)
     return parser
 
 
@@ -159,6 +179,14 @@ def _engine(arguments: argparse.Namespace) -> Engine:
     return create_database_engine(database_url_from(arguments))
 
 
+def _prepared_engine(arguments: argparse.Namespace) -> Engine:
+    """An engine on a database with the current schema: an empty one is migrated, an
+    outdated one refused with a clear error instead of a traceback about missing tables."""
+    engine = _engine(arguments)
+    migrate.prepare(engine)
+    return engine
+
+
 def _serve(arguments: argparse.Namespace) -> int:
     database_url = database_url_from(arguments)
     engine = create_database_engine(database_url)
@@ -175,6 +203,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         programme_config.load_programme(Path(arguments.programme))
         os.environ[programme_config.PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE] = arguments.programme
     observability_process.export_serve_options(arguments)  # read back by every worker
+    _export_serve_guards(arguments)
     server.serve(
         partial(create_database_engine, database_url),
         arguments.listen,
@@ -184,6 +213,20 @@ def _serve(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _export_serve_guards(arguments: argparse.Namespace) -> None:
+    """TLS paths and the rate limit, checked here and read back by every worker."""
+    files = tls.tls_files(arguments.tls_cert, arguments.tls_key, arguments.client_ca)
+    if files is not None:
+        files.export()
+    if arguments.rate_limit is not None:
+        limit = rate_limits.RateLimit(
+            arguments.rate_limit,
+            arguments.rate_limit_burst or max(1, int(arguments.rate_limit)),
+        )
+        os.environ[rate_limits.RATE_LIMIT_PER_SECOND_VARIABLE] = str(limit.requests_per_second)
+        os.environ[rate_limits.RATE_LIMIT_BURST_VARIABLE] = str(limit.burst_requests)
+
+
 def _database_upgrade(arguments: argparse.Namespace) -> int:
     migrate.upgrade(_engine(arguments))
     print("database schema is up to date")
@@ -191,8 +234,7 @@ def _database_upgrade(arguments: argparse.Namespace) -> int:
 
 
 def _partners_sync(arguments: argparse.Namespace) -> int:
-    engine = _engine(arguments)
-    migrate.prepare(engine)
+    engine = _prepared_engine(arguments)
     manifests = load_manifests(Path(arguments.directory))
     _print_sync_report(sync_partners(UnitOfWork(engine), manifests, _now()))
     return 0
@@ -207,7 +249,7 @@ def _print_sync_report(report: SyncReport) -> None:
 
 
 def _partners_list(arguments: argparse.Namespace) -> int:
-    with UnitOfWork(_engine(arguments), read_only=True) as uow:
+    with UnitOfWork(_prepared_engine(arguments), read_only=True) as uow:
         for partner in catalog.list_partners(uow, "", PARTNERS_LISTED_MAX):
             print(f"{partner.partner_id}  {partner.kind}  {partner.currency}  {partner.name}")
             for version in catalog.list_rate_versions(uow, partner.partner_id):
@@ -220,7 +262,7 @@ def _partners_list(arguments: argparse.Namespace) -> int:
 
 def _keys_issue(arguments: argparse.Namespace) -> int:
     issued = credentials.issue_key(
-        UnitOfWork(_engine(arguments)), arguments.principal_id, arguments.role, _now()
+        UnitOfWork(_prepared_engine(arguments)), arguments.principal_id, arguments.role, _now()
     )
     print(f"key id:  {issued.key_id}", file=sys.stderr)
     print("api key (shown once, store it now):", file=sys.stderr)
@@ -229,7 +271,7 @@ def _keys_issue(arguments: argparse.Namespace) -> int:
 
 
 def _keys_revoke(arguments: argparse.Namespace) -> int:
-    credentials.revoke_key(UnitOfWork(_engine(arguments)), arguments.key_id, _now())
+    credentials.revoke_key(UnitOfWork(_prepared_engine(arguments)), arguments.key_id, _now())
     print(f"revoked {arguments.key_id}")
     return 0
 
@@ -248,7 +290,7 @@ def _now() -> datetime:
 def _with_engine(
     run: Callable[[Engine, argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
-    return lambda arguments: run(_engine(arguments), arguments)
+    return lambda arguments: run(_prepared_engine(arguments), arguments)
 
 
 PARTNERS_LISTED_MAX = 1000
@@ -261,6 +303,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "keys revoke": _keys_revoke,
     "demo": _demo,
     "bench": bench_command.run,
+    "report": _with_engine(report_command.run_report),
     **{name: _with_engine(run) for name, run in jobs.JOB_COMMANDS.items()},
     **{name: _with_engine(run) for name, run in reconcile_commands.RECONCILE_COMMANDS.items()},
     **settle_commands.handlers(database_url_from),

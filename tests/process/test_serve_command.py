@@ -209,12 +209,6 @@ def test_serve_exits_non_zero_when_it_cannot_listen(tmp_path: Path) -> None:
     assert "error: " in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: serve --workers N ignores its workers' exit codes and exits 0 even when every "
-    "worker failed to start (server.serve joins the processes but never checks exitcode)",
-)
 def test_serve_with_workers_exits_non_zero_when_its_workers_cannot_listen(tmp_path: Path) -> None:
     with occupied_port() as holder:
         result = run_coalition(

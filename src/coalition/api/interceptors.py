@@ -18,8 +18,11 @@ import grpc
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from coalition.api.errors import internal_status, status_of
+from coalition.api.rate_limits import RateLimit, RateLimiter
 from coalition.domain.errors import (
     CoalitionError,
+    FieldViolation,
+    InvalidArgument,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
@@ -47,8 +50,10 @@ class HubInterceptor(grpc.ServerInterceptor):
         self,
         authenticate: Callable[[str], Principal | None],
         roles_by_method: Mapping[str, frozenset[str]],
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self._authenticate = authenticate
+        self._rate_limiter = None if rate_limit is None else RateLimiter(rate_limit)
         self._roles_by_method = roles_by_method
         self._principals: dict[str, tuple[Principal | None, float]] = {}
         self._principals_lock = threading.Lock()
@@ -82,9 +87,10 @@ class HubInterceptor(grpc.ServerInterceptor):
                         f"role {principal.role!r} may not call {method}",
                         {"role": principal.role, "method": method},
                     )
+                _refuse_undecodable(request)
                 token = _current_principal.set(principal)
                 try:
-                    return behavior(request, context)
+                    return behavior(_checked_stream(request), context)
                 finally:
                     _current_principal.reset(token)
             except CoalitionError as error:
@@ -118,6 +124,7 @@ class HubInterceptor(grpc.ServerInterceptor):
                         f"role {principal.role!r} may not call {method}",
                         {"role": principal.role, "method": method},
                     )
+                _refuse_undecodable(request)
                 token = _current_principal.set(principal)
                 try:
                     yield from behavior(request, context)
@@ -146,6 +153,8 @@ class HubInterceptor(grpc.ServerInterceptor):
         if principal is None:
             raise Unauthenticated("API_KEY_INVALID", "the API key is unknown or revoked")
         note_partner(principal.partner_id or principal.principal_id)  # metrics and logs
+        if self._rate_limiter is not None:
+            self._rate_limiter.take(principal.partner_id or principal.principal_id)
         return principal
 
     def _cached_principal(self, api_key: str) -> Principal | None:
@@ -173,13 +182,56 @@ def _database_status(error: DBAPIError, method: str) -> grpc.Status:
     return internal_status("INTERNAL_ERROR", "the hub failed; nothing was applied")
 
 
+class _Undecodable:
+    """What the tolerant deserializer returns for bytes that are not the request message."""
+
+
+UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """grpcio answers INTERNAL when a request fails to deserialize; garbage from a client is
+    its mistake, so the guard answers INVALID_ARGUMENT for it instead."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, or whatever a malformed message raises
+            return UNDECODABLE
+
+    return deserialize
+
+
+def _refuse_undecodable(request: Any) -> None:
+    if request is UNDECODABLE:
+        raise InvalidArgument(
+            [FieldViolation("request", "the bytes are not a valid request message")],
+            reason="REQUEST_UNDECODABLE",
+        )
+
+
+def _checked_stream(request: Any) -> Any:
+    """A client stream's messages, refusing an undecodable one when it is reached."""
+    if not isinstance(request, Iterator):
+        return request
+
+    def checked() -> Iterator[Any]:
+        for message in request:
+            _refuse_undecodable(message)
+            yield message
+
+    return checked()
+
+
 def _wrap_handler(
     handler: grpc.RpcMethodHandler,
     wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
     wrap_stream: Callable[[Callable[..., Iterator[Any]]], Callable[..., Iterator[Any]]],
 ) -> grpc.RpcMethodHandler:
     serializers = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _tolerant(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:

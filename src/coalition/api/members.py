@@ -145,8 +145,9 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
                 self._unit_of_work(read_only=True), _caller_partner_id(), customer_id
             )
             return messages.ResolveMemberResponse(member_id=member_id)
-        (identifier,) = _contact_identifiers(parser, request.email, request.phone)
-        parser.done()
+        identifiers = _contact_identifiers(parser, request.email, request.phone)
+        parser.done()  # an invalid identifier is refused here, before it is unpacked
+        (identifier,) = identifiers
         member_id = members.resolve_member(
             self._unit_of_work(read_only=True),
             _caller_partner_id(),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import threading
 from collections.abc import Callable
 from concurrent import futures
 from functools import partial
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import grpc
@@ -22,7 +24,9 @@ from coalition.api.interceptors import HubInterceptor
 from coalition.api.members import MemberServicer
 from coalition.api.partners import PartnerServicer
 from coalition.api.points import PointsServicer
+from coalition.api.rate_limits import RateLimit, rate_limit_from_environment
 from coalition.api.settlement import SettlementServicer
+from coalition.api.tls import TlsFiles, tls_files_from_environment
 from coalition.identity.secret import hasher_for_engine
 from coalition.observability.metrics import MetricsInterceptor, watch_engine_pool
 from coalition.observability.process import configure_process
@@ -111,7 +115,13 @@ class Hub:
     """One hub process serving on `listen`; stateless apart from its database engine."""
 
     def __init__(
-        self, engine: Engine, listen: str, signing_key_path: Path | None = None
+        self,
+        engine: Engine,
+        listen: str,
+        signing_key_path: Path | None = None,
+        *,
+        rate_limit: RateLimit | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         # Loading the key refuses a file other users can read (SigningKeyError): the hub does
         # not start rather than sign with a key that may have leaked.
@@ -120,7 +130,7 @@ class Hub:
         watch_engine_pool(engine)
         unit_of_work: Callable[..., UnitOfWork] = partial(UnitOfWork, engine)
         interceptor = HubInterceptor(
-            lambda api_key: _authenticate(unit_of_work, api_key), ROLES_BY_METHOD
+            lambda api_key: _authenticate(unit_of_work, api_key), ROLES_BY_METHOD, rate_limit
         )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=THREADS_PER_PROCESS),
@@ -156,7 +166,12 @@ class Hub:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
-        self.port = self._server.add_insecure_port(listen)
+        # With TLS files the hub demands a client certificate from the given CA (mutual TLS).
+        self.port = (
+            self._server.add_insecure_port(listen)
+            if tls is None
+            else self._server.add_secure_port(listen, tls.server_credentials())
+        )
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}")
         self._monitor = threading.Thread(target=self._watch_database, daemon=True)
@@ -224,18 +239,38 @@ def serve(
         )
         for _ in range(workers)
     ]
-    for process in processes:
-        process.start()
 
     def forward(signal_number: int, _frame: object) -> None:
         for process in processes:
-            if process.pid is not None:
+            if process.pid is not None and process.exitcode is None:
                 os.kill(process.pid, signal_number)
 
+    # Handlers first: a SIGTERM arriving while workers start must still reach all of them.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for process in processes:
-        process.join()
+        process.start()
+    _supervise(processes, forward)
+
+
+def _supervise(processes: list[BaseProcess], forward: Callable[[int, object], None]) -> None:
+    """Wait for the workers; when one dies, stop the others; fail when any failed.
+
+    A worker that ends on its own (it could not bind, or crashed) leaves the port half served,
+    so the whole hub stops and the command reports it instead of exiting 0.
+    """
+    running = list(processes)
+    while running:
+        multiprocessing.connection.wait([process.sentinel for process in running])
+        ended = [process for process in running if process.exitcode is not None]
+        running = [process for process in running if process.exitcode is None]
+        if running and any(process.exitcode != 0 for process in ended):
+            forward(signal.SIGTERM, None)
+    failed = [p for p in processes if p.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT)]
+    if failed:
+        raise RuntimeError(
+            ", ".join(f"worker {p.pid} exited with code {p.exitcode}" for p in failed)
+        )
 
 
 def _serve_in_this_process(
@@ -243,7 +278,13 @@ def _serve_in_this_process(
 ) -> None:
     configure_process()  # logs and /metrics of this worker (observability/process.py)
     engine = engine_factory()
-    hub = Hub(engine, listen, signing_key_path).start()
+    hub = Hub(
+        engine,
+        listen,
+        signing_key_path,
+        rate_limit=rate_limit_from_environment(),  # exported by `coalition serve`
+        tls=tls_files_from_environment(),
+    ).start()
     stopped = threading.Event()
 
     def shut_down(_signal_number: int, _frame: object) -> None:

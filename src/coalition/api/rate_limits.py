@@ -1,0 +1,96 @@
+"""Per-partner rate limits: one token bucket per principal in each hub process.
+
+The limit is per process on purpose: hub processes share nothing but the database, and a
+counter row there would serialise every request of a partner (see DESIGN.md, hot accounts).
+With N processes behind a balancer a partner gets at most N times the configured rate.
+Memory is bounded: at most `buckets_max` buckets; beyond that the least recently used
+bucket is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from coalition.domain.errors import CoalitionError, ErrorCode
+
+RATE_LIMIT_PER_SECOND_VARIABLE = "COALITION_RATE_LIMIT_PER_SECOND"
+RATE_LIMIT_BURST_VARIABLE = "COALITION_RATE_LIMIT_BURST"
+BUCKETS_MAX = 10_000
+
+
+class ResourceExhausted(CoalitionError):
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests_per_second: float
+    burst_requests: int
+
+    def __post_init__(self) -> None:
+        if self.requests_per_second <= 0 or self.burst_requests < 1:
+            raise ValueError("a rate limit needs a positive rate and a burst of at least 1")
+
+
+def rate_limit_from_environment() -> RateLimit | None:
+    """The limit `coalition serve --rate-limit` exported for its workers; None when unset."""
+    per_second = os.environ.get(RATE_LIMIT_PER_SECOND_VARIABLE)
+    if not per_second:
+        return None
+    rate = float(per_second)
+    burst = int(os.environ.get(RATE_LIMIT_BURST_VARIABLE) or max(1, int(rate)))
+    return RateLimit(rate, burst)
+
+
+class RateLimiter:
+    """Token buckets keyed by principal; `take` raises ResourceExhausted when one is empty."""
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        buckets_max: int = BUCKETS_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limit = limit
+        self._buckets_max = buckets_max
+        self._clock = clock
+        # principal id -> (tokens, last refill instant); most recently used last.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, principal_id: str) -> None:
+        now = self._clock()
+        with self._lock:
+            tokens, refilled_at = self._buckets.pop(principal_id, (self._limit.burst_requests, now))
+            tokens = min(
+                float(self._limit.burst_requests),
+                tokens + (now - refilled_at) * self._limit.requests_per_second,
+            )
+            allowed = tokens >= 1.0
+            self._buckets[principal_id] = (tokens - 1.0 if allowed else tokens, now)
+            self._evict()
+        if not allowed:
+            retry_after_seconds = (1.0 - tokens) / self._limit.requests_per_second
+            raise ResourceExhausted(
+                "RATE_LIMITED",
+                f"more than {self._limit.requests_per_second:g} requests per second; "
+                f"retry after {retry_after_seconds:.3f} s",
+                {
+                    "requests_per_second": f"{self._limit.requests_per_second:g}",
+                    "retry_after_seconds": f"{retry_after_seconds:.3f}",
+                },
+            )
+
+    def bucket_count(self) -> int:
+        with self._lock:
+            return len(self._buckets)
+
+    def _evict(self) -> None:
+        # The least recently used bucket has been idle longest: usually it is full anyway.
+        while len(self._buckets) > self._buckets_max:
+            self._buckets.popitem(last=False)

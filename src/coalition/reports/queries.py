@@ -1,0 +1,348 @@
+"""Set-based report queries: every figure is an aggregate computed by the database.
+
+Nothing here reads journal rows into Python; each query returns at most a few rows per
+partner, period, cohort or partner pair, and Python only adds up those few rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    func,
+    literal,
+    select,
+    union_all,
+)
+
+from coalition.reports.period import Period
+from coalition.store.schema import (
+    accounts,
+    earn_bonuses,
+    journal_transactions,
+    lot_consumptions,
+    lot_expiries,
+    lots,
+    members,
+    metadata,
+    partners,
+    postings,
+    rate_versions,
+)
+from coalition.store.unit_of_work import UnitOfWork
+
+EARN_KINDS = ("earn",)
+BURN_KINDS = ("burn", "capture")  # points leave the member for a partner's reward
+ACTIVE_KINDS = EARN_KINDS + BURN_KINDS
+
+
+def _bucket(column: Any, ends: list[datetime]) -> ColumnElement[int]:
+    """Index of the first period (by exclusive end) that `column` falls before."""
+    return case(*[(column < end, index) for index, end in enumerate(ends)], else_=len(ends))
+
+
+def _month_of(uow: UnitOfWork, column: Any) -> ColumnElement[str]:
+    if uow.dialect_name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM")
+    return func.strftime("%Y-%m", column)
+
+
+@dataclass(frozen=True)
+class LiabilityPoint:
+    partner_id: str
+    period_label: str
+    outstanding_points: int
+
+
+def liability_trend(
+    uow: UnitOfWork, periods: list[Period], partner_id: str | None
+) -> list[LiabilityPoint]:
+    """Outstanding points by issuing partner at the end of each period: points of lots issued
+    before the end, less what burns took (net of burn reversals), expiries and earn reversals
+    committed before the end. At "now" this equals the sum of `lots.remaining_points`."""
+    ends = [period.end for period in periods]
+    end = ends[-1]
+    consumer = journal_transactions.alias("consumer")
+    expirer = journal_transactions.alias("expirer")
+    reverser = journal_transactions.alias("reverser")
+    issued = select(
+        lots.c.partner_id,
+        _bucket(lots.c.create_time, ends).label("bucket"),
+        lots.c.points.label("points"),
+    ).where(lots.c.create_time < end)
+    consumed = (
+        select(
+            lots.c.partner_id,
+            _bucket(consumer.c.create_time, ends),
+            (-lot_consumptions.c.points).label("points"),
+        )
+        .select_from(lot_consumptions)
+        .join(lots, lots.c.lot_id == lot_consumptions.c.lot_id)
+        .join(consumer, consumer.c.transaction_id == lot_consumptions.c.transaction_id)
+        .where(consumer.c.create_time < end)
+    )
+    expired = (
+        select(
+            lots.c.partner_id,
+            _bucket(expirer.c.create_time, ends),
+            (-lot_expiries.c.points).label("points"),
+        )
+        .select_from(lot_expiries)
+        .join(lots, lots.c.lot_id == lot_expiries.c.lot_id)
+        .join(expirer, expirer.c.transaction_id == lot_expiries.c.transaction_id)
+        .where(expirer.c.create_time < end)
+    )
+    earn_reversed = (
+        select(
+            lots.c.partner_id,
+            _bucket(reverser.c.create_time, ends),
+            reverser.c.points_delta.label("points"),  # negative for the member
+        )
+        .select_from(reverser)
+        .join(lots, lots.c.transaction_id == reverser.c.parent_transaction_id)
+        .where(reverser.c.kind == "reverse", reverser.c.create_time < end)
+    )
+    flows = union_all(issued, consumed, expired, earn_reversed).subquery("flows")
+    statement = select(flows.c.partner_id, flows.c.bucket, func.sum(flows.c.points)).group_by(
+        flows.c.partner_id, flows.c.bucket
+    )
+    if partner_id is not None:
+        statement = statement.where(flows.c.partner_id == partner_id)
+    change: dict[str, list[int]] = defaultdict(lambda: [0] * len(periods))
+    for issuer, bucket, points in uow.connection.execute(statement):
+        change[issuer][int(bucket)] += int(points)
+    trend = []
+    for issuer in sorted(change):
+        outstanding = 0
+        for index, period in enumerate(periods):
+            outstanding += change[issuer][index]
+            trend.append(LiabilityPoint(issuer, period.label, outstanding))
+    return trend
+
+
+def current_redemption_prices(uow: UnitOfWork, now: datetime) -> dict[str, tuple[str, str]]:
+    """partner -> (redemption price per point in minor units, currency) in force at `now`."""
+    latest = (
+        select(rate_versions.c.partner_id, func.max(rate_versions.c.effective_from).label("at"))
+        .where(rate_versions.c.effective_from <= now)
+        .group_by(rate_versions.c.partner_id)
+        .subquery()
+    )
+    statement = (
+        select(
+            rate_versions.c.partner_id,
+            rate_versions.c.redemption_price_minor_per_point,
+            partners.c.currency,
+        )
+        .join(
+            latest,
+            and_(
+                latest.c.partner_id == rate_versions.c.partner_id,
+                latest.c.at == rate_versions.c.effective_from,
+            ),
+        )
+        .join(partners, partners.c.partner_id == rate_versions.c.partner_id)
+    )
+    return {row[0]: (row[1], row[2]) for row in uow.connection.execute(statement)}
+
+
+def breakage(
+    uow: UnitOfWork, end: datetime, partner_id: str | None, by_cohort: bool
+) -> list[tuple[str, int, int]]:
+    """(cohort month of the earn, or issuing partner; points issued; points expired), as
+    committed before `end`. Issued counts lots at issue (earn reversals not deducted)."""
+    earner = journal_transactions.alias("earner")
+    expirer = journal_transactions.alias("expirer")
+    key = _month_of(uow, earner.c.occurred_at) if by_cohort else lots.c.partner_id
+    issued = (
+        select(key.label("key"), lots.c.points.label("issued"), literal(0).label("expired"))
+        .select_from(lots)
+        .join(earner, earner.c.transaction_id == lots.c.transaction_id)
+        .where(lots.c.create_time < end)
+    )
+    expired = (
+        select(key.label("key"), literal(0), lot_expiries.c.points)
+        .select_from(lot_expiries)
+        .join(lots, lots.c.lot_id == lot_expiries.c.lot_id)
+        .join(earner, earner.c.transaction_id == lots.c.transaction_id)
+        .join(expirer, expirer.c.transaction_id == lot_expiries.c.transaction_id)
+        .where(expirer.c.create_time < end)
+    )
+    if partner_id is not None:
+        issued = issued.where(lots.c.partner_id == partner_id)
+        expired = expired.where(lots.c.partner_id == partner_id)
+    both = union_all(issued, expired).subquery("both_sides")
+    statement = (
+        select(both.c.key, func.sum(both.c.issued), func.sum(both.c.expired))
+        .group_by(both.c.key)
+        .order_by(both.c.key)
+    )
+    return [(str(k), int(i), int(e)) for k, i, e in uow.connection.execute(statement)]
+
+
+def flow_matrix(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> list[tuple[str, str, int]]:
+    """(issuing partner, redeeming partner, points) of lot consumptions committed in the
+    period: burns at the redeemer of points the issuer issued, net of burn reversals."""
+    burner = journal_transactions.alias("burner")
+    consumer = journal_transactions.alias("consumer")
+    statement = (
+        select(lots.c.partner_id, burner.c.partner_id, func.sum(lot_consumptions.c.points))
+        .select_from(lot_consumptions)
+        .join(lots, lots.c.lot_id == lot_consumptions.c.lot_id)
+        .join(burner, burner.c.transaction_id == lot_consumptions.c.burn_transaction_id)
+        .join(consumer, consumer.c.transaction_id == lot_consumptions.c.transaction_id)
+        .where(consumer.c.create_time >= period.start, consumer.c.create_time < period.end)
+        .group_by(lots.c.partner_id, burner.c.partner_id)
+        .order_by(lots.c.partner_id, burner.c.partner_id)
+    )
+    if partner_id is not None:
+        statement = statement.where(
+            (lots.c.partner_id == partner_id) | (burner.c.partner_id == partner_id)
+        )
+    return [(a, b, int(p)) for a, b, p in uow.connection.execute(statement) if p]
+
+
+def settlement_totals(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> list[tuple[str, str, str | None, int]]:
+    """(partner, account kind, rate version, signed sum of postings) on partners' issuance
+    and redemption accounts, for transactions committed in the period."""
+    statement = (
+        select(
+            accounts.c.partner_id,
+            accounts.c.kind,
+            journal_transactions.c.rate_version_id,
+            func.sum(postings.c.points),
+        )
+        .select_from(postings)
+        .join(accounts, accounts.c.account_id == postings.c.account_id)
+        .join(
+            journal_transactions,
+            journal_transactions.c.transaction_id == postings.c.transaction_id,
+        )
+        .where(
+            accounts.c.kind.in_(("partner_issuance", "partner_redemption")),
+            journal_transactions.c.create_time >= period.start,
+            journal_transactions.c.create_time < period.end,
+        )
+        .group_by(accounts.c.partner_id, accounts.c.kind, journal_transactions.c.rate_version_id)
+    )
+    if partner_id is not None:
+        statement = statement.where(accounts.c.partner_id == partner_id)
+    return [(p, k, r, int(s)) for p, k, r, s in uow.connection.execute(statement)]
+
+
+def rate_version_prices(uow: UnitOfWork) -> dict[str, tuple[str, str]]:
+    """rate version -> (issuance price, redemption price), minor units per point (text)."""
+    statement = select(
+        rate_versions.c.rate_version_id,
+        rate_versions.c.issuance_price_minor_per_point,
+        rate_versions.c.redemption_price_minor_per_point,
+    )
+    return {row[0]: (row[1], row[2]) for row in uow.connection.execute(statement)}
+
+
+def partner_currencies(uow: UnitOfWork) -> dict[str, str]:
+    return dict(uow.connection.execute(select(partners.c.partner_id, partners.c.currency)).all())
+
+
+def _in_period(period: Period) -> ColumnElement[bool]:
+    created = journal_transactions.c.create_time
+    return and_(created >= period.start, created < period.end)
+
+
+def _activity(period: Period, kinds: tuple[str, ...], partner_id: str | None) -> Select[Any]:
+    statement = select(journal_transactions.c.member_id).where(
+        _in_period(period), journal_transactions.c.kind.in_(kinds)
+    )
+    if partner_id is not None:
+        statement = statement.where(journal_transactions.c.partner_id == partner_id)
+    return statement.distinct()
+
+
+def _count(uow: UnitOfWork, statement: Select[Any]) -> int:
+    return int(uow.connection.execute(statement).scalar_one() or 0)
+
+
+def member_counts(uow: UnitOfWork, period: Period) -> tuple[int, int]:
+    """(members enrolled before the period, members enrolled in it)."""
+    before = select(func.count()).where(members.c.create_time < period.start)
+    during = select(func.count()).where(
+        members.c.create_time >= period.start, members.c.create_time < period.end
+    )
+    return _count(uow, before), _count(uow, during)
+
+
+def activity_counts(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> tuple[int, int, int]:
+    """(active members in the period, in the previous period, in both)."""
+    current = _activity(period, ACTIVE_KINDS, partner_id).subquery("current_active")
+    previous = _activity(period.previous(), ACTIVE_KINDS, partner_id).subquery("previous_active")
+    both = select(func.count()).select_from(
+        current.join(previous, current.c.member_id == previous.c.member_id)
+    )
+    return (
+        _count(uow, select(func.count()).select_from(current)),
+        _count(uow, select(func.count()).select_from(previous)),
+        _count(uow, both),
+    )
+
+
+def kind_totals(
+    uow: UnitOfWork, period: Period, kinds: tuple[str, ...], partner_id: str | None
+) -> tuple[int, int]:
+    """(transactions of these kinds in the period, their points moved, as a magnitude)."""
+    statement = select(
+        func.count(), func.coalesce(func.sum(func.abs(journal_transactions.c.points_delta)), 0)
+    ).where(_in_period(period), journal_transactions.c.kind.in_(kinds))
+    if partner_id is not None:
+        statement = statement.where(journal_transactions.c.partner_id == partner_id)
+    count, points = uow.connection.execute(statement).one()
+    return int(count), int(points)
+
+
+def promotion_counts(uow: UnitOfWork, period: Period, partner_id: str | None) -> tuple[int, int]:
+    """(members who earned a promotion bonus in the period, those of them who also burned)."""
+    earned = (
+        select(journal_transactions.c.member_id)
+        .select_from(journal_transactions)
+        .join(earn_bonuses, earn_bonuses.c.transaction_id == journal_transactions.c.transaction_id)
+        .where(
+            _in_period(period),
+            journal_transactions.c.kind == "earn",
+            earn_bonuses.c.rule_id.like("promotion:%"),
+        )
+        .distinct()
+    )
+    if partner_id is not None:
+        earned = earned.where(journal_transactions.c.partner_id == partner_id)
+    participants = earned.subquery("participants")
+    burners = _activity(period, BURN_KINDS, None).subquery("burners")
+    converted = select(func.count()).select_from(
+        participants.join(burners, burners.c.member_id == participants.c.member_id)
+    )
+    return _count(uow, select(func.count()).select_from(participants)), _count(uow, converted)
+
+
+def referral_counts(uow: UnitOfWork, period: Period) -> tuple[int, int] | None:
+    """(referrals made in the period, those of them whose bonus was paid by its end); None
+    without the referral tables."""
+    referrals = metadata.tables.get("referrals")
+    if referrals is None:
+        return None
+    made = and_(referrals.c.create_time >= period.start, referrals.c.create_time < period.end)
+    converted = and_(made, referrals.c.reward_time < period.end)
+    return (
+        _count(uow, select(func.count()).select_from(referrals).where(made)),
+        _count(uow, select(func.count()).select_from(referrals).where(converted)),
+    )
