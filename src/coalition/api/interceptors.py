@@ -80,27 +80,13 @@ class HubInterceptor(grpc.ServerInterceptor):
     ) -> Callable[..., Any]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                principal = self._principal(metadata)
-                if principal.role not in roles:
-                    raise PermissionDenied(
-                        "ROLE_NOT_ALLOWED",
-                        f"role {principal.role!r} may not call {method}",
-                        {"role": principal.role, "method": method},
-                    )
-                _refuse_undecodable(request)
-                token = _current_principal.set(principal)
+                token = _current_principal.set(self._authorised(metadata, method, roles, request))
                 try:
                     return behavior(_checked_stream(request), context)
                 finally:
                     _current_principal.reset(token)
-            except CoalitionError as error:
-                status = status_of(error)
-            except DBAPIError as error:
-                status = _database_status(error, method)
-            except Exception:
-                logger.exception("unexpected failure in %s", method)
-                status = internal_status("INTERNAL_ERROR", "the hub failed; nothing was applied")
-            context.abort_with_status(status)
+            except Exception as error:
+                context.abort_with_status(_status_of_failure(error, method))
 
         return guarded
 
@@ -117,30 +103,28 @@ class HubInterceptor(grpc.ServerInterceptor):
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
-                principal = self._principal(metadata)
-                if principal.role not in roles:
-                    raise PermissionDenied(
-                        "ROLE_NOT_ALLOWED",
-                        f"role {principal.role!r} may not call {method}",
-                        {"role": principal.role, "method": method},
-                    )
-                _refuse_undecodable(request)
-                token = _current_principal.set(principal)
+                token = _current_principal.set(self._authorised(metadata, method, roles, request))
                 try:
                     yield from behavior(request, context)
                 finally:
                     _current_principal.reset(token)
-                return
-            except CoalitionError as error:
-                status = status_of(error)
-            except DBAPIError as error:
-                status = _database_status(error, method)
-            except Exception:
-                logger.exception("unexpected failure in %s", method)
-                status = internal_status("INTERNAL_ERROR", "the hub failed; nothing was applied")
-            context.abort_with_status(status)
+            except Exception as error:
+                context.abort_with_status(_status_of_failure(error, method))
 
         return guarded
+
+    def _authorised(
+        self, metadata: dict[str, Any], method: str, roles: frozenset[str], request: Any
+    ) -> Principal:
+        principal = self._principal(metadata)
+        if principal.role not in roles:
+            raise PermissionDenied(
+                "ROLE_NOT_ALLOWED",
+                f"role {principal.role!r} may not call {method}",
+                {"role": principal.role, "method": method},
+            )
+        _refuse_undecodable(request)
+        return principal
 
     def _principal(self, metadata: dict[str, Any]) -> Principal:
         authorization = str(metadata.get("authorization", ""))
@@ -170,6 +154,17 @@ class HubInterceptor(grpc.ServerInterceptor):
                 self._principals.clear()
             self._principals[cache_key] = (principal, now + PRINCIPAL_CACHE_SECONDS)
         return principal
+
+
+def _status_of_failure(error: Exception, method: str) -> grpc.Status:
+    """Client mistakes keep their code; an unreachable database is UNAVAILABLE; anything else
+    is the hub's own fault, logged, and INTERNAL (and, being one transaction, applied nothing)."""
+    if isinstance(error, CoalitionError):
+        return status_of(error)
+    if isinstance(error, DBAPIError):
+        return _database_status(error, method)
+    logger.exception("unexpected failure in %s", method, exc_info=error)
+    return internal_status("INTERNAL_ERROR", "the hub failed; nothing was applied")
 
 
 def _database_status(error: DBAPIError, method: str) -> grpc.Status:
