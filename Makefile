@@ -7,19 +7,27 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/coalition/v1/*.proto)
 GENERATED := src/coalition/v1/.generated
 
-.PHONY: demo test lint proto clean
+.PHONY: demo test lint proto clean browser
 
 demo: $(STAMP) $(GENERATED)
 	$(BIN)/coalition demo
 
-test: $(STAMP) $(GENERATED) lint
+test: $(STAMP) $(GENERATED) lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) $(GENERATED)
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy src
 	$(BIN)/buf lint
 
 proto: $(GENERATED)
+
+# The report test renders report.html in Debian's chromium: install it when missing, as root
+# (CI and these machines are); otherwise say how, and let that test fail with the same advice.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "chromium is missing: apt-get install chromium (needed by tests/reports)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -151,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ManifestError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    finally:
+        engine = vars(arguments).pop(ENGINE_ATTRIBUTE, None)
+        if engine is not None:
+            engine.dispose()  # close pooled connections now, even when called in-process
 
 
 def _command_path(arguments: argparse.Namespace) -> str:
@@ -175,8 +179,16 @@ def _command_path(arguments: argparse.Namespace) -> str:
     return f"{arguments.command} {sub_command}" if sub_command else arguments.command
 
 
+ENGINE_ATTRIBUTE = "_engine_of_this_command"
+
+
 def _engine(arguments: argparse.Namespace) -> Engine:
-    return create_database_engine(database_url_from(arguments))
+    """One engine per command, disposed by `main` when the command ends."""
+    engine = getattr(arguments, ENGINE_ATTRIBUTE, None)
+    if engine is None:
+        engine = create_database_engine(database_url_from(arguments))
+        setattr(arguments, ENGINE_ATTRIBUTE, engine)
+    return engine
 
 
 def _prepared_engine(arguments: argparse.Namespace) -> Engine:

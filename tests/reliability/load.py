@@ -27,7 +27,7 @@ CURRENCY = {"test-coffee": "CNY", "test-air": "EUR", "test-cinema": "GBP"}
 CALL_TIMEOUT_SECONDS = 15.0
 SHORT_DEADLINE_SECONDS = (0.001, 0.01, 0.05)
 ATTEMPTS_MAX = 200  # per request: retries are bounded too
-RETRY_PAUSE_SECONDS = 0.05
+RETRY_PAUSE_SECONDS = 0.1  # 200 tries outlast a database restart of several seconds
 # Answers that mean "not applied, and never will be for this payload".
 DEFINITIVE_REFUSALS = frozenset(
     {
@@ -154,7 +154,7 @@ class Worker:
                 self.seen.codes[code.name] += 1
                 if code in RETRYABLE:
                     ambiguous = ambiguous or first is None
-                    time.sleep(RETRY_PAUSE_SECONDS * self._random.random())
+                    time.sleep(RETRY_PAUSE_SECONDS * self._random.uniform(0.5, 1.0))
                     continue
                 assert code in DEFINITIVE_REFUSALS, f"{method} answered {code}: {error.details()}"
                 if first is not None:
@@ -293,8 +293,8 @@ def check_outcomes(engine: Engine, seen: Observations) -> dict[str, int]:
     duplicated = {key: rows for key, rows in by_request.items() if len(rows) > 1}
     assert not duplicated, f"request ids applied more than once: {duplicated}"
     for key, applied in seen.applied.items():
-        (row,) = by_request.get(key) or [None]
-        assert row is not None, f"{key} was answered as applied but is not in the journal"
+        assert key in by_request, f"{key} was answered as applied but is not in the journal"
+        (row,) = by_request[key]
         assert str(row.transaction_id) == applied.transaction_id
         assert row.points_delta == applied.points_delta
     for key, outcome in seen.refused.items():

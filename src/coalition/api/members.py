@@ -15,6 +15,7 @@ from sqlalchemy import Row
 from coalition.api import responses
 from coalition.api.interceptors import current_principal
 from coalition.api.requests import RequestParser
+from coalition.domain.errors import FailedPrecondition
 from coalition.identity import consent, members, merge, profiles, rights
 from coalition.identity.identifiers import (
     ContactIdentifier,
@@ -23,6 +24,8 @@ from coalition.identity.identifiers import (
     normalise_email,
     normalise_phone,
 )
+from coalition.identity.secret import IdentitySecretError
+from coalition.referrals import service as referral_service
 from coalition.store.schema import CONSENT_SCOPES
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import member_service_pb2 as messages
@@ -55,8 +58,15 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
         """Loaded on first use: a hub whose partners never send identifiers needs no secret."""
         with self._hasher_lock:
             if self._hasher is None:
-                assert self._hasher_factory is not None, "identifiers need an identity secret"
-                self._hasher = self._hasher_factory()
+                try:
+                    assert self._hasher_factory is not None, "identifiers need an identity secret"
+                    self._hasher = self._hasher_factory()
+                except IdentitySecretError as error:
+                    # The operator's mistake, not the caller's: say so instead of INTERNAL.
+                    raise FailedPrecondition(
+                        "IDENTITY_SECRET_NOT_CONFIGURED",
+                        f"this hub cannot match contact identifiers: {error}",
+                    ) from error
             return self._hasher
 
     def EnrollMember(
@@ -72,6 +82,11 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
             birthday=_birthday(parser, request.birthday),
             preferences=_preferences(parser, request.preferences),
         )
+        referral_code = (
+            parser.identifier(request.referral_code, "referral_code")
+            if request.referral_code
+            else None
+        )
         parser.done()
         enrolment = members.enroll(
             self._unit_of_work(),
@@ -82,6 +97,7 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
             datetime.now(UTC),
             details=details,
             hasher=self._identifier_hasher() if identifiers else None,
+            referral_code=referral_code,
         )
         return messages.EnrollMemberResponse(
             member=_member_message(enrolment.member),
@@ -124,6 +140,22 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
             partner_customer_id=customer_id,
             replayed=unlinking.replayed,
         )
+
+    def GetReferralCode(
+        self, request: messages.GetReferralCodeRequest, context: grpc.ServicerContext
+    ) -> messages.GetReferralCodeResponse:
+        parser = RequestParser()
+        if bool(request.member_id) == bool(request.partner_customer_id):
+            parser.fault("member_id", "required: exactly one of member_id, partner_customer_id")
+        parser.done()
+        reference = members.MemberReference(
+            member_id=request.member_id or None,
+            partner_customer_id=request.partner_customer_id or None,
+        )
+        member_id, code = referral_service.get_referral_code(
+            self._unit_of_work(), _caller_partner_id(), reference, datetime.now(UTC)
+        )
+        return messages.GetReferralCodeResponse(member_id=member_id, referral_code=code)
 
     def ResolveMember(
         self, request: messages.ResolveMemberRequest, context: grpc.ServicerContext

@@ -8,7 +8,7 @@ import multiprocessing.connection
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from functools import partial
 from multiprocessing.process import BaseProcess
@@ -78,6 +78,7 @@ ROLES_BY_METHOD: dict[str, frozenset[str]] = {
     "/coalition.v1.MemberService/EnrollMember": PARTNER,
     "/coalition.v1.MemberService/LinkPartnerAccount": PARTNER,
     "/coalition.v1.MemberService/ResolveMember": PARTNER,
+    "/coalition.v1.MemberService/GetReferralCode": PARTNER,
     "/coalition.v1.MemberService/GetMemberProfile": frozenset({"partner", "merchant"}),
     "/coalition.v1.EventService/Subscribe": PARTNER,
     "/coalition.v1.MemberService/UnlinkPartnerAccount": PARTNER,
@@ -253,7 +254,7 @@ def serve(
     _supervise(processes, forward)
 
 
-def _supervise(processes: list[BaseProcess], forward: Callable[[int, object], None]) -> None:
+def _supervise(processes: Sequence[BaseProcess], forward: Callable[[int, object], None]) -> None:
     """Wait for the workers; when one dies, stop the others; fail when any failed.
 
     A worker that ends on its own (it could not bind, or crashed) leaves the port half served,

@@ -11,7 +11,7 @@ from coalition.bench.harness import ALL_WORKLOADS, BenchConfig, run_bench
 from coalition.bench.report import table
 
 
-def add_bench_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     defaults = BenchConfig()
     bench = commands.add_parser(
         "bench", help="the hub against a pgbench baseline on the same PostgreSQL"

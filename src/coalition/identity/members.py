@@ -22,6 +22,7 @@ from coalition.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from coalition.identity.identifiers import ContactIdentifier, IdentifierHasher
 from coalition.ledger.accounts import MEMBER, member_account_id
 from coalition.ledger.idempotency import claim_request, record_result
+from coalition.referrals import codes as referral_service
 from coalition.store.schema import (
     accounts,
     identifier_keys,
@@ -150,9 +151,11 @@ def enroll(
     *,
     details: EnrolmentDetails | None = None,
     hasher: IdentifierHasher | None = None,
+    referral_code: str | None = None,
 ) -> Enrolment:
     """Enrol a member for the caller's customer id, or return the member that the customer id
-    or one of the identifiers already belongs to (and link the customer id to it)."""
+    or one of the identifiers already belongs to (and link the customer id to it). A new
+    member enrolled with `referral_code` is recorded as referred (referrals/codes.py)."""
     details = details or EnrolmentDetails()
     assert hasher is not None or not details.identifiers, "identifiers need the hub's key"
     digests = _digests(hasher, details.identifiers)
@@ -161,6 +164,7 @@ def enroll(
             "partner_customer_id": partner_customer_id,
             "display_name": display_name,
             **_details_fingerprint(details, digests),
+            **({"referral_code": referral_code} if referral_code else {}),
         }
         claim = claim_request(uow, partner_id, request_id, "enroll_member", fingerprint, now)
         if not claim.is_new:
@@ -174,6 +178,8 @@ def enroll(
         member_id, created = _enrol_with_retries(
             uow, partner_id, partner_customer_id, display_name, details, digests, hasher, now
         )
+        if referral_code:
+            referral_service.record_referral(uow, member_id, created, referral_code, now)
         remember_request(uow, partner_id, request_id, member_id)
         outcome = "created" if created else "existing"
         record_result(uow, partner_id, request_id, f"{outcome}:{member_id}")

@@ -25,6 +25,7 @@ from coalition.ledger.idempotency import claim_request, record_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.partners.catalog import Partner, partner_terms
 from coalition.programme.config import active_programme
+from coalition.referrals import rewards as referral_rewards
 from coalition.store.schema import journal_transactions, postings
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -145,6 +146,7 @@ def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) 
             uow, member_id, partner_id, record.transaction_id, award.points_total, expires_at, now
         )
         promotions.after_earn(uow, programme, award, record, now)
+        referral_rewards.reward_after_earn(uow, record, now)  # one primary-key read if none
         return _commit(uow, partner_id, command.request_id, record)
 
 

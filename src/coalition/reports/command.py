@@ -30,15 +30,19 @@ def add_report_parser(
 
 def run_report(engine: Engine, arguments: argparse.Namespace) -> int:
     try:
+        return _run_report(engine, arguments)
+    finally:
+        engine.dispose()  # a one-shot command leaves no pooled connection behind
+
+
+def _run_report(engine: Engine, arguments: argparse.Namespace) -> int:
+    try:
         period = parse_period(arguments.period)
     except ValueError as error:
         raise RuntimeError(str(error)) from error
     started = time.perf_counter()
-    try:
-        with UnitOfWork(engine, read_only=True) as uow:
-            report = build_report(uow, period, arguments.partner, datetime.now(UTC))
-    finally:
-        engine.dispose()  # a one-shot command leaves no pooled connection behind
+    with UnitOfWork(engine, read_only=True) as uow:
+        report = build_report(uow, period, arguments.partner, datetime.now(UTC))
     paths = write_report(report, Path(arguments.out))
     elapsed_seconds = time.perf_counter() - started
     print(f"report {period.label}: {len(paths)} files in {arguments.out} ({elapsed_seconds:.2f} s)")

@@ -156,22 +156,21 @@ def current_redemption_prices(uow: UnitOfWork, now: datetime) -> dict[str, tuple
 def breakage(
     uow: UnitOfWork, end: datetime, partner_id: str | None, by_cohort: bool
 ) -> list[tuple[str, int, int]]:
-    """(cohort month of the earn, or issuing partner; points issued; points expired), as
+    """(cohort month of the lot's issue, or issuing partner; points issued; points expired), as
     committed before `end`. Issued counts lots at issue (earn reversals not deducted)."""
-    earner = journal_transactions.alias("earner")
     expirer = journal_transactions.alias("expirer")
-    key = _month_of(uow, earner.c.occurred_at) if by_cohort else lots.c.partner_id
+    # The cohort is the month the lot was issued (its earn committed), the same clock as the
+    # period cuts; no join with the journal needed.
+    key = _month_of(uow, lots.c.create_time) if by_cohort else lots.c.partner_id
     issued = (
         select(key.label("key"), lots.c.points.label("issued"), literal(0).label("expired"))
         .select_from(lots)
-        .join(earner, earner.c.transaction_id == lots.c.transaction_id)
         .where(lots.c.create_time < end)
     )
     expired = (
         select(key.label("key"), literal(0), lot_expiries.c.points)
         .select_from(lot_expiries)
         .join(lots, lots.c.lot_id == lot_expiries.c.lot_id)
-        .join(earner, earner.c.transaction_id == lots.c.transaction_id)
         .join(expirer, expirer.c.transaction_id == lot_expiries.c.transaction_id)
         .where(expirer.c.create_time < end)
     )
@@ -231,8 +230,10 @@ def settlement_totals(
         )
         .where(
             accounts.c.kind.in_(("partner_issuance", "partner_redemption")),
-            journal_transactions.c.create_time >= period.start,
-            journal_transactions.c.create_time < period.end,
+            # postings carry their transaction's commit time: this range rides the
+            # (account_id, create_time) index instead of scanning the journal
+            postings.c.create_time >= period.start,
+            postings.c.create_time < period.end,
         )
         .group_by(accounts.c.partner_id, accounts.c.kind, journal_transactions.c.rate_version_id)
     )

@@ -695,3 +695,34 @@ reconciliation_leases = Table(
     Column("holder", String(200), nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
 )
+
+# --- Referrals (docs/reports.md), migration 0007 ------------------------------------------
+
+# A member's referral code, created when first asked for.
+referral_codes = Table(
+    "referral_codes",
+    metadata,
+    Column("member_id", ForeignKey("members.member_id"), primary_key=True),
+    Column("referral_code", String(16), nullable=False),
+    Column("create_time", UtcDateTime, nullable=False),
+    UniqueConstraint("referral_code"),
+)
+
+# Who referred a member (one referrer per member, recorded at enrolment), and the reward: NULL
+# reward_time means pending; the earn path reads this row by its primary key only.
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("referred_member_id", ForeignKey("members.member_id"), primary_key=True),
+    Column("referrer_member_id", ForeignKey("members.member_id"), nullable=False),
+    Column("referral_code", String(16), nullable=False),
+    Column("create_time", UtcDateTime, nullable=False),
+    Column("reward_time", UtcDateTime, nullable=True),
+    Column("bonus_points", BigInteger, nullable=True),
+    Column("qualifying_transaction_id", ForeignKey("journal_transactions.transaction_id")),
+    Column("referred_transaction_id", ForeignKey("journal_transactions.transaction_id")),
+    Column("referrer_transaction_id", ForeignKey("journal_transactions.transaction_id")),
+    CheckConstraint("referred_member_id <> referrer_member_id", name="not_self"),
+    Index(None, "referrer_member_id"),
+    Index(None, "create_time"),
+)

@@ -1,0 +1,129 @@
+"""The dual referral reward, paid when a referred member's first qualifying earn posts.
+
+On the earn path this costs one primary-key lookup (`referrals` by referred member, pending
+only). When a referral is pending and the earn qualifies, both members get
+`referral_bonus_points()` in two journal transactions of kind `earn` (one per member), each
+
+    member:<id>              + bonus
+    coalition:promotions     - bonus
+
+under the earning partner's id (journal rows need one; no partner account is posted, so
+settlement never bills the partner), with a lot issued under the earning partner (like the
+coalition-funded promotion points, ledger/promotions.py) and an `earn_bonuses` row with no
+funding partner (`referral:referred` / `referral:referrer`), so statements and reports show it
+as coalition-funded. Reversing such a transaction hands the points back to
+coalition:promotions (its earn_bonuses row makes it 100% coalition-funded).
+
+Locks: the referred member is locked by the earn; the referrer is locked here. Referral edges
+only point from a member to its referrer and loops are refused, so locks are always taken up
+the chain and two earns can never wait on each other in a circle.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+
+from coalition.domain import points as rules
+from coalition.ledger import journal, lots
+from coalition.ledger.accounts import member_account_id
+from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
+from coalition.ledger.system_accounts import (
+    COALITION_PROMOTIONS_ACCOUNT_ID,
+    ensure_coalition_promotions_account,
+)
+from coalition.partners.catalog import partner_terms
+from coalition.store.schema import earn_bonuses, referrals
+from coalition.store.unit_of_work import UnitOfWork
+
+REFERRAL_BONUS_POINTS_ENVIRONMENT_VARIABLE = "COALITION_REFERRAL_BONUS_POINTS"
+REFERRAL_BONUS_POINTS_DEFAULT = 500
+REFERRAL_QUALIFYING_POINTS_ENVIRONMENT_VARIABLE = "COALITION_REFERRAL_QUALIFYING_POINTS"
+REFERRAL_QUALIFYING_POINTS_DEFAULT = 1  # any earn that credits points qualifies
+REFERRAL_BONUS_POINTS_MAX = 1_000_000
+
+
+def referral_bonus_points() -> int:
+    points = int(
+        os.environ.get(REFERRAL_BONUS_POINTS_ENVIRONMENT_VARIABLE, REFERRAL_BONUS_POINTS_DEFAULT)
+    )
+    assert 0 <= points <= REFERRAL_BONUS_POINTS_MAX, "referral bonus out of bounds"
+    return points
+
+
+def qualifying_points_min() -> int:
+    return int(
+        os.environ.get(
+            REFERRAL_QUALIFYING_POINTS_ENVIRONMENT_VARIABLE, REFERRAL_QUALIFYING_POINTS_DEFAULT
+        )
+    )
+
+
+def reward_after_earn(uow: UnitOfWork, earn: TransactionRecord, now: datetime) -> None:
+    """Pay the referral reward if `earn` is the referred member's first qualifying earn."""
+    referrer_member_id = uow.connection.execute(
+        select(referrals.c.referrer_member_id).where(
+            referrals.c.referred_member_id == earn.member_id,
+            referrals.c.reward_time.is_(None),
+        )
+    ).scalar_one_or_none()
+    if referrer_member_id is None or earn.points_delta < qualifying_points_min():
+        return
+    bonus_points = referral_bonus_points()
+    if bonus_points == 0:
+        return
+    ensure_coalition_promotions_account(uow)
+    referred = _credit(uow, earn, earn.member_id, "referred", bonus_points, now)
+    journal.lock_member_balance(uow, str(referrer_member_id))
+    referrer = _credit(uow, earn, str(referrer_member_id), "referrer", bonus_points, now)
+    claimed = uow.connection.execute(
+        update(referrals)
+        .where(referrals.c.referred_member_id == earn.member_id, referrals.c.reward_time.is_(None))
+        .values(
+            reward_time=now,
+            qualifying_transaction_id=earn.transaction_id,
+            referred_transaction_id=referred.transaction_id,
+            referrer_transaction_id=referrer.transaction_id,
+            bonus_points=bonus_points,
+        )
+    )
+    assert claimed.rowcount == 1, "the referral is paid once (the member lock is held)"
+
+
+def _credit(
+    uow: UnitOfWork,
+    earn: TransactionRecord,
+    member_id: str,
+    role: str,
+    bonus_points: int,
+    now: datetime,
+) -> TransactionRecord:
+    entry = JournalEntry(
+        kind="earn",
+        partner_id=earn.partner_id,
+        member_id=member_id,
+        request_id=f"referral:{earn.member_id}:{role}",
+        occurred_at=earn.occurred_at,
+        postings=(
+            Posting(member_account_id(member_id), bonus_points),
+            Posting(COALITION_PROMOTIONS_ACCOUNT_ID, -bonus_points),
+        ),
+        reason=f"referral bonus ({role}), coalition-funded",
+    )
+    record = journal.post(uow, entry, now)
+    validity_months = partner_terms(uow, earn.partner_id).partner.points_validity_months
+    expires_at = rules.lot_expiry(earn.occurred_at, validity_months)
+    lots.create_lot(
+        uow, member_id, earn.partner_id, record.transaction_id, bonus_points, expires_at, now
+    )
+    uow.connection.execute(
+        insert(earn_bonuses).values(
+            transaction_id=record.transaction_id,
+            rule_id=f"referral:{role}",
+            points=bonus_points,
+            funding_partner_id=None,
+        )
+    )
+    return record
