@@ -25,7 +25,7 @@ from coalition.ledger.holds import (
 )
 from coalition.ledger.idempotency import claim_request, record_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
-from coalition.ledger.operations import _occurred_at, _points_burned
+from coalition.ledger.operations import _occurred_at, _points_burned, require_available
 from coalition.ledger.system_accounts import ensure_member_hold_account
 from coalition.partners.catalog import get_partner, rate_in_force
 from coalition.store.schema import holds
@@ -93,16 +93,7 @@ def authorize_burn(
         rate = rate_in_force(uow, partner_id, occurred_at)
         points_held = _points_burned(partner, rate, command.points, command.value, "value")
         balance_points = lock_member_releasing_expired_holds(uow, member_id, now)
-        if balance_points < points_held:
-            raise FailedPrecondition(
-                "INSUFFICIENT_POINTS",
-                f"member {member_id} has {balance_points} points available, {points_held} needed",
-                {
-                    "member_id": member_id,
-                    "balance_points": balance_points,
-                    "points_requested": points_held,
-                },
-            )
+        require_available(member_id, balance_points, points_held)
         entry = JournalEntry(
             kind="hold",
             partner_id=partner_id,

@@ -164,16 +164,7 @@ def burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) 
         rate = terms.rate_at(occurred_at)
         points_burned = _points_burned(partner, rate, command.points, command.value, "value")
         balance_points = holds.lock_member_releasing_expired_holds(uow, member_id, now)
-        if balance_points < points_burned:
-            raise FailedPrecondition(
-                "INSUFFICIENT_POINTS",
-                f"member {member_id} has {balance_points} points, {points_burned} needed",
-                {
-                    "member_id": member_id,
-                    "balance_points": balance_points,
-                    "points_requested": points_burned,
-                },
-            )
+        require_available(member_id, balance_points, points_burned)
         entry = JournalEntry(
             kind="burn",
             partner_id=partner_id,
@@ -426,6 +417,20 @@ def _points_burned(
     points_needed = rules.points_for_value(value.amount_minor, rate)
     _check_points_bound(points_needed, f"{field}.amount_minor")
     return points_needed
+
+
+def require_available(member_id: str, balance_points: int, points_needed: int) -> None:
+    """Refuse a debit the member's available balance cannot cover (checked under its lock)."""
+    if balance_points < points_needed:
+        raise FailedPrecondition(
+            "INSUFFICIENT_POINTS",
+            f"member {member_id} has {balance_points} points available, {points_needed} needed",
+            {
+                "member_id": member_id,
+                "balance_points": balance_points,
+                "points_requested": points_needed,
+            },
+        )
 
 
 def _check_points_bound(points: int, field: str) -> None:
