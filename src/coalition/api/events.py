@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from coalition.api import responses
-from coalition.api.interceptors import current_principal
+from coalition.api.interceptors import caller_partner_id
 from coalition.domain.errors import CoalitionError, ErrorCode, FieldViolation, InvalidArgument
 from coalition.events.stream import Cursor, Event, parse_cursor, read_events
 from coalition.store.unit_of_work import UnitOfWork
@@ -69,8 +69,7 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
             raise InvalidArgument(
                 [FieldViolation("cursor", "not a cursor from an event of this stream")]
             )
-        partner_id = current_principal().partner_id
-        assert partner_id is not None, "role `partner` keys always belong to a partner"
+        partner_id = caller_partner_id()
         release = self._take_slot()
         context.add_callback(release)  # also when the client goes away mid-wait
         try:

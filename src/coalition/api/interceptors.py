@@ -45,6 +45,13 @@ def current_principal() -> Principal:
     return _current_principal.get()
 
 
+def caller_partner_id() -> str:
+    """The partner a partner-scoped caller (roles partner, merchant) acts as."""
+    partner_id = current_principal().partner_id
+    assert partner_id is not None, "partner-scoped roles always belong to a partner"
+    return partner_id
+
+
 class HubInterceptor(grpc.ServerInterceptor):
     def __init__(
         self,

@@ -13,7 +13,7 @@ import grpc
 from sqlalchemy import Row
 
 from coalition.api import responses
-from coalition.api.interceptors import current_principal
+from coalition.api.interceptors import caller_partner_id, current_principal
 from coalition.api.requests import RequestParser
 from coalition.domain.errors import FailedPrecondition
 from coalition.identity import consent, members, merge, profiles, rights
@@ -90,7 +90,7 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
         parser.done()
         enrolment = members.enroll(
             self._unit_of_work(),
-            _caller_partner_id(),
+            caller_partner_id(),
             request_id,
             customer_id,
             display_name or "",
@@ -115,7 +115,7 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
         parser.done()
         replayed = members.link_partner_account(
             self._unit_of_work(),
-            _caller_partner_id(),
+            caller_partner_id(),
             request_id,
             member_id,
             customer_id,
@@ -133,7 +133,7 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
         customer_id = parser.identifier(request.partner_customer_id, "partner_customer_id")
         parser.done()
         unlinking = members.unlink_partner_account(
-            self._unit_of_work(), _caller_partner_id(), request_id, customer_id, datetime.now(UTC)
+            self._unit_of_work(), caller_partner_id(), request_id, customer_id, datetime.now(UTC)
         )
         return messages.UnlinkPartnerAccountResponse(
             member_id=unlinking.member_id,
@@ -153,7 +153,7 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
             partner_customer_id=request.partner_customer_id or None,
         )
         member_id, code = referral_service.get_referral_code(
-            self._unit_of_work(), _caller_partner_id(), reference, datetime.now(UTC)
+            self._unit_of_work(), caller_partner_id(), reference, datetime.now(UTC)
         )
         return messages.GetReferralCodeResponse(member_id=member_id, referral_code=code)
 
@@ -174,7 +174,7 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
             customer_id = parser.identifier(request.partner_customer_id, "partner_customer_id")
             parser.done()
             member_id = members.resolve_member(
-                self._unit_of_work(read_only=True), _caller_partner_id(), customer_id
+                self._unit_of_work(read_only=True), caller_partner_id(), customer_id
             )
             return messages.ResolveMemberResponse(member_id=member_id)
         identifiers = _contact_identifiers(parser, request.email, request.phone)
@@ -182,7 +182,7 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
         (identifier,) = identifiers
         member_id = members.resolve_member(
             self._unit_of_work(read_only=True),
-            _caller_partner_id(),
+            caller_partner_id(),
             identifier=identifier,
             hasher=self._identifier_hasher(),
         )
@@ -200,7 +200,7 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
         parser.done()
         update = consent.ConsentUpdate(request_id, reference, changes, source, occurred_at)
         result = consent.update_consent(
-            self._unit_of_work(), _caller_partner_id(), update, datetime.now(UTC)
+            self._unit_of_work(), caller_partner_id(), update, datetime.now(UTC)
         )
         return messages.UpdateConsentResponse(
             member_id=result.member_id,
@@ -215,7 +215,7 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
         reference = parser.member(request)
         parser.done()
         principal = current_principal()
-        reader = profiles.Reader(_caller_partner_id(), principal.key_id, principal.role)
+        reader = profiles.Reader(caller_partner_id(), principal.key_id, principal.role)
         profile = profiles.read_profile(self._unit_of_work(), reader, reference, datetime.now(UTC))
         return _profile_message(profile, reader.partner_id)
 
@@ -283,12 +283,6 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
             balance_points=result.balance_points,
             replayed=result.replayed,
         )
-
-
-def _caller_partner_id() -> str:
-    partner_id = current_principal().partner_id
-    assert partner_id is not None, "partner-scoped roles always belong to a partner"
-    return partner_id
 
 
 def _contact_identifiers(

@@ -10,7 +10,7 @@ import grpc
 
 from coalition.api import holds, responses
 from coalition.api.errors import status_code_of
-from coalition.api.interceptors import current_principal
+from coalition.api.interceptors import caller_partner_id
 from coalition.api.requests import RequestParser, page_token_for
 from coalition.domain.errors import CoalitionError
 from coalition.ledger import batch, operations
@@ -18,12 +18,6 @@ from coalition.ledger.operations import LedgerResult
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import points_service_pb2 as messages
 from coalition.v1 import points_service_pb2_grpc
-
-
-def _caller_partner_id() -> str:
-    partner_id = current_principal().partner_id
-    assert partner_id is not None, "role `partner` keys always belong to a partner"
-    return partner_id
 
 
 def _now() -> datetime:
@@ -38,7 +32,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         self, request: messages.EarnRequest, context: grpc.ServicerContext
     ) -> messages.EarnResponse:
         command = _earn_command(request)
-        result = operations.earn(self._unit_of_work(), _caller_partner_id(), command, _now())
+        result = operations.earn(self._unit_of_work(), caller_partner_id(), command, _now())
         return messages.EarnResponse(**_ledger_fields(result))
 
     def BatchEarn(
@@ -58,7 +52,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
                 items.append(error)
         all_or_nothing = request.mode == messages.BATCH_EARN_MODE_ALL_OR_NOTHING
         result = batch.batch_earn(
-            self._unit_of_work(), _caller_partner_id(), items, all_or_nothing, _now()
+            self._unit_of_work(), caller_partner_id(), items, all_or_nothing, _now()
         )
         return messages.BatchEarnResponse(
             results=[_batch_earn_result(outcome) for outcome in result.outcomes],
@@ -86,7 +80,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         command = operations.BurnCommand(
             request_id, member, points, value, occurred_at, partner_reference
         )
-        result = operations.burn(self._unit_of_work(), _caller_partner_id(), command, _now())
+        result = operations.burn(self._unit_of_work(), caller_partner_id(), command, _now())
         return messages.BurnResponse(**_ledger_fields(result))
 
     def Reverse(
@@ -100,7 +94,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
             reason=parser.text(request.reason, "reason"),
         )
         parser.done()
-        result = operations.reverse(self._unit_of_work(), _caller_partner_id(), command, _now())
+        result = operations.reverse(self._unit_of_work(), caller_partner_id(), command, _now())
         return messages.ReverseResponse(**_ledger_fields(result))
 
     def Quote(
@@ -134,7 +128,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         )
         parser.done()
         result = operations.quote(
-            self._unit_of_work(read_only=True), _caller_partner_id(), command, _now()
+            self._unit_of_work(read_only=True), caller_partner_id(), command, _now()
         )
         return messages.QuoteResponse(
             points=result.points,
@@ -152,7 +146,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         as_of = parser.timestamp(request, "as_of")
         parser.done()
         balance = operations.get_balance(
-            self._unit_of_work(read_only=True), _caller_partner_id(), member, as_of, _now()
+            self._unit_of_work(read_only=True), caller_partner_id(), member, as_of, _now()
         )
         return messages.GetBalanceResponse(
             member_id=balance.member_id,
@@ -164,17 +158,17 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
     def AuthorizeBurn(
         self, request: messages.AuthorizeBurnRequest, context: grpc.ServicerContext
     ) -> messages.AuthorizeBurnResponse:
-        return holds.authorize_burn(self._unit_of_work, _caller_partner_id(), request)
+        return holds.authorize_burn(self._unit_of_work, caller_partner_id(), request)
 
     def CaptureBurn(
         self, request: messages.CaptureBurnRequest, context: grpc.ServicerContext
     ) -> messages.CaptureBurnResponse:
-        return holds.capture_burn(self._unit_of_work, _caller_partner_id(), request)
+        return holds.capture_burn(self._unit_of_work, caller_partner_id(), request)
 
     def VoidBurn(
         self, request: messages.VoidBurnRequest, context: grpc.ServicerContext
     ) -> messages.VoidBurnResponse:
-        return holds.void_burn(self._unit_of_work, _caller_partner_id(), request)
+        return holds.void_burn(self._unit_of_work, caller_partner_id(), request)
 
     def ListTransactions(
         self, request: messages.ListTransactionsRequest, context: grpc.ServicerContext
@@ -187,7 +181,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         parser.done()
         records = operations.list_transactions(
             self._unit_of_work(read_only=True),
-            _caller_partner_id(),
+            caller_partner_id(),
             member,
             before_transaction_id,
             page_size + 1,  # one more than asked tells whether another page exists
