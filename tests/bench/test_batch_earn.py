@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
-from coalition.domain.errors import AlreadyExists, CoalitionError, NotFound
+from coalition.domain.errors import AlreadyExists, CoalitionError, FailedPrecondition, NotFound
 from coalition.domain.points import Money
 from coalition.domain.tiers import Tier, TierLadder
 from coalition.identity import members
@@ -19,7 +19,7 @@ from coalition.ledger import batch, operations
 from coalition.ledger.operations import EarnCommand
 from coalition.programme.config import DEFAULT_PROGRAMME, Programme, using_programme
 from coalition.store.unit_of_work import UnitOfWork
-from tests.integration.ledger_checks import assert_ledger_sound, count_rows
+from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals, row_counts
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def test_batch_applies_every_item_with_running_balances(engine: Engine, programm
     assert points == [100, 200, 300]
     assert result.outcomes[2].result.balance_points >= 400
     assert_ledger_sound(engine)
-    assert count_rows(engine)["lots"] == 3
+    assert row_counts(engine)["lots"] == 3
 
 
 def test_per_item_mode_isolates_failures_and_writes_nothing_for_them(
@@ -100,19 +100,53 @@ def test_per_item_mode_isolates_failures_and_writes_nothing_for_them(
     assert result.outcomes[2].error.reason == "NO_POINTS_EARNED"
     assert result.outcomes[3].result.transaction.member_id == member_id
     assert (result.applied_count, result.failed_count) == (2, 2)
-    assert count_rows(engine)["idempotency_keys"] == 2 + 1  # + the enrolment's
+    assert row_counts(engine)["idempotency_keys"] == 2 + 1  # + the enrolment's
+    assert remembered_refusals(engine) == {
+        (PARTNER_ID, items[1].request_id): "MEMBER_NOT_FOUND",
+        (PARTNER_ID, items[2].request_id): "NO_POINTS_EARNED",
+    }
     assert_ledger_sound(engine)
 
 
-def test_all_or_nothing_fails_naming_the_item_and_writes_nothing(
+def test_a_failed_items_refusal_is_final_in_batches_and_for_unary_earn(
     engine: Engine, programme
 ) -> None:
     member_id, _ = enroll(engine)
-    before = count_rows(engine)
+    refused = command("no-such-member", request_id="r-1")
+    first = run(engine, [refused, command(member_id)])
+    assert first.outcomes[0].error is not None
+    again = run(engine, [refused])
+    assert again.outcomes[0].error is not None
+    assert (again.outcomes[0].error.reason, again.outcomes[0].error.message) == (
+        first.outcomes[0].error.reason,
+        first.outcomes[0].error.message,
+    )
+    with pytest.raises(NotFound) as unary:
+        operations.earn(UnitOfWork(engine), PARTNER_ID, refused, now())
+    assert unary.value.message == first.outcomes[0].error.message
+    other_payload = run(engine, [command(member_id, request_id="r-1")])
+    assert isinstance(other_payload.outcomes[0].error, AlreadyExists)
+    assert row_counts(engine)["journal_transactions"] == 1
+
+
+def test_an_item_refused_by_unary_earn_first_is_refused_alike(engine: Engine, programme) -> None:
+    member_id, _ = enroll(engine)
+    with pytest.raises(FailedPrecondition) as unary:
+        operations.earn(UnitOfWork(engine), PARTNER_ID, command(member_id, 5, "r-1"), now())
+    result = run(engine, [command(member_id, 5, "r-1"), command(member_id)])
+    assert result.outcomes[0].error is not None
+    assert result.outcomes[0].error.message == unary.value.message
+    assert result.applied_count == 1
+
+
+def test_all_or_nothing_fails_naming_the_item_and_writes_nothing(engine: Engine, programme) -> None:
+    member_id, _ = enroll(engine)
+    before = row_counts(engine)
     with pytest.raises(CoalitionError) as failure:
         run(engine, [command(member_id), command("no-such-member")], all_or_nothing=True)
     assert failure.value.metadata["item_index"] == "1"
-    assert count_rows(engine) == before
+    assert row_counts(engine) == before
+    assert remembered_refusals(engine) == {}  # the call failed whole: nothing is kept
 
 
 def test_items_replay_across_batches_and_unary_earn(engine: Engine, programme) -> None:
@@ -129,7 +163,7 @@ def test_items_replay_across_batches_and_unary_earn(engine: Engine, programme) -
     assert isinstance(again.outcomes[1].error, AlreadyExists)
     unary = operations.earn(UnitOfWork(engine), PARTNER_ID, command(member_id, 2000, "b-1"), now())
     assert unary.replayed
-    assert count_rows(engine)["journal_transactions"] == 2
+    assert row_counts(engine)["journal_transactions"] == 2
     assert_ledger_sound(engine)
 
 
@@ -145,7 +179,7 @@ def test_request_id_repeated_within_a_batch(engine: Engine, programme) -> None:
     assert result.outcomes[1].result.replayed
     assert result.outcomes[1].result.transaction == result.outcomes[0].result.transaction
     assert isinstance(result.outcomes[2].error, AlreadyExists)
-    assert count_rows(engine)["journal_transactions"] == 1
+    assert row_counts(engine)["journal_transactions"] == 1
     assert_ledger_sound(engine)
 
 
@@ -154,5 +188,5 @@ def test_a_thousand_items_in_one_batch(engine: Engine) -> None:
     items = [command(member_ids[i % 20], 1000 + i) for i in range(batch.BATCH_EARN_ITEMS_MAX)]
     result = run(engine, items, all_or_nothing=True)
     assert result.applied_count == batch.BATCH_EARN_ITEMS_MAX
-    assert count_rows(engine)["postings"] == 2 * batch.BATCH_EARN_ITEMS_MAX
+    assert row_counts(engine)["postings"] == 2 * batch.BATCH_EARN_ITEMS_MAX
     assert_ledger_sound(engine)

@@ -14,7 +14,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from coalition.api.server import Hub
 from coalition.partners import credentials
@@ -39,6 +39,7 @@ from coalition.v1 import (
     points_service_pb2_grpc,
 )
 from tests.conftest import api_key
+from tests.integration import ledger_checks
 
 # Every call has a deadline, so that a hub that hangs fails the test instead of the run.
 CALL_TIMEOUT_SECONDS = 15.0
@@ -98,11 +99,7 @@ def by_id(member_id: str) -> common_pb2.MemberReference:
 
 def row_counts(engine: Engine) -> dict[str, int]:
     """Rows in every table a request may write, read straight from the database."""
-    with engine.connect() as connection:
-        return {
-            table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
-            for table in WRITTEN_TABLES
-        }
+    return ledger_checks.row_counts(engine, (table.name for table in WRITTEN_TABLES))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.end_to_end.support import PartnerClient, expect_failure, row_counts
+from tests.integration.ledger_checks import remembered_refusals
 
 pytestmark = pytest.mark.end_to_end
 
@@ -137,15 +138,41 @@ def test_request_ids_of_different_partners_are_independent(
     )
 
 
-def test_a_refused_request_does_not_claim_its_request_id(
+def test_a_refused_request_keeps_its_refusal_as_its_final_answer(
     engine: Engine, coffee: PartnerClient, member_id: str
 ) -> None:
     counts = row_counts(engine)
-    expect_failure(
+    first = expect_failure(
         lambda: coffee.burn(member_id, 1_000, request_id="request-1"),
         grpc.StatusCode.FAILED_PRECONDITION,
         "INSUFFICIENT_POINTS",
     )
     assert row_counts(engine) == counts
-    retried = coffee.burn(member_id, 40, request_id="request-1")  # evaluated afresh
+    assert remembered_refusals(engine) == {("test-coffee", "request-1"): "INSUFFICIENT_POINTS"}
+    coffee.earn(member_id, 500_000)  # now the burn could be paid: the answer stays
+    again = expect_failure(
+        lambda: coffee.burn(member_id, 1_000, request_id="request-1"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INSUFFICIENT_POINTS",
+    )
+    assert again == first
+    expect_failure(
+        lambda: coffee.burn(member_id, 40, request_id="request-1"),
+        ALREADY_EXISTS,
+        "REQUEST_ID_REUSED",
+    )
+    assert coffee.burn(member_id, 1_000, request_id="request-2").replayed is False
+
+
+def test_a_request_the_servicer_refuses_as_malformed_claims_nothing(
+    engine: Engine, coffee: PartnerClient, member_id: str
+) -> None:
+    expect_failure(
+        lambda: coffee.burn(member_id, -5, request_id="request-1"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        ("points",),
+    )
+    assert remembered_refusals(engine) == {}
+    retried = coffee.burn(member_id, 40, request_id="request-1")
     assert (retried.replayed, retried.balance_points) == (False, 60)

@@ -11,9 +11,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import Engine, String, Text, func, inspect, select, text
+from sqlalchemy import Engine, String, Text, inspect, text
 
-from coalition.store.schema import metadata
 from coalition.v1 import (
     common_pb2,
     member_service_pb2_grpc,
@@ -145,17 +144,6 @@ def expect_failure(
     )  # fmt: skip
     assert (failure.code, failure.reason, failure.fields) == (code, reason, fields), failure
     return failure
-
-
-def row_counts(engine: Engine) -> dict[str, int]:
-    """Rows of every table of the schema, straight from the database."""
-    with engine.connect() as connection:
-        existing = set(inspect(connection).get_table_names())
-        return {
-            table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
-            for table in metadata.sorted_tables
-            if table.name in existing
-        }
 
 
 def text_values(engine: Engine) -> list[tuple[str, str, str]]:

@@ -11,8 +11,8 @@ from sqlalchemy import Engine
 
 from coalition.v1 import common_pb2, points_service_pb2
 from coalition.v1 import member_service_pb2 as messages
-from tests.identity.support import Caller, expect_failure, new_id, row_counts, text_values
-from tests.integration.ledger_checks import assert_ledger_sound
+from tests.identity.support import Caller, expect_failure, new_id, text_values
+from tests.integration.ledger_checks import assert_ledger_sound, row_counts
 
 pytestmark = pytest.mark.end_to_end
 

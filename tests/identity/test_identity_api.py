@@ -10,7 +10,8 @@ from sqlalchemy import Engine, select
 
 from coalition.store.schema import member_identifiers, member_requests, profile_reads
 from coalition.v1 import member_service_pb2 as messages
-from tests.identity.support import Caller, expect_failure, new_id, row_counts, text_values
+from tests.identity.support import Caller, expect_failure, new_id, text_values
+from tests.integration.ledger_checks import row_counts
 
 pytestmark = pytest.mark.end_to_end
 

@@ -22,8 +22,7 @@ from coalition.ledger.operations import BurnCommand, EarnCommand
 from coalition.store.schema import accounts, lots
 from coalition.store.schema import members as members_table
 from coalition.store.unit_of_work import UnitOfWork
-from tests.identity.support import row_counts
-from tests.integration.ledger_checks import assert_ledger_sound
+from tests.integration.ledger_checks import assert_ledger_sound, row_counts
 
 pytestmark = pytest.mark.integration
 

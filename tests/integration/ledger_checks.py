@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+
 from sqlalchemy import Engine, text
+
+from coalition.store.schema import metadata
 
 INVARIANTS = {
     "postings of a transaction sum to zero": """
@@ -60,10 +65,31 @@ def assert_ledger_sound(engine: Engine) -> None:
     assert not broken, f"ledger invariants broken: {broken}"
 
 
-def count_rows(engine: Engine) -> dict[str, int]:
-    tables = ("journal_transactions", "postings", "lots", "lot_consumptions", "idempotency_keys")
+def row_counts(engine: Engine, table_names: Iterable[str] | None = None) -> dict[str, int]:
+    """Rows of every table of the schema (or of `table_names`), in one round trip.
+
+    `idempotency_keys` counts applied requests only: a refusal writes nothing but its
+    remembered answer under its request id (ledger/idempotency.py), which
+    `remembered_refusals` shows.
+    """
+    names = list(table_names or (table.name for table in metadata.sorted_tables))
+    counted = {
+        name: "idempotency_keys WHERE refusal IS NULL" if name == "idempotency_keys" else name
+        for name in names
+    }
+    query = "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {counted[name]})" for name in names)
     with engine.connect() as connection:
-        return {
-            table: connection.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
-            for table in tables
-        }
+        counts = connection.execute(text(query)).one()
+    return dict(zip(names, (int(count) for count in counts), strict=True))
+
+
+def remembered_refusals(engine: Engine) -> dict[tuple[str, str], str]:
+    """(partner_id, request_id) -> reason of every refusal remembered under its request id."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT partner_id, request_id, refusal FROM idempotency_keys "
+                "WHERE refusal IS NOT NULL"
+            )
+        ).all()
+    return {(row[0], row[1]): json.loads(row[2])["reason"] for row in rows}

@@ -22,7 +22,7 @@ from coalition.ledger import operations
 from coalition.ledger.operations import BurnCommand, EarnCommand, LedgerResult, ReverseCommand
 from coalition.store.schema import lot_consumptions, lots
 from coalition.store.unit_of_work import UnitOfWork
-from tests.integration.ledger_checks import assert_ledger_sound, count_rows
+from tests.integration.ledger_checks import assert_ledger_sound, row_counts
 
 pytestmark = pytest.mark.integration
 
@@ -173,11 +173,11 @@ def test_a_refused_earn_writes_nothing(
         command = EarnCommand(
             **{**command.__dict__, "member": MemberReference(member_id=member_id)}
         )
-    rows_before = count_rows(engine)
+    rows_before = row_counts(engine)
     with pytest.raises(error) as raised:
         operations.earn(UnitOfWork(engine), "test-coffee", command, now())
     assert raised.value.reason == reason
-    assert count_rows(engine) == rows_before
+    assert row_counts(engine) == rows_before
 
 
 def test_burn_by_value_rounds_points_up(engine: Engine) -> None:
@@ -193,12 +193,12 @@ def test_burn_by_value_rounds_points_up(engine: Engine) -> None:
 def test_an_insufficient_balance_refuses_the_burn_and_writes_nothing(engine: Engine) -> None:
     member_id = enroll(engine)
     earn(engine, member_id, 5_000)  # 10 points
-    rows_before = count_rows(engine)
+    rows_before = row_counts(engine)
     with pytest.raises(FailedPrecondition) as raised:
         burn(engine, member_id, 11)
     assert raised.value.reason == "INSUFFICIENT_POINTS"
     assert raised.value.metadata["balance_points"] == "10"
-    assert count_rows(engine) == rows_before
+    assert row_counts(engine) == rows_before
     assert balance(engine, member_id) == 10
 
 
@@ -249,11 +249,11 @@ def test_reversing_an_earn_whose_points_were_spent_fails_clearly(engine: Engine)
     member_id = enroll(engine)
     earned = earn(engine, member_id, 10_000)  # 20 points
     burn(engine, member_id, 15)
-    rows_before = count_rows(engine)
+    rows_before = row_counts(engine)
     with pytest.raises(FailedPrecondition) as raised:
         reverse(engine, earned.transaction.transaction_id)
     assert raised.value.reason == "POINTS_ALREADY_SPENT"
-    assert count_rows(engine) == rows_before
+    assert row_counts(engine) == rows_before
     assert reverse(engine, earned.transaction.transaction_id, points=5).balance_points == 0
 
 
@@ -279,7 +279,7 @@ def test_a_partner_cannot_reverse_another_partners_transaction(engine: Engine) -
 def test_a_replay_returns_the_original_result_and_writes_nothing(engine: Engine) -> None:
     member_id = enroll(engine)
     first = earn(engine, member_id, 10_000, request_id="receipt-1")
-    rows_after_first = count_rows(engine)
+    rows_after_first = row_counts(engine)
     replay = earn(engine, member_id, 10_000, request_id="receipt-1")
     assert replay.replayed and not first.replayed
     assert (replay.transaction, replay.points, replay.balance_points) == (
@@ -287,7 +287,7 @@ def test_a_replay_returns_the_original_result_and_writes_nothing(engine: Engine)
         first.points,
         first.balance_points,
     )
-    assert count_rows(engine) == rows_after_first
+    assert row_counts(engine) == rows_after_first
 
 
 def test_a_reused_request_id_names_the_fields_that_differ(engine: Engine) -> None:

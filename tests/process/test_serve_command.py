@@ -20,6 +20,7 @@ from coalition.store.schema import journal_transactions, partners
 from coalition.v1 import common_pb2, member_service_pb2, points_service_pb2
 from coalition.v1.member_service_pb2_grpc import MemberServiceStub
 from coalition.v1.points_service_pb2_grpc import PointsServiceStub
+from tests.end_to_end.support import failure_of
 from tests.process.commands import (
     PARTNERS_DIRECTORY,
     POLL_INTERVAL_SECONDS,
@@ -223,3 +224,36 @@ def test_serve_with_workers_exits_non_zero_when_its_workers_cannot_listen(tmp_pa
 
     assert "Failed to bind" in result.stderr, explain(result)  # the workers did fail
     assert result.returncode != 0, explain(result)
+
+
+def test_serve_on_postgresql_without_an_identity_secret_warns_and_refuses_only_identifiers(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a SQLite hub generates its own secret next to the database file")
+    monkeypatch.delenv("COALITION_IDENTITY_SECRET", raising=False)
+    monkeypatch.delenv("COALITION_IDENTITY_SECRET_FILE", raising=False)
+    arguments = ["--partners", "partners", "--db", database_url]
+    with running_server(arguments, tmp_path / "serve.log") as server:
+        metadata = issue_partner_key(database_url)
+        with grpc.insecure_channel(server.address) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                MemberServiceStub(channel).EnrollMember(
+                    member_service_pb2.EnrollMemberRequest(
+                        request_id=str(uuid.uuid4()),
+                        partner_customer_id="C0002",
+                        display_name="Mei Lin",
+                        email="mei@example.com",
+                    ),
+                    metadata=metadata,
+                    timeout=CALL_TIMEOUT_SECONDS,
+                )
+            assert enrol(channel, metadata, "C0003")  # no identifier: no secret needed
+        log = server.log()
+    failure = failure_of(refused.value)
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "IDENTITY_SECRET_NOT_CONFIGURED",
+    )
+    assert "no identity secret" in log
+    assert "mei@example.com" not in log

@@ -15,7 +15,7 @@ from coalition.domain.errors import CoalitionError, FailedPrecondition, NotFound
 from coalition.ledger.holds import find_hold, release_expired_holds
 from coalition.store.schema import holds, lot_consumptions
 from coalition.store.unit_of_work import UnitOfWork
-from tests.integration.ledger_checks import count_rows
+from tests.integration.ledger_checks import row_counts
 from tests.programme.conftest import (
     assert_programme_sound,
     authorize,
@@ -55,14 +55,14 @@ def test_hold_reserves_and_capture_takes_up_to_the_hold_once(engine: Engine) -> 
         partial(capture, engine, held.hold.hold_id),
         partial(void, engine, held.hold.hold_id),
     ):
-        rows_before = count_rows(engine)
+        rows_before = row_counts(engine)
         with pytest.raises(FailedPrecondition) as caught:
             attempt()
         assert (caught.value.reason, caught.value.metadata["status"]) == (
             "HOLD_NOT_OPEN",
             "captured",
         )
-        assert count_rows(engine) == rows_before
+        assert row_counts(engine) == rows_before
     assert_programme_sound(engine)
 
 
@@ -84,14 +84,14 @@ def test_capture_consumes_lots_under_the_capture(engine: Engine) -> None:
 def test_capture_beyond_the_hold_and_of_expired_holds_is_refused(engine: Engine) -> None:
     member_id = member_with(engine, 100)
     held = authorize(engine, member_id, 10, ttl=timedelta(minutes=1))
-    rows_before = count_rows(engine)
+    rows_before = row_counts(engine)
     with pytest.raises(FailedPrecondition) as caught:
         capture(engine, held.hold.hold_id, 11)
     assert caught.value.reason == "CAPTURE_EXCEEDS_HOLD"
     with pytest.raises(FailedPrecondition) as caught:
         capture(engine, held.hold.hold_id, at=now() + timedelta(minutes=2))
     assert caught.value.reason == "HOLD_EXPIRED"
-    assert count_rows(engine) == rows_before
+    assert row_counts(engine) == rows_before
 
 
 def test_another_partners_hold_does_not_exist_for_the_caller(engine: Engine) -> None:
@@ -113,12 +113,12 @@ def test_void_releases_and_operations_replay_by_request_id(engine: Engine) -> No
     void_request_id = new_id()
     voided = void(engine, held.hold.hold_id, request_id=void_request_id)
     assert (voided.points, voided.balance_points, voided.hold.status) == (25, 100, "voided")
-    rows_before = count_rows(engine)
+    rows_before = row_counts(engine)
     again = void(engine, held.hold.hold_id, request_id=void_request_id)
     assert again.replayed and again.transaction == voided.transaction
     replay_after_void = authorize(engine, member_id, 25, request_id=request_id)
     assert replay_after_void.hold.status == "open", "a replay answers as first sent"
-    assert count_rows(engine) == rows_before
+    assert row_counts(engine) == rows_before
     assert balance(engine, member_id) == (100, 0)
     assert_programme_sound(engine)
 
@@ -209,7 +209,7 @@ def test_available_is_exactly_balance_minus_held(
     for step in steps:
         kind = step[0]
         available = owned - sum(open_holds.values())
-        rows_before = count_rows(engine)
+        rows_before = row_counts(engine)
         try:
             if kind == "hold":
                 result = authorize(engine, member_id, int(step[1]))
@@ -230,7 +230,7 @@ def test_available_is_exactly_balance_minus_held(
                     void(engine, hold_id)
                 open_holds.pop(hold_id)
         except FailedPrecondition as error:
-            assert count_rows(engine) == rows_before
+            assert row_counts(engine) == rows_before
             expected = {
                 "hold": "INSUFFICIENT_POINTS",
                 "burn": "INSUFFICIENT_POINTS",

@@ -22,6 +22,7 @@ import grpc
 from sqlalchemy import Engine, text
 
 from coalition.v1 import common_pb2, points_service_pb2, points_service_pb2_grpc
+from tests.integration.ledger_checks import remembered_refusals
 
 CURRENCY = {"test-coffee": "CNY", "test-air": "EUR", "test-cinema": "GBP"}
 CALL_TIMEOUT_SECONDS = 15.0
@@ -55,23 +56,23 @@ class Observations:
     """What one worker was told; merged over all workers at the end."""
 
     applied: dict[tuple[str, str], Applied] = field(default_factory=dict)
+    # A refusal is final, also after attempts whose outcome the client never learnt: the hub
+    # remembers it under the request_id, so a late attempt repeats it (ledger/idempotency.py).
     refused: dict[tuple[str, str], str] = field(default_factory=dict)
-    # Refused after an attempt whose outcome the client never learnt (deadline, unavailable):
-    # that attempt may still be running and may apply, since a refusal claims no request_id.
-    uncertain: dict[tuple[str, str], str] = field(default_factory=dict)
     codes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     negative_balances_seen: list[tuple[str, int]] = field(default_factory=list)
     replays: int = 0
+    refusals_repeated: int = 0
     operations: int = 0
 
     def merge(self, other: Observations) -> None:
         self.applied.update(other.applied)
         self.refused.update(other.refused)
-        self.uncertain.update(other.uncertain)
         for code, count in other.codes.items():
             self.codes[code] += count
         self.negative_balances_seen.extend(other.negative_balances_seen)
         self.replays += other.replays
+        self.refusals_repeated += other.refusals_repeated
         self.operations += other.operations
 
 
@@ -138,7 +139,7 @@ class Worker:
     def _mutate(self, method: str, request: Any) -> None:
         key = (self._partner_id, request.request_id)
         first: Any = None
-        ambiguous = False
+        refusal: str | None = None
         for _attempt in range(ATTEMPTS_MAX):
             timeout = (
                 self._random.choice(SHORT_DEADLINE_SECONDS)
@@ -153,7 +154,6 @@ class Worker:
                 code = error.code()
                 self.seen.codes[code.name] += 1
                 if code in RETRYABLE:
-                    ambiguous = ambiguous or first is None
                     time.sleep(RETRY_PAUSE_SECONDS * self._random.uniform(0.5, 1.0))
                     continue
                 assert code in DEFINITIVE_REFUSALS, f"{method} answered {code}: {error.details()}"
@@ -161,9 +161,18 @@ class Worker:
                     raise AssertionError(
                         f"{method} {key} refused after it was applied: {code}"
                     ) from error
-                outcome = f"{method} {code.name} {error.details()}"
-                (self.seen.uncertain if ambiguous else self.seen.refused)[key] = outcome
-                return
+                answer = f"{method} {code.name} {error.details()}"
+                if refusal is None:
+                    refusal = answer
+                    # Sometimes the client re-sends a refusal too: it must hear it again.
+                    if self._random.random() < 0.3:
+                        continue
+                    break
+                assert answer == refusal, f"{key} first refused as {refusal}, then as {answer}"
+                self.seen.refusals_repeated += 1
+                break
+            if refusal is not None:
+                raise AssertionError(f"{method} {key} applied after it was refused: {refusal}")
             self.seen.codes["OK"] += 1
             self._check_balance(response.transaction.member_id, response.balance_points)
             if first is None:
@@ -178,6 +187,9 @@ class Worker:
             break
         else:
             raise AssertionError(f"{method} {key}: no definitive answer in {ATTEMPTS_MAX} tries")
+        if refusal is not None:
+            self.seen.refused[key] = refusal
+            return
         transaction = first.transaction
         self.seen.applied[key] = Applied(
             self._partner_id,
@@ -297,11 +309,14 @@ def check_outcomes(engine: Engine, seen: Observations) -> dict[str, int]:
         (row,) = by_request[key]
         assert str(row.transaction_id) == applied.transaction_id
         assert row.points_delta == applied.points_delta
+    remembered = remembered_refusals(engine)
     for key, outcome in seen.refused.items():
         assert key not in by_request, f"{key} was refused ({outcome}) but is in the journal"
+        # The load sends only well-formed requests, so every refusal came from the ledger.
+        assert key in remembered, f"{key} was refused ({outcome}) but its answer is not kept"
     mutations = {
         (row.partner_id, row.request_id) for row in rows if not row.request_id.startswith("setup-")
     }
-    lost = mutations - set(seen.applied) - set(seen.uncertain)
+    lost = mutations - set(seen.applied)
     assert not lost, f"journal rows no client was told about: {sorted(lost)[:5]}"
     return model

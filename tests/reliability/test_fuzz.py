@@ -24,6 +24,7 @@ from sqlalchemy import Engine, text
 from coalition.api.server import MESSAGE_BYTES_MAX, SERVICE_DESCRIPTORS, Hub
 from tests.conftest import api_key
 from tests.end_to_end.support import PartnerClient, failure_of
+from tests.integration.ledger_checks import remembered_refusals
 from tests.reliability.support import row_counts, scaled
 
 METHODS: dict[str, MethodDescriptor] = {
@@ -245,6 +246,7 @@ def check_refusal(
     path: str,
     method: MethodDescriptor,
     before: dict[str, int],
+    refusals_before: dict[tuple[str, str], str],
     engine: Engine,
 ) -> None:
     code = error.code()
@@ -254,7 +256,11 @@ def check_refusal(
         return  # a valid subscription with nothing new to send: our bound, not the hub's
     assert_no_job_left_running(engine, path)
     assert code in REFUSALS, f"{path} answered {code}: {error.details()}"
-    failure_of(error)  # exactly one ErrorInfo in a google.rpc.Status
+    failure = failure_of(error)  # exactly one ErrorInfo in a google.rpc.Status
+    # A refusal writes nothing but, once the ledger has evaluated it, its own answer under its
+    # request id (ledger/idempotency.py).
+    remembered = set(remembered_refusals(engine).items()) - set(refusals_before.items())
+    assert {reason for _key, reason in remembered} <= {failure.reason} and len(remembered) <= 1
     after = row_counts(engine)
     changed = {
         table: (before[table], after[table])
@@ -296,11 +302,11 @@ def test_fuzzed_requests_are_refused_cleanly_and_write_nothing(
         requests=st.lists(payloads(method, known), min_size=minimum, max_size=count),
     )
     def fuzz(role: str, requests: list[bytes]) -> None:
-        before = row_counts(engine)
+        before, refusals_before = row_counts(engine), remembered_refusals(engine)
         try:
             call(channel, path, method, requests, keys[role])
         except grpc.RpcError as error:
-            check_refusal(error, path, method, before, engine)
+            check_refusal(error, path, method, before, refusals_before, engine)
 
     fuzz()
 

@@ -27,7 +27,7 @@ from coalition.api.points import PointsServicer
 from coalition.api.rate_limits import RateLimit, rate_limit_from_environment
 from coalition.api.settlement import SettlementServicer
 from coalition.api.tls import TlsFiles, tls_files_from_environment
-from coalition.identity.secret import hasher_for_engine
+from coalition.identity.secret import IdentitySecretError, hasher_for_engine
 from coalition.observability.metrics import MetricsInterceptor, watch_engine_pool
 from coalition.observability.process import configure_process
 from coalition.partners import credentials
@@ -182,7 +182,22 @@ class Hub:
         self._server.start()
         self._monitor.start()
         logger.info("hub serving on port %d", self.port)
+        self._warn_without_identity_secret()
         return self
+
+    def _warn_without_identity_secret(self) -> None:
+        """Say at start, not at the first enrolment, that identifiers cannot be accepted.
+
+        The hub still serves: earn, burn and enrolment by customer id need no secret.
+        """
+        try:
+            hasher_for_engine(self._engine)
+        except IdentitySecretError as error:
+            logger.warning(
+                "no identity secret: requests with an email or phone will be refused "
+                "FAILED_PRECONDITION/IDENTITY_SECRET_NOT_CONFIGURED (%s)",
+                error,
+            )
 
     def stop(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Refuse new calls, let running ones finish for up to `grace_seconds`."""

@@ -87,3 +87,31 @@ class Unauthenticated(CoalitionError):
 
 class Unavailable(CoalitionError):
     code = ErrorCode.UNAVAILABLE
+
+
+_ERROR_CLASS_BY_CODE: dict[ErrorCode, type[CoalitionError]] = {
+    error_class.code: error_class
+    for error_class in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        PermissionDenied,
+        Unauthenticated,
+        Unavailable,
+    )
+}
+
+
+def restored_error(
+    code: ErrorCode,
+    reason: str,
+    message: str,
+    metadata: Mapping[str, str],
+    field_violations: Iterable[FieldViolation] = (),
+) -> CoalitionError:
+    """An error as it was first raised, from its recorded parts (a remembered refusal)."""
+    error_class = _ERROR_CLASS_BY_CODE[code]
+    error = error_class.__new__(error_class)
+    CoalitionError.__init__(error, reason, message, metadata, field_violations)
+    return error

@@ -17,7 +17,7 @@ from sqlalchemy import Row, insert, select, update
 from coalition.domain.errors import FieldViolation, InvalidArgument
 from coalition.identity.members import MemberReference, remember_request, resolve
 from coalition.ledger import journal
-from coalition.ledger.idempotency import claim_request, record_result
+from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.store.schema import CONSENT_SCOPES, consent_events, member_consents
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -67,13 +67,11 @@ def update_consent(
     uow: UnitOfWork, partner_id: str, update_: ConsentUpdate, now: datetime
 ) -> ConsentResult:
     occurred_at = _occurred_at(update_.occurred_at, now)
-    with uow:
-        claim = claim_request(
-            uow, partner_id, update_.request_id, "update_consent", _fingerprint(update_), now
-        )
-        if not claim.is_new:
-            member_id = str(claim.replayed_result_id)
-            return ConsentResult(member_id, _recorded(uow, partner_id, update_.request_id), True)
+    request = KeyedRequest(
+        partner_id, update_.request_id, "update_consent", _fingerprint(update_), now
+    )
+
+    def apply() -> ConsentResult:
         member_id = resolve(uow, partner_id, update_.member)
         # Consent changes of one member serialise on the member's lock, as merges do.
         journal.lock_member_balance(uow, member_id)
@@ -83,6 +81,11 @@ def update_consent(
         record_result(uow, partner_id, update_.request_id, member_id)
         uow.commit()
         return ConsentResult(member_id, _recorded(uow, partner_id, update_.request_id), False)
+
+    def replay(member_id: str) -> ConsentResult:
+        return ConsentResult(member_id, _recorded(uow, partner_id, update_.request_id), True)
+
+    return apply_once(uow, request, apply, replay)
 
 
 def consents_in_force(uow: UnitOfWork, member_id: str, partner_id: str) -> dict[str, Consent]:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from coalition.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from coalition.identity.identifiers import ContactIdentifier, IdentifierHasher
 from coalition.ledger.accounts import MEMBER, member_account_id
-from coalition.ledger.idempotency import claim_request, record_result
+from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.referrals import codes as referral_service
 from coalition.store.schema import (
     accounts,
@@ -159,20 +159,15 @@ def enroll(
     details = details or EnrolmentDetails()
     assert hasher is not None or not details.identifiers, "identifiers need the hub's key"
     digests = _digests(hasher, details.identifiers)
-    with uow:
-        fingerprint = {
-            "partner_customer_id": partner_customer_id,
-            "display_name": display_name,
-            **_details_fingerprint(details, digests),
-            **({"referral_code": referral_code} if referral_code else {}),
-        }
-        claim = claim_request(uow, partner_id, request_id, "enroll_member", fingerprint, now)
-        if not claim.is_new:
-            # The result records whether the first answer created the member, so that a
-            # replay repeats that answer exactly.
-            outcome, _, member_id = str(claim.replayed_result_id).partition(":")
-            member = get_member(uow, member_id)
-            return Enrolment(member=member, created=outcome == "created", replayed=True)
+    fingerprint = {
+        "partner_customer_id": partner_customer_id,
+        "display_name": display_name,
+        **_details_fingerprint(details, digests),
+        **({"referral_code": referral_code} if referral_code else {}),
+    }
+    request = KeyedRequest(partner_id, request_id, "enroll_member", fingerprint, now)
+
+    def apply() -> Enrolment:
         if hasher is not None and digests:
             check_identifier_key(uow, hasher, now, register=True)
         member_id, created = _enrol_with_retries(
@@ -185,6 +180,16 @@ def enroll(
         record_result(uow, partner_id, request_id, f"{outcome}:{member_id}")
         uow.commit()
         return Enrolment(member=get_member(uow, member_id), created=created, replayed=False)
+
+    def replay(result_id: str) -> Enrolment:
+        # The result records whether the first answer created the member, so that a replay
+        # repeats that answer exactly.
+        outcome, _, member_id = result_id.partition(":")
+        return Enrolment(
+            member=get_member(uow, member_id), created=outcome == "created", replayed=True
+        )
+
+    return apply_once(uow, request, apply, replay)
 
 
 def _enrol_with_retries(
@@ -241,11 +246,10 @@ def link_partner_account(
     now: datetime,
 ) -> bool:
     """Link the caller's customer id to a member; returns whether this was a replay."""
-    with uow:
-        fingerprint = {"member_id": member_id, "partner_customer_id": partner_customer_id}
-        claim = claim_request(uow, partner_id, request_id, "link_partner_account", fingerprint, now)
-        if not claim.is_new:
-            return True
+    fingerprint = {"member_id": member_id, "partner_customer_id": partner_customer_id}
+    request = KeyedRequest(partner_id, request_id, "link_partner_account", fingerprint, now)
+
+    def apply() -> bool:
         target_member_id = resolve(uow, partner_id, MemberReference(member_id=member_id))
         linked_member_id = _linked_member_id(uow, partner_id, partner_customer_id)
         if linked_member_id is None:
@@ -266,18 +270,17 @@ def link_partner_account(
         uow.commit()
         return False
 
+    return apply_once(uow, request, apply, lambda result_id: True)
+
 
 def unlink_partner_account(
     uow: UnitOfWork, partner_id: str, request_id: str, partner_customer_id: str, now: datetime
 ) -> Unlinking:
     """Remove the link of the caller's customer id. The member keeps its points and other links."""
-    with uow:
-        fingerprint = {"partner_customer_id": partner_customer_id}
-        claim = claim_request(
-            uow, partner_id, request_id, "unlink_partner_account", fingerprint, now
-        )
-        if not claim.is_new:
-            return Unlinking(str(claim.replayed_result_id), replayed=True)
+    fingerprint = {"partner_customer_id": partner_customer_id}
+    request = KeyedRequest(partner_id, request_id, "unlink_partner_account", fingerprint, now)
+
+    def apply() -> Unlinking:
         member_id = uow.connection.execute(
             delete(partner_links)
             .where(
@@ -296,6 +299,8 @@ def unlink_partner_account(
         record_result(uow, partner_id, request_id, member_id)
         uow.commit()
         return Unlinking(member_id, replayed=False)
+
+    return apply_once(uow, request, apply, lambda result_id: Unlinking(result_id, replayed=True))
 
 
 def resolve_member(

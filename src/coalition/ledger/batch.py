@@ -20,25 +20,31 @@ Two paths, one contract:
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from coalition.domain import points as rules
-from coalition.domain.errors import AlreadyExists, CoalitionError, FailedPrecondition
+from coalition.domain.errors import CoalitionError, FailedPrecondition
 from coalition.domain.points import RateVersion
 from coalition.domain.tiers import calendar_month
 from coalition.events.outbox import EVENT_KIND_OF_TRANSACTION, commit_xid
 from coalition.identity.members import resolve
 from coalition.ledger import journal, lots, promotions
 from coalition.ledger.accounts import member_account_id, partner_issuance_account_id
-from coalition.ledger.idempotency import _canonical, _differing_fields, claim_request
+from coalition.ledger.idempotency import (
+    KeyedRequest,
+    answer_of_existing_claim,
+    claim_request,
+    claim_values,
+    is_final,
+    remember_refusal,
+)
 from coalition.ledger.idempotency import record_result as record_claim_result
 from coalition.ledger.journal import JournalEntry, TransactionRecord
 from coalition.ledger.operations import (
@@ -139,7 +145,7 @@ def _replayed(record: TransactionRecord) -> LedgerResult:
 class _Item:
     index: int
     command: EarnCommand
-    fingerprint: str
+    request: KeyedRequest
     error: CoalitionError | None = None  # found before any write
     occurred_at: datetime | None = None
     rate: RateVersion | None = None
@@ -163,9 +169,17 @@ class _SetBasedBatch:
         partner = get_partner(self.uow, self.partner_id)
         self._compute(partner, items)
         self._resolve_members(items)
-        claimed = self._claim([item for item in items if item.error is None])
+        # All-or-nothing remembers nothing: a failing item fails the call before any write.
+        claimed = self._claim(
+            [item for item in items if item.error is None or not self.all_or_nothing]
+        )
         self._settle_unclaimed([item for item in items if item.command.request_id not in claimed])
-        applied = [item for item in items if item.command.request_id in claimed]
+        for item in items:
+            if item.command.request_id in claimed and item.error is not None:
+                self._fail(item.index, item.error)  # claimed with its refusal, now final
+        applied = [
+            item for item in items if item.command.request_id in claimed and item.error is None
+        ]
         applied = self._lock_members(applied)
         if applied:
             self._write(partner, applied)
@@ -191,8 +205,9 @@ class _SetBasedBatch:
                 duplicates.append((index, command))  # judged against its first occurrence
             else:
                 seen.add(command.request_id)
-                fingerprint = _canonical(OPERATION, _fingerprint(command))
-                items.append(_Item(index, command, fingerprint))
+                items.append(
+                    _Item(index, command, _keyed_request(self.partner_id, command, self.now))
+                )
         return items, duplicates
 
     def _compute(self, partner: Partner, items: list[_Item]) -> None:
@@ -262,19 +277,14 @@ class _SetBasedBatch:
                 item.error = error
 
     def _claim(self, items: list[_Item]) -> set[str]:
-        """Claim the request ids (sorted, so concurrent batches take key locks in one order);
-        the ids already claimed by a committed request are left alone."""
+        """Claim the request ids (sorted, so concurrent batches take key locks in one order),
+        a failing item's with its refusal as its final answer (idempotency.py); the ids
+        already claimed by a committed request are left alone."""
         if not items:
             return set()
         dialect = postgresql if self.uow.dialect_name == "postgresql" else sqlite
         rows = [
-            {
-                "partner_id": self.partner_id,
-                "request_id": item.command.request_id,
-                "operation": OPERATION,
-                "fingerprint": item.fingerprint,
-                "create_time": self.now,
-            }
+            claim_values(item.request, item.error)
             for item in sorted(items, key=lambda item: item.command.request_id)
         ]
         statement = (
@@ -296,6 +306,7 @@ class _SetBasedBatch:
                     idempotency_keys.c.request_id,
                     idempotency_keys.c.fingerprint,
                     idempotency_keys.c.result_id,
+                    idempotency_keys.c.refusal,
                 ).where(
                     idempotency_keys.c.partner_id == self.partner_id,
                     idempotency_keys.c.request_id.in_([i.command.request_id for i in items]),
@@ -305,7 +316,7 @@ class _SetBasedBatch:
         replayed_ids = sorted(
             int(claims[i.command.request_id].result_id)
             for i in items
-            if i.command.request_id in claims
+            if i.command.request_id in claims and claims[i.command.request_id].result_id
         )
         records = {
             record.transaction_id: record for record in _find_transactions(self.uow, replayed_ids)
@@ -316,11 +327,17 @@ class _SetBasedBatch:
                 assert item.error is not None, "an unclaimed request id is claimed by another"
                 self._fail(item.index, item.error)
                 continue
-            reused = _reuse_error(item.command.request_id, claim.fingerprint, item.fingerprint)
-            if reused is not None:
-                self._fail(item.index, reused)
+            try:
+                answer_of_existing_claim(
+                    item.command.request_id,
+                    claim.fingerprint,
+                    item.request.canonical_fingerprint,
+                    claim.refusal,
+                )
+            except CoalitionError as answer:
+                self._fail(item.index, answer)
                 continue
-            assert claim.result_id is not None, "a committed claim always records its result"
+            assert claim.result_id is not None, "a committed claim records its result or refusal"
             record = records[int(claim.result_id)]
             self.outcomes[item.index] = BatchItemOutcome(result=_replayed(record))
 
@@ -350,7 +367,7 @@ class _SetBasedBatch:
         )
         if not merged:
             return items
-        given_back: list[str] = []
+        refusals: list[dict[str, object]] = []
         kept: list[_Item] = []
         for item in items:
             if item.member_id not in merged:
@@ -360,13 +377,18 @@ class _SetBasedBatch:
                 journal.lock_member_balance(self.uow, item.member_id or "")
                 raise AssertionError("a merged member is refused")
             except CoalitionError as error:
-                given_back.append(item.command.request_id)
-                self._fail(item.index, error)
+                self._fail(item.index, error)  # all-or-nothing: the call fails here
+                claim = claim_values(item.request, error)
+                refusals.append(
+                    {"b_request_id": claim["request_id"], "b_refusal": claim["refusal"]}
+                )
+        key = idempotency_keys.c
         self.connection.execute(
-            delete(idempotency_keys).where(
-                idempotency_keys.c.partner_id == self.partner_id,
-                idempotency_keys.c.request_id.in_(given_back),
-            )
+            update(idempotency_keys)
+            .where(key.partner_id == self.partner_id)
+            .where(key.request_id == bindparam("b_request_id"))
+            .values(refusal=bindparam("b_refusal")),
+            refusals,
         )
         return kept
 
@@ -536,13 +558,20 @@ class _SetBasedBatch:
         first_by_request_id = {item.command.request_id: item for item in items}
         for index, command in duplicates:
             first = first_by_request_id[command.request_id]
-            fingerprint = _canonical(OPERATION, _fingerprint(command))
+            request = _keyed_request(self.partner_id, command, self.now)
             outcome = self.outcomes[first.index]
             assert outcome is not None
-            reused = _reuse_error(command.request_id, first.fingerprint, fingerprint)
-            if reused is not None:
+            try:
+                answer_of_existing_claim(
+                    command.request_id,
+                    first.request.canonical_fingerprint,
+                    request.canonical_fingerprint,
+                    None,
+                )
+            except CoalitionError as reused:
                 self._fail(index, reused)
-            elif outcome.result is not None:
+                continue
+            if outcome.result is not None:
                 self.outcomes[index] = BatchItemOutcome(
                     result=_replayed(outcome.result.transaction)
                 )
@@ -563,19 +592,6 @@ def _rate_at(
             {"partner_id": partner_id, "occurred_at": occurred_at.isoformat()},
         )
     return max(in_force, key=lambda version: version.effective_from)
-
-
-def _reuse_error(request_id: str, first: str, second: str) -> CoalitionError | None:
-    """REQUEST_ID_REUSED, worded as `idempotency.claim_request` words it."""
-    differing_fields = _differing_fields(json.loads(first), json.loads(second))
-    if not differing_fields:
-        return None
-    return AlreadyExists(
-        "REQUEST_ID_REUSED",
-        f"request_id {request_id!r} was already used with a different request; "
-        f"differing fields: {', '.join(differing_fields)}",
-        {"request_id": request_id, "differing_fields": ",".join(differing_fields)},
-    )
 
 
 def _find_transactions(uow: UnitOfWork, transaction_ids: list[int]) -> list[TransactionRecord]:
@@ -617,22 +633,40 @@ def _earn_item_by_item(
             result = _earn_one(uow, programme, partner_id, command, now)
         except CoalitionError as error:
             savepoint.rollback()
-            outcomes.append(BatchItemOutcome(error=error))
+            outcomes.append(_refused(uow, _keyed_request(partner_id, command, now), error))
         else:
             savepoint.commit()
             outcomes.append(BatchItemOutcome(result=result))
     return outcomes
 
 
+def _refused(uow: UnitOfWork, request: KeyedRequest, error: CoalitionError) -> BatchItemOutcome:
+    """A refused item's answer becomes final, as a unary earn's does; when the id was
+    answered before (or meanwhile), that first answer is the item's."""
+    if not is_final(error):
+        return BatchItemOutcome(error=error)
+    try:
+        claim = remember_refusal(uow, request, error)
+    except CoalitionError as first_answer:
+        return BatchItemOutcome(error=first_answer)
+    if claim.replayed_result_id is None:
+        return BatchItemOutcome(error=error)
+    record = journal.find_transaction(uow, int(claim.replayed_result_id))
+    assert record is not None, "an idempotency key points at its transaction"
+    return BatchItemOutcome(result=_replayed(record))
+
+
+def _keyed_request(partner_id: str, command: EarnCommand, now: datetime) -> KeyedRequest:
+    return KeyedRequest(partner_id, command.request_id, OPERATION, _fingerprint(command), now)
+
+
 def _earn_one(
     uow: UnitOfWork, programme: Programme, partner_id: str, command: EarnCommand, now: datetime
 ) -> LedgerResult:
     """`operations.earn` without its own unit of work (the batch commits once)."""
-    claim = claim_request(
-        uow, partner_id, command.request_id, OPERATION, _fingerprint(command), now
-    )
-    if not claim.is_new:
-        record = journal.find_transaction(uow, int(claim.replayed_result_id or 0))
+    claim = claim_request(uow, _keyed_request(partner_id, command, now))
+    if claim.replayed_result_id is not None:
+        record = journal.find_transaction(uow, int(claim.replayed_result_id))
         assert record is not None, "an idempotency key points at its transaction"
         return _replayed(record)
     partner = get_partner(uow, partner_id)

@@ -23,7 +23,7 @@ from coalition.ledger.holds import (
     find_hold,
     lock_member_releasing_expired_holds,
 )
-from coalition.ledger.idempotency import claim_request, record_result
+from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.operations import _occurred_at, _points_burned, require_available
 from coalition.ledger.system_accounts import ensure_member_hold_account
@@ -76,89 +76,112 @@ class HoldResult:
 def authorize_burn(
     uow: UnitOfWork, partner_id: str, command: AuthorizeCommand, now: datetime
 ) -> HoldResult:
-    with uow:
-        claim = claim_request(
-            uow,
-            partner_id,
-            command.request_id,
-            "authorize_burn",
-            _authorize_fingerprint(command),
-            now,
-        )
-        if not claim.is_new:
-            return _replay_authorize(uow, int(str(claim.replayed_result_id)))
-        partner = get_partner(uow, partner_id)
-        occurred_at = _occurred_at(command.occurred_at, now)
-        member_id = resolve(uow, partner_id, command.member)
-        rate = rate_in_force(uow, partner_id, occurred_at)
-        points_held = _points_burned(partner, rate, command.points, command.value, "value")
-        balance_points = lock_member_releasing_expired_holds(uow, member_id, now)
-        require_available(member_id, balance_points, points_held)
-        entry = JournalEntry(
-            kind="hold",
-            partner_id=partner_id,
-            member_id=member_id,
-            request_id=command.request_id,
-            occurred_at=occurred_at,
-            postings=(
-                Posting(member_account_id(member_id), -points_held),
-                Posting(ensure_member_hold_account(uow, member_id), points_held),
-            ),
-            rate_version_id=rate.rate_version_id,
-            amount_minor=command.value.amount_minor if command.value else None,
-            currency=command.value.currency if command.value else None,
-            partner_reference=command.partner_reference,
-        )
-        record = journal.post(uow, entry, now)
-        lots.consume(uow, member_id, record.transaction_id, points_held)
-        hold = _insert_hold(uow, record, points_held, now + command.ttl, now)
-        record_result(uow, partner_id, command.request_id, str(record.transaction_id))
-        uow.commit()
-        return HoldResult(record, hold, points_held, 0, record.balance_points_after, False)
+    request = KeyedRequest(
+        partner_id, command.request_id, "authorize_burn", _authorize_fingerprint(command), now
+    )
+    return apply_once(
+        uow,
+        request,
+        lambda: _authorize_burn(uow, partner_id, command, now),
+        lambda result_id: _replay_authorize(uow, int(result_id)),
+    )
+
+
+def _authorize_burn(
+    uow: UnitOfWork, partner_id: str, command: AuthorizeCommand, now: datetime
+) -> HoldResult:
+    partner = get_partner(uow, partner_id)
+    occurred_at = _occurred_at(command.occurred_at, now)
+    member_id = resolve(uow, partner_id, command.member)
+    rate = rate_in_force(uow, partner_id, occurred_at)
+    points_held = _points_burned(partner, rate, command.points, command.value, "value")
+    balance_points = lock_member_releasing_expired_holds(uow, member_id, now)
+    require_available(member_id, balance_points, points_held)
+    entry = JournalEntry(
+        kind="hold",
+        partner_id=partner_id,
+        member_id=member_id,
+        request_id=command.request_id,
+        occurred_at=occurred_at,
+        postings=(
+            Posting(member_account_id(member_id), -points_held),
+            Posting(ensure_member_hold_account(uow, member_id), points_held),
+        ),
+        rate_version_id=rate.rate_version_id,
+        amount_minor=command.value.amount_minor if command.value else None,
+        currency=command.value.currency if command.value else None,
+        partner_reference=command.partner_reference,
+    )
+    record = journal.post(uow, entry, now)
+    lots.consume(uow, member_id, record.transaction_id, points_held)
+    hold = _insert_hold(uow, record, points_held, now + command.ttl, now)
+    record_result(uow, partner_id, command.request_id, str(record.transaction_id))
+    uow.commit()
+    return HoldResult(record, hold, points_held, 0, record.balance_points_after, False)
 
 
 def capture_burn(
     uow: UnitOfWork, partner_id: str, command: CaptureCommand, now: datetime
 ) -> HoldResult:
     """Capture up to the held points, once; the rest goes back to the member."""
-    with uow:
-        fingerprint = {"hold_id": command.hold_id, "points": command.points}
-        claim = claim_request(uow, partner_id, command.request_id, "capture_burn", fingerprint, now)
-        if not claim.is_new:
-            return _replay_close(uow, int(str(claim.replayed_result_id)), command.hold_id)
-        hold = _open_hold_of(uow, partner_id, command.hold_id, now)
-        if hold.expire_time <= now:
-            raise FailedPrecondition(
-                "HOLD_EXPIRED",
-                f"hold {hold.hold_id} expired at {hold.expire_time.isoformat()}; "
-                "authorise the burn again",
-                {"hold_id": hold.hold_id, "expire_time": hold.expire_time.isoformat()},
-            )
-        points_captured = command.points or hold.points_held
-        if points_captured > hold.points_held:
-            raise FailedPrecondition(
-                "CAPTURE_EXCEEDS_HOLD",
-                f"hold {hold.hold_id} holds {hold.points_held} points, {points_captured} requested",
-                {
-                    "hold_id": hold.hold_id,
-                    "points_held": hold.points_held,
-                    "points_requested": points_captured,
-                },
-            )
-        record = close_hold(uow, hold, command.request_id, points_captured, "captured", now)
-        return _commit_close(uow, partner_id, command.request_id, record, hold.hold_id)
+    request = KeyedRequest(
+        partner_id,
+        command.request_id,
+        "capture_burn",
+        {"hold_id": command.hold_id, "points": command.points},
+        now,
+    )
+    return apply_once(
+        uow,
+        request,
+        lambda: _capture_burn(uow, partner_id, command, now),
+        lambda result_id: _replay_close(uow, int(result_id), command.hold_id),
+    )
+
+
+def _capture_burn(
+    uow: UnitOfWork, partner_id: str, command: CaptureCommand, now: datetime
+) -> HoldResult:
+    hold = _open_hold_of(uow, partner_id, command.hold_id, now)
+    if hold.expire_time <= now:
+        raise FailedPrecondition(
+            "HOLD_EXPIRED",
+            f"hold {hold.hold_id} expired at {hold.expire_time.isoformat()}; "
+            "authorise the burn again",
+            {"hold_id": hold.hold_id, "expire_time": hold.expire_time.isoformat()},
+        )
+    points_captured = command.points or hold.points_held
+    if points_captured > hold.points_held:
+        raise FailedPrecondition(
+            "CAPTURE_EXCEEDS_HOLD",
+            f"hold {hold.hold_id} holds {hold.points_held} points, {points_captured} requested",
+            {
+                "hold_id": hold.hold_id,
+                "points_held": hold.points_held,
+                "points_requested": points_captured,
+            },
+        )
+    record = close_hold(uow, hold, command.request_id, points_captured, "captured", now)
+    return _commit_close(uow, partner_id, command.request_id, record, hold.hold_id)
 
 
 def void_burn(uow: UnitOfWork, partner_id: str, command: VoidCommand, now: datetime) -> HoldResult:
     """Release a hold, also one past its TTL that was not released yet."""
-    with uow:
-        fingerprint = {"hold_id": command.hold_id}
-        claim = claim_request(uow, partner_id, command.request_id, "void_burn", fingerprint, now)
-        if not claim.is_new:
-            return _replay_close(uow, int(str(claim.replayed_result_id)), command.hold_id)
-        hold = _open_hold_of(uow, partner_id, command.hold_id, now)
-        record = close_hold(uow, hold, command.request_id, 0, "voided", now)
-        return _commit_close(uow, partner_id, command.request_id, record, hold.hold_id)
+    request = KeyedRequest(
+        partner_id, command.request_id, "void_burn", {"hold_id": command.hold_id}, now
+    )
+    return apply_once(
+        uow,
+        request,
+        lambda: _void_burn(uow, partner_id, command, now),
+        lambda result_id: _replay_close(uow, int(result_id), command.hold_id),
+    )
+
+
+def _void_burn(uow: UnitOfWork, partner_id: str, command: VoidCommand, now: datetime) -> HoldResult:
+    hold = _open_hold_of(uow, partner_id, command.hold_id, now)
+    record = close_hold(uow, hold, command.request_id, 0, "voided", now)
+    return _commit_close(uow, partner_id, command.request_id, record, hold.hold_id)
 
 
 def _open_hold_of(uow: UnitOfWork, partner_id: str, hold_id: int, now: datetime) -> Hold:

@@ -2,26 +2,54 @@
 
 The claim is the first write of a unit of work: a concurrent request with the same
 (partner, request_id) blocks on the primary key until the first one commits or rolls back, then
-either sees the committed claim (and replays it) or takes the key itself. A failed request
-rolls its claim back, so only applied requests are remembered; a retry of a refused one is
-evaluated afresh.
+either sees the committed claim (and replays it) or takes the key itself.
+
+A request id names one attempt at one operation, and its first definitive answer is final,
+refusals included: a refused request rolls back and then records its refusal under the id in
+a transaction of its own. Without that, a client whose first attempt timed out while still
+queued on a hub, and whose retry was refused (say INSUFFICIENT_POINTS), could see the queued
+attempt apply afterwards. Now that attempt finds the refusal and repeats it. Requests the
+servicer refuses before the ledger sees them (malformed fields) claim nothing.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from coalition.domain.errors import AlreadyExists
+from coalition.domain.errors import (
+    AlreadyExists,
+    CoalitionError,
+    ErrorCode,
+    FieldViolation,
+    restored_error,
+)
 from coalition.store.schema import idempotency_keys
 from coalition.store.unit_of_work import UnitOfWork
 
 Fingerprint = Mapping[str, str | int | None]
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class KeyedRequest:
+    """One request under its request id: who sent it, which operation, with what payload."""
+
+    partner_id: str
+    request_id: str
+    operation: str
+    fingerprint: Fingerprint
+    now: datetime
+
+    @property
+    def canonical_fingerprint(self) -> str:
+        return canonical_fingerprint(self.operation, self.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -35,50 +63,57 @@ class Claim:
         return self.replayed_result_id is None
 
 
-def claim_request(
+def apply_once(
     uow: UnitOfWork,
-    partner_id: str,
-    request_id: str,
-    operation: str,
-    fingerprint: Fingerprint,
-    now: datetime,
-) -> Claim:
-    """Claim `request_id` for this operation, or return the result of its first application.
+    request: KeyedRequest,
+    apply: Callable[[], Result],
+    replay: Callable[[str], Result],
+) -> Result:
+    """Run `apply` (which records its result and commits) in one unit of work under the
+    request's claim, or `replay` the result of the attempt that applied it first.
 
-    Raises ALREADY_EXISTS / REQUEST_ID_REUSED when the id was used with another payload.
+    A refusal from `apply` becomes the request's final answer (see the module docstring).
     """
-    canonical = _canonical(operation, fingerprint)
-    insert_module = postgresql if uow.dialect_name == "postgresql" else sqlite
-    statement = (
-        insert_module.insert(idempotency_keys)
-        .values(
-            partner_id=partner_id,
-            request_id=request_id,
-            operation=operation,
-            fingerprint=canonical,
-            create_time=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(idempotency_keys.c.request_id)
-    )
-    if uow.connection.execute(statement).first() is not None:
-        return Claim(replayed_result_id=None)
-    existing = uow.connection.execute(
-        select(idempotency_keys.c.fingerprint, idempotency_keys.c.result_id).where(
-            idempotency_keys.c.partner_id == partner_id,
-            idempotency_keys.c.request_id == request_id,
-        )
-    ).one()
-    differing_fields = _differing_fields(json.loads(existing.fingerprint), json.loads(canonical))
-    if differing_fields:
-        raise AlreadyExists(
-            "REQUEST_ID_REUSED",
-            f"request_id {request_id!r} was already used with a different request; "
-            f"differing fields: {', '.join(differing_fields)}",
-            {"request_id": request_id, "differing_fields": ",".join(differing_fields)},
-        )
-    assert existing.result_id is not None, "a committed claim always records its result"
-    return Claim(replayed_result_id=existing.result_id)
+    with uow:
+        claim = claim_request(uow, request)
+        if claim.replayed_result_id is not None:
+            return replay(claim.replayed_result_id)
+        try:
+            return apply()
+        except CoalitionError as error:
+            if not is_final(error):
+                raise
+            refusal = error
+    with uow:
+        claim = remember_refusal(uow, request, refusal)
+        if claim.replayed_result_id is not None:  # another attempt applied it meanwhile
+            return replay(claim.replayed_result_id)
+        uow.commit()
+    raise refusal
+
+
+def claim_request(uow: UnitOfWork, request: KeyedRequest) -> Claim:
+    """Claim the request id, or return the result of its first application.
+
+    Raises the refusal it was first answered with, or ALREADY_EXISTS / REQUEST_ID_REUSED
+    when the id was used with another payload.
+    """
+    return _claim(uow, request, refusal=None)
+
+
+def remember_refusal(uow: UnitOfWork, request: KeyedRequest, refusal: CoalitionError) -> Claim:
+    """Record `refusal` as the final answer to `request`, whose own writes were rolled back.
+
+    `is_new`: recorded (the caller commits and raises it). Otherwise another attempt answered
+    first: its result id is returned, or its refusal (or REQUEST_ID_REUSED) raised.
+    """
+    assert is_final(refusal), "a transient failure is never an answer"
+    return _claim(uow, request, refusal)
+
+
+def is_final(error: CoalitionError) -> bool:
+    """Whether an error raised while applying a request is its answer (not a passing fault)."""
+    return error.code is not ErrorCode.UNAVAILABLE
 
 
 def record_result(uow: UnitOfWork, partner_id: str, request_id: str, result_id: str) -> None:
@@ -88,14 +123,95 @@ def record_result(uow: UnitOfWork, partner_id: str, request_id: str, result_id: 
             idempotency_keys.c.partner_id == partner_id,
             idempotency_keys.c.request_id == request_id,
             idempotency_keys.c.result_id.is_(None),
+            idempotency_keys.c.refusal.is_(None),
         )
         .values(result_id=result_id)
     )
     assert result.rowcount == 1, "the result is recorded once, on the claim of this request"
 
 
-def _canonical(operation: str, fingerprint: Fingerprint) -> str:
+def claim_values(request: KeyedRequest, refusal: CoalitionError | None) -> dict[str, object]:
+    """The idempotency_keys row of a claim (with its refusal when it records one)."""
+    return {
+        "partner_id": request.partner_id,
+        "request_id": request.request_id,
+        "operation": request.operation,
+        "fingerprint": request.canonical_fingerprint,
+        "refusal": None if refusal is None else _refusal_record(refusal),
+        "create_time": request.now,
+    }
+
+
+def answer_of_existing_claim(
+    request_id: str, existing_fingerprint: str, fingerprint: str, refusal: str | None
+) -> None:
+    """Raise what a committed claim answers a repeat of its request with when that is an error:
+    REQUEST_ID_REUSED for another payload, else the refusal it recorded, if any."""
+    differing_fields = _differing_fields(json.loads(existing_fingerprint), json.loads(fingerprint))
+    if differing_fields:
+        raise AlreadyExists(
+            "REQUEST_ID_REUSED",
+            f"request_id {request_id!r} was already used with a different request; "
+            f"differing fields: {', '.join(differing_fields)}",
+            {"request_id": request_id, "differing_fields": ",".join(differing_fields)},
+        )
+    if refusal is not None:
+        raise _restored_refusal(refusal)
+
+
+def canonical_fingerprint(operation: str, fingerprint: Fingerprint) -> str:
     return json.dumps({"operation": operation, **fingerprint}, sort_keys=True)
+
+
+def _claim(uow: UnitOfWork, request: KeyedRequest, refusal: CoalitionError | None) -> Claim:
+    insert_module = postgresql if uow.dialect_name == "postgresql" else sqlite
+    statement = (
+        insert_module.insert(idempotency_keys)
+        .values(**claim_values(request, refusal))
+        .on_conflict_do_nothing()
+        .returning(idempotency_keys.c.request_id)
+    )
+    if uow.connection.execute(statement).first() is not None:
+        return Claim(replayed_result_id=None)
+    existing = uow.connection.execute(
+        select(
+            idempotency_keys.c.fingerprint,
+            idempotency_keys.c.result_id,
+            idempotency_keys.c.refusal,
+        ).where(
+            idempotency_keys.c.partner_id == request.partner_id,
+            idempotency_keys.c.request_id == request.request_id,
+        )
+    ).one()
+    answer_of_existing_claim(
+        request.request_id, existing.fingerprint, request.canonical_fingerprint, existing.refusal
+    )
+    assert existing.result_id is not None, "a committed claim records its result or refusal"
+    return Claim(replayed_result_id=existing.result_id)
+
+
+def _refusal_record(refusal: CoalitionError) -> str:
+    return json.dumps(
+        {
+            "code": refusal.code.value,
+            "reason": refusal.reason,
+            "message": refusal.message,
+            "metadata": refusal.metadata,
+            "field_violations": [[v.field, v.description] for v in refusal.field_violations],
+        },
+        sort_keys=True,
+    )
+
+
+def _restored_refusal(record: str) -> CoalitionError:
+    parts = json.loads(record)
+    return restored_error(
+        ErrorCode(parts["code"]),
+        parts["reason"],
+        parts["message"],
+        parts["metadata"],
+        [FieldViolation(field, description) for field, description in parts["field_violations"]],
+    )
 
 
 def _differing_fields(first: dict[str, object], second: dict[str, object]) -> list[str]:

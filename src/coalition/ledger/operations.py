@@ -21,7 +21,7 @@ from coalition.ledger.accounts import (
     partner_issuance_account_id,
     partner_redemption_account_id,
 )
-from coalition.ledger.idempotency import claim_request, record_result
+from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.partners.catalog import Partner, partner_terms
 from coalition.programme.config import active_programme
@@ -107,132 +107,144 @@ class Balance:
 
 
 def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
-    with uow:
-        claim = claim_request(
-            uow, partner_id, command.request_id, "earn", _fingerprint(command), now
-        )
-        if not claim.is_new:
-            return _replay(uow, claim.replayed_result_id)
-        terms = partner_terms(uow, partner_id)
-        partner = terms.partner
-        occurred_at = _occurred_at(command.occurred_at, now)
-        member_id = resolve(uow, partner_id, command.member)
-        rate = terms.rate_at(occurred_at)
-        points_earned = _points_earned(partner, rate, command.spend, command.native_points)
-        journal.lock_member_balance(uow, member_id)
-        programme = active_programme()
-        award = promotions.award_for_earn(
-            uow, programme, partner_id, member_id, occurred_at, points_earned
-        )
-        _check_points_bound(
-            award.points_total, "spend.amount_minor" if command.spend else "native_points"
-        )
-        entry = JournalEntry(
-            kind="earn",
-            partner_id=partner_id,
-            member_id=member_id,
-            request_id=command.request_id,
-            occurred_at=occurred_at,
-            postings=award.postings(),
-            rate_version_id=rate.rate_version_id,
-            amount_minor=command.spend.amount_minor if command.spend else None,
-            currency=command.spend.currency if command.spend else None,
-            native_points=command.native_points,
-            partner_reference=command.partner_reference,
-        )
-        record = journal.post(uow, entry, now)
-        expires_at = rules.lot_expiry(occurred_at, partner.points_validity_months)
-        lots.create_lot(
-            uow, member_id, partner_id, record.transaction_id, award.points_total, expires_at, now
-        )
-        promotions.after_earn(uow, programme, award, record, now)
-        referral_rewards.reward_after_earn(uow, record, now)  # one primary-key read if none
-        return _commit(uow, partner_id, command.request_id, record)
+    request = KeyedRequest(partner_id, command.request_id, "earn", _fingerprint(command), now)
+    return apply_once(
+        uow,
+        request,
+        lambda: _earn(uow, partner_id, command, now),
+        lambda result_id: _replay(uow, result_id),
+    )
+
+
+def _earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
+    terms = partner_terms(uow, partner_id)
+    partner = terms.partner
+    occurred_at = _occurred_at(command.occurred_at, now)
+    member_id = resolve(uow, partner_id, command.member)
+    rate = terms.rate_at(occurred_at)
+    points_earned = _points_earned(partner, rate, command.spend, command.native_points)
+    journal.lock_member_balance(uow, member_id)
+    programme = active_programme()
+    award = promotions.award_for_earn(
+        uow, programme, partner_id, member_id, occurred_at, points_earned
+    )
+    _check_points_bound(
+        award.points_total, "spend.amount_minor" if command.spend else "native_points"
+    )
+    entry = JournalEntry(
+        kind="earn",
+        partner_id=partner_id,
+        member_id=member_id,
+        request_id=command.request_id,
+        occurred_at=occurred_at,
+        postings=award.postings(),
+        rate_version_id=rate.rate_version_id,
+        amount_minor=command.spend.amount_minor if command.spend else None,
+        currency=command.spend.currency if command.spend else None,
+        native_points=command.native_points,
+        partner_reference=command.partner_reference,
+    )
+    record = journal.post(uow, entry, now)
+    expires_at = rules.lot_expiry(occurred_at, partner.points_validity_months)
+    lots.create_lot(
+        uow, member_id, partner_id, record.transaction_id, award.points_total, expires_at, now
+    )
+    promotions.after_earn(uow, programme, award, record, now)
+    referral_rewards.reward_after_earn(uow, record, now)  # one primary-key read if none
+    return _commit(uow, partner_id, command.request_id, record)
 
 
 def burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
-    with uow:
-        claim = claim_request(
-            uow, partner_id, command.request_id, "burn", _fingerprint(command), now
-        )
-        if not claim.is_new:
-            return _replay(uow, claim.replayed_result_id)
-        terms = partner_terms(uow, partner_id)
-        partner = terms.partner
-        occurred_at = _occurred_at(command.occurred_at, now)
-        member_id = resolve(uow, partner_id, command.member)
-        rate = terms.rate_at(occurred_at)
-        points_burned = _points_burned(partner, rate, command.points, command.value, "value")
-        balance_points = holds.lock_member_releasing_expired_holds(uow, member_id, now)
-        require_available(member_id, balance_points, points_burned)
-        entry = JournalEntry(
-            kind="burn",
-            partner_id=partner_id,
-            member_id=member_id,
-            request_id=command.request_id,
-            occurred_at=occurred_at,
-            postings=(
-                Posting(member_account_id(member_id), -points_burned),
-                Posting(partner_redemption_account_id(partner_id), points_burned),
-            ),
-            rate_version_id=rate.rate_version_id,
-            amount_minor=command.value.amount_minor if command.value else None,
-            currency=command.value.currency if command.value else None,
-            partner_reference=command.partner_reference,
-        )
-        record = journal.post(uow, entry, now)
-        lots.consume(uow, member_id, record.transaction_id, points_burned)
-        return _commit(uow, partner_id, command.request_id, record)
+    request = KeyedRequest(partner_id, command.request_id, "burn", _fingerprint(command), now)
+    return apply_once(
+        uow,
+        request,
+        lambda: _burn(uow, partner_id, command, now),
+        lambda result_id: _replay(uow, result_id),
+    )
+
+
+def _burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
+    terms = partner_terms(uow, partner_id)
+    partner = terms.partner
+    occurred_at = _occurred_at(command.occurred_at, now)
+    member_id = resolve(uow, partner_id, command.member)
+    rate = terms.rate_at(occurred_at)
+    points_burned = _points_burned(partner, rate, command.points, command.value, "value")
+    balance_points = holds.lock_member_releasing_expired_holds(uow, member_id, now)
+    require_available(member_id, balance_points, points_burned)
+    entry = JournalEntry(
+        kind="burn",
+        partner_id=partner_id,
+        member_id=member_id,
+        request_id=command.request_id,
+        occurred_at=occurred_at,
+        postings=(
+            Posting(member_account_id(member_id), -points_burned),
+            Posting(partner_redemption_account_id(partner_id), points_burned),
+        ),
+        rate_version_id=rate.rate_version_id,
+        amount_minor=command.value.amount_minor if command.value else None,
+        currency=command.value.currency if command.value else None,
+        partner_reference=command.partner_reference,
+    )
+    record = journal.post(uow, entry, now)
+    lots.consume(uow, member_id, record.transaction_id, points_burned)
+    return _commit(uow, partner_id, command.request_id, record)
 
 
 def reverse(
     uow: UnitOfWork, partner_id: str, command: ReverseCommand, now: datetime
 ) -> LedgerResult:
-    with uow:
-        claim = claim_request(
-            uow, partner_id, command.request_id, "reverse", _fingerprint(command), now
-        )
-        if not claim.is_new:
-            return _replay(uow, claim.replayed_result_id)
-        parent = _own_transaction(uow, partner_id, command.transaction_id)
-        # A merge since the parent moved its member's points and lots to the survivor: the
-        # reversal posts there (the lock refuses a merge that commits while we wait).
-        member_id = surviving_member_id(uow, parent.member_id)
-        journal.lock_member_balance(uow, member_id)
-        # Read again under the member lock: every reversal of this parent takes that lock.
-        parent = _own_transaction(uow, partner_id, command.transaction_id)
-        points_reversed = _points_to_reverse(parent, command.points)
-        sign = -1 if parent.kind == "earn" else 1  # the member's side of the reversal
-        counter_account = (
-            partner_issuance_account_id(partner_id)
-            if parent.kind == "earn"
-            else partner_redemption_account_id(partner_id)
-        )
-        counter_postings: tuple[Posting, ...] = (
-            Posting(counter_account, -sign * points_reversed),
-        )
-        if parent.kind == "earn":
-            lots.take_from_earned_lot(uow, parent.transaction_id, points_reversed)
-            promotions.after_earn_reversal(uow, member_id, parent, points_reversed)
-            counter_postings = promotions.earn_reversal_postings(uow, parent, points_reversed)
-        entry = JournalEntry(
-            kind="reverse",
-            partner_id=partner_id,
-            member_id=member_id,
-            request_id=command.request_id,
-            occurred_at=now,
-            postings=(
-                Posting(member_account_id(member_id), sign * points_reversed),
-                *counter_postings,
-            ),
-            rate_version_id=parent.rate_version_id,
-            parent_transaction_id=parent.transaction_id,
-            reason=command.reason,
-        )
-        record = journal.post(uow, entry, now)
-        if parent.kind == "burn":
-            lots.restore(uow, parent.transaction_id, record.transaction_id, points_reversed)
-        return _commit(uow, partner_id, command.request_id, record)
+    request = KeyedRequest(partner_id, command.request_id, "reverse", _fingerprint(command), now)
+    return apply_once(
+        uow,
+        request,
+        lambda: _reverse(uow, partner_id, command, now),
+        lambda result_id: _replay(uow, result_id),
+    )
+
+
+def _reverse(
+    uow: UnitOfWork, partner_id: str, command: ReverseCommand, now: datetime
+) -> LedgerResult:
+    parent = _own_transaction(uow, partner_id, command.transaction_id)
+    # A merge since the parent moved its member's points and lots to the survivor: the
+    # reversal posts there (the lock refuses a merge that commits while we wait).
+    member_id = surviving_member_id(uow, parent.member_id)
+    journal.lock_member_balance(uow, member_id)
+    # Read again under the member lock: every reversal of this parent takes that lock.
+    parent = _own_transaction(uow, partner_id, command.transaction_id)
+    points_reversed = _points_to_reverse(parent, command.points)
+    sign = -1 if parent.kind == "earn" else 1  # the member's side of the reversal
+    counter_account = (
+        partner_issuance_account_id(partner_id)
+        if parent.kind == "earn"
+        else partner_redemption_account_id(partner_id)
+    )
+    counter_postings: tuple[Posting, ...] = (Posting(counter_account, -sign * points_reversed),)
+    if parent.kind == "earn":
+        lots.take_from_earned_lot(uow, parent.transaction_id, points_reversed)
+        promotions.after_earn_reversal(uow, member_id, parent, points_reversed)
+        counter_postings = promotions.earn_reversal_postings(uow, parent, points_reversed)
+    entry = JournalEntry(
+        kind="reverse",
+        partner_id=partner_id,
+        member_id=member_id,
+        request_id=command.request_id,
+        occurred_at=now,
+        postings=(
+            Posting(member_account_id(member_id), sign * points_reversed),
+            *counter_postings,
+        ),
+        rate_version_id=parent.rate_version_id,
+        parent_transaction_id=parent.transaction_id,
+        reason=command.reason,
+    )
+    record = journal.post(uow, entry, now)
+    if parent.kind == "burn":
+        lots.restore(uow, parent.transaction_id, record.transaction_id, points_reversed)
+    return _commit(uow, partner_id, command.request_id, record)
 
 
 def quote(uow: UnitOfWork, partner_id: str, command: QuoteCommand, now: datetime) -> QuoteResult:
@@ -322,9 +334,8 @@ def _commit(
     return LedgerResult(record, abs(record.points_delta), record.balance_points_after, False)
 
 
-def _replay(uow: UnitOfWork, result_id: str | None) -> LedgerResult:
+def _replay(uow: UnitOfWork, result_id: str) -> LedgerResult:
     """The response as first sent: when it was new, nothing of it was reversed yet."""
-    assert result_id is not None
     record = journal.find_transaction(uow, int(result_id))
     assert record is not None, f"idempotency key points at missing transaction {result_id}"
     record = replace(record, points_reversed=0)

@@ -244,6 +244,8 @@ idempotency_keys = Table(
     Column("fingerprint", Text, nullable=False),
     Column("result_id", String(100), nullable=True),
     Column("create_time", UtcDateTime, nullable=False),
+    # A refused request's final answer (ledger/idempotency.py), as JSON; migration 0008.
+    Column("refusal", Text, nullable=True),
 )
 
 # --- Unified identity (docs/identity.md), migration 0004 ---------------------------------
@@ -586,9 +588,7 @@ settlement_entries = Table(
 settlement_acknowledgements = Table(
     "settlement_acknowledgements",
     metadata,
-    Column(
-        "statement_id", ForeignKey("settlement_statements.statement_id"), primary_key=True
-    ),
+    Column("statement_id", ForeignKey("settlement_statements.statement_id"), primary_key=True),
     Column("partner_public_key", String(44), nullable=False),
     Column("signature", String(88), nullable=False),
     Column("create_time", UtcDateTime, nullable=False),

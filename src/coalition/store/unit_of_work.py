@@ -41,6 +41,7 @@ class UnitOfWork:
             connection = connection.execution_options(**{READ_ONLY_OPTION: True})
         connection.begin()
         self._connection = connection
+        self._committed = False
         return self
 
     def commit(self) -> None:

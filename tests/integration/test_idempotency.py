@@ -1,0 +1,157 @@
+"""Request ids whose first answer was a refusal: the refusal is final, and an attempt that
+applied first always wins over a refusal being remembered (ledger/idempotency.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import Engine, text
+
+from coalition.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from coalition.domain.points import Money
+from coalition.identity.members import MemberReference
+from coalition.ledger import idempotency, operations
+from coalition.ledger.idempotency import KeyedRequest
+from coalition.ledger.operations import BurnCommand, EarnCommand
+from coalition.store.unit_of_work import UnitOfWork
+from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals, row_counts
+from tests.integration.test_ledger import earn, enroll, now
+
+pytestmark = pytest.mark.integration
+
+REFUSAL = FailedPrecondition("INSUFFICIENT_POINTS", "member m holds 0 points", {"member_id": "m"})
+
+
+def burn_request(member_id: str, points: int, request_id: str) -> BurnCommand:
+    return BurnCommand(request_id, MemberReference(member_id=member_id), points=points)
+
+
+def keyed(command: BurnCommand) -> KeyedRequest:
+    fingerprint = operations._fingerprint(command)
+    return KeyedRequest("test-coffee", command.request_id, "burn", fingerprint, now())
+
+
+def test_every_ledger_refusal_is_repeated_to_a_retry_with_nothing_applied(engine: Engine) -> None:
+    member_id = enroll(engine)
+    command = EarnCommand("earn-1", MemberReference(member_id=member_id), spend=Money(4, "CNY"))
+    with pytest.raises(FailedPrecondition) as first:
+        operations.earn(UnitOfWork(engine), "test-coffee", command, now())
+    with pytest.raises(FailedPrecondition) as again:
+        operations.earn(UnitOfWork(engine), "test-coffee", command, now())
+    assert first.value.reason == again.value.reason == "NO_POINTS_EARNED"
+    assert (again.value.message, again.value.metadata) == (
+        first.value.message,
+        first.value.metadata,
+    )
+    missing = EarnCommand("earn-2", MemberReference(member_id="nobody"), spend=Money(9, "CNY"))
+    for _ in range(2):
+        with pytest.raises(NotFound):
+            operations.earn(UnitOfWork(engine), "test-coffee", missing, now())
+    assert remembered_refusals(engine) == {
+        ("test-coffee", "earn-1"): "NO_POINTS_EARNED",
+        ("test-coffee", "earn-2"): "MEMBER_NOT_FOUND",
+    }
+    assert row_counts(engine, ["journal_transactions"]) == {"journal_transactions": 0}
+
+
+def test_a_refusal_stays_final_when_the_request_could_be_applied_later(engine: Engine) -> None:
+    """The case it exists for: a queued first attempt running after its refused retry."""
+    member_id = enroll(engine)
+    command = burn_request(member_id, 10, "burn-1")
+    with pytest.raises(FailedPrecondition):
+        operations.burn(UnitOfWork(engine), "test-coffee", command, now())
+    earn(engine, member_id, 50_000)  # 100 points: the burn could now be paid
+    rows_before = row_counts(engine)
+    with pytest.raises(FailedPrecondition) as late:
+        operations.burn(UnitOfWork(engine), "test-coffee", command, now())
+    assert late.value.reason == "INSUFFICIENT_POINTS"
+    assert late.value.metadata["balance_points"] == "0"  # the first answer, word for word
+    assert row_counts(engine) == rows_before
+    assert_ledger_sound(engine)
+
+
+def test_remembering_a_refusal_yields_to_an_attempt_that_applied_first(engine: Engine) -> None:
+    member_id = enroll(engine)
+    earn(engine, member_id, 50_000)
+    command = burn_request(member_id, 10, "burn-1")
+    applied = operations.burn(UnitOfWork(engine), "test-coffee", command, now())
+    with UnitOfWork(engine) as uow:
+        claim = idempotency.remember_refusal(uow, keyed(command), REFUSAL)
+        uow.commit()
+    assert claim.replayed_result_id == str(applied.transaction.transaction_id)
+    assert remembered_refusals(engine) == {}
+
+
+def test_remembering_a_refusal_twice_repeats_the_first_and_a_new_payload_is_reuse(
+    engine: Engine,
+) -> None:
+    command = burn_request("m", 10, "burn-1")
+    for _ in range(2):
+        with UnitOfWork(engine) as uow:
+            try:
+                idempotency.remember_refusal(uow, keyed(command), REFUSAL)
+                uow.commit()
+            except FailedPrecondition as repeated:
+                assert (repeated.reason, repeated.message) == (REFUSAL.reason, REFUSAL.message)
+    other_payload = burn_request("m", 11, "burn-1")
+    with UnitOfWork(engine) as uow, pytest.raises(AlreadyExists) as reused:
+        idempotency.remember_refusal(uow, keyed(other_payload), REFUSAL)
+    assert reused.value.reason == "REQUEST_ID_REUSED"
+    assert remembered_refusals(engine) == {("test-coffee", "burn-1"): "INSUFFICIENT_POINTS"}
+
+
+def test_a_refusal_waits_for_an_uncommitted_attempt_and_then_replays_it(
+    engine: Engine, database_url: str
+) -> None:
+    """PostgreSQL: the refusal's claim blocks on the other attempt's claim until it commits."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers: no two claims are ever in flight")
+    member_id = enroll(engine)
+    earn(engine, member_id, 50_000)
+    command = burn_request(member_id, 10, "burn-1")
+    claimed, release = threading.Event(), threading.Event()
+
+    def slow_first_attempt() -> operations.LedgerResult:
+        uow = UnitOfWork(engine)
+
+        def apply() -> operations.LedgerResult:
+            claimed.set()
+            assert release.wait(10)
+            return operations._burn(uow, "test-coffee", command, now())
+
+        return idempotency.apply_once(uow, keyed(command), apply, lambda _: pytest.fail())
+
+    def remember() -> str | None:
+        with UnitOfWork(engine) as uow:
+            claim = idempotency.remember_refusal(uow, keyed(command), REFUSAL)
+            uow.commit()
+            return claim.replayed_result_id
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(slow_first_attempt)
+        assert claimed.wait(10)
+        refusal = pool.submit(remember)
+        assert wait_for_a_lock_wait(engine), "the refusal's claim did not wait on the lock"
+        assert not refusal.done()
+        release.set()
+        applied = first.result(timeout=10)
+        assert refusal.result(timeout=10) == str(applied.transaction.transaction_id)
+    assert remembered_refusals(engine) == {}
+
+
+def wait_for_a_lock_wait(engine: Engine, timeout_seconds: float = 10.0) -> bool:
+    """Whether some session of this database is seen waiting on a lock within the timeout."""
+    deadline = time.monotonic() + timeout_seconds
+    query = text(
+        "SELECT COUNT(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            if connection.execute(query).scalar_one() > 0:
+                return True
+        time.sleep(0.01)
+    return False
