@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from coalition.api import interceptors
 from coalition.api.server import Hub
 from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest, RateVersionManifest
@@ -157,3 +158,13 @@ def api_key(engine: Engine, principal_id: str, role: str = "partner") -> tuple[t
     """gRPC metadata carrying a fresh API key for the principal."""
     issued = credentials.issue_key(UnitOfWork(engine), principal_id, role, datetime.now(UTC))
     return (("authorization", f"Bearer {issued.api_key}"),)
+
+
+@pytest.fixture
+def no_principal_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interceptor remembers a key's principal for PRINCIPAL_CACHE_SECONDS (2 s), so a
+    revoked key keeps working that long by design. Caching nothing lets a test see the
+    revocation at once instead of sleeping through the window; the interceptor reads the
+    constant on every lookup, so patching the module attribute takes effect immediately."""
+    assert interceptors.PRINCIPAL_CACHE_SECONDS > 0, "the cache is off: nothing to patch"
+    monkeypatch.setattr(interceptors, "PRINCIPAL_CACHE_SECONDS", 0.0)

@@ -6,7 +6,6 @@ import grpc
 import pytest
 from sqlalchemy import Engine
 
-from coalition.api import interceptors
 from coalition.v1 import partner_service_pb2, points_service_pb2
 from tests.conftest import api_key
 from tests.end_to_end.support import (
@@ -30,16 +29,6 @@ def get_own_partner(client: Client, partner_id: str = "test-coffee") -> str:
         "GetPartner", partner_service_pb2.GetPartnerRequest(partner_id=partner_id)
     )
     return str(response.partner.partner_id)
-
-
-@pytest.fixture
-def no_principal_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The interceptor remembers a key's principal for PRINCIPAL_CACHE_SECONDS (10 s), so a
-    revoked key keeps working that long by design. Caching nothing lets a test see the
-    revocation at once instead of sleeping through the window; the interceptor reads the
-    constant on every lookup, so patching the module attribute takes effect immediately."""
-    assert interceptors.PRINCIPAL_CACHE_SECONDS > 0, "the cache is off: nothing to patch"
-    monkeypatch.setattr(interceptors, "PRINCIPAL_CACHE_SECONDS", 0.0)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 Isolation and role checks that other suites already cover are listed in docs/reliability.md;
 this file adds what was missing: TLS, rate limits, the log scan, the serve-time key check and
-an isolation sweep over every partner-callable RPC.
+the role matrix. The per-RPC isolation sweep is test_isolation.py; keys, test_key_rotation.py.
 """
 
 from __future__ import annotations

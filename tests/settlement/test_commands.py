@@ -110,3 +110,17 @@ def test_a_world_readable_key_is_refused_before_signing(
     )
     assert code == 1
     assert "chmod 600" in capsys.readouterr().err
+
+
+def test_signing_and_settle_commands_prepare_an_empty_database_like_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert run("keys", "signing", "list", "--db", database_url) == 0
+    key_path = tmp_path / "hub.pem"
+    assert (
+        run("keys", "signing", "generate", "--signing-key", str(key_path), "--db", database_url)
+        == 0
+    )
+    assert run("keys", "signing", "list", "--db", database_url) == 0
+    assert "active" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from coalition.settlement import export, keys, service, signing, verify
+from coalition.store import migrate
 from coalition.store.engine import create_database_engine
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -109,9 +110,11 @@ def handlers(database_url: DatabaseUrl) -> dict[str, Handler]:
 def _unit_of_work(
     database_url: DatabaseUrl, arguments: argparse.Namespace
 ) -> Iterator[Callable[[], UnitOfWork]]:
-    """Units of work on an engine of the command's own, disposed when the command ends."""
+    """Units of work on an engine of the command's own, disposed when the command ends; an
+    empty database is migrated, an outdated one refused with a clear error (as every command)."""
     engine = create_database_engine(database_url(arguments))
     try:
+        migrate.prepare(engine)
         yield partial(UnitOfWork, engine)
     finally:
         engine.dispose()
