@@ -4,6 +4,7 @@ paths (set-based, and item by item when the programme adds bonuses), ledger inva
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -18,6 +19,8 @@ from coalition.identity.members import MemberReference
 from coalition.ledger import batch, operations
 from coalition.ledger.operations import EarnCommand
 from coalition.programme.config import DEFAULT_PROGRAMME, Programme, using_programme
+from coalition.referrals.rewards import REFERRAL_BONUS_POINTS_DEFAULT
+from coalition.referrals.service import get_referral_code
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals, row_counts
 
@@ -190,3 +193,48 @@ def test_a_thousand_items_in_one_batch(engine: Engine) -> None:
     assert result.applied_count == batch.BATCH_EARN_ITEMS_MAX
     assert row_counts(engine)["postings"] == 2 * batch.BATCH_EARN_ITEMS_MAX
     assert_ledger_sound(engine)
+
+
+def test_a_referred_members_first_earn_in_a_batch_pays_the_referral_reward_once(
+    engine: Engine, programme
+) -> None:
+    referrer, _ = enroll(engine)
+    code = get_referral_code(
+        UnitOfWork(engine), PARTNER_ID, MemberReference(member_id=referrer), now()
+    )[1]
+    referred = members.enroll(
+        UnitOfWork(engine), PARTNER_ID, "enrol-referred", "referred", "Bob", now(),
+        referral_code=code,
+    ).member.member_id  # fmt: skip
+    result = run(engine, [command(referred, 50_000), command(referred, 50_000)])
+    assert result.applied_count == 2
+    unary = operations.earn(UnitOfWork(engine), PARTNER_ID, command(referred, 50_000), now())
+    bonus = REFERRAL_BONUS_POINTS_DEFAULT
+    assert unary.balance_points == 3 * 100 + bonus  # paid once, on the batch's first item
+    assert balance_of(engine, referrer) == bonus
+    assert_ledger_sound(engine)
+
+
+def test_concurrent_batches_naming_members_in_opposite_orders_never_deadlock(
+    engine: Engine, database_url: str, programme
+) -> None:
+    """Item by item, locks were taken in item order: two such batches could deadlock."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers: nothing to deadlock")
+    member_ids = [enroll(engine)[0] for _ in range(6)]
+
+    def batches(order: list[str]) -> int:
+        return sum(run(engine, [command(m) for m in order]).applied_count for _ in range(5))
+
+    with ThreadPoolExecutor(2) as pool:
+        forward = pool.submit(batches, member_ids)
+        backward = pool.submit(batches, member_ids[::-1])
+        assert forward.result(timeout=60) + backward.result(timeout=60) == 2 * 5 * 6
+    assert_ledger_sound(engine)
+
+
+def balance_of(engine: Engine, member_id: str) -> int:
+    reference = MemberReference(member_id=member_id)
+    return operations.get_balance(
+        UnitOfWork(engine), PARTNER_ID, reference, None, now()
+    ).balance_points

@@ -4,16 +4,17 @@ Each item keeps the contract of a single earn: its own request id (claimed in th
 database transaction, replayed or refused as REQUEST_ID_REUSED exactly as `Earn` would, with
 the same fingerprint, so a batch item and a unary earn replay each other), one balanced
 journal transaction, a lot, the member's guarded balance cache, the partner event, the tier
-qualifying points. The caller chooses all-or-nothing (the first failing item fails the whole
-call, naming the item, and nothing is written) or per-item results (a failing item writes
-nothing, the others are applied).
+qualifying points, the referral reward of a referred member's first qualifying earn. The
+caller chooses all-or-nothing (the first failing item fails the whole call, naming the item,
+and nothing is written) or per-item results (a failing item writes nothing but its refusal,
+kept under its request id as `Earn` keeps it; the others are applied).
 
-Two paths, one contract:
+Both paths first lock every member the batch names, and the referrers it may reward, in one
+SELECT ... FOR UPDATE in account-id order, so concurrent batches never deadlock.
 - set-based, when the programme can add nothing to an earn of this partner (no promotion for
   it, one tier with multiplier 1): a fixed number of statements per batch whatever its size
-  (multi-row INSERTs, one locking SELECT over the members in account-id order, so concurrent
-  batches never deadlock). Every failure an item can have is found before the first ledger
-  write, so a failing item only gives its claim back.
+  (multi-row INSERTs), plus two per referral reward. Every failure an item can have is found
+  before the first ledger write.
 - item by item otherwise: the building blocks of `operations.earn` inside one transaction,
   each item in a savepoint in per-item mode.
 """
@@ -57,6 +58,7 @@ from coalition.ledger.operations import (
 )
 from coalition.partners.catalog import Partner, get_partner, list_rate_versions, rate_in_force
 from coalition.programme.config import Programme, active_programme
+from coalition.referrals import rewards as referral_rewards
 from coalition.store.schema import (
     accounts,
     events,
@@ -162,6 +164,8 @@ class _SetBasedBatch:
         self.all_or_nothing = all_or_nothing
         self.now = now
         self.outcomes: list[BatchItemOutcome | None] = []
+        self.balances: dict[str, int] = {}  # account id -> balance, under the batch's locks
+        self.referrers: dict[str, str] = {}  # referred member -> referrer, reward unpaid
 
     def run(self, commands: Sequence[EarnCommand | CoalitionError]) -> list[BatchItemOutcome]:
         self.outcomes = [None] * len(commands)
@@ -183,6 +187,7 @@ class _SetBasedBatch:
         applied = self._lock_members(applied)
         if applied:
             self._write(partner, applied)
+            self._reward_referrals(applied)
         self._settle_duplicates(items, duplicates)
         assert all(outcome is not None for outcome in self.outcomes)
         return [outcome for outcome in self.outcomes if outcome is not None]
@@ -342,21 +347,17 @@ class _SetBasedBatch:
             self.outcomes[item.index] = BatchItemOutcome(result=_replayed(record))
 
     def _lock_members(self, items: list[_Item]) -> list[_Item]:
-        """Lock every member account of the batch in account-id order (SELECT ... FOR UPDATE;
-        SQLite already serialises writers), then refuse members merged meanwhile."""
+        """Lock every member account of the batch, and of the referrers it may reward, in one
+        account-id order (SQLite already serialises writers), then refuse members merged
+        meanwhile."""
         if not items:
             return items
-        account_ids = sorted({member_account_id(item.member_id or "") for item in items})
-        self.balances = dict(
-            self.connection.execute(
-                select(accounts.c.account_id, accounts.c.balance_points)
-                .where(accounts.c.account_id.in_(account_ids))
-                .order_by(accounts.c.account_id)
-                .with_for_update()
-            ).all()
-        )
-        assert len(self.balances) == len(account_ids), "every member has its account"
-        assert all(balance >= 0 for balance in self.balances.values()), "negative balance cache"
+        member_ids = {item.member_id or "" for item in items}
+        self.referrers = referral_rewards.pending_referrers(self.uow, member_ids)
+        balances = journal.lock_member_balances(self.uow, member_ids | set(self.referrers.values()))
+        self.balances = {
+            account_id: balances[account_id] for account_id in map(member_account_id, member_ids)
+        }
         merged = set(
             self.connection.execute(
                 select(members.c.member_id).where(
@@ -438,6 +439,14 @@ class _SetBasedBatch:
             record = TransactionRecord(transaction_id=transaction_id, points_reversed=0, **item.row)
             result = LedgerResult(record, item.points, record.balance_points_after, False)
             self.outcomes[item.index] = BatchItemOutcome(result=result)
+
+    def _reward_referrals(self, items: list[_Item]) -> None:
+        """The referral reward of a referred member's first qualifying earn, as `Earn` pays it
+        (its referrer is already locked, in order, by `_lock_members`)."""
+        for item in sorted(items, key=lambda item: item.index):
+            outcome = self.outcomes[item.index]
+            if item.member_id in self.referrers and outcome is not None and outcome.result:
+                referral_rewards.reward_after_earn(self.uow, outcome.result.transaction, self.now)
 
     def _insert_rows(
         self, partner: Partner, items: list[_Item], transaction_ids: Sequence[int]
@@ -614,6 +623,7 @@ def _earn_item_by_item(
     all_or_nothing: bool,
     now: datetime,
 ) -> list[BatchItemOutcome]:
+    _lock_in_order(uow, partner_id, items)
     outcomes: list[BatchItemOutcome] = []
     for index, command in enumerate(items):
         if isinstance(command, CoalitionError):
@@ -638,6 +648,22 @@ def _earn_item_by_item(
             savepoint.commit()
             outcomes.append(BatchItemOutcome(result=result))
     return outcomes
+
+
+def _lock_in_order(
+    uow: UnitOfWork, partner_id: str, items: Sequence[EarnCommand | CoalitionError]
+) -> None:
+    """Take every lock the items will need up front, in one order: item by item, two
+    batches naming the same members in different orders would otherwise deadlock."""
+    member_ids: set[str] = set()
+    for command in items:
+        if isinstance(command, EarnCommand):
+            try:
+                member_ids.add(resolve(uow, partner_id, command.member))
+            except CoalitionError:
+                continue  # the item fails with this error when its turn comes
+    referrers = referral_rewards.pending_referrers(uow, member_ids)
+    journal.lock_member_balances(uow, member_ids | set(referrers.values()))
 
 
 def _refused(uow: UnitOfWork, request: KeyedRequest, error: CoalitionError) -> BatchItemOutcome:
@@ -699,6 +725,7 @@ def _earn_one(
         uow, member_id, partner_id, record.transaction_id, award.points_total, expires_at, now
     )
     promotions.after_earn(uow, programme, award, record, now)
+    referral_rewards.reward_after_earn(uow, record, now)
     record_claim_result(uow, partner_id, command.request_id, str(record.transaction_id))
     return LedgerResult(record, abs(record.points_delta), record.balance_points_after, False)
 

@@ -7,6 +7,7 @@ All but merges touch exactly one member account.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -92,6 +93,29 @@ def lock_member_balance(uow: UnitOfWork, member_id: str) -> int:
     assert balance_points >= 0, f"negative balance cache for member {member_id}"
     _refuse_merged_member(uow, member_id)
     return int(balance_points)
+
+
+def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str, int]:
+    """Lock several members' account rows, in account-id order, so that requests locking
+    overlapping sets never wait on each other in a circle; return balances by account id.
+
+    Unlike `lock_member_balance` this does not refuse merged members: the caller does, for
+    the members it is about to post to.
+    """
+    account_ids = sorted({member_account_id(member_id) for member_id in member_ids})
+    if not account_ids:
+        return {}
+    balances = dict(
+        uow.connection.execute(
+            select(accounts.c.account_id, accounts.c.balance_points)
+            .where(accounts.c.account_id.in_(account_ids))
+            .order_by(accounts.c.account_id)
+            .with_for_update()
+        ).all()
+    )
+    assert len(balances) == len(account_ids), "every member has its account"
+    assert all(balance >= 0 for balance in balances.values()), "negative balance cache"
+    return balances
 
 
 def _refuse_merged_member(uow: UnitOfWork, member_id: str) -> None:

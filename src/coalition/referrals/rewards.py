@@ -22,6 +22,7 @@ the chain and two earns can never wait on each other in a circle.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import insert, select, update
@@ -58,6 +59,22 @@ def qualifying_points_min() -> int:
         os.environ.get(
             REFERRAL_QUALIFYING_POINTS_ENVIRONMENT_VARIABLE, REFERRAL_QUALIFYING_POINTS_DEFAULT
         )
+    )
+
+
+def pending_referrers(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str, str]:
+    """Referred member -> referrer, for those of `member_ids` whose reward is still unpaid:
+    the members a batch of earns may also lock and credit (one statement per batch)."""
+    referred = sorted(set(member_ids))
+    if not referred:
+        return {}
+    return dict(
+        uow.connection.execute(
+            select(referrals.c.referred_member_id, referrals.c.referrer_member_id).where(
+                referrals.c.referred_member_id.in_(referred),
+                referrals.c.reward_time.is_(None),
+            )
+        ).all()
     )
 
 
