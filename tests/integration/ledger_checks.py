@@ -10,6 +10,11 @@ from sqlalchemy import Engine, text
 from coalition.store.schema import metadata
 
 INVARIANTS = {
+    "a request id that kept a refusal applied nothing": """
+        SELECT j.transaction_id FROM journal_transactions j
+        JOIN idempotency_keys k ON k.partner_id = j.partner_id AND k.request_id = j.request_id
+        WHERE k.refusal IS NOT NULL
+    """,
     "postings of a transaction sum to zero": """
         SELECT transaction_id FROM postings GROUP BY transaction_id HAVING SUM(points) <> 0
     """,

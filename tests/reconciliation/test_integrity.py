@@ -93,6 +93,22 @@ def test_each_corruption_is_caught_by_name(ledger: Ledger, check_name: str) -> N
     assert results[check_name].failed >= 1 and results[check_name].samples
 
 
+def test_an_applied_request_whose_key_records_a_refusal_is_caught(ledger: Ledger) -> None:
+    """A request id answers once: a key holding a refusal must have no transaction."""
+    with ledger.engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE idempotency_keys SET result_id = NULL, refusal = :refusal "
+                "WHERE result_id = (SELECT CAST(MIN(transaction_id) AS VARCHAR(20)) "
+                "FROM journal_transactions)"
+            ),
+            {"refusal": '{"code": "FAILED_PRECONDITION", "reason": "INSUFFICIENT_POINTS"}'},
+        )
+    results = prove(ledger.engine)
+    failed = {name for name, result in results.items() if result.status == "failed"}
+    assert failed == {"idempotency_keys_map_to_one_transaction"}
+
+
 def test_a_window_limits_transaction_checks_to_commits_within_it(ledger: Ledger) -> None:
     with ledger.engine.begin() as connection:
         connection.execute(text(CORRUPTIONS["postings_sum_to_zero"]), {"transaction_id": 1})
