@@ -36,7 +36,7 @@ from coalition.domain.points import RateVersion
 from coalition.domain.tiers import calendar_month
 from coalition.events.outbox import EVENT_KIND_OF_TRANSACTION, commit_xid
 from coalition.identity.members import resolve
-from coalition.ledger import journal, lots, promotions
+from coalition.ledger import journal
 from coalition.ledger.accounts import member_account_id, partner_issuance_account_id
 from coalition.ledger.idempotency import (
     KeyedRequest,
@@ -47,7 +47,7 @@ from coalition.ledger.idempotency import (
     remember_refusal,
 )
 from coalition.ledger.idempotency import record_result as record_claim_result
-from coalition.ledger.journal import JournalEntry, TransactionRecord
+from coalition.ledger.journal import TransactionRecord
 from coalition.ledger.operations import (
     EarnCommand,
     LedgerResult,
@@ -55,8 +55,10 @@ from coalition.ledger.operations import (
     _fingerprint,
     _occurred_at,
     _points_earned,
+    earn_basis_field,
+    post_earn,
 )
-from coalition.partners.catalog import Partner, get_partner, list_rate_versions, rate_in_force
+from coalition.partners.catalog import Partner, get_partner, list_rate_versions
 from coalition.programme.config import Programme, active_programme
 from coalition.referrals import rewards as referral_rewards
 from coalition.store.schema import (
@@ -113,7 +115,7 @@ def batch_earn(
         if _programme_adds_nothing(programme, partner_id):
             outcomes = _SetBasedBatch(uow, partner_id, all_or_nothing, now).run(items)
         else:
-            outcomes = _earn_item_by_item(uow, programme, partner_id, items, all_or_nothing, now)
+            outcomes = _earn_item_by_item(uow, partner_id, items, all_or_nothing, now)
         uow.commit()
     return BatchEarnResult(tuple(outcomes))
 
@@ -399,7 +401,7 @@ class _SetBasedBatch:
         for item in items:
             assert item.member_id is not None and item.rate is not None
             assert item.occurred_at is not None and item.points > 0
-            _check_points_bound(item.points, _basis_field(item.command))
+            _check_points_bound(item.points, earn_basis_field(item.command))
             account_id = member_account_id(item.member_id)
             balances[account_id] += item.points
             spend = item.command.spend
@@ -617,7 +619,6 @@ def _find_transactions(uow: UnitOfWork, transaction_ids: list[int]) -> list[Tran
 
 def _earn_item_by_item(
     uow: UnitOfWork,
-    programme: Programme,
     partner_id: str,
     items: Sequence[EarnCommand | CoalitionError],
     all_or_nothing: bool,
@@ -633,14 +634,14 @@ def _earn_item_by_item(
             continue
         if all_or_nothing:
             try:
-                result = _earn_one(uow, programme, partner_id, command, now)
+                result = _earn_one(uow, partner_id, command, now)
             except CoalitionError as error:
                 raise _for_item(index, error) from error
             outcomes.append(BatchItemOutcome(result=result))
             continue
         savepoint = uow.connection.begin_nested()
         try:
-            result = _earn_one(uow, programme, partner_id, command, now)
+            result = _earn_one(uow, partner_id, command, now)
         except CoalitionError as error:
             savepoint.rollback()
             outcomes.append(_refused(uow, _keyed_request(partner_id, command, now), error))
@@ -687,7 +688,7 @@ def _keyed_request(partner_id: str, command: EarnCommand, now: datetime) -> Keye
 
 
 def _earn_one(
-    uow: UnitOfWork, programme: Programme, partner_id: str, command: EarnCommand, now: datetime
+    uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime
 ) -> LedgerResult:
     """`operations.earn` without its own unit of work (the batch commits once)."""
     claim = claim_request(uow, _keyed_request(partner_id, command, now))
@@ -695,40 +696,6 @@ def _earn_one(
         record = journal.find_transaction(uow, int(claim.replayed_result_id))
         assert record is not None, "an idempotency key points at its transaction"
         return _replayed(record)
-    partner = get_partner(uow, partner_id)
-    occurred_at = _occurred_at(command.occurred_at, now)
-    member_id = resolve(uow, partner_id, command.member)
-    rate = rate_in_force(uow, partner_id, occurred_at)
-    points_earned = _points_earned(partner, rate, command.spend, command.native_points)
-    journal.lock_member_balance(uow, member_id)
-    award = promotions.award_for_earn(
-        uow, programme, partner_id, member_id, occurred_at, points_earned
-    )
-    _check_points_bound(award.points_total, _basis_field(command))
-    spend = command.spend
-    entry = JournalEntry(
-        kind=OPERATION,
-        partner_id=partner_id,
-        member_id=member_id,
-        request_id=command.request_id,
-        occurred_at=occurred_at,
-        postings=award.postings(),
-        rate_version_id=rate.rate_version_id,
-        amount_minor=spend.amount_minor if spend else None,
-        currency=spend.currency if spend else None,
-        native_points=command.native_points,
-        partner_reference=command.partner_reference,
-    )
-    record = journal.post(uow, entry, now)
-    expires_at = rules.lot_expiry(occurred_at, partner.points_validity_months)
-    lots.create_lot(
-        uow, member_id, partner_id, record.transaction_id, award.points_total, expires_at, now
-    )
-    promotions.after_earn(uow, programme, award, record, now)
-    referral_rewards.reward_after_earn(uow, record, now)
+    record = post_earn(uow, partner_id, command, now)
     record_claim_result(uow, partner_id, command.request_id, str(record.transaction_id))
     return LedgerResult(record, abs(record.points_delta), record.balance_points_after, False)
-
-
-def _basis_field(command: EarnCommand) -> str:
-    return "spend.amount_minor" if command.spend is not None else "native_points"

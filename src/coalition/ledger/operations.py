@@ -117,6 +117,15 @@ def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) 
 
 
 def _earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
+    record = post_earn(uow, partner_id, command, now)
+    return _commit(uow, partner_id, command.request_id, record)
+
+
+def post_earn(
+    uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime
+) -> TransactionRecord:
+    """Everything an earn writes but its request id's result: the caller records that and
+    commits (`earn` at once, a batch once for all its items)."""
     terms = partner_terms(uow, partner_id)
     partner = terms.partner
     occurred_at = _occurred_at(command.occurred_at, now)
@@ -128,9 +137,7 @@ def _earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime)
     award = promotions.award_for_earn(
         uow, programme, partner_id, member_id, occurred_at, points_earned
     )
-    _check_points_bound(
-        award.points_total, "spend.amount_minor" if command.spend else "native_points"
-    )
+    _check_points_bound(award.points_total, earn_basis_field(command))
     entry = JournalEntry(
         kind="earn",
         partner_id=partner_id,
@@ -151,7 +158,7 @@ def _earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime)
     )
     promotions.after_earn(uow, programme, award, record, now)
     referral_rewards.reward_after_earn(uow, record, now)  # one primary-key read if none
-    return _commit(uow, partner_id, command.request_id, record)
+    return record
 
 
 def burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
@@ -442,6 +449,11 @@ def require_available(member_id: str, balance_points: int, points_needed: int) -
                 "points_requested": points_needed,
             },
         )
+
+
+def earn_basis_field(command: EarnCommand) -> str:
+    """The request field an earn's points come from, named in errors about them."""
+    return "spend.amount_minor" if command.spend is not None else "native_points"
 
 
 def _check_points_bound(points: int, field: str) -> None:
