@@ -25,7 +25,6 @@ from typing import Any
 from sqlalchemy import Column, Row, delete, insert, select, update
 
 from coalition.domain.errors import (
-    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -36,6 +35,7 @@ from coalition.identity import consent
 from coalition.identity.members import insert_ignoring_conflict, usable_member_id
 from coalition.ledger import journal
 from coalition.ledger.accounts import member_account_id
+from coalition.ledger.idempotency import request_id_reused
 from coalition.ledger.journal import JournalEntry, Posting
 from coalition.store.schema import (
     holds,
@@ -145,12 +145,7 @@ def _replay(
         }
         differing = sorted(key for key in asked if asked[key] != recorded[key])
         if differing:
-            raise AlreadyExists(
-                "REQUEST_ID_REUSED",
-                f"request_id {request_id!r} was already used with a different request; "
-                f"differing fields: {', '.join(differing)}",
-                {"request_id": request_id, "differing_fields": ",".join(differing)},
-            )
+            raise request_id_reused(request_id, differing)
         return _result_from_event(by_request)
     by_pair = uow.connection.execute(
         select(member_audit_events).where(

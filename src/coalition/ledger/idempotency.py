@@ -149,14 +149,19 @@ def answer_of_existing_claim(
     REQUEST_ID_REUSED for another payload, else the refusal it recorded, if any."""
     differing_fields = _differing_fields(json.loads(existing_fingerprint), json.loads(fingerprint))
     if differing_fields:
-        raise AlreadyExists(
-            "REQUEST_ID_REUSED",
-            f"request_id {request_id!r} was already used with a different request; "
-            f"differing fields: {', '.join(differing_fields)}",
-            {"request_id": request_id, "differing_fields": ",".join(differing_fields)},
-        )
+        raise request_id_reused(request_id, differing_fields)
     if refusal is not None:
         raise _restored_refusal(refusal)
+
+
+def request_id_reused(request_id: str, differing_fields: list[str]) -> AlreadyExists:
+    """ALREADY_EXISTS / REQUEST_ID_REUSED, naming the fields that differ from the first use."""
+    return AlreadyExists(
+        "REQUEST_ID_REUSED",
+        f"request_id {request_id!r} was already used with a different request; "
+        f"differing fields: {', '.join(differing_fields)}",
+        {"request_id": request_id, "differing_fields": ",".join(differing_fields)},
+    )
 
 
 def canonical_fingerprint(operation: str, fingerprint: Fingerprint) -> str:
