@@ -74,6 +74,8 @@ def valid_request(method: str, funded: Funded) -> Any:
         )
     if method == "Quote":
         return points_service_pb2.QuoteRequest(burn_points=10, member=by_id(funded.member_id))
+    if method == "GetReferralCode":
+        return member_service_pb2.GetReferralCodeRequest(member_id=funded.member_id)
     assert method == "GetBalance", method
     return points_service_pb2.GetBalanceRequest(member=by_id(funded.member_id))
 
@@ -406,6 +408,20 @@ CASES = [
         "RATE_NOT_FOUND",
     ),
     invalid("GetBalance-member-missing", "GetBalance", clear("member"), "member"),
+    # Found by the fuzz soak: the id was echoed in a NOT_FOUND message that outgrew gRPC's
+    # trailer limit, and the client lost the status details.
+    invalid(
+        "GetReferralCode-customer-id-huge",
+        "GetReferralCode",
+        both(clear("member_id"), put("partner_customer_id", "C" * 200_000)),
+        "partner_customer_id",
+    ),
+    invalid(
+        "GetReferralCode-member-id-unprintable",
+        "GetReferralCode",
+        put("member_id", "mem_\x00"),
+        "member_id",
+    ),
     case(
         "GetBalance-member-unknown",
         "GetBalance",

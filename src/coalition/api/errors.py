@@ -11,6 +11,10 @@ from grpc_status import rpc_status
 from coalition.domain.errors import CoalitionError, ErrorCode
 
 ERROR_DOMAIN = "coalition"
+# Error texts can echo request values. Bounded, so that no request can push the status trailer
+# past gRPC's metadata limit (8 KiB by default on clients), which would lose the details.
+MESSAGE_LENGTH_MAX = 1024
+METADATA_VALUE_LENGTH_MAX = 256
 
 _CODES = {
     ErrorCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
@@ -27,20 +31,26 @@ _CODES = {
 def status_of(error: CoalitionError) -> grpc.Status:
     """One ErrorInfo always; a BadRequest too when fields were at fault."""
     error_info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+        reason=error.reason,
+        domain=ERROR_DOMAIN,
+        metadata={
+            key: _bounded(value, METADATA_VALUE_LENGTH_MAX) for key, value in error.metadata.items()
+        },
     )
     details = [_packed(error_info)]
     if error.field_violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=violation.field, description=violation.description
+                    field=_bounded(violation.field, METADATA_VALUE_LENGTH_MAX),
+                    description=_bounded(violation.description, METADATA_VALUE_LENGTH_MAX),
                 )
                 for violation in error.field_violations
             ]
         )
         details.append(_packed(bad_request))
-    status = status_pb2.Status(code=_CODES[error.code], message=error.message, details=details)
+    message = _bounded(error.message, MESSAGE_LENGTH_MAX)
+    status = status_pb2.Status(code=_CODES[error.code], message=message, details=details)
     return rpc_status.to_status(status)
 
 
@@ -61,3 +71,7 @@ def _packed(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
+
+
+def _bounded(text: str, length_max: int) -> str:
+    return text if len(text) <= length_max else text[: length_max - 1] + "…"

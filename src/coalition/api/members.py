@@ -147,6 +147,9 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
         parser = RequestParser()
         if bool(request.member_id) == bool(request.partner_customer_id):
             parser.fault("member_id", "required: exactly one of member_id, partner_customer_id")
+        else:
+            given = "member_id" if request.member_id else "partner_customer_id"
+            parser.identifier(getattr(request, given), given)
         parser.done()
         reference = members.MemberReference(
             member_id=request.member_id or None,

@@ -1,0 +1,38 @@
+"""Error statuses stay within gRPC's trailer limit whatever the error echoes (AIP-193)."""
+
+from __future__ import annotations
+
+from google.rpc import error_details_pb2, status_pb2
+
+from coalition.api.errors import MESSAGE_LENGTH_MAX, METADATA_VALUE_LENGTH_MAX, status_of
+from coalition.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
+
+CLIENT_METADATA_BYTES_MAX = 8 * 1024  # grpc's default limit on a client's received metadata
+
+
+def trailer_bytes(status: object) -> int:
+    return sum(len(key) + len(value) for key, value in status.trailing_metadata)  # type: ignore[attr-defined]
+
+
+def test_a_huge_message_and_metadata_are_bounded_and_the_details_still_decode() -> None:
+    echoed = "x" * 200_000
+    status = status_of(FailedPrecondition("SOME_REASON", f"customer {echoed}", {"id": echoed}))
+    assert len(status.details) == MESSAGE_LENGTH_MAX and status.details.endswith("…")
+    ((_, details),) = status.trailing_metadata
+    rich = status_pb2.Status.FromString(details)
+    info = error_details_pb2.ErrorInfo()
+    assert rich.details[0].Unpack(info)
+    assert (info.reason, len(info.metadata["id"])) == ("SOME_REASON", METADATA_VALUE_LENGTH_MAX)
+    assert trailer_bytes(status) < CLIENT_METADATA_BYTES_MAX
+
+
+def test_short_errors_pass_unchanged() -> None:
+    error = InvalidArgument([FieldViolation("points", "must be positive")])
+    status = status_of(error)
+    assert status.details == error.message
+    ((_, details),) = status.trailing_metadata
+    bad_request = error_details_pb2.BadRequest()
+    assert status_pb2.Status.FromString(details).details[1].Unpack(bad_request)
+    assert [(v.field, v.description) for v in bad_request.field_violations] == [
+        ("points", "must be positive")
+    ]
