@@ -12,6 +12,8 @@ from sqlalchemy import Engine, text
 
 from coalition.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from coalition.domain.points import Money
+from coalition.identity import members
+from coalition.identity.identifiers import IdentifierHasher, normalise_email
 from coalition.identity.members import MemberReference
 from coalition.ledger import idempotency, operations
 from coalition.ledger.idempotency import KeyedRequest
@@ -155,3 +157,27 @@ def wait_for_a_lock_wait(engine: Engine, timeout_seconds: float = 10.0) -> bool:
                 return True
         time.sleep(0.01)
     return False
+
+
+def test_a_refusal_for_the_hubs_own_misconfiguration_is_not_kept(engine: Engine) -> None:
+    """IDENTIFIER_KEY_MISMATCH says the hub runs with the wrong identity secret: once the
+    operator restores it, the same request must apply."""
+    right, wrong = IdentifierHasher(b"r" * 32), IdentifierHasher(b"w" * 32)
+
+    def enrol_tom(hasher: IdentifierHasher) -> members.Enrolment:
+        details = members.EnrolmentDetails(identifiers=(normalise_email("tom@example.com"),))
+        return members.enroll(
+            UnitOfWork(engine), "test-coffee", "enrol-tom", "C-2", "Tom", now(),
+            details=details, hasher=hasher,
+        )  # fmt: skip
+
+    first = members.EnrolmentDetails(identifiers=(normalise_email("mei@example.com"),))
+    members.enroll(
+        UnitOfWork(engine), "test-coffee", "enrol-mei", "C-1", "Mei", now(),
+        details=first, hasher=right,
+    )  # fmt: skip
+    with pytest.raises(FailedPrecondition) as refused:
+        enrol_tom(wrong)
+    assert refused.value.reason == "IDENTIFIER_KEY_MISMATCH"
+    assert remembered_refusals(engine) == {}
+    assert enrol_tom(right).created

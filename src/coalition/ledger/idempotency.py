@@ -9,7 +9,8 @@ refusals included: a refused request rolls back and then records its refusal und
 a transaction of its own. Without that, a client whose first attempt timed out while still
 queued on a hub, and whose retry was refused (say INSUFFICIENT_POINTS), could see the queued
 attempt apply afterwards. Now that attempt finds the refusal and repeats it. Requests the
-servicer refuses before the ledger sees them (malformed fields) claim nothing.
+servicer refuses before the ledger sees them (malformed fields) claim nothing, and passing
+faults (`is_final`) are never kept.
 """
 
 from __future__ import annotations
@@ -111,9 +112,15 @@ def remember_refusal(uow: UnitOfWork, request: KeyedRequest, refusal: CoalitionE
     return _claim(uow, request, refusal)
 
 
+# Refusals that say the hub is misconfigured, not that the request is wrong: an operator
+# fixes them, and the request must then apply.
+HUB_FAULT_REASONS = frozenset({"IDENTIFIER_KEY_MISMATCH"})
+
+
 def is_final(error: CoalitionError) -> bool:
-    """Whether an error raised while applying a request is its answer (not a passing fault)."""
-    return error.code is not ErrorCode.UNAVAILABLE
+    """Whether an error raised while applying a request is its answer (not a passing fault of
+    the database or of the hub's configuration)."""
+    return error.code is not ErrorCode.UNAVAILABLE and error.reason not in HUB_FAULT_REASONS
 
 
 def record_result(uow: UnitOfWork, partner_id: str, request_id: str, result_id: str) -> None:
