@@ -57,11 +57,7 @@ class KeyedRequest:
 class Claim:
     """The outcome of claiming a request id: new, or the id of the result it already has."""
 
-    replayed_result_id: str | None
-
-    @property
-    def is_new(self) -> bool:
-        return self.replayed_result_id is None
+    replayed_result_id: str | None  # None: the claim is new
 
 
 def apply_once(
@@ -105,7 +101,7 @@ def claim_request(uow: UnitOfWork, request: KeyedRequest) -> Claim:
 def remember_refusal(uow: UnitOfWork, request: KeyedRequest, refusal: CoalitionError) -> Claim:
     """Record `refusal` as the final answer to `request`, whose own writes were rolled back.
 
-    `is_new`: recorded (the caller commits and raises it). Otherwise another attempt answered
+    A new claim: recorded (the caller commits and raises it). Otherwise another attempt answered
     first: its result id is returned, or its refusal (or REQUEST_ID_REUSED) raised.
     """
     assert is_final(refusal), "a transient failure is never an answer"

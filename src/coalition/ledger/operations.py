@@ -6,8 +6,10 @@ domain rules, post one balanced journal transaction, record the result, commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import func, select
 
@@ -81,6 +83,9 @@ class QuoteCommand:
         return self.burn_value is not None or self.burn_points is not None
 
 
+Command = TypeVar("Command", EarnCommand, BurnCommand, ReverseCommand)
+
+
 @dataclass(frozen=True)
 class LedgerResult:
     transaction: TransactionRecord
@@ -107,18 +112,11 @@ class Balance:
 
 
 def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
-    request = KeyedRequest(partner_id, command.request_id, "earn", _fingerprint(command), now)
-    return apply_once(
-        uow,
-        request,
-        lambda: _earn(uow, partner_id, command, now),
-        lambda result_id: _replay(uow, result_id),
-    )
+    return _applied_once(uow, partner_id, "earn", command, now, _earn)
 
 
 def _earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
-    record = post_earn(uow, partner_id, command, now)
-    return _commit(uow, partner_id, command.request_id, record)
+    return _commit(uow, partner_id, command.request_id, post_earn(uow, partner_id, command, now))
 
 
 def post_earn(
@@ -162,13 +160,7 @@ def post_earn(
 
 
 def burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
-    request = KeyedRequest(partner_id, command.request_id, "burn", _fingerprint(command), now)
-    return apply_once(
-        uow,
-        request,
-        lambda: _burn(uow, partner_id, command, now),
-        lambda result_id: _replay(uow, result_id),
-    )
+    return _applied_once(uow, partner_id, "burn", command, now, _burn)
 
 
 def _burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
@@ -203,13 +195,7 @@ def _burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime)
 def reverse(
     uow: UnitOfWork, partner_id: str, command: ReverseCommand, now: datetime
 ) -> LedgerResult:
-    request = KeyedRequest(partner_id, command.request_id, "reverse", _fingerprint(command), now)
-    return apply_once(
-        uow,
-        request,
-        lambda: _reverse(uow, partner_id, command, now),
-        lambda result_id: _replay(uow, result_id),
-    )
+    return _applied_once(uow, partner_id, "reverse", command, now, _reverse)
 
 
 def _reverse(
@@ -331,6 +317,24 @@ def list_transactions(
             )
         statement = statement.order_by(journal_transactions.c.transaction_id.desc()).limit(limit)
         return [journal.record_from_row(row) for row in uow.connection.execute(statement)]
+
+
+def _applied_once(
+    uow: UnitOfWork,
+    partner_id: str,
+    operation: str,
+    command: Command,
+    now: datetime,
+    apply: Callable[[UnitOfWork, str, Command, datetime], LedgerResult],
+) -> LedgerResult:
+    """`apply` under the command's request id (idempotency.apply_once), or its replay."""
+    request = KeyedRequest(partner_id, command.request_id, operation, _fingerprint(command), now)
+    return apply_once(
+        uow,
+        request,
+        lambda: apply(uow, partner_id, command, now),
+        lambda result_id: _replay(uow, result_id),
+    )
 
 
 def _commit(
