@@ -66,10 +66,12 @@ SELECT g, 'earn', 'bench-coffee', 'bench-member', 7, g * 7,
     timestamptz '2026-01-01T00:00:00Z' + g * interval '1 millisecond',
     'bench-' || g, 'bench-coffee@2025-01-01T00:00:00Z'
 FROM generate_series(1, :entries) AS g;
-INSERT INTO postings (transaction_id, account_id, points, create_time)
-SELECT transaction_id, 'member:bench-member', 7, create_time FROM journal_transactions;
-INSERT INTO postings (transaction_id, account_id, points, create_time)
-SELECT transaction_id, 'partner:bench-coffee:issuance', -7, create_time FROM journal_transactions;
+INSERT INTO postings (transaction_id, member_id, account_id, points, create_time)
+SELECT transaction_id, member_id, 'member:bench-member', 7, create_time
+FROM journal_transactions;
+INSERT INTO postings (transaction_id, member_id, account_id, points, create_time)
+SELECT transaction_id, member_id, 'partner:bench-coffee:issuance', -7, create_time
+FROM journal_transactions;
 SELECT setval(pg_get_serial_sequence('journal_transactions', 'transaction_id'), :entries);
 ANALYZE;
 """

@@ -50,9 +50,9 @@ INSERT INTO journal_transactions (kind, partner_id, member_id, points_delta,
   VALUES ('earn', '{partner}', {member}, {EARN_POINTS}, :balance, now(), now(), {request},
   {rate}, {EARN_SPEND_MINOR}, '{currency}')
   RETURNING transaction_id AS tid \\gset
-INSERT INTO postings (transaction_id, account_id, points, create_time)
-  VALUES (:tid, 'member:' || {member}, {EARN_POINTS}, now()),
-  (:tid, {issuance}, -{EARN_POINTS}, now());
+INSERT INTO postings (transaction_id, member_id, account_id, points, create_time)
+  VALUES (:tid, {member}, 'member:' || {member}, {EARN_POINTS}, now()),
+  (:tid, {member}, {issuance}, -{EARN_POINTS}, now());
 INSERT INTO lots (member_id, partner_id, transaction_id, points, remaining_points, expires_at,
   create_time)
   VALUES ({member}, '{partner}', :tid, {EARN_POINTS}, {EARN_POINTS},

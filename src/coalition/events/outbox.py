@@ -15,48 +15,12 @@ from sqlalchemy import ColumnElement, insert, literal, literal_column, select
 from coalition.store.schema import events, partner_links
 from coalition.store.unit_of_work import UnitOfWork
 
-EVENT_KIND_OF_TRANSACTION = {
-    "earn": "earned",
-    "burn": "burned",
-    "reverse": "reversed",
-    "expire": "expired",
-    "hold": "held",
-    "capture": "captured",
-    "void": "voided",
-    "merge": "merged",
-}
-
 
 def commit_xid(uow: UnitOfWork) -> ColumnElement[int]:
     """The writing transaction's id on PostgreSQL (see events table); 0 on SQLite."""
     if uow.dialect_name == "postgresql":
         return literal_column("pg_current_xact_id()::text::bigint")
     return literal(0)
-
-
-def record_transaction_event(
-    uow: UnitOfWork,
-    *,
-    transaction_id: int,
-    transaction_kind: str,
-    partner_id: str,
-    member_id: str,
-    points_delta: int,
-    balance_points_after: int,
-    now: datetime,
-) -> None:
-    uow.connection.execute(
-        insert(events).values(
-            partner_id=partner_id,
-            commit_xid=commit_xid(uow),
-            kind=EVENT_KIND_OF_TRANSACTION[transaction_kind],
-            member_id=member_id,
-            transaction_id=transaction_id,
-            points_delta=points_delta,
-            balance_points_after=balance_points_after,
-            create_time=now,
-        )
-    )
 
 
 def record_tier_change_events(

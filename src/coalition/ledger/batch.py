@@ -21,22 +21,19 @@ SELECT ... FOR UPDATE in account-id order, so concurrent batches never deadlock.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from coalition.domain import points as rules
 from coalition.domain.errors import CoalitionError, FailedPrecondition
 from coalition.domain.points import RateVersion
-from coalition.domain.tiers import calendar_month
-from coalition.events.outbox import EVENT_KIND_OF_TRANSACTION, commit_xid
 from coalition.identity.members import resolve
-from coalition.ledger import journal
+from coalition.ledger import journal, writer
 from coalition.ledger.accounts import member_account_id, partner_issuance_account_id
 from coalition.ledger.idempotency import (
     KeyedRequest,
@@ -47,7 +44,7 @@ from coalition.ledger.idempotency import (
     remember_refusal,
 )
 from coalition.ledger.idempotency import record_result as record_claim_result
-from coalition.ledger.journal import TransactionRecord
+from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.operations import (
     EarnCommand,
     LedgerResult,
@@ -58,20 +55,16 @@ from coalition.ledger.operations import (
     earn_basis_field,
     post_earn,
 )
+from coalition.ledger.writer import NewLot
 from coalition.partners.catalog import Partner, get_partner, list_rate_versions
 from coalition.programme.config import Programme, active_programme
 from coalition.referrals import rewards as referral_rewards
 from coalition.store.schema import (
-    accounts,
-    events,
     idempotency_keys,
     journal_transactions,
     members,
     partner_links,
-    postings,
-    tier_qualifying_months,
 )
-from coalition.store.schema import lots as lots_table
 from coalition.store.unit_of_work import UnitOfWork
 
 BATCH_EARN_ITEMS_MAX = 1000
@@ -166,7 +159,6 @@ class _SetBasedBatch:
         self.all_or_nothing = all_or_nothing
         self.now = now
         self.outcomes: list[BatchItemOutcome | None] = []
-        self.balances: dict[str, int] = {}  # account id -> balance, under the batch's locks
         self.referrers: dict[str, str] = {}  # referred member -> referrer, reward unpaid
 
     def run(self, commands: Sequence[EarnCommand | CoalitionError]) -> list[BatchItemOutcome]:
@@ -356,10 +348,7 @@ class _SetBasedBatch:
             return items
         member_ids = {item.member_id or "" for item in items}
         self.referrers = referral_rewards.pending_referrers(self.uow, member_ids)
-        balances = journal.lock_member_balances(self.uow, member_ids | set(self.referrers.values()))
-        self.balances = {
-            account_id: balances[account_id] for account_id in map(member_account_id, member_ids)
-        }
+        journal.lock_member_balances(self.uow, member_ids | set(self.referrers.values()))
         merged = set(
             self.connection.execute(
                 select(members.c.member_id).where(
@@ -396,51 +385,44 @@ class _SetBasedBatch:
         return kept
 
     def _write(self, partner: Partner, items: list[_Item]) -> None:
+        """Every applied item through the ledger's one writer, in one call."""
         items.sort(key=lambda item: item.index)
-        balances = dict(self.balances)
-        for item in items:
-            assert item.member_id is not None and item.rate is not None
-            assert item.occurred_at is not None and item.points > 0
-            _check_points_bound(item.points, earn_basis_field(item.command))
-            account_id = member_account_id(item.member_id)
-            balances[account_id] += item.points
-            spend = item.command.spend
-            item.row = {
-                "kind": OPERATION,
-                "partner_id": self.partner_id,
-                "member_id": item.member_id,
-                "points_delta": item.points,
-                "balance_points_after": balances[account_id],
-                "occurred_at": item.occurred_at,
-                "create_time": self.now,
-                "request_id": item.command.request_id,
-                "rate_version_id": item.rate.rate_version_id,
-                "parent_transaction_id": None,
-                "amount_minor": spend.amount_minor if spend else None,
-                "currency": spend.currency if spend else None,
-                "native_points": item.command.native_points,
-                "partner_reference": item.command.partner_reference,
-                "reason": None,
-            }
-        transaction_ids = (
-            self.connection.execute(
-                insert(journal_transactions).returning(
-                    journal_transactions.c.transaction_id, sort_by_parameter_order=True
-                ),
-                [item.row for item in items],
-            )
-            .scalars()
-            .all()
-        )
-        assert len(transaction_ids) == len(items)
-        self._insert_rows(partner, items, transaction_ids)
-        self._move_balances(balances)
-        self._add_qualifying_points(items)
-        self._record_results(items, transaction_ids)
-        for item, transaction_id in zip(items, transaction_ids, strict=True):
-            record = TransactionRecord(transaction_id=transaction_id, points_reversed=0, **item.row)
+        entries = [self._entry(partner, item) for item in items]
+        records = writer.write(self.uow, entries, self.now)
+        self._record_results(items, [record.transaction_id for record in records])
+        for item, record in zip(items, records, strict=True):
             result = LedgerResult(record, item.points, record.balance_points_after, False)
             self.outcomes[item.index] = BatchItemOutcome(result=result)
+
+    def _entry(self, partner: Partner, item: _Item) -> JournalEntry:
+        """An earn with nothing from the programme: member +p, issuance -p, a lot of p."""
+        assert item.member_id is not None and item.rate is not None
+        assert item.occurred_at is not None and item.points > 0
+        _check_points_bound(item.points, earn_basis_field(item.command))
+        spend = item.command.spend
+        return JournalEntry(
+            kind=OPERATION,
+            partner_id=self.partner_id,
+            member_id=item.member_id,
+            request_id=item.command.request_id,
+            occurred_at=item.occurred_at,
+            postings=(
+                Posting(member_account_id(item.member_id), item.points),
+                Posting(partner_issuance_account_id(self.partner_id), -item.points),
+            ),
+            rate_version_id=item.rate.rate_version_id,
+            amount_minor=spend.amount_minor if spend else None,
+            currency=spend.currency if spend else None,
+            native_points=item.command.native_points,
+            partner_reference=item.command.partner_reference,
+            lot=NewLot(
+                self.partner_id,
+                item.points,
+                rules.lot_expiry(item.occurred_at, partner.points_validity_months),
+            ),
+            qualifying_points=item.points,
+            qualifying_month_of=item.occurred_at,
+        )
 
     def _reward_referrals(self, items: list[_Item]) -> None:
         """The referral reward of a referred member's first qualifying earn, as `Earn` pays it
@@ -449,103 +431,6 @@ class _SetBasedBatch:
             outcome = self.outcomes[item.index]
             if item.member_id in self.referrers and outcome is not None and outcome.result:
                 referral_rewards.reward_after_earn(self.uow, outcome.result.transaction, self.now)
-
-    def _insert_rows(
-        self, partner: Partner, items: list[_Item], transaction_ids: Sequence[int]
-    ) -> None:
-        """Postings (balanced: member +p, issuance -p), lots and partner events."""
-        issuance_account_id = partner_issuance_account_id(self.partner_id)
-        posting_rows: list[dict[str, Any]] = []
-        lot_rows: list[dict[str, Any]] = []
-        event_rows: list[dict[str, Any]] = []
-        for item, transaction_id in zip(items, transaction_ids, strict=True):
-            assert item.member_id is not None and item.occurred_at is not None
-            posting_rows.append(
-                {
-                    "transaction_id": transaction_id,
-                    "account_id": member_account_id(item.member_id),
-                    "points": item.points,
-                    "create_time": self.now,
-                }
-            )
-            posting_rows.append(
-                {
-                    "transaction_id": transaction_id,
-                    "account_id": issuance_account_id,
-                    "points": -item.points,
-                    "create_time": self.now,
-                }
-            )
-            lot_rows.append(
-                {
-                    "member_id": item.member_id,
-                    "partner_id": self.partner_id,
-                    "transaction_id": transaction_id,
-                    "points": item.points,
-                    "remaining_points": item.points,
-                    "expires_at": rules.lot_expiry(
-                        item.occurred_at, partner.points_validity_months
-                    ),
-                    "create_time": self.now,
-                }
-            )
-            event_rows.append(
-                {
-                    "partner_id": self.partner_id,
-                    "kind": EVENT_KIND_OF_TRANSACTION[OPERATION],
-                    "member_id": item.member_id,
-                    "transaction_id": transaction_id,
-                    "points_delta": item.points,
-                    "balance_points_after": item.row["balance_points_after"],
-                    "create_time": self.now,
-                }
-            )
-        assert sum(row["points"] for row in posting_rows) == 0, "postings must sum to zero"
-        self.connection.execute(insert(postings), posting_rows)
-        self.connection.execute(insert(lots_table), lot_rows)
-        self.connection.execute(insert(events).values(commit_xid=commit_xid(self.uow)), event_rows)
-
-    def _move_balances(self, balances_after: dict[str, int]) -> None:
-        """Guarded updates of the balance caches, checked after the write."""
-        deltas = [
-            {"b_account_id": account_id, "b_points": points - self.balances[account_id]}
-            for account_id, points in sorted(balances_after.items())
-        ]
-        account = accounts.c
-        self.connection.execute(
-            update(accounts)
-            .where(account.account_id == bindparam("b_account_id"))
-            .where(account.balance_points + bindparam("b_points") >= 0)
-            .values(balance_points=account.balance_points + bindparam("b_points")),
-            deltas,
-        )
-        stored = dict(
-            self.connection.execute(
-                select(account.account_id, account.balance_points).where(
-                    account.account_id.in_(sorted(balances_after))
-                )
-            ).all()
-        )
-        assert stored == balances_after, "balance caches moved by exactly the batch's postings"
-
-    def _add_qualifying_points(self, items: list[_Item]) -> None:
-        """Tier qualifying points per member and month (as promotions.after_earn does)."""
-        points_by_month: dict[tuple[str, int], int] = defaultdict(int)
-        for item in items:
-            assert item.member_id is not None and item.occurred_at is not None
-            points_by_month[(item.member_id, calendar_month(item.occurred_at))] += item.points
-        dialect = postgresql if self.uow.dialect_name == "postgresql" else sqlite
-        statement = dialect.insert(tier_qualifying_months)
-        self.connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=["member_id", "calendar_month"],
-                set_={"points": tier_qualifying_months.c.points + statement.excluded.points},
-            ),
-            [
-                {"member_id": member_id, "calendar_month": month, "points": points}
-                for (member_id, month), points in sorted(points_by_month.items())
-            ],
-        )
 
     def _record_results(self, items: list[_Item], transaction_ids: Sequence[int]) -> None:
         key = idempotency_keys.c

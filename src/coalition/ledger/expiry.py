@@ -119,6 +119,7 @@ def expire_lot(uow: UnitOfWork, lot_id: int, now: datetime) -> int:
     uow.connection.execute(
         insert(lot_expiries).values(
             transaction_id=record.transaction_id,
+            member_id=record.member_id,
             lot_id=lot_id,
             expiry_round=expiry_round,
             points=lot.remaining_points,

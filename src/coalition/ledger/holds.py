@@ -143,7 +143,7 @@ def close_hold(
         reason="hold expired" if status == "expired" else None,
     )
     record = journal.post(uow, entry, now)
-    lots.restore(uow, hold.hold_id, record.transaction_id, hold.points_held)
+    lots.restore(uow, hold.member_id, hold.hold_id, record.transaction_id, hold.points_held)
     if points_captured:
         lots.consume(uow, hold.member_id, record.transaction_id, points_captured)
     _mark_closed(uow, hold.hold_id, status, points_captured or None, record, now)

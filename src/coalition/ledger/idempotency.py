@@ -21,9 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
-
 from coalition.domain.errors import (
     AlreadyExists,
     CoalitionError,
@@ -31,7 +28,8 @@ from coalition.domain.errors import (
     FieldViolation,
     restored_error,
 )
-from coalition.store.schema import idempotency_keys
+from coalition.store import driver
+from coalition.store.driver import Statement
 from coalition.store.unit_of_work import UnitOfWork
 
 Fingerprint = Mapping[str, str | int | None]
@@ -119,18 +117,18 @@ def is_final(error: CoalitionError) -> bool:
     return error.code is not ErrorCode.UNAVAILABLE and error.reason not in HUB_FAULT_REASONS
 
 
+RECORD_RESULT = Statement(
+    "UPDATE idempotency_keys SET result_id = %s"
+    " WHERE partner_id = %s AND request_id = %s AND result_id IS NULL AND refusal IS NULL"
+)
+
+
 def record_result(uow: UnitOfWork, partner_id: str, request_id: str, result_id: str) -> None:
-    result = uow.connection.execute(
-        update(idempotency_keys)
-        .where(
-            idempotency_keys.c.partner_id == partner_id,
-            idempotency_keys.c.request_id == request_id,
-            idempotency_keys.c.result_id.is_(None),
-            idempotency_keys.c.refusal.is_(None),
-        )
-        .values(result_id=result_id)
-    )
-    assert result.rowcount == 1, "the result is recorded once, on the claim of this request"
+    cursor = driver.execute(uow, RECORD_RESULT, (result_id, partner_id, request_id))
+    assert cursor.rowcount == 1, "the result is recorded once, on the claim of this request"
+
+
+CLAIM_COLUMNS = ("partner_id", "request_id", "operation", "fingerprint", "refusal", "create_time")
 
 
 def claim_values(request: KeyedRequest, refusal: CoalitionError | None) -> dict[str, object]:
@@ -171,31 +169,32 @@ def canonical_fingerprint(operation: str, fingerprint: Fingerprint) -> str:
     return json.dumps({"operation": operation, **fingerprint}, sort_keys=True)
 
 
+CLAIM = Statement(
+    "INSERT INTO idempotency_keys"
+    " (partner_id, request_id, operation, fingerprint, refusal, create_time)"
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING request_id"
+)
+EXISTING_CLAIM = Statement(
+    "SELECT fingerprint, result_id, refusal FROM idempotency_keys"
+    " WHERE partner_id = %s AND request_id = %s"
+)
+
+
 def _claim(uow: UnitOfWork, request: KeyedRequest, refusal: CoalitionError | None) -> Claim:
-    insert_module = postgresql if uow.dialect_name == "postgresql" else sqlite
-    statement = (
-        insert_module.insert(idempotency_keys)
-        .values(**claim_values(request, refusal))
-        .on_conflict_do_nothing()
-        .returning(idempotency_keys.c.request_id)
-    )
-    if uow.connection.execute(statement).first() is not None:
+    values = claim_values(request, refusal)
+    claimed = driver.execute(uow, CLAIM, [values[column] for column in CLAIM_COLUMNS]).fetchone()
+    if claimed is not None:
         return Claim(replayed_result_id=None)
-    existing = uow.connection.execute(
-        select(
-            idempotency_keys.c.fingerprint,
-            idempotency_keys.c.result_id,
-            idempotency_keys.c.refusal,
-        ).where(
-            idempotency_keys.c.partner_id == request.partner_id,
-            idempotency_keys.c.request_id == request.request_id,
-        )
-    ).one()
+    existing = driver.execute(
+        uow, EXISTING_CLAIM, (request.partner_id, request.request_id)
+    ).fetchone()
+    assert existing is not None, "a conflicting claim exists once its writer committed"
+    fingerprint, result_id, existing_refusal = existing
     answer_of_existing_claim(
-        request.request_id, existing.fingerprint, request.canonical_fingerprint, existing.refusal
+        request.request_id, fingerprint, request.canonical_fingerprint, existing_refusal
     )
-    assert existing.result_id is not None, "a committed claim records its result or refusal"
-    return Claim(replayed_result_id=existing.result_id)
+    assert result_id is not None, "a committed claim records its result or refusal"
+    return Claim(replayed_result_id=result_id)
 
 
 def _refusal_record(refusal: CoalitionError) -> str:

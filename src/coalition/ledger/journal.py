@@ -8,73 +8,27 @@ All but merges touch exactly one member account.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Label, Row, Select, func, insert, select, update
+from sqlalchemy import Label, Row, Select, func, select
 from sqlalchemy.orm import aliased
 
 from coalition.domain.errors import FailedPrecondition
-from coalition.events.outbox import record_transaction_event
+from coalition.ledger import writer
 from coalition.ledger.accounts import member_account_id
-from coalition.store.schema import accounts, journal_transactions, members, postings
+from coalition.ledger.writer import JournalEntry, Posting, TransactionRecord
+from coalition.store import driver
+from coalition.store.driver import Statement
+from coalition.store.schema import accounts, journal_transactions
 from coalition.store.unit_of_work import UnitOfWork
 
-MEMBER_ACCOUNT_PREFIX = member_account_id("")
+__all__ = ["JournalEntry", "Posting", "TransactionRecord"]
 
 
-@dataclass(frozen=True)
-class Posting:
-    account_id: str
-    points: int
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    """A business operation to record: who, what, and the balanced postings."""
-
-    kind: str  # earn, burn, reverse
-    partner_id: str
-    member_id: str
-    request_id: str
-    occurred_at: datetime
-    postings: tuple[Posting, ...]
-    rate_version_id: str | None = None
-    parent_transaction_id: int | None = None
-    amount_minor: int | None = None
-    currency: str | None = None
-    native_points: int | None = None
-    partner_reference: str | None = None
-    reason: str | None = None
-
-    @property
-    def member_points_delta(self) -> int:
-        member_account = member_account_id(self.member_id)
-        return sum(p.points for p in self.postings if p.account_id == member_account)
-
-
-@dataclass(frozen=True)
-class TransactionRecord:
-    """A committed journal transaction, as callers see it."""
-
-    transaction_id: int
-    kind: str
-    partner_id: str
-    member_id: str
-    points_delta: int
-    balance_points_after: int
-    occurred_at: datetime
-    create_time: datetime
-    request_id: str
-    rate_version_id: str | None
-    parent_transaction_id: int | None
-    amount_minor: int | None
-    currency: str | None
-    native_points: int | None
-    partner_reference: str | None
-    reason: str | None
-    points_reversed: int
+READ_BALANCE = Statement("SELECT balance_points FROM accounts WHERE account_id = %s")
+LOCK_BALANCE = Statement(f"{READ_BALANCE.postgresql} FOR UPDATE")
+SURVIVOR = Statement("SELECT merged_into_member_id FROM members WHERE member_id = %s")
 
 
 def lock_member_balance(uow: UnitOfWork, member_id: str) -> int:
@@ -84,15 +38,13 @@ def lock_member_balance(uow: UnitOfWork, member_id: str) -> int:
     already serialises writers), so all checks on a member's balance, lots and reversals see
     a state no other request can change before commit.
     """
-    statement = (
-        select(accounts.c.balance_points)
-        .where(accounts.c.account_id == member_account_id(member_id))
-        .with_for_update()
-    )
-    balance_points = uow.connection.execute(statement).scalar_one()
+    statement = LOCK_BALANCE if uow.dialect_name == "postgresql" else READ_BALANCE
+    row = driver.execute(uow, statement, (member_account_id(member_id),)).fetchone()
+    assert row is not None, f"member {member_id} has its account"
+    balance_points = int(row[0])
     assert balance_points >= 0, f"negative balance cache for member {member_id}"
     _refuse_merged_member(uow, member_id)
-    return int(balance_points)
+    return balance_points
 
 
 def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str, int]:
@@ -123,9 +75,7 @@ def _refuse_merged_member(uow: UnitOfWork, member_id: str) -> None:
     # while this request waited: a merged member's account is closed, and points posted to it
     # would be stranded. The caller resolved the member just before a merge; a retry resolves
     # it to the survivor.
-    survivor_member_id = uow.connection.execute(
-        select(members.c.merged_into_member_id).where(members.c.member_id == member_id)
-    ).scalar_one()
+    survivor_member_id = driver.execute(uow, SURVIVOR, (member_id,)).fetchone()[0]
     if survivor_member_id is not None:
         raise FailedPrecondition(
             "MEMBER_MERGED",
@@ -145,104 +95,8 @@ def member_balance(uow: UnitOfWork, member_id: str) -> int:
 
 
 def post(uow: UnitOfWork, entry: JournalEntry, now: datetime) -> TransactionRecord:
-    """Insert one balanced journal transaction and move the balance cache of every member
-    account it posts to (the caller holds all their locks, taken in member id order)."""
-    assert entry.postings, "a transaction has postings"
-    assert sum(p.points for p in entry.postings) == 0, "postings must sum to zero"
-    assert all(p.points != 0 for p in entry.postings), "no empty postings"
-    member_points_delta = entry.member_points_delta
-    # A capture of all that a hold held moves only member_hold:<id> (ledger/holds.py).
-    assert member_points_delta != 0 or entry.kind == "capture", "the member's balance moves"
-    for other_member_id, points_delta in _other_member_deltas(entry):
-        _move_member_balance(uow, other_member_id, points_delta)
-    balance_points_after = (
-        _move_member_balance(uow, entry.member_id, member_points_delta)
-        if member_points_delta
-        else member_balance(uow, entry.member_id)
-    )
-    row: dict[str, Any] = {
-        "kind": entry.kind,
-        "partner_id": entry.partner_id,
-        "member_id": entry.member_id,
-        "points_delta": member_points_delta,
-        "balance_points_after": balance_points_after,
-        "occurred_at": entry.occurred_at,
-        "create_time": now,
-        "request_id": entry.request_id,
-        "rate_version_id": entry.rate_version_id,
-        "parent_transaction_id": entry.parent_transaction_id,
-        "amount_minor": entry.amount_minor,
-        "currency": entry.currency,
-        "native_points": entry.native_points,
-        "partner_reference": entry.partner_reference,
-        "reason": entry.reason,
-    }
-    transaction_id = uow.connection.execute(
-        insert(journal_transactions).values(row).returning(journal_transactions.c.transaction_id)
-    ).scalar_one()
-    uow.connection.execute(
-        insert(postings),
-        [
-            {
-                "transaction_id": transaction_id,
-                "account_id": p.account_id,
-                "points": p.points,
-                "create_time": now,
-            }
-            for p in entry.postings
-        ],
-    )
-    # The partner's event, in this same database transaction (events/outbox.py).
-    record_transaction_event(
-        uow,
-        transaction_id=transaction_id,
-        transaction_kind=entry.kind,
-        partner_id=entry.partner_id,
-        member_id=entry.member_id,
-        points_delta=member_points_delta,
-        balance_points_after=balance_points_after,
-        now=now,
-    )
-    return TransactionRecord(transaction_id=transaction_id, points_reversed=0, **row)
-
-
-def _other_member_deltas(entry: JournalEntry) -> list[tuple[str, int]]:
-    """Net points of each member account other than the entry's own, in member id order.
-
-    Only a merge has any (the duplicate's side); for every other kind this is one pass over
-    two postings that finds nothing.
-    """
-    deltas: dict[str, int] = {}
-    own_account_id = member_account_id(entry.member_id)
-    for posting in entry.postings:
-        if posting.account_id.startswith(MEMBER_ACCOUNT_PREFIX) and (
-            posting.account_id != own_account_id
-        ):
-            member_id = posting.account_id.removeprefix(MEMBER_ACCOUNT_PREFIX)
-            deltas[member_id] = deltas.get(member_id, 0) + posting.points
-    assert all(deltas.values()), "every member account a transaction posts to moves"
-    return sorted(deltas.items())
-
-
-def _move_member_balance(uow: UnitOfWork, member_id: str, points_delta: int) -> int:
-    # The guard repeats the caller's check at the row itself: a balance can never go negative,
-    # even if a caller forgot to take the member lock.
-    account = accounts.c
-    statement = (
-        update(accounts)
-        .where(account.account_id == member_account_id(member_id))
-        .where(account.balance_points + points_delta >= 0)
-        .values(balance_points=account.balance_points + points_delta)
-        .returning(account.balance_points)
-    )
-    balance_points_after = uow.connection.execute(statement).scalar_one_or_none()
-    if balance_points_after is None:
-        raise FailedPrecondition(
-            "INSUFFICIENT_POINTS",
-            f"member {member_id} has too few points for a debit of {-points_delta}",
-            {"member_id": member_id, "points_requested": -points_delta},
-        )
-    return int(balance_points_after)
+    """Write one journal entry (the caller holds the locks of every member it posts to)."""
+    return writer.write(uow, [entry], now)[0]
 
 
 def _points_reversed_column() -> Label[Any]:

@@ -6,8 +6,6 @@ Invariant: the remaining points of a member's lots sum to the member's balance.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import func, insert, select, update
 
 from coalition.domain.errors import FailedPrecondition
@@ -16,28 +14,6 @@ from coalition.store.unit_of_work import UnitOfWork
 
 # Lots are read in pages while consuming, never all of a member's at once.
 LOT_PAGE_SIZE = 64
-
-
-def create_lot(
-    uow: UnitOfWork,
-    member_id: str,
-    partner_id: str,
-    transaction_id: int,
-    points: int,
-    expires_at: datetime | None,
-    now: datetime,
-) -> None:
-    uow.connection.execute(
-        insert(lots).values(
-            member_id=member_id,
-            partner_id=partner_id,
-            transaction_id=transaction_id,
-            points=points,
-            remaining_points=points,
-            expires_at=expires_at,
-            create_time=now,
-        )
-    )
 
 
 def consume(uow: UnitOfWork, member_id: str, burn_transaction_id: int, points: int) -> None:
@@ -59,11 +35,15 @@ def consume(uow: UnitOfWork, member_id: str, burn_transaction_id: int, points: i
             points_left -= points_taken
             if points_left == 0:
                 break
-        _move_lots(uow, burn_transaction_id, burn_transaction_id, taken)
+        _move_lots(uow, member_id, burn_transaction_id, burn_transaction_id, taken)
 
 
 def restore(
-    uow: UnitOfWork, burn_transaction_id: int, reversal_transaction_id: int, points: int
+    uow: UnitOfWork,
+    member_id: str,
+    burn_transaction_id: int,
+    reversal_transaction_id: int,
+    points: int,
 ) -> None:
     """Give back `points` of a burn to the lots it consumed, latest expiry first."""
     assert points > 0
@@ -85,7 +65,7 @@ def restore(
         if points_left == 0:
             break
     assert points_left == 0, f"burn {burn_transaction_id} consumed less than is being reversed"
-    _move_lots(uow, burn_transaction_id, reversal_transaction_id, given_back)
+    _move_lots(uow, member_id, burn_transaction_id, reversal_transaction_id, given_back)
 
 
 def take_from_earned_lot(uow: UnitOfWork, earn_transaction_id: int, points: int) -> None:
@@ -106,6 +86,7 @@ def take_from_earned_lot(uow: UnitOfWork, earn_transaction_id: int, points: int)
 
 def _move_lots(
     uow: UnitOfWork,
+    member_id: str,
     burn_transaction_id: int,
     transaction_id: int,
     points_by_lot: list[tuple[int, int]],
@@ -118,6 +99,7 @@ def _move_lots(
         [
             {
                 "transaction_id": transaction_id,
+                "member_id": member_id,
                 "burn_transaction_id": burn_transaction_id,
                 "lot_id": lot_id,
                 "points": points,

@@ -25,6 +25,7 @@ from coalition.ledger.accounts import (
 )
 from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
+from coalition.ledger.writer import NewLot
 from coalition.partners.catalog import Partner, partner_terms
 from coalition.programme.config import active_programme
 from coalition.referrals import rewards as referral_rewards
@@ -148,13 +149,17 @@ def post_earn(
         currency=command.spend.currency if command.spend else None,
         native_points=command.native_points,
         partner_reference=command.partner_reference,
+        lot=NewLot(
+            partner_id,
+            award.points_total,
+            rules.lot_expiry(occurred_at, partner.points_validity_months),
+        ),
+        bonuses=award.ledger_bonuses(),
+        qualifying_points=award.points_total,
+        qualifying_month_of=occurred_at,
     )
     record = journal.post(uow, entry, now)
-    expires_at = rules.lot_expiry(occurred_at, partner.points_validity_months)
-    lots.create_lot(
-        uow, member_id, partner_id, record.transaction_id, award.points_total, expires_at, now
-    )
-    promotions.after_earn(uow, programme, award, record, now)
+    promotions.upgrade_after_earn(uow, programme, award, record, now)
     referral_rewards.reward_after_earn(uow, record, now)  # one primary-key read if none
     return record
 
@@ -216,9 +221,12 @@ def _reverse(
         else partner_redemption_account_id(partner_id)
     )
     counter_postings: tuple[Posting, ...] = (Posting(counter_account, -sign * points_reversed),)
+    qualifying_points = 0
     if parent.kind == "earn":
         lots.take_from_earned_lot(uow, parent.transaction_id, points_reversed)
-        promotions.after_earn_reversal(uow, member_id, parent, points_reversed)
+        # Reversed earn points stop counting towards tiers, in the month the earn happened,
+        # for the member holding them now (after a merge: the survivor).
+        qualifying_points = -points_reversed
         counter_postings = promotions.earn_reversal_postings(uow, parent, points_reversed)
     entry = JournalEntry(
         kind="reverse",
@@ -233,10 +241,12 @@ def _reverse(
         rate_version_id=parent.rate_version_id,
         parent_transaction_id=parent.transaction_id,
         reason=command.reason,
+        qualifying_points=qualifying_points,
+        qualifying_month_of=parent.occurred_at,
     )
     record = journal.post(uow, entry, now)
     if parent.kind == "burn":
-        lots.restore(uow, parent.transaction_id, record.transaction_id, points_reversed)
+        lots.restore(uow, member_id, parent.transaction_id, record.transaction_id, points_reversed)
     return _commit(uow, partner_id, command.request_id, record)
 
 

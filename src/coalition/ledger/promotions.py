@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from fractions import Fraction
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from coalition.domain.promotions import (
     FUNDED_BY_COALITION,
@@ -33,6 +33,7 @@ from coalition.ledger.system_accounts import (
     COALITION_PROMOTIONS_ACCOUNT_ID,
     ensure_coalition_promotions_account,
 )
+from coalition.ledger.writer import Bonus as LedgerBonus
 from coalition.programme import tiers
 from coalition.programme.config import Programme
 from coalition.store.schema import earn_bonuses, metadata
@@ -53,6 +54,17 @@ class EarnAward:
     @property
     def points_coalition_funded(self) -> int:
         return sum(b.points for b in self.bonuses if b.funded_by == FUNDED_BY_COALITION)
+
+    def ledger_bonuses(self) -> tuple[LedgerBonus, ...]:
+        """The bonuses as the earn's journal entry records them (None: coalition-funded)."""
+        return tuple(
+            LedgerBonus(
+                bonus.rule_id,
+                bonus.points,
+                None if bonus.funded_by == FUNDED_BY_COALITION else self.partner_id,
+            )
+            for bonus in self.bonuses
+        )
 
     def postings(self) -> tuple[Posting, ...]:
         coalition_points = self.points_coalition_funded
@@ -90,26 +102,6 @@ def award_for_earn(
     if award.points_coalition_funded:
         ensure_coalition_promotions_account(uow)
     return award
-
-
-def record_award(uow: UnitOfWork, award: EarnAward, record: TransactionRecord) -> None:
-    assert record.points_delta == award.points_total, "the journal credited the award"
-    if not award.bonuses:
-        return
-    uow.connection.execute(
-        insert(earn_bonuses),
-        [
-            {
-                "transaction_id": record.transaction_id,
-                "rule_id": bonus.rule_id,
-                "points": bonus.points,
-                "funding_partner_id": (
-                    None if bonus.funded_by == FUNDED_BY_COALITION else award.partner_id
-                ),
-            }
-            for bonus in award.bonuses
-        ],
-    )
 
 
 def member_birthday(uow: UnitOfWork, member_id: str) -> date | None:
@@ -164,24 +156,15 @@ def earn_reversal_postings(
     return tuple(posting for posting in postings if posting.points != 0)
 
 
-def after_earn(
+def upgrade_after_earn(
     uow: UnitOfWork,
     programme: Programme,
     award: EarnAward,
     record: TransactionRecord,
     now: datetime,
 ) -> None:
-    """Record the earn's bonuses, count its points towards tiers, upgrade when reached."""
-    record_award(uow, award, record)
-    tiers.add_qualifying_points(uow, award.member_id, record.occurred_at, award.points_total)
+    """Upgrade the member's tier when the earn (already counted) reached a higher one."""
+    assert record.points_delta == award.points_total, "the journal credited the award"
     tiers.upgrade_after_earn(
         uow, award.member_id, award.partner_id, record.transaction_id, programme.ladder, now
     )
-
-
-def after_earn_reversal(
-    uow: UnitOfWork, member_id: str, parent: TransactionRecord, points_reversed: int
-) -> None:
-    """Reversed earn points stop counting towards tiers (in the month the earn happened), for
-    the member holding them now (after a merge: the survivor)."""
-    tiers.add_qualifying_points(uow, member_id, parent.occurred_at, -points_reversed)

@@ -25,18 +25,21 @@ import os
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from coalition.domain import points as rules
-from coalition.ledger import journal, lots
+from coalition.ledger import journal
 from coalition.ledger.accounts import member_account_id
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.system_accounts import (
     COALITION_PROMOTIONS_ACCOUNT_ID,
     ensure_coalition_promotions_account,
 )
+from coalition.ledger.writer import Bonus, NewLot
 from coalition.partners.catalog import partner_terms
-from coalition.store.schema import earn_bonuses, referrals
+from coalition.store import driver
+from coalition.store.driver import Statement
+from coalition.store.schema import referrals
 from coalition.store.unit_of_work import UnitOfWork
 
 REFERRAL_BONUS_POINTS_ENVIRONMENT_VARIABLE = "COALITION_REFERRAL_BONUS_POINTS"
@@ -78,14 +81,17 @@ def pending_referrers(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str, s
     )
 
 
+# On every earn's path: a statement built once, on the driver (store/driver.py).
+PENDING_REFERRER = Statement(
+    "SELECT referrer_member_id FROM referrals"
+    " WHERE referred_member_id = %s AND reward_time IS NULL"
+)
+
+
 def reward_after_earn(uow: UnitOfWork, earn: TransactionRecord, now: datetime) -> None:
     """Pay the referral reward if `earn` is the referred member's first qualifying earn."""
-    referrer_member_id = uow.connection.execute(
-        select(referrals.c.referrer_member_id).where(
-            referrals.c.referred_member_id == earn.member_id,
-            referrals.c.reward_time.is_(None),
-        )
-    ).scalar_one_or_none()
+    row = driver.execute(uow, PENDING_REFERRER, (earn.member_id,)).fetchone()
+    referrer_member_id = None if row is None else row[0]
     if referrer_member_id is None or earn.points_delta < qualifying_points_min():
         return
     bonus_points = referral_bonus_points()
@@ -117,6 +123,7 @@ def _credit(
     bonus_points: int,
     now: datetime,
 ) -> TransactionRecord:
+    validity_months = partner_terms(uow, earn.partner_id).partner.points_validity_months
     entry = JournalEntry(
         kind="earn",
         partner_id=earn.partner_id,
@@ -128,19 +135,9 @@ def _credit(
             Posting(COALITION_PROMOTIONS_ACCOUNT_ID, -bonus_points),
         ),
         reason=f"referral bonus ({role}), coalition-funded",
+        lot=NewLot(
+            earn.partner_id, bonus_points, rules.lot_expiry(earn.occurred_at, validity_months)
+        ),
+        bonuses=(Bonus(f"referral:{role}", bonus_points, None),),
     )
-    record = journal.post(uow, entry, now)
-    validity_months = partner_terms(uow, earn.partner_id).partner.points_validity_months
-    expires_at = rules.lot_expiry(earn.occurred_at, validity_months)
-    lots.create_lot(
-        uow, member_id, earn.partner_id, record.transaction_id, bonus_points, expires_at, now
-    )
-    uow.connection.execute(
-        insert(earn_bonuses).values(
-            transaction_id=record.transaction_id,
-            rule_id=f"referral:{role}",
-            points=bonus_points,
-            funding_partner_id=None,
-        )
-    )
-    return record
+    return journal.post(uow, entry, now)

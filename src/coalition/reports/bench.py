@@ -61,11 +61,12 @@ LOAD_STATEMENTS = [
         JOIN bench_partners p ON p.n = g % (SELECT count(*) FROM bench_partners)
         CROSS JOIN LATERAL (SELECT TIMESTAMPTZ '{START}'
             + (g::bigint * {SPAN_SECONDS} / {EARNS}) * INTERVAL '1 second' AS at) t""",
-    f"""INSERT INTO postings (transaction_id, account_id, points, create_time)
-        SELECT transaction_id, 'member:' || member_id, points_delta, create_time
+    f"""INSERT INTO postings (transaction_id, member_id, account_id, points, create_time)
+        SELECT transaction_id, member_id, 'member:' || member_id, points_delta, create_time
         FROM journal_transactions WHERE transaction_id <= {EARNS}
         UNION ALL
-        SELECT transaction_id, 'partner:' || partner_id || ':issuance', -points_delta, create_time
+        SELECT transaction_id, member_id, 'partner:' || partner_id || ':issuance', -points_delta,
+               create_time
         FROM journal_transactions WHERE transaction_id <= {EARNS}""",
     f"""INSERT INTO lots (lot_id, member_id, partner_id, transaction_id, points,
             remaining_points, expires_at, create_time)
@@ -82,15 +83,16 @@ LOAD_STATEMENTS = [
         FROM lots l
         JOIN bench_partners p ON p.n = (l.lot_id + 1) % (SELECT count(*) FROM bench_partners)
         WHERE l.lot_id <= {BURNS}""",
-    f"""INSERT INTO postings (transaction_id, account_id, points, create_time)
-        SELECT transaction_id, 'member:' || member_id, points_delta, create_time
+    f"""INSERT INTO postings (transaction_id, member_id, account_id, points, create_time)
+        SELECT transaction_id, member_id, 'member:' || member_id, points_delta, create_time
         FROM journal_transactions WHERE transaction_id > {EARNS} AND kind = 'burn'
         UNION ALL
-        SELECT transaction_id, 'partner:' || partner_id || ':redemption', -points_delta,
-               create_time
+        SELECT transaction_id, member_id, 'partner:' || partner_id || ':redemption',
+               -points_delta, create_time
         FROM journal_transactions WHERE transaction_id > {EARNS} AND kind = 'burn'""",
-    f"""INSERT INTO lot_consumptions (transaction_id, lot_id, burn_transaction_id, points)
-        SELECT {EARNS} + lot_id, lot_id, {EARNS} + lot_id, points / 2
+    f"""INSERT INTO lot_consumptions (transaction_id, member_id, lot_id, burn_transaction_id,
+            points)
+        SELECT {EARNS} + lot_id, member_id, lot_id, {EARNS} + lot_id, points / 2
         FROM lots WHERE lot_id <= {BURNS}""",
     f"""UPDATE lots SET remaining_points = points - points / 2 WHERE lot_id <= {BURNS}""",
     # expiries of every nth untouched lot that is due before the end of the activity
@@ -101,15 +103,15 @@ LOAD_STATEMENTS = [
         FROM lots l
         WHERE l.lot_id > {BURNS} AND l.lot_id % {EXPIRY_EVERY_NTH_LOT} = 0
           AND l.expires_at < TIMESTAMPTZ '{START}' + INTERVAL '{SPAN_SECONDS} seconds'""",
-    f"""INSERT INTO postings (transaction_id, account_id, points, create_time)
-        SELECT transaction_id, 'member:' || member_id, points_delta, create_time
+    f"""INSERT INTO postings (transaction_id, member_id, account_id, points, create_time)
+        SELECT transaction_id, member_id, 'member:' || member_id, points_delta, create_time
         FROM journal_transactions WHERE transaction_id > {EARNS + BURNS}
         UNION ALL
-        SELECT transaction_id, 'partner:' || partner_id || ':breakage', -points_delta,
-               create_time
+        SELECT transaction_id, member_id, 'partner:' || partner_id || ':breakage',
+               -points_delta, create_time
         FROM journal_transactions WHERE transaction_id > {EARNS + BURNS}""",
-    f"""INSERT INTO lot_expiries (transaction_id, lot_id, expiry_round, points)
-        SELECT transaction_id, transaction_id - {EARNS + BURNS}, 1, -points_delta
+    f"""INSERT INTO lot_expiries (transaction_id, member_id, lot_id, expiry_round, points)
+        SELECT transaction_id, member_id, transaction_id - {EARNS + BURNS}, 1, -points_delta
         FROM journal_transactions WHERE transaction_id > {EARNS + BURNS}""",
     f"""UPDATE lots SET remaining_points = 0
         WHERE lot_id IN (SELECT transaction_id - {EARNS + BURNS} FROM journal_transactions

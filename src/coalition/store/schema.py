@@ -187,12 +187,17 @@ postings = Table(
     metadata,
     Column("posting_id", Identifier64, primary_key=True, autoincrement=True),
     Column("transaction_id", ForeignKey("journal_transactions.transaction_id"), nullable=False),
+    # The member of the transaction (migration 0009): every member-scoped row carries it, so
+    # statements filter by member (docs/scaling.md). No foreign key: the journal row has it,
+    # and a per-row trigger on the hottest table would cost every write.
+    Column("member_id", String(40), nullable=False),
     Column("account_id", ForeignKey("accounts.account_id"), nullable=False),
     Column("points", BigInteger, nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
     CheckConstraint("points <> 0", name="points_not_zero"),
     Index(None, "transaction_id"),
     Index(None, "account_id", "create_time"),
+    Index(None, "member_id", "account_id"),
 )
 
 # Every earn creates a lot; burns consume lots earliest expiry first.
@@ -222,6 +227,7 @@ lot_consumptions = Table(
     metadata,
     Column("consumption_id", Identifier64, primary_key=True, autoincrement=True),
     Column("transaction_id", ForeignKey("journal_transactions.transaction_id"), nullable=False),
+    Column("member_id", String(40), nullable=False),  # of the transaction (migration 0009)
     Column("lot_id", ForeignKey("lots.lot_id"), nullable=False),
     Column(
         "burn_transaction_id", ForeignKey("journal_transactions.transaction_id"), nullable=False
@@ -390,6 +396,7 @@ lot_expiries = Table(
     "lot_expiries",
     metadata,
     Column("transaction_id", ForeignKey("journal_transactions.transaction_id"), primary_key=True),
+    Column("member_id", String(40), nullable=False),  # of the transaction (migration 0009)
     Column("lot_id", ForeignKey("lots.lot_id"), nullable=False),
     Column("expiry_round", Integer, nullable=False),
     Column("points", BigInteger, nullable=False),
@@ -491,6 +498,7 @@ earn_bonuses = Table(
     metadata,
     Column("transaction_id", ForeignKey("journal_transactions.transaction_id"), primary_key=True),
     Column("rule_id", String(80), primary_key=True),
+    Column("member_id", String(40), nullable=False),  # of the transaction (migration 0009)
     Column("points", BigInteger, nullable=False),
     Column("funding_partner_id", ForeignKey("partners.partner_id"), nullable=True),
     CheckConstraint("points > 0", name="points_positive"),

@@ -1,0 +1,73 @@
+"""Hot-path statements on the database driver's own cursor, inside a unit of work.
+
+SQLAlchemy Core builds, caches and wraps each statement it runs; on the ledger's hot path that
+work cost more CPU than the database spent on the statements (docs/benchmarks.md). The few
+statements every mutation runs are written here once, as plain SQL text with `%s`
+placeholders, and executed on the driver's cursor in the unit of work's own transaction:
+psycopg prepares a statement after a few uses on a connection, and sqlite3 caches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from coalition.store.unit_of_work import UnitOfWork
+
+
+class Statement:
+    """One SQL text for both drivers: psycopg takes `%s`, sqlite3 takes `?`."""
+
+    def __init__(self, sql: str) -> None:
+        assert "?" not in sql, "write placeholders as %s"
+        self.postgresql = sql
+        self.sqlite = sql.replace("%s", "?")
+
+
+def execute(uow: UnitOfWork, statement: Statement, parameters: Sequence[Any]) -> Any:
+    """Run `statement` in the unit of work's transaction; return the driver's cursor."""
+    cursor = cursor_of(uow)
+    with driver_errors(uow):
+        if uow.dialect_name == "postgresql":
+            return cursor.execute(statement.postgresql, parameters)
+        return cursor.execute(statement.sqlite, [sqlite_value(value) for value in parameters])
+
+
+@contextmanager
+def driver_errors(uow: UnitOfWork) -> Iterator[None]:
+    """Raise the driver's errors as SQLAlchemy would have (so the API maps a lost database to
+    UNAVAILABLE as everywhere else), and invalidate a connection the database dropped."""
+    dialect = uow.engine.dialect
+    try:
+        yield
+    except dialect.loaded_dbapi.Error as error:
+        dbapi_connection = uow.connection.connection.dbapi_connection
+        disconnected = dialect.is_disconnect(error, dbapi_connection, None)
+        if disconnected:
+            uow.connection.invalidate(error)
+        raise DBAPIError.instance(
+            None,
+            None,
+            error,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=disconnected,
+            dialect=dialect,
+        ) from error
+
+
+def cursor_of(uow: UnitOfWork) -> Any:
+    """The driver's cursor, inside the unit of work's transaction (SQLAlchemy began it)."""
+    return uow.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def sqlite_value(value: Any) -> Any:
+    """A parameter as SQLite stores it: an aware datetime as SQLAlchemy's UTC text
+    (schema.UtcDateTime), anything else unchanged."""
+    if isinstance(value, datetime):
+        assert value.tzinfo is not None, "naive datetimes never reach the database"
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
