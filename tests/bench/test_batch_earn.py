@@ -11,13 +11,14 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
+from coalition import operations
 from coalition.domain.errors import AlreadyExists, CoalitionError, FailedPrecondition, NotFound
 from coalition.domain.points import Money
 from coalition.domain.tiers import Tier, TierLadder
 from coalition.identity import members
 from coalition.identity.members import MemberReference
-from coalition.ledger import batch, operations
-from coalition.ledger.operations import EarnCommand
+from coalition.operations import batch_earn as batch
+from coalition.operations.points import EarnCommand
 from coalition.programme.config import DEFAULT_PROGRAMME, Programme, using_programme
 from coalition.referrals.rewards import REFERRAL_BONUS_POINTS_DEFAULT
 from coalition.referrals.service import get_referral_code

@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
+from coalition import operations
 from coalition.domain.errors import CoalitionError
 from coalition.domain.points import Money
 from coalition.identity import members, merge
 from coalition.identity.members import MemberReference
-from coalition.ledger import operations
 from coalition.ledger.journal import member_balance
-from coalition.ledger.operations import BurnCommand, EarnCommand
+from coalition.operations.points import BurnCommand, EarnCommand
 from coalition.store.schema import accounts, lots
 from coalition.store.schema import members as members_table
 from coalition.store.unit_of_work import UnitOfWork

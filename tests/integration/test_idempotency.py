@@ -10,14 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import Engine, text
 
+from coalition import operations
+from coalition.operations import points
 from coalition.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from coalition.domain.points import Money
 from coalition.identity import members
 from coalition.identity.identifiers import IdentifierHasher, normalise_email
 from coalition.identity.members import MemberReference
-from coalition.ledger import idempotency, operations
+from coalition.ledger import idempotency
 from coalition.ledger.idempotency import KeyedRequest
-from coalition.ledger.operations import BurnCommand, EarnCommand
+from coalition.operations.points import BurnCommand, EarnCommand
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals, row_counts
 from tests.integration.test_ledger import earn, enroll, now
@@ -32,7 +34,7 @@ def burn_request(member_id: str, points: int, request_id: str) -> BurnCommand:
 
 
 def keyed(command: BurnCommand) -> KeyedRequest:
-    fingerprint = operations._fingerprint(command)
+    fingerprint = points._fingerprint(command)
     return KeyedRequest("test-coffee", command.request_id, "burn", fingerprint, now())
 
 
@@ -122,7 +124,7 @@ def test_a_refusal_waits_for_an_uncommitted_attempt_and_then_replays_it(
         def apply() -> operations.LedgerResult:
             claimed.set()
             assert release.wait(10)
-            return operations._burn(uow, "test-coffee", command, now())
+            return points._burn(uow, "test-coffee", command, now())
 
         return idempotency.apply_once(uow, keyed(command), apply, lambda _: pytest.fail())
 

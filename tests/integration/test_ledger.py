@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, select
 
+from coalition import operations
 from coalition.domain.errors import (
     AlreadyExists,
     CoalitionError,
@@ -18,8 +19,7 @@ from coalition.domain.errors import (
 from coalition.domain.points import Money
 from coalition.identity import members
 from coalition.identity.members import MemberReference
-from coalition.ledger import operations
-from coalition.ledger.operations import BurnCommand, EarnCommand, LedgerResult, ReverseCommand
+from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult, ReverseCommand
 from coalition.store.schema import lot_consumptions, lots
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound, row_counts

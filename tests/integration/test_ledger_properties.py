@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
+from coalition import operations
 from coalition.domain.errors import CoalitionError
 from coalition.domain.points import Money
 from coalition.identity.members import MemberReference
-from coalition.ledger import operations
-from coalition.ledger.operations import BurnCommand, EarnCommand, LedgerResult, ReverseCommand
+from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult, ReverseCommand
 from coalition.store.schema import journal_transactions
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound

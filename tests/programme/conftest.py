@@ -10,14 +10,15 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine, text
 
+from coalition import operations
 from coalition.domain.points import Money
 from coalition.domain.promotions import Promotion
 from coalition.domain.tiers import Tier, TierLadder
 from coalition.identity import members
 from coalition.identity.members import MemberReference
-from coalition.ledger import hold_operations, operations
-from coalition.ledger.hold_operations import HoldResult
-from coalition.ledger.operations import BurnCommand, EarnCommand, LedgerResult
+from coalition.operations import holds as hold_operations
+from coalition.operations.holds import HoldResult
+from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult
 from coalition.programme.config import Programme, using_programme
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound

@@ -58,8 +58,8 @@ def test_promotions_are_recorded_and_funded_by_their_funder(engine: Engine) -> N
 
 
 def test_reversal_returns_each_funders_share(engine: Engine) -> None:
-    from coalition.ledger import operations
-    from coalition.ledger.operations import ReverseCommand
+    from coalition import operations
+    from coalition.operations.points import ReverseCommand
 
     programme = Programme(LADDER, (promotion("triple", multiplier=Decimal(3)),))
     member_id = enroll(engine)
@@ -157,8 +157,8 @@ def test_review_downgrades_members_whose_window_dropped(engine: Engine) -> None:
 
 
 def test_qualifying_points_drop_with_reversed_earns(engine: Engine) -> None:
-    from coalition.ledger import operations
-    from coalition.ledger.operations import ReverseCommand
+    from coalition import operations
+    from coalition.operations.points import ReverseCommand
     from coalition.programme.tiers import qualifying_points
 
     member_id = member_with(engine, 300)

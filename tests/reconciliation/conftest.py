@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from coalition import operations
 from coalition.domain.points import Money
 from coalition.identity import members
 from coalition.identity.members import MemberReference
-from coalition.ledger import operations
-from coalition.ledger.operations import BurnCommand, EarnCommand, ReverseCommand
+from coalition.operations.points import BurnCommand, EarnCommand, ReverseCommand
 from coalition.reconciliation.runs import rfc3339
 from coalition.store.schema import journal_transactions, partner_links
 from coalition.store.unit_of_work import UnitOfWork

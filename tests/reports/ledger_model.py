@@ -12,9 +12,9 @@ from decimal import Decimal
 
 from sqlalchemy import Engine
 
+from coalition import operations
 from coalition.domain.points import Money
 from coalition.identity.members import MemberReference, enroll
-from coalition.ledger import operations
 from coalition.ledger.expiry import expire_lots
 from coalition.store.unit_of_work import UnitOfWork
 

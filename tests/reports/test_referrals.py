@@ -10,11 +10,10 @@ import grpc
 import pytest
 from sqlalchemy import Engine, func, select
 
-from coalition import cli
+from coalition import cli, operations
 from coalition.domain.errors import CoalitionError
 from coalition.domain.points import Money
 from coalition.identity.members import MemberReference, enroll
-from coalition.ledger import operations
 from coalition.referrals.rewards import REFERRAL_BONUS_POINTS_DEFAULT
 from coalition.referrals.service import get_referral_code
 from coalition.store.schema import accounts, earn_bonuses, lots, postings, referrals

@@ -14,11 +14,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
+from coalition import operations
 from coalition.domain.points import Money
 from coalition.identity import members
 from coalition.identity.members import MemberReference
-from coalition.ledger import operations
-from coalition.ledger.operations import BurnCommand, EarnCommand, LedgerResult, ReverseCommand
+from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult, ReverseCommand
 from coalition.partners.sync import sync_partners
 from coalition.settlement import export, keys, service, signing
 from coalition.settlement.service import RunResult, Signer

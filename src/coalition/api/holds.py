@@ -1,7 +1,7 @@
 """Parsing and mapping for PointsService.AuthorizeBurn / CaptureBurn / VoidBurn.
 
 The servicer methods in api/points.py delegate here; this module only parses, calls the
-service functions of ledger/hold_operations.py and maps the results.
+service functions of operations/holds.py and maps the results.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 from coalition.api import responses
 from coalition.api.requests import RequestParser
-from coalition.ledger import hold_operations
-from coalition.ledger.hold_operations import HOLD_TTL_DEFAULT, HOLD_TTL_MAX, HoldResult
 from coalition.ledger.holds import Hold
+from coalition.operations import holds as hold_operations
+from coalition.operations.holds import HOLD_TTL_DEFAULT, HOLD_TTL_MAX, HoldResult
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import points_service_pb2 as messages
 

@@ -8,13 +8,14 @@ from typing import Any
 
 import grpc
 
+from coalition import operations
 from coalition.api import holds, responses
 from coalition.api.errors import status_code_of
 from coalition.api.interceptors import caller_partner_id
 from coalition.api.requests import RequestParser, page_token_for
 from coalition.domain.errors import CoalitionError
-from coalition.ledger import batch, operations
-from coalition.ledger.operations import LedgerResult
+from coalition.operations import batch_earn
+from coalition.operations.points import LedgerResult
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import points_service_pb2 as messages
 from coalition.v1 import points_service_pb2_grpc
@@ -39,8 +40,8 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         self, request: messages.BatchEarnRequest, context: grpc.ServicerContext
     ) -> messages.BatchEarnResponse:
         parser = RequestParser()
-        if not 0 < len(request.items) <= batch.BATCH_EARN_ITEMS_MAX:
-            parser.fault("items", f"1 to {batch.BATCH_EARN_ITEMS_MAX} earns")
+        if not 0 < len(request.items) <= batch_earn.BATCH_EARN_ITEMS_MAX:
+            parser.fault("items", f"1 to {batch_earn.BATCH_EARN_ITEMS_MAX} earns")
         if request.mode == messages.BATCH_EARN_MODE_UNSPECIFIED:
             parser.fault("mode", "required: ALL_OR_NOTHING or PER_ITEM")
         parser.done()
@@ -51,7 +52,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
             except CoalitionError as error:
                 items.append(error)
         all_or_nothing = request.mode == messages.BATCH_EARN_MODE_ALL_OR_NOTHING
-        result = batch.batch_earn(
+        result = batch_earn.batch_earn(
             self._unit_of_work(), caller_partner_id(), items, all_or_nothing, _now()
         )
         return messages.BatchEarnResponse(
@@ -215,7 +216,7 @@ def _earn_command(request: messages.EarnRequest) -> operations.EarnCommand:
     )
 
 
-def _batch_earn_result(outcome: batch.BatchItemOutcome) -> messages.BatchEarnResult:
+def _batch_earn_result(outcome: batch_earn.BatchItemOutcome) -> messages.BatchEarnResult:
     if outcome.result is not None:
         return messages.BatchEarnResult(
             earn=messages.EarnResponse(**_ledger_fields(outcome.result))

@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 
 from coalition.domain.points import Money
 from coalition.identity.members import MemberReference
-from coalition.ledger import batch
-from coalition.ledger.operations import EarnCommand
+from coalition.operations import batch_earn
+from coalition.operations.points import EarnCommand
 from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest, RateVersionManifest
 from coalition.partners.sync import rate_version_id, sync_partners
@@ -25,7 +25,7 @@ RATES_EFFECTIVE_FROM = datetime(2020, 1, 1, tzinfo=UTC)
 PARTNER_COUNT = 4
 CURRENCIES = ("EUR", "CNY", "GBP", "EUR")
 SEED_SPEND_MINOR = 100_000  # 1,000 points per member at 1 point per major unit
-SEED_BATCH_SIZE = batch.BATCH_EARN_ITEMS_MAX
+SEED_BATCH_SIZE = batch_earn.BATCH_EARN_ITEMS_MAX
 
 
 def partner_id(number: int) -> str:
@@ -146,5 +146,5 @@ def _seed_balances(engine: Engine, members: int, now: datetime) -> None:
             )
             for n in numbers
         ]
-        result = batch.batch_earn(UnitOfWork(engine), partner_id(number), commands, True, now)
+        result = batch_earn.batch_earn(UnitOfWork(engine), partner_id(number), commands, True, now)
         assert result.applied_count + result.replayed_count == len(commands)

@@ -35,8 +35,8 @@ from sqlalchemy import Row, func, insert, select, tuple_, update
 from coalition.domain.errors import FieldViolation, InvalidArgument
 from coalition.ledger import journal
 from coalition.ledger.accounts import member_account_id
+from coalition.ledger.funding import coalition_funded_points
 from coalition.ledger.journal import JournalEntry, Posting
-from coalition.ledger.promotions import coalition_funded_points
 from coalition.ledger.system_accounts import (
     ensure_coalition_promotions_account,
     ensure_partner_breakage_account,

@@ -24,7 +24,7 @@ WINDOW_START_DEFAULT = datetime(1970, 1, 1, tzinfo=UTC)
 WINDOW_END_DEFAULT = datetime(9999, 12, 31, tzinfo=UTC)
 SAMPLE_SUBJECTS_MAX = 5
 # Kinds whose request ids are claimed in idempotency_keys with the kind as the operation name
-# and the transaction id as the result (ledger/operations.py).
+# and the transaction id as the result (operations/points.py).
 KEYED_KINDS = ("earn", "burn", "reverse")
 
 

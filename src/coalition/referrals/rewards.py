@@ -9,7 +9,7 @@ only). When a referral is pending and the earn qualifies, both members get
 
 under the earning partner's id (journal rows need one; no partner account is posted, so
 settlement never bills the partner), with a lot issued under the earning partner (like the
-coalition-funded promotion points, ledger/promotions.py) and an `earn_bonuses` row with no
+coalition-funded promotion points, operations/promotions.py) and an `earn_bonuses` row with no
 funding partner (`referral:referred` / `referral:referrer`), so statements and reports show it
 as coalition-funded. Reversing such a transaction hands the points back to
 coalition:promotions (its earn_bonuses row makes it 100% coalition-funded).
@@ -83,8 +83,7 @@ def pending_referrers(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str, s
 
 # On every earn's path: a statement built once, on the driver (store/driver.py).
 PENDING_REFERRER = Statement(
-    "SELECT referrer_member_id FROM referrals"
-    " WHERE referred_member_id = %s AND reward_time IS NULL"
+    "SELECT referrer_member_id FROM referrals WHERE referred_member_id = %s AND reward_time IS NULL"
 )
 
 

@@ -17,7 +17,7 @@ from coalition.domain import points as rules
 from coalition.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from coalition.domain.points import Money, RateVersion
 from coalition.identity.members import MemberReference, resolve, surviving_member_id
-from coalition.ledger import holds, journal, lots, promotions
+from coalition.ledger import holds, journal, lots
 from coalition.ledger.accounts import (
     member_account_id,
     partner_issuance_account_id,
@@ -26,6 +26,7 @@ from coalition.ledger.accounts import (
 from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.writer import NewLot
+from coalition.operations import promotions
 from coalition.partners.catalog import Partner, partner_terms
 from coalition.programme.config import active_programme
 from coalition.referrals import rewards as referral_rewards

@@ -25,8 +25,8 @@ from coalition.ledger.holds import (
 )
 from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
-from coalition.ledger.operations import _occurred_at, _points_burned, require_available
 from coalition.ledger.system_accounts import ensure_member_hold_account
+from coalition.operations.points import _occurred_at, _points_burned, require_available
 from coalition.partners.catalog import get_partner, rate_in_force
 from coalition.store.schema import holds
 from coalition.store.unit_of_work import UnitOfWork

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from fractions import Fraction
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from coalition.domain.promotions import (
     FUNDED_BY_COALITION,
@@ -28,6 +28,7 @@ from coalition.domain.promotions import (
     bonuses_for_earn,
 )
 from coalition.ledger.accounts import member_account_id, partner_issuance_account_id
+from coalition.ledger.funding import coalition_funded_points
 from coalition.ledger.journal import Posting, TransactionRecord
 from coalition.ledger.system_accounts import (
     COALITION_PROMOTIONS_ACCOUNT_ID,
@@ -36,7 +37,7 @@ from coalition.ledger.system_accounts import (
 from coalition.ledger.writer import Bonus as LedgerBonus
 from coalition.programme import tiers
 from coalition.programme.config import Programme
-from coalition.store.schema import earn_bonuses, metadata
+from coalition.store.schema import metadata
 from coalition.store.unit_of_work import UnitOfWork
 
 
@@ -114,16 +115,6 @@ def member_birthday(uow: UnitOfWork, member_id: str) -> date | None:
         select(profiles.c.birthday).where(profiles.c.member_id == member_id)
     ).scalar_one_or_none()
     return birthday if isinstance(birthday, date) else None
-
-
-def coalition_funded_points(uow: UnitOfWork, earn_transaction_id: int) -> int:
-    points = uow.connection.execute(
-        select(func.coalesce(func.sum(earn_bonuses.c.points), 0)).where(
-            earn_bonuses.c.transaction_id == earn_transaction_id,
-            earn_bonuses.c.funding_partner_id.is_(None),
-        )
-    ).scalar_one()
-    return int(points)
 
 
 def coalition_share(

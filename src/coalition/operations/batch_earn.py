@@ -45,7 +45,8 @@ from coalition.ledger.idempotency import (
 )
 from coalition.ledger.idempotency import record_result as record_claim_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
-from coalition.ledger.operations import (
+from coalition.ledger.writer import NewLot
+from coalition.operations.points import (
     EarnCommand,
     LedgerResult,
     _check_points_bound,
@@ -55,7 +56,6 @@ from coalition.ledger.operations import (
     earn_basis_field,
     post_earn,
 )
-from coalition.ledger.writer import NewLot
 from coalition.partners.catalog import Partner, get_partner, list_rate_versions
 from coalition.programme.config import Programme, active_programme
 from coalition.referrals import rewards as referral_rewards
