@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import Engine, text
 
 from coalition import operations
-from coalition.operations import points
 from coalition.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from coalition.domain.points import Money
 from coalition.identity import members
@@ -19,6 +18,7 @@ from coalition.identity.identifiers import IdentifierHasher, normalise_email
 from coalition.identity.members import MemberReference
 from coalition.ledger import idempotency
 from coalition.ledger.idempotency import KeyedRequest
+from coalition.operations import points
 from coalition.operations.points import BurnCommand, EarnCommand
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals, row_counts

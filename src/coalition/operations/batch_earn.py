@@ -30,7 +30,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from coalition.domain import points as rules
-from coalition.domain.errors import CoalitionError, FailedPrecondition
+from coalition.domain.errors import CoalitionError, FailedPrecondition, Unavailable
 from coalition.domain.points import RateVersion
 from coalition.identity.members import resolve
 from coalition.ledger import journal, writer
@@ -92,6 +92,33 @@ class BatchEarnResult:
     @property
     def failed_count(self) -> int:
         return sum(1 for o in self.outcomes if o.error is not None)
+
+
+def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
+    """One earn: a group of one through the same path as a batch and the hub's group commit
+    (operations/group_commit.py), so all three claim, refuse and write alike."""
+    (outcome,) = earn_many(uow, partner_id, [command], now)
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.result is not None
+    return outcome.result
+
+
+def earn_many(
+    uow: UnitOfWork, partner_id: str, commands: Sequence[EarnCommand], now: datetime
+) -> tuple[BatchItemOutcome, ...]:
+    """Independent earns of one partner in one unit of work, each with its own answer: a
+    refusal of one is kept under its request id and never rolls back another."""
+    return batch_earn(uow, partner_id, commands, False, now).outcomes
+
+
+def overloaded(queue_length_max: int) -> Unavailable:
+    """UNAVAILABLE / HUB_OVERLOADED: more earns are waiting in this process than it queues."""
+    return Unavailable(
+        "HUB_OVERLOADED",
+        f"more than {queue_length_max} earns are waiting on this hub process; retry later",
+        {"queue_length_max": str(queue_length_max)},
+    )
 
 
 def batch_earn(
@@ -165,8 +192,10 @@ class _SetBasedBatch:
         self.outcomes = [None] * len(commands)
         items, duplicates = self._parse(commands)
         partner = get_partner(self.uow, self.partner_id)
-        self._compute(partner, items)
+        # In the order a single earn checks them: the time, the member, the rate and points.
+        self._check_times(items)
         self._resolve_members(items)
+        self._compute(partner, items)
         # All-or-nothing remembers nothing: a failing item fails the call before any write.
         claimed = self._claim(
             [item for item in items if item.error is None or not self.all_or_nothing]
@@ -209,12 +238,21 @@ class _SetBasedBatch:
                 )
         return items, duplicates
 
+    def _check_times(self, items: list[_Item]) -> None:
+        for item in items:
+            try:
+                item.occurred_at = _occurred_at(item.command.occurred_at, self.now)
+            except CoalitionError as error:
+                item.error = error
+
     def _compute(self, partner: Partner, items: list[_Item]) -> None:
         """Rates and points, in memory: past rate versions never change."""
         rate_versions = list_rate_versions(self.uow, self.partner_id)
         for item in items:
+            if item.error is not None:
+                continue
+            assert item.occurred_at is not None
             try:
-                item.occurred_at = _occurred_at(item.command.occurred_at, self.now)
                 item.rate = _rate_at(rate_versions, self.partner_id, item.occurred_at)
                 item.points = _points_earned(
                     partner, item.rate, item.command.spend, item.command.native_points

@@ -113,14 +113,6 @@ class Balance:
     held_points: int = 0  # reserved by open burn holds; owned = balance + held
 
 
-def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
-    return _applied_once(uow, partner_id, "earn", command, now, _earn)
-
-
-def _earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
-    return _commit(uow, partner_id, command.request_id, post_earn(uow, partner_id, command, now))
-
-
 def post_earn(
     uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime
 ) -> TransactionRecord:
