@@ -15,6 +15,7 @@ from coalition.api.interceptors import caller_partner_id
 from coalition.api.requests import RequestParser, page_token_for
 from coalition.domain.errors import CoalitionError
 from coalition.operations import batch_earn
+from coalition.operations.group_commit import EarnCommitter
 from coalition.operations.points import LedgerResult
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import points_service_pb2 as messages
@@ -26,14 +27,15 @@ def _now() -> datetime:
 
 
 class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
-    def __init__(self, unit_of_work: Callable[..., UnitOfWork]) -> None:
+    def __init__(self, unit_of_work: Callable[..., UnitOfWork], earns: EarnCommitter) -> None:
         self._unit_of_work = unit_of_work
+        self._earns = earns
 
     def Earn(
         self, request: messages.EarnRequest, context: grpc.ServicerContext
     ) -> messages.EarnResponse:
         command = _earn_command(request)
-        result = operations.earn(self._unit_of_work(), caller_partner_id(), command, _now())
+        result = self._earns.earn(caller_partner_id(), command, context.time_remaining())
         return messages.EarnResponse(**_ledger_fields(result))
 
     def BatchEarn(

@@ -30,6 +30,7 @@ from coalition.api.tls import TlsFiles, tls_files_from_environment
 from coalition.identity.secret import IdentitySecretError, hasher_for_engine
 from coalition.observability.metrics import MetricsInterceptor, watch_engine_pool
 from coalition.observability.process import configure_process
+from coalition.operations.group_commit import EarnCommitter
 from coalition.partners import credentials
 from coalition.partners.credentials import Principal
 from coalition.reconciliation.servicer import ReconciliationServicer
@@ -147,8 +148,10 @@ class Hub:
         event_service_pb2_grpc.add_EventServiceServicer_to_server(
             EventServicer(unit_of_work, self._stopping), self._server
         )
+        # Concurrent earns of this process share one database transaction (group commit).
+        self._earns = EarnCommitter(unit_of_work)
         points_service_pb2_grpc.add_PointsServiceServicer_to_server(
-            PointsServicer(unit_of_work), self._server
+            PointsServicer(unit_of_work, self._earns), self._server
         )
         member_service_pb2_grpc.add_MemberServiceServicer_to_server(
             MemberServicer(unit_of_work, partial(hasher_for_engine, engine)), self._server
@@ -204,6 +207,7 @@ class Hub:
         self._stopping.set()
         self._set_serving(False)
         self._server.stop(grace_seconds).wait()
+        self._earns.stop()
         self._monitor.join(timeout=HEALTH_CHECK_INTERVAL_SECONDS * 2)
 
     def wait(self) -> None:

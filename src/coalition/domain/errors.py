@@ -23,6 +23,7 @@ class ErrorCode(enum.Enum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class Unavailable(CoalitionError):
     code = ErrorCode.UNAVAILABLE
 
 
+class DeadlineExceeded(CoalitionError):
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
 _ERROR_CLASS_BY_CODE: dict[ErrorCode, type[CoalitionError]] = {
     error_class.code: error_class
     for error_class in (
@@ -99,6 +104,7 @@ _ERROR_CLASS_BY_CODE: dict[ErrorCode, type[CoalitionError]] = {
         PermissionDenied,
         Unauthenticated,
         Unavailable,
+        DeadlineExceeded,
     )
 }
 

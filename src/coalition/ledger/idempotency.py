@@ -106,6 +106,8 @@ def remember_refusal(uow: UnitOfWork, request: KeyedRequest, refusal: CoalitionE
     return _claim(uow, request, refusal)
 
 
+# Failures of the moment, not answers: the same request may apply when retried.
+PASSING_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.DEADLINE_EXCEEDED})
 # Refusals that say the hub is misconfigured, not that the request is wrong: an operator
 # fixes them, and the request must then apply.
 HUB_FAULT_REASONS = frozenset({"IDENTIFIER_KEY_MISMATCH"})
@@ -114,7 +116,7 @@ HUB_FAULT_REASONS = frozenset({"IDENTIFIER_KEY_MISMATCH"})
 def is_final(error: CoalitionError) -> bool:
     """Whether an error raised while applying a request is its answer (not a passing fault of
     the database or of the hub's configuration)."""
-    return error.code is not ErrorCode.UNAVAILABLE and error.reason not in HUB_FAULT_REASONS
+    return error.code not in PASSING_CODES and error.reason not in HUB_FAULT_REASONS
 
 
 RECORD_RESULT = Statement(

@@ -30,7 +30,12 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from coalition.domain import points as rules
-from coalition.domain.errors import CoalitionError, FailedPrecondition, Unavailable
+from coalition.domain.errors import (
+    CoalitionError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Unavailable,
+)
 from coalition.domain.points import RateVersion
 from coalition.identity.members import resolve
 from coalition.ledger import journal, writer
@@ -118,6 +123,17 @@ def overloaded(queue_length_max: int) -> Unavailable:
         "HUB_OVERLOADED",
         f"more than {queue_length_max} earns are waiting on this hub process; retry later",
         {"queue_length_max": str(queue_length_max)},
+    )
+
+
+def not_committed_in_time() -> DeadlineExceeded:
+    """DEADLINE_EXCEEDED / EARN_NOT_COMMITTED_IN_TIME: the caller's deadline passed while its
+    earn waited for its group; the earn may still apply, once, and a retry replays it."""
+    return DeadlineExceeded(
+        "EARN_NOT_COMMITTED_IN_TIME",
+        "the deadline passed before the earn's transaction committed; retry with the same "
+        "request_id to learn its outcome",
+        {},
     )
 
 

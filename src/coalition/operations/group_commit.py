@@ -1,0 +1,156 @@
+"""Group commit: concurrent earns of one hub process, gathered into one database transaction.
+
+Every earn, unary or batch, goes through one set-based path (`batch_earn.earn_many`): claims,
+member resolution, locks in account-id order, the domain rules, one call of the ledger writer,
+results. A unary earn alone is a group of one. Under load, the earns that arrive while a group
+is being committed form the next group, so the statements and the commit of a group are shared
+by all its earns:
+
+- a request waits for nothing when the hub is idle: the committer takes whatever is queued the
+  moment it is free; `GROUP_WINDOW_SECONDS` (default 0) may add a wait to gather more;
+- a group holds at most `GROUP_SIZE_MAX` earns, all of one partner (a group's claims and
+  results are keyed by partner, and its members are locked in one ordered statement, so
+  concurrent groups never deadlock);
+- a refusal of one earn (NO_POINTS_EARNED, RATE_NOT_FOUND, ...) is that earn's answer, kept
+  under its request id in the same transaction, and never rolls back the others;
+- no answer leaves before its group's transaction committed; a database fault answers every
+  earn of the group UNAVAILABLE (each retry applies at most once, by its request id);
+- any other failure of a group (a bug one input triggers) is retried one earn per transaction,
+  so that only the earn that causes it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import DBAPIError
+
+from coalition.domain.errors import CoalitionError
+from coalition.operations import batch_earn
+from coalition.operations.points import EarnCommand, LedgerResult
+from coalition.store.unit_of_work import UnitOfWork
+
+logger = logging.getLogger(__name__)
+
+GROUP_SIZE_MAX = 64
+GROUP_WINDOW_SECONDS = 0.0
+QUEUE_LENGTH_MAX = 4096  # earns waiting in one process; past it, callers are refused
+assert 0 < GROUP_SIZE_MAX <= batch_earn.BATCH_EARN_ITEMS_MAX, "a group is a batch"
+
+
+@dataclass
+class _Pending:
+    partner_id: str
+    command: EarnCommand
+    answer: Future[LedgerResult] = field(default_factory=Future)
+
+
+class EarnCommitter:
+    """One committer thread per hub process (per engine); servicer threads wait on it."""
+
+    def __init__(
+        self,
+        unit_of_work: Callable[[], UnitOfWork],
+        group_size_max: int = GROUP_SIZE_MAX,
+        window_seconds: float = GROUP_WINDOW_SECONDS,
+    ) -> None:
+        assert 0 < group_size_max <= batch_earn.BATCH_EARN_ITEMS_MAX
+        assert 0 <= window_seconds <= 0.1, "a window longer than 100 ms is a latency bug"
+        self._unit_of_work = unit_of_work
+        self._group_size_max = group_size_max
+        self._window_seconds = window_seconds
+        self._queue: deque[_Pending] = deque()
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="earn-committer", daemon=True)
+        self._thread.start()
+
+    def earn(
+        self, partner_id: str, command: EarnCommand, timeout_seconds: float | None
+    ) -> LedgerResult:
+        """Queue the earn, wait for its group to commit, and return its answer (or raise)."""
+        pending = _Pending(partner_id, command)
+        with self._ready:
+            assert not self._stopping, "the hub is stopping"
+            if len(self._queue) >= QUEUE_LENGTH_MAX:
+                raise batch_earn.overloaded(QUEUE_LENGTH_MAX)
+            self._queue.append(pending)
+            self._ready.notify()
+        try:
+            return pending.answer.result(timeout=timeout_seconds)
+        except TimeoutError:
+            # The caller's deadline passed first; its group may still commit, and a retry
+            # with the same request id replays what it did.
+            raise batch_earn.not_committed_in_time() from None
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread."""
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            group = self._next_group()
+            if group is None:
+                return
+            self._commit(group)
+
+    def _next_group(self) -> list[_Pending] | None:
+        with self._ready:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._ready.wait()
+            if self._window_seconds and len(self._queue) < self._group_size_max:
+                self._ready.wait(self._window_seconds)
+            partner_id = self._queue[0].partner_id
+            group: list[_Pending] = []
+            kept: deque[_Pending] = deque()
+            while self._queue:
+                pending = self._queue.popleft()
+                if pending.partner_id == partner_id and len(group) < self._group_size_max:
+                    group.append(pending)
+                else:
+                    kept.append(pending)
+            self._queue = kept
+            return group
+
+    def _commit(self, group: list[_Pending]) -> None:
+        try:
+            self._answer(group, _now())
+        except (CoalitionError, DBAPIError) as error:
+            for pending in group:  # the whole group failed alike: UNAVAILABLE, say
+                pending.answer.set_exception(error)
+        except Exception as error:
+            if len(group) == 1:
+                group[0].answer.set_exception(error)  # the interceptor logs it, INTERNAL
+                return
+            logger.exception("a group of %d earns failed; retrying them one by one", len(group))
+            for pending in group:
+                self._commit([pending])
+
+    def _answer(self, group: list[_Pending], now: datetime) -> None:
+        outcomes = batch_earn.earn_many(
+            self._unit_of_work(),
+            group[0].partner_id,
+            [pending.command for pending in group],
+            now,
+        )
+        for pending, outcome in zip(group, outcomes, strict=True):
+            if outcome.error is not None:
+                pending.answer.set_exception(outcome.error)
+            else:
+                assert outcome.result is not None
+                pending.answer.set_result(outcome.result)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
