@@ -29,7 +29,11 @@ _CODES = {
 
 
 def status_of(error: CoalitionError) -> grpc.Status:
-    """One ErrorInfo always; a BadRequest too when fields were at fault."""
+    """One ErrorInfo always; a BadRequest too when fields were at fault.
+
+    Each field violation's `reason` (AIP-193) is the error's own reason: the hub names why a
+    request was refused once, and every field it blames shares that cause.
+    """
     error_info = error_details_pb2.ErrorInfo(
         reason=error.reason,
         domain=ERROR_DOMAIN,
@@ -44,6 +48,7 @@ def status_of(error: CoalitionError) -> grpc.Status:
                 error_details_pb2.BadRequest.FieldViolation(
                     field=_bounded(violation.field, METADATA_VALUE_LENGTH_MAX),
                     description=_bounded(violation.description, METADATA_VALUE_LENGTH_MAX),
+                    reason=error.reason,
                 )
                 for violation in error.field_violations
             ]
