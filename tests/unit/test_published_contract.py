@@ -156,3 +156,19 @@ def test_every_bound_is_in_the_proto_comment_of_its_field(comments: dict[str, st
 
 def test_docs_list_every_bound_as_the_code_enforces_it(comments: dict[str, str]) -> None:
     assert sources.bounds_table() == expected_bounds(comments)
+
+
+def test_the_refusals_the_api_tests_provoke_are_catalogued_for_their_rpc(
+    comments: dict[str, str],
+) -> None:
+    """The end-to-end validation table provokes each refusal over gRPC; the catalogue must
+    list that reason for that RPC, with that code."""
+    from tests.end_to_end.test_validation import CASES
+
+    catalogue = sources.catalogue()
+    rpcs_by_method = {name.rpartition(".")[2]: name for name in sources.rpc_names(comments)}
+    for case in CASES:
+        method, _, code, reason, _ = case.values
+        entry = catalogue[reason]
+        assert entry.code == code.name, (case.id, reason)
+        assert entry.every_rpc or rpcs_by_method[method] in entry.rpcs, (case.id, reason)
