@@ -12,6 +12,7 @@ import grpc
 import pytest
 from sqlalchemy import Engine
 
+from coalition.api.server import Hub
 from coalition.client import NO_RETRY, FieldViolation, HubClient, HubError, RetryPolicy
 from coalition.v1 import (
     common_pb2,
@@ -204,3 +205,10 @@ def test_no_retry_sends_once(flaky: tuple[FlakyPoints, grpc.Channel]) -> None:
     with pytest.raises(HubError):
         HubClient(channel, "key", retry=NO_RETRY).earn(earn_request())
     assert len(servicer.request_ids) == 1
+
+
+def test_connect_opens_and_closes_a_channel_of_its_own(hub: Hub, engine: Engine) -> None:
+    with HubClient.connect(f"127.0.0.1:{hub.port}", key_of(engine, "test-air")) as air:
+        member = enrolled(air, "A-1")
+        balance = air.get_balance(points_service_pb2.GetBalanceRequest(member=member))
+    assert balance.balance_points == 0

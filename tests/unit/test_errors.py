@@ -55,3 +55,12 @@ def test_absent_metadata_values_are_left_out_not_sent_empty() -> None:
     info = error_details_pb2.ErrorInfo()
     assert status_pb2.Status.FromString(details).details[0].Unpack(info)
     assert dict(info.metadata) == {"id": "7"}
+
+
+def test_metadata_assigned_whole_still_never_carries_an_empty_entry() -> None:
+    error = FailedPrecondition("SOME_REASON", "m", {"id": "7"})
+    error.metadata = {"id": "7", "first_field": "", "": "x"}  # as ReportMalformed assigns it
+    ((_, details),) = status_of(error).trailing_metadata
+    info = error_details_pb2.ErrorInfo()
+    assert status_pb2.Status.FromString(details).details[0].Unpack(info)
+    assert dict(info.metadata) == {"id": "7"}

@@ -37,8 +37,12 @@ def status_of(error: CoalitionError) -> grpc.Status:
     error_info = error_details_pb2.ErrorInfo(
         reason=error.reason,
         domain=ERROR_DOMAIN,
+        # Whatever set the metadata (a subclass may assign it whole), an empty key or value
+        # never reaches a client: a key present always carries a value.
         metadata={
-            key: _bounded(value, METADATA_VALUE_LENGTH_MAX) for key, value in error.metadata.items()
+            key: _bounded(value, METADATA_VALUE_LENGTH_MAX)
+            for key, value in error.metadata.items()
+            if key and value
         },
     )
     details = [_packed(error_info)]
