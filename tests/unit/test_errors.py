@@ -50,11 +50,12 @@ def test_every_field_violation_carries_the_reason_of_its_error() -> None:
 
 
 def test_absent_metadata_values_are_left_out_not_sent_empty() -> None:
-    error = FailedPrecondition("SOME_REASON", "m", {"member_id": None, "kind": "", "id": "7"})
+    metadata = {"member_id": None, "kind": "", "id": "7", "balance_points": 0}
+    error = FailedPrecondition("SOME_REASON", "m", metadata)
     ((_, details),) = status_of(error).trailing_metadata
     info = error_details_pb2.ErrorInfo()
     assert status_pb2.Status.FromString(details).details[0].Unpack(info)
-    assert dict(info.metadata) == {"id": "7"}
+    assert dict(info.metadata) == {"id": "7", "balance_points": "0"}
 
 
 def test_metadata_assigned_whole_still_never_carries_an_empty_entry() -> None:

@@ -49,7 +49,9 @@ class CoalitionError(Exception):
         # that is absent (None or empty) is left out rather than sent as an empty entry, so
         # that a client can trust every key it receives to carry a value.
         self.metadata = {
-            key: str(value) for key, value in (metadata or {}).items() if str(value or "")
+            key: str(value)
+            for key, value in (metadata or {}).items()
+            if value is not None and str(value) != ""
         }
         assert all(self.metadata), "metadata keys are never empty"
         self.field_violations = tuple(field_violations)
