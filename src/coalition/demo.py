@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from sqlalchemy import Engine
 
 from coalition.api.server import Hub
+from coalition.client import HubClient, HubError
 from coalition.ledger.totals import partner_totals
 from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest, load_manifests
@@ -30,8 +29,6 @@ from coalition.store import migrate
 from coalition.store.engine import create_database_engine
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import common_pb2, member_service_pb2, points_service_pb2
-from coalition.v1.member_service_pb2_grpc import MemberServiceStub
-from coalition.v1.points_service_pb2_grpc import PointsServiceStub
 
 RANDOM_SEED = 20261123
 RANDOM_OPERATIONS = 240
@@ -41,9 +38,7 @@ PEOPLE = ("Mei Lin", "Tom Okafor", "Ana Souza", "Kenji Sato", "Priya Nair", "Luk
 @dataclass
 class PartnerClient:
     manifest: PartnerManifest
-    points: PointsServiceStub
-    members: MemberServiceStub
-    metadata: tuple[tuple[str, str], ...]
+    hub: HubClient
 
     @property
     def partner_id(self) -> str:
@@ -86,12 +81,7 @@ def _client(engine: Engine, channel: grpc.Channel, manifest: PartnerManifest) ->
     issued = credentials.issue_key(
         UnitOfWork(engine), manifest.partner_id, "partner", datetime.now(UTC)
     )
-    return PartnerClient(
-        manifest,
-        PointsServiceStub(channel),
-        MemberServiceStub(channel),
-        (("authorization", f"Bearer {issued.api_key}"),),
-    )
+    return PartnerClient(manifest, HubClient(channel, issued.api_key))
 
 
 def _story(clients: list[PartnerClient]) -> None:
@@ -102,24 +92,22 @@ def _story(clients: list[PartnerClient]) -> None:
     member_ids = []
     for index, person in enumerate(PEOPLE):
         home = clients[index % len(clients)]
-        enrolled = home.members.EnrollMember(
+        enrolled = home.hub.enroll_member(
             member_service_pb2.EnrollMemberRequest(
                 request_id=_request_id(),
                 partner_customer_id=f"{home.partner_id}-C{index:04}",
                 display_name=person,
-            ),
-            metadata=home.metadata,
+            )
         )
         member_ids.append(enrolled.member.member_id)
         for other in clients:
             if other is not home:
-                other.members.LinkPartnerAccount(
+                other.hub.link_partner_account(
                     member_service_pb2.LinkPartnerAccountRequest(
                         request_id=_request_id(),
                         member_id=enrolled.member.member_id,
                         partner_customer_id=f"{other.partner_id}-C{index:04}",
-                    ),
-                    metadata=other.metadata,
+                    )
                 )
         _say(
             f"   {person:<11} enrolled at {home.partner_id:<16} -> {enrolled.member.member_id}"
@@ -132,14 +120,13 @@ def _story(clients: list[PartnerClient]) -> None:
     _earn_spend(market, mei, 35_670, "the weekly shop")
     _show(
         air,
-        air.points.Earn(
+        air.hub.earn(
             points_service_pb2.EarnRequest(
                 request_id=_request_id(),
                 member=common_pb2.MemberReference(member_id=mei),
                 native_points=5_000,
                 partner_reference="miles conversion",
-            ),
-            metadata=air.metadata,
+            )
         ),
         "converts 5000 Larkspur miles",
     )
@@ -151,37 +138,35 @@ def _story(clients: list[PartnerClient]) -> None:
         value=common_pb2.Money(amount_minor=1_250, currency=cinema.manifest.currency),
         partner_reference="2 tickets",
     )
-    _show(cinema, cinema.points.Burn(burn, metadata=cinema.metadata), "pays 2 tickets with points")
-    _show(cinema, cinema.points.Burn(burn, metadata=cinema.metadata), "same request_id again")
+    _show(cinema, cinema.hub.burn(burn), "pays 2 tickets with points")
+    _show(cinema, cinema.hub.burn(burn), "same request_id again")
     burn.value.amount_minor = 2_500
     _expect_error(
         cinema,
-        lambda: cinema.points.Burn(burn, metadata=cinema.metadata),
+        lambda: cinema.hub.burn(burn),
         "same request_id, another amount",
     )
 
     _say("\n4. Mistakes are refused and change nothing")
     _expect_error(
         coffee,
-        lambda: coffee.points.Burn(
+        lambda: coffee.hub.burn(
             points_service_pb2.BurnRequest(
                 request_id=_request_id(),
                 member=common_pb2.MemberReference(member_id=mei),
                 points=10**9,
-            ),
-            metadata=coffee.metadata,
+            )
         ),
         "burn more than the balance",
     )
     _expect_error(
         coffee,
-        lambda: coffee.points.Earn(
+        lambda: coffee.hub.earn(
             points_service_pb2.EarnRequest(
                 request_id=_request_id(),
                 member=common_pb2.MemberReference(member_id=mei),
                 spend=common_pb2.Money(amount_minor=1_000, currency="EUR"),
-            ),
-            metadata=coffee.metadata,
+            )
         ),
         "earn in a currency that is not the partner's",
     )
@@ -190,14 +175,13 @@ def _story(clients: list[PartnerClient]) -> None:
     earned = _earn_spend(market, mei, 12_000, "a coat")
     _show(
         market,
-        market.points.Reverse(
+        market.hub.reverse(
             points_service_pb2.ReverseRequest(
                 request_id=_request_id(),
                 transaction_id=earned.transaction.transaction_id,
                 points=earned.points // 2,
                 reason="coat returned, half refunded",
-            ),
-            metadata=market.metadata,
+            )
         ),
         f"reverses half of transaction {earned.transaction.transaction_id}",
     )
@@ -208,18 +192,16 @@ def _story(clients: list[PartnerClient]) -> None:
 
     _say("\n7. Balances, asked of the hub")
     for person, member_id in zip(PEOPLE, member_ids, strict=True):
-        balance = coffee.points.GetBalance(
+        balance = coffee.hub.get_balance(
             points_service_pb2.GetBalanceRequest(
                 member=common_pb2.MemberReference(member_id=member_id)
-            ),
-            metadata=coffee.metadata,
+            )
         )
         _say(f"   {person:<11} {balance.balance_points:>8} points")
-    listed = cinema.points.ListTransactions(
+    listed = cinema.hub.list_transactions(
         points_service_pb2.ListTransactionsRequest(
             member=common_pb2.MemberReference(member_id=mei), page_size=3
-        ),
-        metadata=cinema.metadata,
+        )
     )
     _say(
         f"   Mei's latest transactions at {cinema.partner_id}: "
@@ -241,7 +223,7 @@ def _random_traffic(clients: list[PartnerClient], member_ids: list[str]) -> dict
         roll = generator.random()
         try:
             if roll < 0.6:
-                response = client.points.Earn(
+                response = client.hub.earn(
                     points_service_pb2.EarnRequest(
                         request_id=_request_id(),
                         member=member,
@@ -249,33 +231,29 @@ def _random_traffic(clients: list[PartnerClient], member_ids: list[str]) -> dict
                             amount_minor=generator.randint(500, 60_000),
                             currency=client.manifest.currency,
                         ),
-                    ),
-                    metadata=client.metadata,
+                    )
                 )
                 earns.append((client, response.transaction.transaction_id))
                 counts["earned"] += 1
             elif roll < 0.9:
-                client.points.Burn(
+                client.hub.burn(
                     points_service_pb2.BurnRequest(
                         request_id=_request_id(), member=member, points=generator.randint(10, 400)
-                    ),
-                    metadata=client.metadata,
+                    )
                 )
                 counts["burned"] += 1
             elif earns:
                 owner, transaction_id = earns.pop(generator.randrange(len(earns)))
-                owner.points.Reverse(
+                owner.hub.reverse(
                     points_service_pb2.ReverseRequest(
                         request_id=_request_id(),
                         transaction_id=transaction_id,
                         reason="order cancelled",
-                    ),
-                    metadata=owner.metadata,
+                    )
                 )
                 counts["reversed"] += 1
-        except grpc.RpcError as error:
-            reason = _reason(error)
-            if reason not in ("INSUFFICIENT_POINTS", "POINTS_ALREADY_SPENT"):
+        except HubError as error:
+            if error.reason not in ("INSUFFICIENT_POINTS", "POINTS_ALREADY_SPENT"):
                 raise
             counts["refused (insufficient points)"] += 1
     return counts
@@ -284,14 +262,13 @@ def _random_traffic(clients: list[PartnerClient], member_ids: list[str]) -> dict
 def _earn_spend(
     client: PartnerClient, member_id: str, amount_minor: int, what: str
 ) -> points_service_pb2.EarnResponse:
-    response = client.points.Earn(
+    response = client.hub.earn(
         points_service_pb2.EarnRequest(
             request_id=_request_id(),
             member=common_pb2.MemberReference(member_id=member_id),
             spend=common_pb2.Money(amount_minor=amount_minor, currency=client.manifest.currency),
             partner_reference=what,
-        ),
-        metadata=client.metadata,
+        )
     )
     _show(client, response, f"spends {amount_minor / 100:.2f} {client.manifest.currency} on {what}")
     return response
@@ -309,19 +286,10 @@ def _show(client: PartnerClient, response: Any, what: str) -> None:
 def _expect_error(client: PartnerClient, call: Callable[[], object], what: str) -> None:
     try:
         call()
-    except grpc.RpcError as error:
-        _say(f"   {client.partner_id:<16} {what:<42} -> {error.code().name} {_reason(error)}")
+    except HubError as error:
+        _say(f"   {client.partner_id:<16} {what:<42} -> {error.code.name} {error.reason}")
         return
     raise AssertionError(f"the hub accepted: {what}")
-
-
-def _reason(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)
-    for detail in status.details if status else ():
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return info.reason
-    return "?"
 
 
 def _print_partner_totals(engine: Engine) -> None:

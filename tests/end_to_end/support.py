@@ -118,6 +118,7 @@ def failure_of(error: grpc.RpcError) -> Failure:
     assert status is not None, f"no google.rpc.Status on {error.code()}: {error.details()}"
     error_infos: list[error_details_pb2.ErrorInfo] = []
     fields: list[str] = []
+    reasons: set[str] = set()
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             error_info = error_details_pb2.ErrorInfo()
@@ -127,8 +128,12 @@ def failure_of(error: grpc.RpcError) -> Failure:
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)
             fields.extend(violation.field for violation in bad_request.field_violations)
+            reasons.update(violation.reason for violation in bad_request.field_violations)
     assert len(error_infos) == 1, f"exactly one ErrorInfo expected, got {error_infos}"
     (error_info,) = error_infos
+    # Every field violation names its cause (AIP-193), and no metadata entry is empty.
+    assert reasons <= {error_info.reason}, reasons
+    assert all(key and value for key, value in error_info.metadata.items()), error_info
     return Failure(
         error.code(), error_info.reason, error_info.domain, dict(error_info.metadata), tuple(fields)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -10,7 +11,10 @@ import grpc
 import pytest
 from sqlalchemy import Engine
 
+from coalition.partners.sync import sync_partners
+from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import common_pb2, member_service_pb2, partner_service_pb2, points_service_pb2
+from tests.conftest import COFFEE, rate
 from tests.end_to_end.support import PartnerClient, by_id, expect_failure, row_counts, timestamp
 
 pytestmark = pytest.mark.end_to_end
@@ -247,6 +251,38 @@ def test_reversing_an_earn_whose_points_were_spent(engine: Engine, coffee: Partn
     expect_failure(lambda: coffee.reverse(earn_id, 1), FAILED_PRECONDITION, "POINTS_ALREADY_SPENT")
 
 
+def test_quote_previews_a_rate_version_scheduled_for_the_future(
+    engine: Engine, coffee: PartnerClient
+) -> None:
+    """A partner shows customers tomorrow's rate before it is in force; earns still refuse
+    an occurred_at in the future."""
+    now = datetime.now(UTC)
+    tomorrow = (now + timedelta(days=1)).replace(microsecond=0)
+    scheduled = rate(tomorrow, earn="1", burn="5")
+    manifest = replace(COFFEE, rate_versions=(*COFFEE.rate_versions, scheduled))
+    sync_partners(UnitOfWork(engine), [manifest], now)
+    counts = row_counts(engine)
+
+    today_quote = quote(coffee, earn_spend=coffee.money(1_000))
+    preview = quote(coffee, earn_spend=coffee.money(1_000), occurred_at=timestamp(tomorrow))
+    assert (today_quote.points, preview.points) == (2, 10)
+    assert preview.rate_version_id == rate_version_ids(coffee)[-1] != today_quote.rate_version_id
+    assert row_counts(engine) == counts
+    member_id = coffee.new_member()
+    request = points_service_pb2.EarnRequest(
+        request_id="earn-tomorrow",
+        member=by_id(member_id),
+        spend=coffee.money(1_000),
+        occurred_at=timestamp(tomorrow),
+    )
+    expect_failure(
+        lambda: coffee.call("Earn", request),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "OCCURRED_AT_IN_FUTURE",
+        ("occurred_at",),
+    )
+
+
 def test_quote_writes_nothing_and_matches_what_earn_gives(
     engine: Engine, coffee: PartnerClient, air: PartnerClient
 ) -> None:
@@ -305,6 +341,6 @@ def test_balance_as_of_a_past_instant_comes_from_the_journal(coffee: PartnerClie
     expect_failure(
         lambda: coffee.balance(member_id, datetime.now(UTC) + timedelta(hours=1)),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "INVALID_FIELD",
+        "AS_OF_IN_FUTURE",
         ("as_of",),
     )

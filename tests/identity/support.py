@@ -137,7 +137,9 @@ def expect_failure(
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)
             violations.extend(v.field for v in bad_request.field_violations)
+            assert {v.reason for v in bad_request.field_violations} == {error_infos[0].reason}
     assert len(error_infos) == 1
+    assert all(key and value for key, value in error_infos[0].metadata.items()), error_infos
     failure = Failure(
         error.code(), error_infos[0].reason, dict(error_infos[0].metadata), tuple(violations),
         str(error.details()),

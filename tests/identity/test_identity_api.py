@@ -66,7 +66,7 @@ def test_customer_ids_of_different_partners_never_collide(
     failure = expect_failure(
         lambda: cinema.resolve(partner_customer_id="C-42"), NOT_FOUND, "MEMBER_NOT_FOUND"
     )
-    assert failure.metadata["partner_customer_id"] == "C-42"
+    assert failure.metadata == {"partner_customer_id": "C-42", "partner_id": "test-cinema"}
     assert coffee_member not in failure.message and air_member not in failure.message
 
     # One customer id of a partner maps to exactly one member.

@@ -148,7 +148,7 @@ def test_balance_as_of_in_the_future_is_refused(channel: grpc.Channel, engine: E
             timeout=TIMEOUT_SECONDS,
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "INVALID_FIELD",
+        "AS_OF_IN_FUTURE",
         ("as_of",),
     )
 

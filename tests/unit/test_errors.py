@@ -36,3 +36,32 @@ def test_short_errors_pass_unchanged() -> None:
     assert [(v.field, v.description) for v in bad_request.field_violations] == [
         ("points", "must be positive")
     ]
+
+
+def test_every_field_violation_carries_the_reason_of_its_error() -> None:
+    error = InvalidArgument(
+        [FieldViolation("points", "at most 10"), FieldViolation("memo", "too long")],
+        reason="POINTS_LIMIT_EXCEEDED",
+    )
+    ((_, details),) = status_of(error).trailing_metadata
+    bad_request = error_details_pb2.BadRequest()
+    assert status_pb2.Status.FromString(details).details[1].Unpack(bad_request)
+    assert [v.reason for v in bad_request.field_violations] == ["POINTS_LIMIT_EXCEEDED"] * 2
+
+
+def test_absent_metadata_values_are_left_out_not_sent_empty() -> None:
+    metadata = {"member_id": None, "kind": "", "id": "7", "balance_points": 0}
+    error = FailedPrecondition("SOME_REASON", "m", metadata)
+    ((_, details),) = status_of(error).trailing_metadata
+    info = error_details_pb2.ErrorInfo()
+    assert status_pb2.Status.FromString(details).details[0].Unpack(info)
+    assert dict(info.metadata) == {"id": "7", "balance_points": "0"}
+
+
+def test_metadata_assigned_whole_still_never_carries_an_empty_entry() -> None:
+    error = FailedPrecondition("SOME_REASON", "m", {"id": "7"})
+    error.metadata = {"id": "7", "first_field": "", "": "x"}  # as ReportMalformed assigns it
+    ((_, details),) = status_of(error).trailing_metadata
+    info = error_details_pb2.ErrorInfo()
+    assert status_pb2.Status.FromString(details).details[0].Unpack(info)
+    assert dict(info.metadata) == {"id": "7"}

@@ -30,12 +30,20 @@ _CODES = {
 
 
 def status_of(error: CoalitionError) -> grpc.Status:
-    """One ErrorInfo always; a BadRequest too when fields were at fault."""
+    """One ErrorInfo always; a BadRequest too when fields were at fault.
+
+    Each field violation's `reason` (AIP-193) is the error's own reason: the hub names why a
+    request was refused once, and every field it blames shares that cause.
+    """
     error_info = error_details_pb2.ErrorInfo(
         reason=error.reason,
         domain=ERROR_DOMAIN,
+        # Whatever set the metadata (a subclass may assign it whole), an empty key or value
+        # never reaches a client: a key present always carries a value.
         metadata={
-            key: _bounded(value, METADATA_VALUE_LENGTH_MAX) for key, value in error.metadata.items()
+            key: _bounded(value, METADATA_VALUE_LENGTH_MAX)
+            for key, value in error.metadata.items()
+            if key and value
         },
     )
     details = [_packed(error_info)]
@@ -45,6 +53,7 @@ def status_of(error: CoalitionError) -> grpc.Status:
                 error_details_pb2.BadRequest.FieldViolation(
                     field=_bounded(violation.field, METADATA_VALUE_LENGTH_MAX),
                     description=_bounded(violation.description, METADATA_VALUE_LENGTH_MAX),
+                    reason=error.reason,
                 )
                 for violation in error.field_violations
             ]

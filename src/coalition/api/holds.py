@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coalition.api import responses
-from coalition.api.requests import RequestParser
+from coalition.api.requests import PARTNER_REFERENCE_LENGTH_MAX, RequestParser
 from coalition.ledger.holds import Hold
 from coalition.operations import holds as hold_operations
 from coalition.operations.holds import HOLD_TTL_DEFAULT, HOLD_TTL_MAX, HoldResult
@@ -41,7 +41,9 @@ def authorize_burn(
     member = parser.member(request)
     ttl = _ttl(parser, request)
     occurred_at = parser.timestamp(request, "occurred_at")
-    partner_reference = parser.text(request.partner_reference, "partner_reference", 128)
+    partner_reference = parser.text(
+        request.partner_reference, "partner_reference", PARTNER_REFERENCE_LENGTH_MAX
+    )
     parser.done()  # before the command: it asserts what the parser has just checked
     command = hold_operations.AuthorizeCommand(
         request_id, member, ttl, points, value, occurred_at, partner_reference

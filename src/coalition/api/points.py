@@ -12,7 +12,7 @@ from coalition import operations
 from coalition.api import holds, responses
 from coalition.api.errors import status_code_of
 from coalition.api.interceptors import caller_partner_id
-from coalition.api.requests import RequestParser, page_token_for
+from coalition.api.requests import PARTNER_REFERENCE_LENGTH_MAX, RequestParser, page_token_for
 from coalition.domain.errors import CoalitionError
 from coalition.operations import batch_earn
 from coalition.operations.group_commit import EarnCommitter
@@ -78,7 +78,9 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         request_id = parser.request_id(request.request_id)
         member = parser.member(request)
         occurred_at = parser.timestamp(request, "occurred_at")
-        partner_reference = parser.text(request.partner_reference, "partner_reference", 128)
+        partner_reference = parser.text(
+            request.partner_reference, "partner_reference", PARTNER_REFERENCE_LENGTH_MAX
+        )
         parser.done()
         command = operations.BurnCommand(
             request_id, member, points, value, occurred_at, partner_reference
@@ -211,7 +213,9 @@ def _earn_command(request: messages.EarnRequest) -> operations.EarnCommand:
     request_id = parser.request_id(request.request_id)
     member = parser.member(request)
     occurred_at = parser.timestamp(request, "occurred_at")
-    partner_reference = parser.text(request.partner_reference, "partner_reference", 128)
+    partner_reference = parser.text(
+        request.partner_reference, "partner_reference", PARTNER_REFERENCE_LENGTH_MAX
+    )
     parser.done()
     return operations.EarnCommand(
         request_id, member, spend, native_points, occurred_at, partner_reference

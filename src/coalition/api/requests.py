@@ -20,10 +20,12 @@ from coalition.domain.errors import FieldViolation, InvalidArgument
 from coalition.domain.points import AMOUNT_MINOR_MAX, POINTS_PER_OPERATION_MAX, Money
 from coalition.identity.members import MemberReference
 
-REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+REQUEST_ID_LENGTH_MAX = 128
+REQUEST_ID_PATTERN = re.compile(rf"[A-Za-z0-9._:\-]{{1,{REQUEST_ID_LENGTH_MAX}}}")
 TRANSACTION_ID_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
 IDENTIFIER_LENGTH_MAX = 128
 TEXT_LENGTH_MAX = 256
+PARTNER_REFERENCE_LENGTH_MAX = 128
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 500
 # Timestamps outside these years are mistakes, and beyond them Python cannot represent them.
@@ -44,7 +46,9 @@ class RequestParser:
 
     def request_id(self, value: str, field: str = "request_id") -> str:
         if not REQUEST_ID_PATTERN.fullmatch(value):
-            self.fault(field, "required: 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+            self.fault(
+                field, f"required: 1 to {REQUEST_ID_LENGTH_MAX} characters of A-Z a-z 0-9 . _ : -"
+            )
         return value
 
     def identifier(

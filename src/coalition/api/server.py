@@ -16,9 +16,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine, text
 
+from coalition.api import reflection
 from coalition.api.events import EventServicer
 from coalition.api.interceptors import HubInterceptor
 from coalition.api.members import MemberServicer
@@ -167,9 +167,7 @@ class Hub:
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME), self._server)
         # With TLS files the hub demands a client certificate from the given CA (mutual TLS).
         self.port = (
             self._server.add_insecure_port(listen)

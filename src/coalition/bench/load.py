@@ -13,13 +13,15 @@ import resource
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from coalition.bench.setup import CURRENCIES, PARTNER_COUNT, member_id, partner_id
-from coalition.v1 import common_pb2, points_service_pb2, points_service_pb2_grpc
+from coalition.client import NO_RETRY, HubClient, HubError
+from coalition.v1 import common_pb2, points_service_pb2
 
 EARN_SPEND_MINOR = 1000  # 10 points at the bench partners' rate
 BURN_POINTS_MAX = 5
@@ -96,9 +98,6 @@ class _Generator:
         self.spec = spec
         self.index = index
         self.random = random.Random(f"{spec.run_tag}-{index}")
-        self.metadata = {
-            partner: (("authorization", f"Bearer {key}"),) for partner, key in spec.api_keys.items()
-        }
         threads = spec.threads_per_process
         per_process = spec.requests // spec.processes + (index < spec.requests % spec.processes)
         self.per_thread = [
@@ -115,9 +114,15 @@ class _Generator:
             # so that SO_REUSEPORT spreads the connections over the hub's workers.
             channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
             grpc.channel_ready_future(channel).result(timeout=30)
-            stub = points_service_pb2_grpc.PointsServiceStub(channel)
+            # Each call is measured as the hub answered it: a retry would hide a failure.
+            clients = {
+                partner: HubClient(channel, key, CALL_TIMEOUT_SECONDS, NO_RETRY)
+                for partner, key in self.spec.api_keys.items()
+            }
             work = self._prebuilt(number, self.per_thread[number])
-            threads.append(threading.Thread(target=self._loop, args=(stub, work, number, start_at)))
+            threads.append(
+                threading.Thread(target=self._loop, args=(clients, work, number, start_at))
+            )
         time.sleep(max(0.0, start_at - time.time()))
         cpu_before = _cpu_seconds()
         started = time.perf_counter()
@@ -188,13 +193,20 @@ class _Generator:
         )
 
     def _loop(
-        self, stub: Any, work: list[tuple[str, str, Any]], thread_number: int, start_at: float
+        self,
+        clients: dict[str, HubClient],
+        work: list[tuple[str, str, Any]],
+        thread_number: int,
+        start_at: float,
     ) -> None:
-        calls = {
-            "earn": stub.Earn,
-            "burn": stub.Burn,
-            "reverse": stub.Reverse,
-            "batch_earn": stub.BatchEarn,
+        calls: dict[str, dict[str, Callable[[Any], Any]]] = {
+            partner: {
+                "earn": client.earn,
+                "burn": client.burn,
+                "reverse": client.reverse,
+                "batch_earn": client.batch_earn,
+            }
+            for partner, client in clients.items()
         }
         interval = (
             self.spec.processes * self.spec.threads_per_process / self.spec.rate_per_second
@@ -224,12 +236,10 @@ class _Generator:
             sent += 1
             started = time.perf_counter()
             try:
-                response = calls[kind](
-                    request, metadata=self.metadata[partner], timeout=CALL_TIMEOUT_SECONDS
-                )
-            except grpc.RpcError as error:
+                response = calls[partner][kind](request)
+            except HubError as error:
                 latencies.append((time.perf_counter() - started) * 1e3)
-                errors[error.code().name] += 1
+                errors[error.code.name] += 1
                 continue
             latencies.append((time.perf_counter() - started) * 1e3)
             ok += 1

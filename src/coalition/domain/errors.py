@@ -46,8 +46,15 @@ class CoalitionError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-        # Every dynamic value of the message also appears here, as text (AIP-193).
-        self.metadata = {key: str(value) for key, value in (metadata or {}).items()}
+        # Every dynamic value of the message also appears here, as text (AIP-193). A value
+        # that is absent (None or empty) is left out rather than sent as an empty entry, so
+        # that a client can trust every key it receives to carry a value.
+        self.metadata = {
+            key: str(value)
+            for key, value in (metadata or {}).items()
+            if value is not None and str(value) != ""
+        }
+        assert all(self.metadata), "metadata keys are never empty"
         self.field_violations = tuple(field_violations)
 
 

@@ -104,8 +104,9 @@ def resolve(uow: UnitOfWork, partner_id: str, reference: MemberReference) -> str
             "MEMBER_NOT_FOUND",
             f"{described} does not exist",
             {
-                "member_id": reference.member_id or "",
-                "partner_customer_id": reference.partner_customer_id or "",
+                "member_id": reference.member_id,
+                "partner_customer_id": reference.partner_customer_id,
+                "partner_id": partner_id if reference.member_id is None else None,
             },
         )
     if row.merged_into_member_id is None and row.forget_time is None:

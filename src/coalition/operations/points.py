@@ -247,7 +247,8 @@ def quote(uow: UnitOfWork, partner_id: str, command: QuoteCommand, now: datetime
     with uow:
         terms = partner_terms(uow, partner_id)
         partner = terms.partner
-        rate = terms.rate_at(_occurred_at(command.occurred_at, now))
+        # A quote writes nothing, so it may preview a rate version scheduled for the future.
+        rate = terms.rate_at(command.occurred_at or now)
         if command.is_burn:
             points = _points_burned(
                 partner, rate, command.burn_points, command.burn_value, "burn_value"
@@ -287,7 +288,9 @@ def get_balance(
             balance_points = journal.member_balance(uow, member_id) + released_points
             return Balance(member_id, balance_points, now, held_points)
         if as_of > now:
-            raise InvalidArgument([FieldViolation("as_of", "must not be in the future")])
+            raise InvalidArgument(
+                [FieldViolation("as_of", "must not be in the future")], reason="AS_OF_IN_FUTURE"
+            )
         balance_points = uow.connection.execute(
             select(func.coalesce(func.sum(postings.c.points), 0)).where(
                 postings.c.account_id == member_account_id(member_id),
