@@ -176,7 +176,11 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         parser = RequestParser()
         member = parser.member(request) if request.HasField("member") else None
         page_size = parser.page_size(request.page_size)
-        query = {"member": request.member.SerializeToString().hex()}
+        query = {
+            "caller": caller_partner_id(),
+            "page_size": page_size,
+            "member": request.member.SerializeToString().hex(),
+        }
         before_transaction_id = parser.page_token(request.page_token, query)
         parser.done()
         records = operations.list_transactions(
