@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coalition.api import responses
+from coalition.api.privacy import MemberPrivacy
 from coalition.api.requests import RequestParser
+from coalition.identity.privacy import BALANCE
 from coalition.ledger import hold_operations
 from coalition.ledger.hold_operations import HOLD_TTL_DEFAULT, HOLD_TTL_MAX, HoldResult
 from coalition.ledger.holds import Hold
@@ -28,7 +30,7 @@ HOLD_STATUSES = {
 
 def authorize_burn(
     unit_of_work: Callable[..., UnitOfWork],
-    partner_id: str,
+    privacy: MemberPrivacy,
     request: messages.AuthorizeBurnRequest,
 ) -> messages.AuthorizeBurnResponse:
     parser = RequestParser()
@@ -43,22 +45,24 @@ def authorize_burn(
     occurred_at = parser.timestamp(request, "occurred_at")
     partner_reference = parser.text(request.partner_reference, "partner_reference", 128)
     parser.done()  # before the command: it asserts what the parser has just checked
+    privacy.require(member, BALANCE)  # as a burn: the answer tells the balance
     command = hold_operations.AuthorizeCommand(
         request_id, member, ttl, points, value, occurred_at, partner_reference
     )
-    result = hold_operations.authorize_burn(unit_of_work(), partner_id, command, _now())
+    result = hold_operations.authorize_burn(unit_of_work(), privacy.partner_id, command, _now())
+    visible = result.hold.member_id in privacy.balance_visible({result.hold.member_id})
     return messages.AuthorizeBurnResponse(
-        transaction=responses.transaction(result.transaction),
+        transaction=responses.transaction(result.transaction, visible),
         hold=hold_message(result.hold),
         points=result.points,
-        balance_points=result.balance_points,
+        balance_points=result.balance_points if visible else 0,
         replayed=result.replayed,
     )
 
 
 def capture_burn(
     unit_of_work: Callable[..., UnitOfWork],
-    partner_id: str,
+    privacy: MemberPrivacy,
     request: messages.CaptureBurnRequest,
 ) -> messages.CaptureBurnResponse:
     parser = RequestParser()
@@ -68,15 +72,15 @@ def capture_burn(
         points=parser.points(request.points, "points", zero_allowed=True),
     )
     parser.done()
-    result = hold_operations.capture_burn(unit_of_work(), partner_id, command, _now())
+    result = hold_operations.capture_burn(unit_of_work(), privacy.partner_id, command, _now())
     return messages.CaptureBurnResponse(
-        points_released=result.points_released, **_close_fields(result)
+        points_released=result.points_released, **_close_fields(result, privacy)
     )
 
 
 def void_burn(
     unit_of_work: Callable[..., UnitOfWork],
-    partner_id: str,
+    privacy: MemberPrivacy,
     request: messages.VoidBurnRequest,
 ) -> messages.VoidBurnResponse:
     parser = RequestParser()
@@ -85,8 +89,8 @@ def void_burn(
         hold_id=parser.transaction_id(request.hold_id, "hold_id"),
     )
     parser.done()
-    result = hold_operations.void_burn(unit_of_work(), partner_id, command, _now())
-    return messages.VoidBurnResponse(**_close_fields(result))
+    result = hold_operations.void_burn(unit_of_work(), privacy.partner_id, command, _now())
+    return messages.VoidBurnResponse(**_close_fields(result, privacy))
 
 
 def hold_message(hold: Hold) -> messages.Hold:
@@ -101,12 +105,13 @@ def hold_message(hold: Hold) -> messages.Hold:
     )
 
 
-def _close_fields(result: HoldResult) -> dict[str, Any]:
+def _close_fields(result: HoldResult, privacy: MemberPrivacy) -> dict[str, Any]:
+    visible = result.hold.member_id in privacy.balance_visible({result.hold.member_id})
     return {
-        "transaction": responses.transaction(result.transaction),
+        "transaction": responses.transaction(result.transaction, visible),
         "hold": hold_message(result.hold),
         "points": result.points,
-        "balance_points": result.balance_points,
+        "balance_points": result.balance_points if visible else 0,
         "replayed": result.replayed,
     }
 
