@@ -66,11 +66,9 @@ def scopes_in_force(
     withheld: list[tuple[str, Withholding]] = []
     for scope in CONSENT_SCOPES:
         decision = decisions.get(scope)
-        if decision is None:
-            decision = scope in GRANTED_BY_LINK or None
-        if not linked or decision is None:
+        if not linked or (decision is None and scope not in GRANTED_BY_LINK):
             withheld.append((scope, Withholding.NOT_GRANTED))
-        elif not decision:
+        elif decision is False:
             withheld.append((scope, Withholding.REVOKED))
         elif scope in SCOPES_WITHOUT_SOURCE:
             withheld.append((scope, Withholding.UNAVAILABLE))
