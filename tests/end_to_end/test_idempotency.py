@@ -9,7 +9,8 @@ import grpc
 import pytest
 from sqlalchemy import Engine
 
-from tests.end_to_end.support import PartnerClient, expect_failure, row_counts
+from coalition.v1 import member_service_pb2
+from tests.end_to_end.support import PartnerClient, expect_failure, new_id, row_counts
 from tests.integration.ledger_checks import remembered_refusals
 
 pytestmark = pytest.mark.end_to_end
@@ -132,7 +133,14 @@ def test_request_ids_of_different_partners_are_independent(
 
     assert coffee.earn(member_id, 1_999, request_id="order-1").transaction == by_coffee.transaction
     assert air.earn(member_id, 1_999, request_id="order-1").transaction == by_air.transaction
-    # Air's "order-1" with coffee's payload is air's own reuse, not a replay of coffee's.
+    # Air's "order-1" with coffee's payload is air's own reuse, not a replay of coffee's (air
+    # links the member first: a burn needs the member's balance, which only a link shares).
+    air.call(
+        "LinkPartnerAccount",
+        member_service_pb2.LinkPartnerAccountRequest(
+            request_id=new_id(), member_id=member_id, partner_customer_id=f"air-{new_id()}"
+        ),
+    )
     expect_failure(
         lambda: air.burn(member_id, 1, request_id="order-1"), ALREADY_EXISTS, "REQUEST_ID_REUSED"
     )

@@ -57,8 +57,11 @@ def test_transactions_list_only_the_callers_own(
     assert {t.partner_id for t in air.transactions()} == {"test-air"}
     assert cinema.transactions() == []
     assert cinema.transactions(member_id) == []
-    # The member's balance is shared: every partner sees the coalition total.
-    assert cinema.balance(member_id) == 3 * 20 + 2 * 20
+    # The balance is the coalition total, for the partners the member is linked to only.
+    assert coffee.balance(member_id) == 3 * 20 + 2 * 20
+    expect_failure(
+        partial(cinema.balance, member_id), grpc.StatusCode.FAILED_PRECONDITION, "MEMBER_NOT_LINKED"
+    )
 
 
 def test_customer_ids_are_scoped_to_the_partner(coffee: PartnerClient, air: PartnerClient) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 
 import grpc
@@ -106,12 +105,12 @@ def test_negative_page_size_is_invalid(coffee: PartnerClient) -> None:
 
 def with_cursor(cursor: object) -> Callable[[str, str], str]:
     """A forged token: the hub's own token for the query, with another cursor inside. The
-    token is opaque to callers, but nothing stops a caller from editing it."""
+    token is opaque to callers, but nothing stops a caller from editing it (its text is
+    `p1.<query digest>.<cursor>`)."""
 
     def forge(token: str, _member_token: str) -> str:
-        decoded = json.loads(base64.urlsafe_b64decode(token))
-        decoded["after"] = cursor
-        return base64.urlsafe_b64encode(json.dumps(decoded).encode()).decode()
+        version, digest, _ = base64.urlsafe_b64decode(token).decode().split(".", 2)
+        return base64.urlsafe_b64encode(f"{version}.{digest}.{cursor}".encode()).decode()
 
     return forge
 
@@ -126,6 +125,11 @@ def with_cursor(cursor: object) -> Callable[[str, str], str]:
         pytest.param(lambda token, _: token, True, id="used-with-a-member-filter"),
         pytest.param(with_cursor("x"), False, id="cursor-text"),
         pytest.param(with_cursor(10**30), False, id="cursor-beyond-int64"),
+        pytest.param(with_cursor(2**63), False, id="cursor-just-beyond-int64"),
+        pytest.param(with_cursor("0"), False, id="cursor-zero"),
+        pytest.param(
+            lambda *_: base64.urlsafe_b64encode(b"[" * 50_000).decode(), False, id="deep-json"
+        ),
     ],
 )
 def test_tampered_or_foreign_page_token_is_invalid(
@@ -145,3 +149,20 @@ def test_tampered_or_foreign_page_token_is_invalid(
         "INVALID_FIELD",
         ("page_token",),
     )
+
+
+def test_a_page_token_is_bound_to_its_page_size_and_partner(
+    coffee: PartnerClient, air: PartnerClient, small_ledger: dict[str, list[str]]
+) -> None:
+    """A token continues only the query that made it: same caller, filters and page size."""
+    token = coffee.list_page(page_size=5).next_page_token
+    assert token
+    assert len(coffee.list_page(page_size=5, page_token=token).transactions) == 5
+    for other_query in (
+        lambda: coffee.list_page(page_size=6, page_token=token),
+        lambda: coffee.list_page(page_size=0, page_token=token),
+        lambda: air.list_page(page_size=5, page_token=token),
+    ):
+        expect_failure(
+            other_query, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD", ("page_token",)
+        )

@@ -34,17 +34,23 @@ def enrol_rich(caller: Caller, customer_id: str = "C-1") -> str:
     return str(response.member.member_id)
 
 
-def test_a_merchant_without_consent_sees_nothing_but_the_id(
+def test_a_merchant_without_consent_sees_the_id_and_the_balance_its_link_grants(
     coffee: Caller, coffee_merchant: Caller
 ) -> None:
+    """The link grants profile.balance until the member revokes it (docs/identity.md,
+    "Privacy between partners"); every other scope waits for the member's grant."""
     member_id = enrol_rich(coffee)
     coffee.earn(member_id, 50_000, "CNY")
     profile = coffee_merchant.profile(member_id)
     assert profile.member == messages.Member(member_id=member_id)
-    assert profile.balance_points == 0
+    assert profile.balance_points == 100
     assert (profile.tier_id, dict(profile.preferences), profile.birthday) == ("", {}, "")
-    assert list(profile.granted_scopes) == []
-    assert withheld(profile) == dict.fromkeys(ALL_SCOPES, NOT_GRANTED)
+    assert list(profile.granted_scopes) == ["profile.balance"]
+    assert withheld(profile) == dict.fromkeys(set(ALL_SCOPES) - {"profile.balance"}, NOT_GRANTED)
+    coffee.consent(member_id, balance=False)
+    revoked = coffee_merchant.profile(member_id)
+    assert (revoked.balance_points, list(revoked.granted_scopes)) == (0, [])
+    assert withheld(revoked)["profile.balance"] == REVOKED
 
 
 def test_granted_scopes_only_reach_the_partner_they_were_granted_to(
@@ -67,10 +73,10 @@ def test_granted_scopes_only_reach_the_partner_they_were_granted_to(
     assert withheld(profile) == {"profile.preferences": NOT_GRANTED}
     assert list(profile.linked_partner_ids) == ["test-coffee"]
 
-    # Air was granted nothing, and learns nothing about the member's other partners.
-    seen_by_air = air.profile(member_id)
-    assert withheld(seen_by_air) == dict.fromkeys(ALL_SCOPES, NOT_GRANTED)
-    assert list(seen_by_air.linked_partner_ids) == []
+    # Air is not linked to the member: it reads no profile at all (not even an empty one).
+    expect_failure(
+        lambda: air.profile(member_id), grpc.StatusCode.FAILED_PRECONDITION, "MEMBER_NOT_LINKED"
+    )
 
 
 def test_a_revocation_takes_effect_at_once(coffee: Caller, coffee_merchant: Caller) -> None:
@@ -247,7 +253,7 @@ def test_export_holds_everything_including_the_access_log(
     assert len(export.consent_history) == 1
     (read,) = export.profile_reads
     assert (read.partner_id, read.role, list(read.scopes_returned)) == (
-        "test-coffee", "merchant", ["profile.basic"],
+        "test-coffee", "merchant", ["profile.basic", "profile.balance"],
     )  # fmt: skip
     assert [event.kind for event in export.audit_events] == ["merge"]
     assert [lot.points for lot in export.lots] == [100]

@@ -96,10 +96,15 @@ def test_unlinking_frees_the_customer_id_and_keeps_the_member(coffee: Caller) ->
     expect_failure(
         lambda: coffee.call("UnlinkPartnerAccount", again), NOT_FOUND, "PARTNER_CUSTOMER_NOT_LINKED"
     )
-    assert coffee.resolve(email=EMAIL) == member_id
-    assert coffee.balance(member_id).balance_points == 100
+    # Unlinked, the member is nobody coffee knows: not by email, and no balance by id.
+    expect_failure(lambda: coffee.resolve(email=EMAIL), NOT_FOUND, "MEMBER_NOT_FOUND")
+    expect_failure(
+        lambda: coffee.balance(member_id), grpc.StatusCode.FAILED_PRECONDITION, "MEMBER_NOT_LINKED"
+    )
     relinked = coffee.enroll("C-7", email=EMAIL)
     assert (relinked.created, relinked.member.member_id) == (False, member_id)
+    assert coffee.resolve(email=EMAIL) == member_id
+    assert coffee.balance(member_id).balance_points == 100
 
 
 @pytest.mark.parametrize(
@@ -202,9 +207,9 @@ def test_every_profile_read_is_logged(
         (member_id, "test-coffee", "merchant"),
         (member_id, "test-coffee", "partner"),
     ]
-    assert reads[0].scopes_returned == "profile.basic"
+    assert reads[0].scopes_returned == "profile.basic,profile.balance"  # balance: by the link
     assert reads[0].scopes_withheld.split(",") == [
-        "profile.tier", "profile.balance", "profile.preferences", "profile.birthday",
+        "profile.tier", "profile.preferences", "profile.birthday",
     ]  # fmt: skip
     with engine.connect() as connection:
         assert connection.execute(select(member_requests.c.member_id)).scalars().all() == [

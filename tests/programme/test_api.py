@@ -46,7 +46,7 @@ def authorize_request(member_id: str, points: int, **fields: object) -> object:
 def test_hold_capture_and_balance_over_grpc(channel: grpc.Channel, engine: Engine) -> None:
     metadata = api_key(engine, "test-air")
     stub = points_stub(channel)
-    member_id = enroll(engine)
+    member_id = enroll(engine, "test-air")  # holds and balances need the member's link
     earn(engine, member_id, 10_000)
     held = stub.AuthorizeBurn(
         authorize_request(member_id, 60, ttl=Duration(seconds=120)),
@@ -138,7 +138,7 @@ def test_bad_hold_requests_name_their_fields_and_write_nothing(
 
 
 def test_balance_as_of_in_the_future_is_refused(channel: grpc.Channel, engine: Engine) -> None:
-    member_id = enroll(engine)
+    member_id = enroll(engine, "test-air")  # the caller's own member: only as_of is wrong
     expect_failure(
         lambda: points_stub(channel).GetBalance(
             points_service_pb2.GetBalanceRequest(

@@ -10,12 +10,18 @@ statement and run ids, A's customer ids, A's request ids with A's exact payloads
 id.
 
 Each case asserts the precise answer: another partner's object looks absent (NOT_FOUND, with
-the same code and reason as an id nobody has), and a refused call writes no row. Around each
-case nothing of A's may change: every row, whole, of every table with a `partner_id` that
-belongs to a partner other than B; A's own view through the API (balance, transactions,
-customer ids, statements, run, exceptions); and the row count of every table, unless B
-legitimately acted for itself (a request id A also used, a customer id in B's own namespace,
-a consent decision of B's, B's own report), which may add B's rows only.
+the same code and reason as an id nobody has), and a refused call writes no row. A's member,
+which B may name by its coalition id (one identity), is seen only as docs/identity.md
+("Privacy between partners") allows an unlinked partner: B may earn for it, and learns no
+balance, profile, tier or consent of it from any answer or from its event stream; everything
+that reads or spends for it is MEMBER_NOT_LINKED; its email and phone resolve to nothing.
+
+Around each case nothing of A's may change: every row, whole, of every table with a
+`partner_id` that belongs to a partner other than B; A's own view through the API (balance,
+transactions, customer ids, statements, run, exceptions); and the row count of every table,
+unless B legitimately acted for itself (a request id A also used, a customer id in B's own
+namespace, B's earns for A's member, B's refusals, B's own report), which may add B's rows
+only (and move the shared balance, for earns).
 
 One setup per database (the shared fixtures are function-scoped), then every case in turn;
 all failing cases are reported together.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,10 +49,11 @@ from google.protobuf.message import Message
 from sqlalchemy import Engine, select
 
 from coalition.api.server import ROLES_BY_METHOD, SERVICE_DESCRIPTORS
+from coalition.identity.secret import SECRET_ENVIRONMENT_VARIABLE, SECRET_FILE_ENVIRONMENT_VARIABLE
 from coalition.partners.sync import sync_partners
 from coalition.settlement import keys, signing
 from coalition.settlement.service import Signer
-from coalition.store.schema import CONSENT_SCOPES, metadata
+from coalition.store.schema import metadata
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import (
     common_pb2,
@@ -71,6 +79,8 @@ B = "test-air"
 PARTNER_SCOPED_ROLES = frozenset({"partner", "merchant"})
 CALL_TIMEOUT_SECONDS = 15.0
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
+FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+A_EMAIL, A_PHONE = "mei.lin@example.com", "+86 138 0013 8000"  # A's member's identifiers
 NO_SUCH_TRANSACTION_ID = str(10**15)  # well formed, far beyond any id a test creates
 Metadata = tuple[tuple[str, str], ...]
 
@@ -158,7 +168,11 @@ def partner_a_requests(customer_id: str) -> dict[str, Message]:
     member = by_customer(customer_id)
     return {
         "enrolment": member_service_pb2.EnrollMemberRequest(
-            request_id=new_id(), partner_customer_id=customer_id, display_name="Mei Lin"
+            request_id=new_id(),
+            partner_customer_id=customer_id,
+            display_name="Mei Lin",
+            email=A_EMAIL,
+            phone=A_PHONE,
         ),
         "second_enrolment": member_service_pb2.EnrollMemberRequest(
             request_id=new_id(), partner_customer_id=f"a-second-{new_id()}", display_name="Ann"
@@ -178,6 +192,7 @@ def partner_a_requests(customer_id: str) -> dict[str, Message]:
             changes=[
                 member_service_pb2.ConsentChange(scope="profile.basic", granted=True),
                 member_service_pb2.ConsentChange(scope="profile.balance", granted=True),
+                member_service_pb2.ConsentChange(scope="profile.tier", granted=True),
             ],
             source="app",
         ),
@@ -261,6 +276,13 @@ def build_partner_a(
     )
 
 
+@pytest.fixture(autouse=True)
+def identity_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A's member has an email and a phone: the hub needs its identity secret for them."""
+    monkeypatch.setenv(SECRET_ENVIRONMENT_VARIABLE, secrets.token_hex(32))
+    monkeypatch.delenv(SECRET_FILE_ENVIRONMENT_VARIABLE, raising=False)
+
+
 @pytest.fixture
 def world(engine: Engine, channel: grpc.Channel, tmp_path: Path) -> World:
     acknowledgement_key = with_acknowledgement_key(engine)
@@ -305,13 +327,18 @@ def world(engine: Engine, channel: grpc.Channel, tmp_path: Path) -> World:
 class Effect(enum.Enum):
     NOTHING = "refused or read-only: no row of any table changes"
     AUDIT = "a read B is audited for: only profile_reads rows are added"
+    REFUSAL_KEPT = "B was refused: only B's refusal is kept under its request id"
     OWN_WRITES = "B acted for itself: rows of other partners unchanged, shared balance may move"
 
 
 TABLES_WITH_PARTNER_ID = tuple(
     table for table in metadata.sorted_tables if "partner_id" in table.columns
 )
-ALLOWED_COUNT_CHANGES = {Effect.NOTHING: frozenset(), Effect.AUDIT: frozenset({"profile_reads"})}
+ALLOWED_COUNT_CHANGES = {
+    Effect.NOTHING: frozenset(),
+    Effect.AUDIT: frozenset({"profile_reads"}),
+    Effect.REFUSAL_KEPT: frozenset({"idempotency_keys"}),
+}
 
 
 def rows_of_partners_other_than(engine: Engine, partner_id: str) -> dict[str, list[str]]:
@@ -463,6 +490,32 @@ def member_of_a_by_customer_id(world: World, name: str, request: Message) -> Non
     )
 
 
+def member_of_a_not_linked(world: World, name: str, request: Message) -> None:
+    """By A's member's coalition id: refused, since B has no link to the member."""
+    counts = row_counts(world.engine)
+    failure = expect_failure(
+        lambda: world.b(name, request), FAILED_PRECONDITION, "MEMBER_NOT_LINKED"
+    )
+    assert failure.metadata == {"member_id": world.a_data.member_id, "partner_id": B}
+    changed = {t for t, count in row_counts(world.engine).items() if counts[t] != count}
+    assert changed <= {"idempotency_keys"}, f"the refused call wrote rows: {changed}"
+
+
+def with_member(request: Message, member: common_pb2.MemberReference) -> Message:
+    """`request` again, aimed at `member`, under a new request id when it has one."""
+    aimed = type(request)()
+    aimed.CopyFrom(request)
+    aimed.member.CopyFrom(member)  # type: ignore[attr-defined]
+    if "request_id" in aimed.DESCRIPTOR.fields_by_name:
+        aimed.request_id = new_id()  # type: ignore[attr-defined]
+    return aimed
+
+
+def assert_balance_withheld(answer: Any) -> None:
+    assert (answer.balance_points, answer.transaction.balance_points_after) == (0, 0), answer
+    assert answer.transaction.balance_withheld
+
+
 def case_earn(world: World) -> Effect:
     data = world.a_data
     member_of_a_by_customer_id(world, "Earn", data.earn)  # A's exact request, not A's replay
@@ -478,6 +531,7 @@ def case_earn(world: World) -> Effect:
     assert not mine.replayed
     assert mine.transaction.partner_id == B
     assert mine.transaction.transaction_id not in data.transaction_ids
+    assert_balance_withheld(mine)  # one identity to earn for, but not B's to look at
     return Effect.OWN_WRITES
 
 
@@ -501,11 +555,24 @@ def case_batch_earn(world: World) -> Effect:
     (result,) = per_item.results
     assert (per_item.applied_count, per_item.failed_count) == (0, 1)
     assert (result.error.code, result.error.reason) == (NOT_FOUND.value[0], "MEMBER_NOT_FOUND")
-    return Effect.NOTHING
+    # By coalition id, B's own earns for A's member apply, and withhold the balance.
+    by_member_id = points_service_pb2.BatchEarnRequest(
+        items=[with_member(item, by_id(world.a_data.member_id)) for _ in range(2)],
+        mode=points_service_pb2.BATCH_EARN_MODE_PER_ITEM,
+    )
+    earned = world.b("BatchEarn", by_member_id)
+    assert (earned.applied_count, earned.failed_count) == (2, 0), earned
+    for each in earned.results:
+        assert_balance_withheld(each.earn)
+    return Effect.OWN_WRITES
 
 
 def case_burn(world: World) -> Effect:
     member_of_a_by_customer_id(world, "Burn", world.a_data.burn)
+    for points in (1, 10**9):  # neither success nor INSUFFICIENT_POINTS would tell the balance
+        request = with_member(world.a_data.burn, by_id(world.a_data.member_id))
+        request.points = points  # type: ignore[attr-defined]
+        member_of_a_not_linked(world, "Burn", request)
     return Effect.NOTHING
 
 
@@ -530,6 +597,8 @@ def case_reverse(world: World) -> Effect:
 
 def case_authorize_burn(world: World) -> Effect:
     member_of_a_by_customer_id(world, "AuthorizeBurn", world.a_data.authorize)
+    by_member_id = with_member(world.a_data.authorize, by_id(world.a_data.member_id))
+    member_of_a_not_linked(world, "AuthorizeBurn", by_member_id)
     return Effect.NOTHING
 
 
@@ -565,6 +634,10 @@ def case_quote(world: World) -> Effect:
         burn_points=10, member=by_customer(world.a_data.customer_id)
     )
     member_of_a_by_customer_id(world, "Quote", request)
+    member_of_a_not_linked(world, "Quote", with_member(request, by_id(world.a_data.member_id)))
+    # Without a member, a quote is the partner's own rates: nothing of A's member.
+    plain = world.b("Quote", points_service_pb2.QuoteRequest(burn_points=10))
+    assert (plain.balance_points, plain.sufficient_balance) == (0, False)
     return Effect.NOTHING
 
 
@@ -572,11 +645,12 @@ def case_get_balance(world: World) -> Effect:
     data = world.a_data
     request = points_service_pb2.GetBalanceRequest(member=by_customer(data.customer_id))
     member_of_a_by_customer_id(world, "GetBalance", request)
-    # By coalition id the balance is the member's own, shared by every partner (by design).
-    shared = world.b(
-        "GetBalance", points_service_pb2.GetBalanceRequest(member=by_id(data.member_id))
-    )
-    assert (shared.balance_points, shared.held_points) == view_of_a(world)["balance"]
+    # By coalition id too: the balance is shown only to partners linked to the member.
+    for as_of in (None, datetime.now(UTC)):
+        by_member_id = points_service_pb2.GetBalanceRequest(member=by_id(data.member_id))
+        if as_of is not None:
+            by_member_id.as_of.FromDatetime(as_of)
+        member_of_a_not_linked(world, "GetBalance", by_member_id)
     return Effect.NOTHING
 
 
@@ -590,6 +664,10 @@ def case_list_transactions(world: World) -> Effect:
     for listed in (everything, of_a_member):
         assert {t.partner_id for t in listed} <= {B}
         assert not {t.transaction_id for t in listed} & set(data.transaction_ids)
+    # B's own earns for A's member (case_earn) are listed, without the member's balance.
+    assert of_a_member, "B's earns for A's member are B's own transactions"
+    for transaction in of_a_member:
+        assert transaction.balance_withheld and transaction.balance_points_after == 0
     by_a_customer = points_service_pb2.ListTransactionsRequest(member=by_customer(data.customer_id))
     member_of_a_by_customer_id(world, "ListTransactions", by_a_customer)
     return Effect.NOTHING
@@ -611,16 +689,35 @@ def case_enroll_member(world: World) -> Effect:
 
 
 def case_link_partner_account(world: World) -> Effect:
-    """A's exact link request, sent by B, links B's customer id: not a replay of A's."""
-    linked = world.b("LinkPartnerAccount", world.a_data.link)
+    """A's exact link request, sent by B, links B's customer id: not a replay of A's. The
+    link is what the rule asks for (the customer showed B the coalition id): B then sees the
+    balance, and nothing more of A's; once B unlinks, B sees nothing again."""
+    data = world.a_data
+    linked = world.b("LinkPartnerAccount", data.link)
     assert not linked.replayed
     resolved = world.b(
         "ResolveMember",
-        member_service_pb2.ResolveMemberRequest(
-            partner_customer_id=world.a_data.linked_customer_id
+        member_service_pb2.ResolveMemberRequest(partner_customer_id=data.linked_customer_id),
+    )
+    assert resolved.member_id == data.member_id
+    balance = world.b(
+        "GetBalance", points_service_pb2.GetBalanceRequest(member=by_id(data.member_id))
+    )
+    assert balance.balance_points == view_of_a(world)["balance"][0]  # type: ignore[index]
+    profile = world.b(
+        "GetMemberProfile", member_service_pb2.GetMemberProfileRequest(member=by_id(data.member_id))
+    )
+    assert list(profile.granted_scopes) == ["profile.balance"]  # A's grants stay A's
+    assert profile.member.display_name == "" and profile.tier_id == ""
+    world.b(
+        "UnlinkPartnerAccount",
+        member_service_pb2.UnlinkPartnerAccountRequest(
+            request_id=new_id(), partner_customer_id=data.linked_customer_id
         ),
     )
-    assert resolved.member_id == world.a_data.member_id
+    member_of_a_not_linked(
+        world, "GetBalance", points_service_pb2.GetBalanceRequest(member=by_id(data.member_id))
+    )
     return Effect.OWN_WRITES
 
 
@@ -647,6 +744,22 @@ def case_resolve_member(world: World) -> Effect:
         "MEMBER_NOT_FOUND",
         partner_customer_id=customer_id,
     )
+    # A's member's email and phone are found by nobody but its partners: for B exactly as an
+    # identifier nobody has.
+    for kind, identifier, nobody in (
+        ("email", A_EMAIL, "nobody@example.com"),
+        ("phone", A_PHONE, "+86 138 0000 0000"),
+    ):
+
+        def resolve(value: str, kind: str = kind) -> object:
+            return world.b(
+                "ResolveMember", member_service_pb2.ResolveMemberRequest(**{kind: value})
+            )
+
+        refused_as_absent(
+            world, partial(resolve, identifier), "MEMBER_NOT_FOUND", identifier_kind=kind
+        )
+        same_answer_as_for_nothing(resolve, identifier, nobody)
     return Effect.NOTHING
 
 
@@ -655,17 +768,14 @@ def case_get_referral_code(world: World) -> Effect:
         partner_customer_id=world.a_data.customer_id
     )
     member_of_a_by_customer_id(world, "GetReferralCode", request)
+    by_member_id = member_service_pb2.GetReferralCodeRequest(member_id=world.a_data.member_id)
+    member_of_a_not_linked(world, "GetReferralCode", by_member_id)
     return Effect.NOTHING
 
 
-WITHHELD_FROM_B = {
-    member_service_pb2.WITHHOLDING_REASON_NOT_GRANTED,
-    member_service_pb2.WITHHOLDING_REASON_REVOKED,
-}
-
-
 def case_get_member_profile(world: World) -> Effect:
-    """A's consent is A's: B's partner and merchant keys see no field of A's member."""
+    """A's consent is A's: B's partner and merchant keys read no profile of A's member (not
+    even an empty one), and nothing is logged."""
     data = world.a_data
     by_a_customer = member_service_pb2.GetMemberProfileRequest(member=by_customer(data.customer_id))
     by_member_id = member_service_pb2.GetMemberProfileRequest(member=by_id(data.member_id))
@@ -673,30 +783,17 @@ def case_get_member_profile(world: World) -> Effect:
         refused_as_absent(
             world, partial(caller, "GetMemberProfile", by_a_customer), "MEMBER_NOT_FOUND"
         )
-        profile = caller("GetMemberProfile", by_member_id)
-        assert list(profile.granted_scopes) == []
-        assert len(profile.withheld_scopes) == len(CONSENT_SCOPES)
-        assert {w.reason for w in profile.withheld_scopes} <= WITHHELD_FROM_B
-        assert A not in profile.linked_partner_ids
-        assert (profile.member.display_name, profile.balance_points) == ("", 0)
-    return Effect.AUDIT
+        member_of_a_not_linked(replace(world, b=caller), "GetMemberProfile", by_member_id)
+    return Effect.NOTHING
 
 
 def case_update_consent(world: World) -> Effect:
     data = world.a_data
     member_of_a_by_customer_id(world, "UpdateConsent", data.consent)
-    # B recording its own decision for the shared member leaves A's grant alone.
-    revoked = world.b(
-        "UpdateConsent",
-        member_service_pb2.UpdateConsentRequest(
-            request_id=new_id(),
-            member=by_id(data.member_id),
-            changes=[member_service_pb2.ConsentChange(scope="profile.basic", granted=False)],
-            source="pos:air",
-        ),
-    )
-    assert [c.partner_id for c in revoked.changes] == [B]
-    return Effect.OWN_WRITES
+    # A grant recorded by B for itself would open what the rule keeps closed: refused, and the
+    # refusal is B's answer under B's request id.
+    member_of_a_not_linked(world, "UpdateConsent", with_member(data.consent, by_id(data.member_id)))
+    return Effect.REFUSAL_KEPT
 
 
 def partner_record_of_a_looks_absent(world: World, name: str, request: Message) -> Effect:
@@ -715,27 +812,47 @@ def case_list_rate_versions(world: World) -> Effect:
     return partner_record_of_a_looks_absent(world, "ListRateVersions", request)
 
 
-def events_of_b_until_its_last(world: World) -> list[event_service_pb2.Event]:
-    """B's stream from the start, read until B's newest transaction of the setup: every event
+def events_of_b_until(world: World, transaction_id: str) -> list[event_service_pb2.Event]:
+    """B's stream from the start, read until B's transaction `transaction_id`: every event
     committed before it (A's included) has been past the stream by then."""
     stream = world.b("Subscribe", event_service_pb2.SubscribeRequest())
     seen: list[event_service_pb2.Event] = []
     try:
         for response in stream:
             seen.append(response.event)
-            if response.event.transaction_id == world.b_last_transaction_id:
+            if response.event.transaction_id == transaction_id:
                 return seen
     finally:
         stream.cancel()
-    raise AssertionError(f"B's stream ended before its own last event: {seen}")
+    raise AssertionError(f"B's stream ended before its own event {transaction_id}: {seen}")
 
 
 def case_subscribe(world: World) -> Effect:
-    streamed = {e.transaction_id for e in events_of_b_until_its_last(world) if e.transaction_id}
+    """B's stream carries B's own transactions only, and of A's member (which B earned for)
+    neither the balance nor the tier."""
+    data = world.a_data
+    assert world.b_last_transaction_id in {
+        e.transaction_id for e in events_of_b_until(world, world.b_last_transaction_id)
+    }
+    earned = world.b(
+        "Earn",
+        points_service_pb2.EarnRequest(
+            request_id=new_id(),
+            member=by_id(data.member_id),
+            spend=common_pb2.Money(amount_minor=1_000, currency="EUR"),
+        ),
+    )
+    streamed = events_of_b_until(world, earned.transaction.transaction_id)
     listed = every_page(partial(transactions_page, world.b, None), "transactions")
-    assert streamed <= {t.transaction_id for t in listed}  # B's own transactions only
-    assert not streamed & set(world.a_data.transaction_ids)
-    return Effect.NOTHING
+    transaction_ids = {e.transaction_id for e in streamed if e.transaction_id}
+    assert transaction_ids <= {t.transaction_id for t in listed}  # B's own transactions only
+    assert not transaction_ids & set(data.transaction_ids)
+    of_a_member = [e for e in streamed if e.member_id == data.member_id]
+    assert of_a_member, "B's earns for A's member are B's own events"
+    for event in of_a_member:
+        assert event.kind != event_service_pb2.EVENT_KIND_TIER_CHANGED, event
+        assert event.balance_withheld and event.balance_points_after == 0, event
+    return Effect.OWN_WRITES
 
 
 def statement_request(name: str, statement_id: str, signature: bytes) -> Message:

@@ -20,6 +20,7 @@ from coalition.api import responses
 from coalition.api.interceptors import caller_partner_id
 from coalition.domain.errors import CoalitionError, ErrorCode, FieldViolation, InvalidArgument
 from coalition.events.stream import Cursor, Event, parse_cursor, read_events
+from coalition.identity import privacy
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import event_service_pb2 as messages
 from coalition.v1 import event_service_pb2_grpc
@@ -104,14 +105,20 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
                 return
             with self._unit_of_work(read_only=True) as uow:
                 batch = read_events(uow, partner_id, cursor, EVENTS_PER_READ)
+                seen = privacy.sights(uow, partner_id, {event.member_id for event in batch})
             for event in batch:
-                yield messages.SubscribeResponse(event=event_message(event))
-                cursor = event.cursor
+                cursor = event.cursor  # also past an event withheld from this partner
+                sight = seen[event.member_id]
+                if event.kind != "tier_changed" or sight.sees(privacy.TIER):
+                    shown = event_message(event, sight.sees(privacy.BALANCE))
+                    yield messages.SubscribeResponse(event=shown)
             if len(batch) < EVENTS_PER_READ:
                 self._stopping.wait(self._poll_interval_seconds)
 
 
-def event_message(event: Event) -> messages.Event:
+def event_message(event: Event, balance_visible: bool) -> messages.Event:
+    """The event as the partner may see it now (docs/identity.md, "Privacy between
+    partners"): the balance after it only while the member shares it with the partner."""
     return messages.Event(
         cursor=event.cursor.text(),
         kind=EVENT_KINDS[event.kind],
@@ -119,7 +126,8 @@ def event_message(event: Event) -> messages.Event:
         create_time=responses.timestamp(event.create_time),
         transaction_id=str(event.transaction_id or ""),
         points_delta=event.points_delta or 0,
-        balance_points_after=event.balance_points_after or 0,
+        balance_points_after=(event.balance_points_after or 0) if balance_visible else 0,
+        balance_withheld=not balance_visible and event.balance_points_after is not None,
         tier_id_before=event.tier_id_before or "",
         tier_id_after=event.tier_id_after or "",
     )

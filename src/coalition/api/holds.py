@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coalition.api import responses
+from coalition.api.privacy import MemberPrivacy
 from coalition.api.requests import PARTNER_REFERENCE_LENGTH_MAX, RequestParser
+from coalition.identity.privacy import BALANCE
 from coalition.ledger.holds import Hold
 from coalition.operations import holds as hold_operations
 from coalition.operations.holds import HOLD_TTL_DEFAULT, HOLD_TTL_MAX, HoldResult
@@ -28,7 +30,7 @@ HOLD_STATUSES = {
 
 def authorize_burn(
     unit_of_work: Callable[..., UnitOfWork],
-    partner_id: str,
+    privacy: MemberPrivacy,
     request: messages.AuthorizeBurnRequest,
 ) -> messages.AuthorizeBurnResponse:
     parser = RequestParser()
@@ -45,22 +47,24 @@ def authorize_burn(
         request.partner_reference, "partner_reference", PARTNER_REFERENCE_LENGTH_MAX
     )
     parser.done()  # before the command: it asserts what the parser has just checked
+    privacy.require(member, BALANCE)  # as a burn: the answer tells the balance
     command = hold_operations.AuthorizeCommand(
         request_id, member, ttl, points, value, occurred_at, partner_reference
     )
-    result = hold_operations.authorize_burn(unit_of_work(), partner_id, command, _now())
+    result = hold_operations.authorize_burn(unit_of_work(), privacy.partner_id, command, _now())
+    visible = result.hold.member_id in privacy.balance_visible({result.hold.member_id})
     return messages.AuthorizeBurnResponse(
-        transaction=responses.transaction(result.transaction),
+        transaction=responses.transaction(result.transaction, visible),
         hold=hold_message(result.hold),
         points=result.points,
-        balance_points=result.balance_points,
+        balance_points=result.balance_points if visible else 0,
         replayed=result.replayed,
     )
 
 
 def capture_burn(
     unit_of_work: Callable[..., UnitOfWork],
-    partner_id: str,
+    privacy: MemberPrivacy,
     request: messages.CaptureBurnRequest,
 ) -> messages.CaptureBurnResponse:
     parser = RequestParser()
@@ -70,15 +74,15 @@ def capture_burn(
         points=parser.points(request.points, "points", zero_allowed=True),
     )
     parser.done()
-    result = hold_operations.capture_burn(unit_of_work(), partner_id, command, _now())
+    result = hold_operations.capture_burn(unit_of_work(), privacy.partner_id, command, _now())
     return messages.CaptureBurnResponse(
-        points_released=result.points_released, **_close_fields(result)
+        points_released=result.points_released, **_close_fields(result, privacy)
     )
 
 
 def void_burn(
     unit_of_work: Callable[..., UnitOfWork],
-    partner_id: str,
+    privacy: MemberPrivacy,
     request: messages.VoidBurnRequest,
 ) -> messages.VoidBurnResponse:
     parser = RequestParser()
@@ -87,8 +91,8 @@ def void_burn(
         hold_id=parser.transaction_id(request.hold_id, "hold_id"),
     )
     parser.done()
-    result = hold_operations.void_burn(unit_of_work(), partner_id, command, _now())
-    return messages.VoidBurnResponse(**_close_fields(result))
+    result = hold_operations.void_burn(unit_of_work(), privacy.partner_id, command, _now())
+    return messages.VoidBurnResponse(**_close_fields(result, privacy))
 
 
 def hold_message(hold: Hold) -> messages.Hold:
@@ -103,12 +107,13 @@ def hold_message(hold: Hold) -> messages.Hold:
     )
 
 
-def _close_fields(result: HoldResult) -> dict[str, Any]:
+def _close_fields(result: HoldResult, privacy: MemberPrivacy) -> dict[str, Any]:
+    visible = result.hold.member_id in privacy.balance_visible({result.hold.member_id})
     return {
-        "transaction": responses.transaction(result.transaction),
+        "transaction": responses.transaction(result.transaction, visible),
         "hold": hold_message(result.hold),
         "points": result.points,
-        "balance_points": result.balance_points,
+        "balance_points": result.balance_points if visible else 0,
         "replayed": result.replayed,
     }
 

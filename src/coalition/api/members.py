@@ -14,9 +14,10 @@ from sqlalchemy import Row
 
 from coalition.api import responses
 from coalition.api.interceptors import caller_partner_id, current_principal
+from coalition.api.privacy import MemberPrivacy
 from coalition.api.requests import RequestParser
 from coalition.domain.errors import FailedPrecondition
-from coalition.identity import consent, members, merge, profiles, rights
+from coalition.identity import consent, members, merge, privacy, profiles, rights
 from coalition.identity.identifiers import (
     ContactIdentifier,
     IdentifierError,
@@ -37,9 +38,9 @@ PREFERENCE_KEY_PATTERN = re.compile(r"[a-z0-9_.\-]{1,64}")
 PREFERENCE_VALUE_LENGTH_MAX = 256
 BIRTHDAY_MIN = date(1900, 1, 1)
 WITHHOLDING_REASONS = {
-    profiles.Withholding.NOT_GRANTED: messages.WITHHOLDING_REASON_NOT_GRANTED,
-    profiles.Withholding.REVOKED: messages.WITHHOLDING_REASON_REVOKED,
-    profiles.Withholding.UNAVAILABLE: messages.WITHHOLDING_REASON_UNAVAILABLE,
+    privacy.Withholding.NOT_GRANTED: messages.WITHHOLDING_REASON_NOT_GRANTED,
+    privacy.Withholding.REVOKED: messages.WITHHOLDING_REASON_REVOKED,
+    privacy.Withholding.UNAVAILABLE: messages.WITHHOLDING_REASON_UNAVAILABLE,
 }
 
 
@@ -155,6 +156,8 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
             member_id=request.member_id or None,
             partner_customer_id=request.partner_customer_id or None,
         )
+        # A member's code is the member's own, for the brands it deals with.
+        MemberPrivacy(self._unit_of_work, caller_partner_id()).require(reference)
         member_id, code = referral_service.get_referral_code(
             self._unit_of_work(), caller_partner_id(), reference, datetime.now(UTC)
         )
@@ -379,7 +382,7 @@ def _profile_message(
 ) -> messages.GetMemberProfileResponse:
     response = messages.GetMemberProfileResponse(
         member=messages.Member(member_id=profile.member_id),
-        linked_partner_ids=[partner_id] if profile.linked_to_reader else [],
+        linked_partner_ids=[partner_id],  # only a linked partner reads a profile
         granted_scopes=list(profile.granted_scopes),
         withheld_scopes=[
             messages.WithheldScope(scope=scope, reason=WITHHOLDING_REASONS[reason])

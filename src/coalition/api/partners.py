@@ -82,12 +82,15 @@ class PartnerServicer(partner_service_pb2_grpc.PartnerServiceServicer):
     ) -> messages.ListPartnersResponse:
         parser = RequestParser()
         page_size = parser.page_size(request.page_size)
-        after_partner_id = parser.page_token(request.page_token, {}, str) or ""
+        query = {"caller": current_principal().principal_id, "page_size": page_size}
+        after_partner_id = parser.page_token(request.page_token, query, str) or ""
         parser.done()
         with self._unit_of_work(read_only=True) as uow:
             found = catalog.list_partners(uow, after_partner_id, page_size + 1)
         page = found[:page_size]
-        next_page_token = page_token_for(page[-1].partner_id, {}) if len(found) > page_size else ""
+        next_page_token = (
+            page_token_for(page[-1].partner_id, query) if len(found) > page_size else ""
+        )
         return messages.ListPartnersResponse(
             partners=[_partner_message(partner) for partner in page],
             next_page_token=next_page_token,

@@ -12,8 +12,10 @@ from coalition import operations
 from coalition.api import holds, responses
 from coalition.api.errors import status_code_of
 from coalition.api.interceptors import caller_partner_id
+from coalition.api.privacy import MemberPrivacy
 from coalition.api.requests import PARTNER_REFERENCE_LENGTH_MAX, RequestParser, page_token_for
 from coalition.domain.errors import CoalitionError
+from coalition.identity.privacy import BALANCE
 from coalition.operations import batch_earn
 from coalition.operations.group_commit import EarnCommitter
 from coalition.operations.points import LedgerResult
@@ -31,12 +33,16 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         self._unit_of_work = unit_of_work
         self._earns = earns
 
+    def _privacy(self) -> MemberPrivacy:
+        return MemberPrivacy(self._unit_of_work, caller_partner_id())
+
     def Earn(
         self, request: messages.EarnRequest, context: grpc.ServicerContext
     ) -> messages.EarnResponse:
         command = _earn_command(request)
         result = self._earns.earn(caller_partner_id(), command, context.time_remaining())
-        return messages.EarnResponse(**_ledger_fields(result))
+        visible = self._privacy().balance_visible({result.transaction.member_id})
+        return messages.EarnResponse(**_ledger_fields(result, visible))
 
     def BatchEarn(
         self, request: messages.BatchEarnRequest, context: grpc.ServicerContext
@@ -57,8 +63,11 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         result = batch_earn.batch_earn(
             self._unit_of_work(), caller_partner_id(), items, all_or_nothing, _now()
         )
+        visible = self._privacy().balance_visible(
+            {o.result.transaction.member_id for o in result.outcomes if o.result is not None}
+        )
         return messages.BatchEarnResponse(
-            results=[_batch_earn_result(outcome) for outcome in result.outcomes],
+            results=[_batch_earn_result(outcome, visible) for outcome in result.outcomes],
             applied_count=result.applied_count,
             replayed_count=result.replayed_count,
             failed_count=result.failed_count,
@@ -82,11 +91,14 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
             request.partner_reference, "partner_reference", PARTNER_REFERENCE_LENGTH_MAX
         )
         parser.done()
+        # The answer tells the balance (INSUFFICIENT_POINTS names it): only for who may see it.
+        self._privacy().require(member, BALANCE)
         command = operations.BurnCommand(
             request_id, member, points, value, occurred_at, partner_reference
         )
         result = operations.burn(self._unit_of_work(), caller_partner_id(), command, _now())
-        return messages.BurnResponse(**_ledger_fields(result))
+        visible = self._privacy().balance_visible({result.transaction.member_id})
+        return messages.BurnResponse(**_ledger_fields(result, visible))
 
     def Reverse(
         self, request: messages.ReverseRequest, context: grpc.ServicerContext
@@ -100,7 +112,8 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         )
         parser.done()
         result = operations.reverse(self._unit_of_work(), caller_partner_id(), command, _now())
-        return messages.ReverseResponse(**_ledger_fields(result))
+        visible = self._privacy().balance_visible({result.transaction.member_id})
+        return messages.ReverseResponse(**_ledger_fields(result, visible))
 
     def Quote(
         self, request: messages.QuoteRequest, context: grpc.ServicerContext
@@ -132,6 +145,8 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
             member=parser.member(request) if request.HasField("member") else None,
         )
         parser.done()
+        if command.member is not None:
+            self._privacy().require(command.member, BALANCE)
         result = operations.quote(
             self._unit_of_work(read_only=True), caller_partner_id(), command, _now()
         )
@@ -150,6 +165,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         member = parser.member(request)
         as_of = parser.timestamp(request, "as_of")
         parser.done()
+        self._privacy().require(member, BALANCE)
         balance = operations.get_balance(
             self._unit_of_work(read_only=True), caller_partner_id(), member, as_of, _now()
         )
@@ -163,17 +179,17 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
     def AuthorizeBurn(
         self, request: messages.AuthorizeBurnRequest, context: grpc.ServicerContext
     ) -> messages.AuthorizeBurnResponse:
-        return holds.authorize_burn(self._unit_of_work, caller_partner_id(), request)
+        return holds.authorize_burn(self._unit_of_work, self._privacy(), request)
 
     def CaptureBurn(
         self, request: messages.CaptureBurnRequest, context: grpc.ServicerContext
     ) -> messages.CaptureBurnResponse:
-        return holds.capture_burn(self._unit_of_work, caller_partner_id(), request)
+        return holds.capture_burn(self._unit_of_work, self._privacy(), request)
 
     def VoidBurn(
         self, request: messages.VoidBurnRequest, context: grpc.ServicerContext
     ) -> messages.VoidBurnResponse:
-        return holds.void_burn(self._unit_of_work, caller_partner_id(), request)
+        return holds.void_burn(self._unit_of_work, self._privacy(), request)
 
     def ListTransactions(
         self, request: messages.ListTransactionsRequest, context: grpc.ServicerContext
@@ -181,7 +197,11 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         parser = RequestParser()
         member = parser.member(request) if request.HasField("member") else None
         page_size = parser.page_size(request.page_size)
-        query = {"member": request.member.SerializeToString().hex()}
+        query = {
+            "caller": caller_partner_id(),
+            "page_size": page_size,
+            "member": request.member.SerializeToString().hex(),
+        }
         before_transaction_id = parser.page_token(request.page_token, query)
         parser.done()
         records = operations.list_transactions(
@@ -192,11 +212,14 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
             page_size + 1,  # one more than asked tells whether another page exists
         )
         page = records[:page_size]
+        visible = self._privacy().balance_visible({record.member_id for record in page})
         next_page_token = (
             page_token_for(page[-1].transaction_id, query) if len(records) > page_size else ""
         )
         return messages.ListTransactionsResponse(
-            transactions=[responses.transaction(record) for record in page],
+            transactions=[
+                responses.transaction(record, record.member_id in visible) for record in page
+            ],
             next_page_token=next_page_token,
         )
 
@@ -222,10 +245,12 @@ def _earn_command(request: messages.EarnRequest) -> operations.EarnCommand:
     )
 
 
-def _batch_earn_result(outcome: batch_earn.BatchItemOutcome) -> messages.BatchEarnResult:
+def _batch_earn_result(
+    outcome: batch_earn.BatchItemOutcome, visible: frozenset[str]
+) -> messages.BatchEarnResult:
     if outcome.result is not None:
         return messages.BatchEarnResult(
-            earn=messages.EarnResponse(**_ledger_fields(outcome.result))
+            earn=messages.EarnResponse(**_ledger_fields(outcome.result, visible))
         )
     error = outcome.error
     assert error is not None
@@ -239,10 +264,12 @@ def _batch_earn_result(outcome: batch_earn.BatchItemOutcome) -> messages.BatchEa
     )
 
 
-def _ledger_fields(result: LedgerResult) -> dict[str, Any]:
+def _ledger_fields(result: LedgerResult, balance_visible: frozenset[str]) -> dict[str, Any]:
+    """The answer to a ledger mutation; the balance only for members in `balance_visible`."""
+    visible = result.transaction.member_id in balance_visible
     return {
-        "transaction": responses.transaction(result.transaction),
+        "transaction": responses.transaction(result.transaction, visible),
         "points": result.points,
-        "balance_points": result.balance_points,
+        "balance_points": result.balance_points if visible else 0,
         "replayed": result.replayed,
     }

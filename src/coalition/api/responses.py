@@ -33,7 +33,8 @@ def money(value: Money | None) -> common_pb2.Money | None:
     return common_pb2.Money(amount_minor=value.amount_minor, currency=value.currency)
 
 
-def transaction(record: TransactionRecord) -> common_pb2.Transaction:
+def transaction(record: TransactionRecord, balance_visible: bool) -> common_pb2.Transaction:
+    """The transaction, with the member's balance only when the caller may see it."""
     amount = (
         Money(record.amount_minor, record.currency)
         if record.amount_minor is not None and record.currency is not None
@@ -55,5 +56,6 @@ def transaction(record: TransactionRecord) -> common_pb2.Transaction:
         partner_reference=record.partner_reference or "",
         points_reversed=record.points_reversed,
         reason=record.reason or "",
-        balance_points_after=record.balance_points_after,
+        balance_points_after=record.balance_points_after if balance_visible else 0,
+        balance_withheld=not balance_visible,
     )

@@ -124,7 +124,11 @@ class SettlementServicer(settlement_service_pb2_grpc.SettlementServiceServicer):
         parser = RequestParser()
         partner_id = parser.identifier(request.partner_id, "partner_id", required=False) or None
         page_size = parser.page_size(request.page_size)
-        query = {"partner_id": partner_id}
+        query = {
+            "caller": current_principal().principal_id,
+            "page_size": page_size,
+            "partner_id": partner_id,
+        }
         after_statement_id = parser.page_token(request.page_token, query)
         parser.done()
         own_partner_id = _own_partner_id()

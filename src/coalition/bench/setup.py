@@ -114,7 +114,8 @@ def prepare_bench_database(url: str, members: int) -> BenchDatabase:
 
 
 def _insert_members(engine: Engine, members: int, now: datetime) -> None:
-    """Members and their accounts as enrolment creates them, in two set-based statements."""
+    """Members, their accounts and their links as enrolment creates them, in three set-based
+    statements."""
     with engine.begin() as connection:
         connection.execute(
             text(
@@ -130,6 +131,17 @@ def _insert_members(engine: Engine, members: int, now: datetime) -> None:
                 "FROM generate_series(1, :members) n"
             ),
             {"members": members},
+        )
+        # Every member shops at every bench partner, as linked customers (bm<n>): burns and
+        # balances are only for members linked to the caller (docs/identity.md, "Privacy
+        # between partners").
+        connection.execute(
+            text(
+                "INSERT INTO partner_links (partner_id, partner_customer_id, member_id, "
+                "create_time) SELECT 'bench-' || p, 'bm' || n, 'bm' || n, :now "
+                "FROM generate_series(1, :members) n CROSS JOIN generate_series(1, :partners) p"
+            ),
+            {"now": now, "members": members, "partners": PARTNER_COUNT},
         )
 
 

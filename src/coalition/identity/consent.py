@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import Row, insert, select, update
 
 from coalition.domain.errors import FieldViolation, InvalidArgument
-from coalition.identity.members import MemberReference, remember_request, resolve
+from coalition.identity import privacy
+from coalition.identity.members import MemberReference, remember_request
 from coalition.ledger import journal
 from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.store.schema import CONSENT_SCOPES, consent_events, member_consents
@@ -72,7 +73,9 @@ def update_consent(
     )
 
     def apply() -> ConsentResult:
-        member_id = resolve(uow, partner_id, update_.member)
+        # Only a partner the member deals with records the member's decisions for itself: a
+        # grant recorded by an unlinked partner would open what privacy.py keeps closed.
+        member_id = privacy.require(uow, partner_id, update_.member, scope=None).member_id
         # Consent changes of one member serialise on the member's lock, as merges do.
         journal.lock_member_balance(uow, member_id)
         for change in update_.changes:

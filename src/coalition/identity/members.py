@@ -312,7 +312,10 @@ def resolve_member(
     identifier: ContactIdentifier | None = None,
     hasher: IdentifierHasher | None = None,
 ) -> str:
-    """The member behind the caller's customer id, or behind a contact identifier."""
+    """The member behind the caller's customer id, or behind a contact identifier of a member
+    linked to the caller: another partner's member is not found, exactly as when nobody has
+    the identifier (docs/identity.md, "Privacy between partners"). A new brand finds an
+    existing member by enrolling the customer, who is then present and linked."""
     with uow:
         if partner_customer_id is not None:
             reference = MemberReference(partner_customer_id=partner_customer_id)
@@ -320,12 +323,24 @@ def resolve_member(
         assert identifier is not None and hasher is not None
         check_identifier_key(uow, hasher, None, register=False)
         member_id = _member_matching(uow, [hasher.digest(identifier)])
-        if member_id is None:
+        if member_id is None or not is_linked(uow, partner_id, member_id):
             kind = identifier.kind.value
             raise NotFound(
                 "MEMBER_NOT_FOUND", f"no member has this {kind}", {"identifier_kind": kind}
             )
         return usable_member_id(uow, member_id)
+
+
+def is_linked(uow: UnitOfWork, partner_id: str, member_id: str) -> bool:
+    """Whether the partner has a customer id linked to the member (merges move links)."""
+    return (
+        uow.connection.execute(
+            select(partner_links.c.partner_customer_id)
+            .where(partner_links.c.member_id == member_id, partner_links.c.partner_id == partner_id)
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def check_identifier_key(

@@ -8,35 +8,19 @@ transaction as the read itself: no profile leaves the hub unlogged.
 
 from __future__ import annotations
 
-import enum
 import json
 from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import insert, select
 
-from coalition.identity.consent import Consent, consents_in_force
-from coalition.identity.members import MemberReference, get_member, resolve
+from coalition.identity import privacy
+from coalition.identity.members import MemberReference, get_member
+from coalition.identity.privacy import BALANCE, BASIC, BIRTHDAY, PREFERENCES, TIER, Withholding
 from coalition.ledger.journal import member_balance
 from coalition.programme.tiers import current_tier
-from coalition.store.schema import CONSENT_SCOPES, member_profiles, partner_links, profile_reads
+from coalition.store.schema import member_profiles, profile_reads
 from coalition.store.unit_of_work import UnitOfWork
-
-BASIC = "profile.basic"
-TIER = "profile.tier"
-BALANCE = "profile.balance"
-PREFERENCES = "profile.preferences"
-BIRTHDAY = "profile.birthday"
-# Scopes the hub holds no data for are reported as unavailable even when granted, rather than
-# answered with a guess. Tiers come from coalition.programme.tiers (every member has one: the
-# base tier until it qualifies for more), so today every scope has a source.
-SCOPES_WITHOUT_SOURCE: frozenset[str] = frozenset()
-
-
-class Withholding(enum.Enum):
-    NOT_GRANTED = "not_granted"
-    REVOKED = "revoked"
-    UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True)
@@ -53,7 +37,6 @@ class SharedProfile:
     member_id: str
     granted_scopes: tuple[str, ...]
     withheld_scopes: tuple[tuple[str, Withholding], ...]
-    linked_to_reader: bool
     display_name: str | None = None
     create_time: datetime | None = None
     balance_points: int | None = None
@@ -66,10 +49,12 @@ class SharedProfile:
 def read_profile(
     uow: UnitOfWork, reader: Reader, reference: MemberReference, now: datetime
 ) -> SharedProfile:
+    """The member's profile as the reader's partner may see it; refused (MEMBER_NOT_LINKED)
+    for a member not linked to that partner (identity/privacy.py)."""
     with uow:
-        member_id = resolve(uow, reader.partner_id, reference)
-        granted, withheld = split_scopes(consents_in_force(uow, member_id, reader.partner_id))
-        profile = _profile(uow, member_id, reader.partner_id, granted, withheld)
+        sight = privacy.require(uow, reader.partner_id, reference, scope=None)
+        member_id, granted, withheld = sight.member_id, sight.granted_scopes, sight.withheld_scopes
+        profile = _profile(uow, member_id, granted, withheld)
         uow.connection.execute(
             insert(profile_reads).values(
                 member_id=member_id,
@@ -85,29 +70,9 @@ def read_profile(
         return profile
 
 
-def split_scopes(
-    consents: dict[str, Consent],
-) -> tuple[tuple[str, ...], tuple[tuple[str, Withholding], ...]]:
-    """Scopes to return and scopes withheld with the reason, in the canonical scope order."""
-    granted: list[str] = []
-    withheld: list[tuple[str, Withholding]] = []
-    for scope in CONSENT_SCOPES:
-        consent = consents.get(scope)
-        if consent is None:
-            withheld.append((scope, Withholding.NOT_GRANTED))
-        elif not consent.granted:
-            withheld.append((scope, Withholding.REVOKED))
-        elif scope in SCOPES_WITHOUT_SOURCE:
-            withheld.append((scope, Withholding.UNAVAILABLE))
-        else:
-            granted.append(scope)
-    return tuple(granted), tuple(withheld)
-
-
 def _profile(
     uow: UnitOfWork,
     member_id: str,
-    partner_id: str,
     granted: tuple[str, ...],
     withheld: tuple[tuple[str, Withholding], ...],
 ) -> SharedProfile:
@@ -127,7 +92,6 @@ def _profile(
         member_id=member_id,
         granted_scopes=granted,
         withheld_scopes=withheld,
-        linked_to_reader=_linked_to(uow, member_id, partner_id),
         display_name=member.display_name if member else None,
         create_time=member.create_time if member else None,
         balance_points=member_balance(uow, member_id) if BALANCE in granted else None,
@@ -139,15 +103,4 @@ def _profile(
         ),
         birthday=stored.birthday if stored is not None and BIRTHDAY in granted else None,
         birthday_shared=BIRTHDAY in granted,
-    )
-
-
-def _linked_to(uow: UnitOfWork, member_id: str, partner_id: str) -> bool:
-    return (
-        uow.connection.execute(
-            select(partner_links.c.partner_customer_id)
-            .where(partner_links.c.member_id == member_id, partner_links.c.partner_id == partner_id)
-            .limit(1)
-        ).first()
-        is not None
     )

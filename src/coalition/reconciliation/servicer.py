@@ -89,7 +89,13 @@ class ReconciliationServicer(reconciliation_service_pb2_grpc.ReconciliationServi
         run_id = parser.identifier(request.run_id, "run_id")
         page_size = parser.page_size(request.page_size)
         kind = _kind(parser, request.kind)
-        query = {"run_id": run_id, "kind": kind, "open_only": request.open_only}
+        query = {
+            "caller": current_principal().principal_id,
+            "page_size": page_size,
+            "run_id": run_id,
+            "kind": kind,
+            "open_only": request.open_only,
+        }
         after = parser.page_token(request.page_token, query)
         if after is not None and not isinstance(after, int):
             parser.fault("page_token", "not a token from a previous page of this same query")

@@ -1,0 +1,141 @@
+"""What a partner may learn about a member: the one rule of docs/identity.md, "Privacy between
+partners". Every RPC that names a member or returns a member's data, and the event stream, ask
+this module (through api/privacy.py); nothing else decides.
+
+A partner *sees* a member only through a link of its own (partner_links), made with the
+customer present (EnrollMember, LinkPartnerAccount). What it sees of a linked member is the
+scopes in force for it: the member's decisions (member_consents), and for `profile.balance`
+the link itself until the member revokes it, since the balance is what the member's account at
+that brand is for. An unlinked partner sees nothing, whatever decisions exist for it (a link
+removed, or consents carried by a merge).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from coalition.domain.errors import FailedPrecondition
+from coalition.identity.members import MemberReference, resolve
+from coalition.store.schema import CONSENT_SCOPES, member_consents, partner_links
+from coalition.store.unit_of_work import UnitOfWork
+
+BASIC = "profile.basic"
+TIER = "profile.tier"
+BALANCE = "profile.balance"
+PREFERENCES = "profile.preferences"
+BIRTHDAY = "profile.birthday"
+# Scopes a link grants until the member revokes them: a checkout needs the balance.
+GRANTED_BY_LINK = frozenset({BALANCE})
+# Scopes the hub holds no data for are reported as unavailable even when granted, rather than
+# answered with a guess. Tiers come from coalition.programme.tiers (every member has one: the
+# base tier until it qualifies for more), so today every scope has a source.
+SCOPES_WITHOUT_SOURCE: frozenset[str] = frozenset()
+# Members looked up per statement: a page of transactions or events names at most this many.
+MEMBERS_PER_LOOKUP_MAX = 1_000
+
+
+class Withholding(enum.Enum):
+    NOT_GRANTED = "not_granted"
+    REVOKED = "revoked"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class Sight:
+    """What one partner may see of one member now."""
+
+    member_id: str
+    linked: bool
+    granted_scopes: tuple[str, ...]
+    withheld_scopes: tuple[tuple[str, Withholding], ...]
+
+    def sees(self, scope: str) -> bool:
+        return scope in self.granted_scopes
+
+
+def scopes_in_force(
+    linked: bool, decisions: Mapping[str, bool]
+) -> tuple[tuple[str, ...], tuple[tuple[str, Withholding], ...]]:
+    """Scopes shown and scopes withheld with the reason, in the canonical scope order.
+    `decisions` maps a scope to the member's decision in force for the partner."""
+    granted: list[str] = []
+    withheld: list[tuple[str, Withholding]] = []
+    for scope in CONSENT_SCOPES:
+        decision = decisions.get(scope)
+        if not linked or (decision is None and scope not in GRANTED_BY_LINK):
+            withheld.append((scope, Withholding.NOT_GRANTED))
+        elif decision is False:
+            withheld.append((scope, Withholding.REVOKED))
+        elif scope in SCOPES_WITHOUT_SOURCE:
+            withheld.append((scope, Withholding.UNAVAILABLE))
+        else:
+            granted.append(scope)
+    return tuple(granted), tuple(withheld)
+
+
+def sights(uow: UnitOfWork, partner_id: str, member_ids: Collection[str]) -> dict[str, Sight]:
+    """The partner's sight of each member, in two statements whatever their number."""
+    assert len(member_ids) <= MEMBERS_PER_LOOKUP_MAX
+    if not member_ids:
+        return {}
+    linked = set(
+        uow.connection.execute(
+            select(partner_links.c.member_id)
+            .where(
+                partner_links.c.partner_id == partner_id,
+                partner_links.c.member_id.in_(member_ids),
+            )
+            .distinct()
+        ).scalars()
+    )
+    decisions: dict[str, dict[str, bool]] = {member_id: {} for member_id in member_ids}
+    if linked:
+        rows = uow.connection.execute(
+            select(
+                member_consents.c.member_id, member_consents.c.scope, member_consents.c.granted
+            ).where(
+                member_consents.c.partner_id == partner_id,
+                member_consents.c.member_id.in_(linked),
+            )
+        )
+        for row in rows:
+            decisions[row.member_id][row.scope] = bool(row.granted)
+    return {
+        member_id: Sight(
+            member_id,
+            member_id in linked,
+            *scopes_in_force(member_id in linked, decisions[member_id]),
+        )
+        for member_id in member_ids
+    }
+
+
+def sight(uow: UnitOfWork, partner_id: str, member_id: str) -> Sight:
+    return sights(uow, partner_id, (member_id,))[member_id]
+
+
+def require(
+    uow: UnitOfWork, partner_id: str, reference: MemberReference, scope: str | None
+) -> Sight:
+    """The caller's sight of the member behind `reference`, refused unless the member is linked
+    to the caller and, when `scope` is given, unless that scope is in force for the caller."""
+    member_id = resolve(uow, partner_id, reference)
+    seen = sight(uow, partner_id, member_id)
+    if not seen.linked:
+        raise FailedPrecondition(
+            "MEMBER_NOT_LINKED",
+            f"member {member_id} is not linked to partner {partner_id}: link the customer "
+            "first (EnrollMember, or LinkPartnerAccount with the member id the customer shows)",
+            {"member_id": member_id, "partner_id": partner_id},
+        )
+    if scope is not None and not seen.sees(scope):
+        raise FailedPrecondition(
+            "SCOPE_NOT_GRANTED",
+            f"member {member_id} does not share {scope} with partner {partner_id}",
+            {"member_id": member_id, "partner_id": partner_id, "scope": scope},
+        )
+    return seen
