@@ -15,6 +15,8 @@ ERROR_DOMAIN = "coalition"
 # past gRPC's metadata limit (8 KiB by default on clients), which would lose the details.
 MESSAGE_LENGTH_MAX = 1024
 METADATA_VALUE_LENGTH_MAX = 256
+# The first faults of a request are enough to fix it; the ErrorInfo says how many there were.
+FIELD_VIOLATIONS_REPORTED_MAX = 10
 
 _CODES = {
     ErrorCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
@@ -30,11 +32,14 @@ _CODES = {
 
 def status_of(error: CoalitionError) -> grpc.Status:
     """One ErrorInfo always; a BadRequest too when fields were at fault."""
+    metadata = dict(error.metadata)
+    if len(error.field_violations) > FIELD_VIOLATIONS_REPORTED_MAX:
+        metadata["field_violations_total"] = str(len(error.field_violations))
     error_info = error_details_pb2.ErrorInfo(
         reason=error.reason,
         domain=ERROR_DOMAIN,
         metadata={
-            key: _bounded(value, METADATA_VALUE_LENGTH_MAX) for key, value in error.metadata.items()
+            key: _bounded(value, METADATA_VALUE_LENGTH_MAX) for key, value in metadata.items()
         },
     )
     details = [_packed(error_info)]
@@ -45,7 +50,7 @@ def status_of(error: CoalitionError) -> grpc.Status:
                     field=_bounded(violation.field, METADATA_VALUE_LENGTH_MAX),
                     description=_bounded(violation.description, METADATA_VALUE_LENGTH_MAX),
                 )
-                for violation in error.field_violations
+                for violation in error.field_violations[:FIELD_VIOLATIONS_REPORTED_MAX]
             ]
         )
         details.append(_packed(bad_request))
