@@ -40,6 +40,8 @@ class CoalitionError(Exception):
         message: str,
         metadata: Mapping[str, object] | None = None,
         field_violations: Iterable[FieldViolation] = (),
+        *,
+        retry_resolves: bool = False,
     ) -> None:
         assert reason.isupper() and " " not in reason, reason
         super().__init__(message)
@@ -48,6 +50,9 @@ class CoalitionError(Exception):
         # Every dynamic value of the message also appears here, as text (AIP-193).
         self.metadata = {key: str(value) for key, value in (metadata or {}).items()}
         self.field_violations = tuple(field_violations)
+        # A refusal that tells the client to retry (it lost a race that has since ended): the
+        # same request may succeed, so it is never a request id's final answer.
+        self.retry_resolves = retry_resolves
 
 
 class InvalidArgument(CoalitionError):
