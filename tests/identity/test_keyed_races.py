@@ -12,6 +12,7 @@ import grpc
 import pytest
 from sqlalchemy import Engine, func, select
 
+from coalition.api.server import CALLS_PER_MEMBER_MAX
 from coalition.store.schema import journal_transactions, member_audit_events
 from coalition.v1 import member_service_pb2 as messages
 from tests.identity.support import Caller, new_id
@@ -19,7 +20,7 @@ from tests.integration.ledger_checks import assert_ledger_sound
 
 pytestmark = pytest.mark.end_to_end
 
-ATTEMPTS = 16
+ATTEMPTS = CALLS_PER_MEMBER_MAX  # all admitted at once by one hub process
 
 
 def all_at_once(call: Callable[[], Any], attempts: int = ATTEMPTS) -> list[Any]:
