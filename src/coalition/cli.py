@@ -12,6 +12,8 @@ from functools import partial
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from coalition import demo
 from coalition.api import rate_limits, server, tls
@@ -151,10 +153,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ManifestError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except (OperationalError, InterfaceError) as error:
+        # Any command may find the database down: one line for the operator, not a traceback.
+        print(f"error: DATABASE_UNAVAILABLE: {_unreachable(arguments, error)}", file=sys.stderr)
+        return 1
     finally:
         engine = vars(arguments).pop(ENGINE_ATTRIBUTE, None)
         if engine is not None:
             engine.dispose()  # close pooled connections now, even when called in-process
+
+
+def _unreachable(arguments: argparse.Namespace, error: DBAPIError) -> str:
+    url = make_url(database_url_from(arguments)).render_as_string(hide_password=True)
+    cause = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error)
+    return f"the database {url} cannot be used: {cause}"
 
 
 def _command_path(arguments: argparse.Namespace) -> str:

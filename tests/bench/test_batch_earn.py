@@ -239,3 +239,34 @@ def balance_of(engine: Engine, member_id: str) -> int:
     return operations.get_balance(
         UnitOfWork(engine), PARTNER_ID, reference, None, now()
     ).balance_points
+
+
+@pytest.mark.parametrize("all_or_nothing", [False, True])
+def test_an_item_whose_request_id_a_member_call_used_is_refused_as_reused(
+    engine: Engine, programme, all_or_nothing: bool
+) -> None:
+    """Enrolment and link results are member ids, not transaction ids: an item reusing such a
+    request id is REQUEST_ID_REUSED as a unary earn is, and the other items keep their fate."""
+    member_id, _ = enroll(engine)
+    members.enroll(UnitOfWork(engine), PARTNER_ID, "enrolled-1", "customer-x", "Ana", now())
+    members.link_partner_account(
+        UnitOfWork(engine), PARTNER_ID, "linked-1", member_id, "customer-y", now()
+    )
+    items = [command(member_id, request_id="enrolled-1"), command(member_id)]
+    items += [command(member_id, request_id="linked-1")]
+    if all_or_nothing:
+        before = row_counts(engine)
+        with pytest.raises(AlreadyExists) as failure:
+            run(engine, items, all_or_nothing=True)
+        assert failure.value.reason == "REQUEST_ID_REUSED"
+        assert failure.value.metadata["item_index"] == "0"
+        assert row_counts(engine) == before
+        return
+    result = run(engine, items)
+    assert [o.error.reason if o.error else "applied" for o in result.outcomes] == [
+        "REQUEST_ID_REUSED",
+        "applied",
+        "REQUEST_ID_REUSED",
+    ]
+    assert "operation" in result.outcomes[0].error.metadata["differing_fields"]
+    assert_ledger_sound(engine)

@@ -334,3 +334,25 @@ def test_a_member_with_open_holds_cannot_be_merged_away(
     assert failure.metadata == {"member_id": duplicate}
     assert row_counts(engine) == counts
     assert admin.merge(duplicate, survivor).merge.points_moved == 0  # holds of a survivor stay
+
+
+@pytest.mark.parametrize("changes_count", [6, 200, 1_001])
+def test_more_consent_changes_than_the_proto_allows_are_one_fault(
+    coffee: Caller, engine: Engine, changes_count: int
+) -> None:
+    """Refused whole before each change is checked: the error stays one small trailer."""
+    member_id = enrol_rich(coffee)
+    counts = row_counts(engine)
+    request = messages.UpdateConsentRequest(
+        request_id=new_id(),
+        member=common_pb2.MemberReference(member_id=member_id),
+        changes=[messages.ConsentChange(scope="profile.basic")] * changes_count,
+        source="app",
+    )
+    expect_failure(
+        lambda: coffee.call("UpdateConsent", request),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        ("changes",),
+    )
+    assert row_counts(engine) == counts

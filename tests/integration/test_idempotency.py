@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from coalition import operations
 from coalition.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from coalition.domain.points import Money
-from coalition.identity import members
+from coalition.identity import members, merge
 from coalition.identity.identifiers import IdentifierHasher, normalise_email
 from coalition.identity.members import MemberReference
 from coalition.ledger import idempotency
@@ -183,3 +183,63 @@ def test_a_refusal_for_the_hubs_own_misconfiguration_is_not_kept(engine: Engine)
     assert refused.value.reason == "IDENTIFIER_KEY_MISMATCH"
     assert remembered_refusals(engine) == {}
     assert enrol_tom(right).created
+
+
+def test_an_earn_that_lost_a_race_with_a_merge_applies_to_the_survivor_on_retry(
+    engine: Engine, database_url: str
+) -> None:
+    """MEMBER_MERGED from a merge that committed while the earn waited for the member's lock
+    tells the client to retry: it is not the request's final answer, and the retry (same
+    request id) resolves the customer id to the survivor and applies."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers: a merge cannot commit between resolve and lock")
+    survivor_id = enroll(engine)
+    duplicate = members.enroll(UnitOfWork(engine), "test-coffee", "e-1", "C-dup", "Mei", now())
+    duplicate_id = duplicate.member.member_id
+    earn(engine, duplicate_id, 5_000)
+    command = EarnCommand(
+        "earn-1", MemberReference(partner_customer_id="C-dup"), Money(10_000, "CNY")
+    )
+    with ThreadPoolExecutor(2) as pool, engine.connect() as holder:
+        # Another session holds the duplicate's lock; the merge queues on it first, then the
+        # earn, which has already resolved C-dup to the duplicate.
+        holder.execute(
+            text("SELECT 1 FROM accounts WHERE account_id = :id FOR UPDATE"),
+            {"id": f"member:{duplicate_id}"},
+        )
+        merged = pool.submit(
+            merge.merge_members,
+            UnitOfWork(engine),
+            "ops",
+            "merge-1",
+            survivor_id,
+            duplicate_id,
+            now(),
+        )
+        assert wait_for_lock_waits(engine, 1)
+        raced = pool.submit(operations.earn, UnitOfWork(engine), "test-coffee", command, now())
+        assert wait_for_lock_waits(engine, 2)
+        holder.rollback()
+        assert merged.result(timeout=10).points_moved == 10
+        with pytest.raises(FailedPrecondition) as refused:
+            raced.result(timeout=10)
+    assert refused.value.reason == "MEMBER_MERGED"
+    assert remembered_refusals(engine) == {}
+    retried = operations.earn(UnitOfWork(engine), "test-coffee", command, now())
+    assert (retried.transaction.member_id, retried.replayed) == (survivor_id, False)
+    assert_ledger_sound(engine)
+
+
+def wait_for_lock_waits(engine: Engine, sessions: int, timeout_seconds: float = 10.0) -> bool:
+    """Whether `sessions` sessions of this database are seen waiting on locks in time."""
+    deadline = time.monotonic() + timeout_seconds
+    query = text(
+        "SELECT COUNT(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            if connection.execute(query).scalar_one() >= sessions:
+                return True
+        time.sleep(0.01)
+    return False

@@ -53,7 +53,10 @@ def test_resuming_from_any_cursor_gives_the_rest_exactly_once(engine: Engine) ->
     ]
 
 
-@pytest.mark.parametrize("text", ["x", "1-", "-1", "1-2-3", "1.2", " 1-2", "1" * 20 + "-1"])
+@pytest.mark.parametrize(
+    "text",
+    ["x", "1-", "-1", "1-2-3", "1.2", " 1-2", "1" * 20 + "-1", f"{2**63}-1", f"1-{2**63}"],
+)
 def test_malformed_cursors_are_not_cursors(text: str) -> None:
     assert parse_cursor(text) is None
 

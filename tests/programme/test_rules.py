@@ -142,3 +142,15 @@ def test_invalid_programme_files_are_refused(
         (tmp_path / "promotions.toml").write_text(promotions)
     with pytest.raises(ProgrammeConfigError, match=message):
         load_programme(tmp_path)
+
+
+def test_a_job_instant_beyond_the_calendar_in_utc_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from coalition import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["jobs", "expire", "--as-of", "0001-01-01T00:00:00+14:00"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "outside years 1 to 9999 in UTC" in error and "Traceback" not in error

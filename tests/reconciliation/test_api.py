@@ -199,3 +199,23 @@ def test_bad_submissions_are_refused_precisely_and_store_nothing(
             stub.SubmitPartnerReport(requests, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
         assert failure_of(caught.value) == Failure(grpc.StatusCode.INVALID_ARGUMENT, reason, fields)
     assert stored(ledger.engine) == (0, 0)
+
+
+def test_hostile_rows_are_refused_as_malformed_never_internal(
+    ledger: Ledger, stub: reconciliation_service_pb2_grpc.ReconciliationServiceStub
+) -> None:
+    coffee = api_key(ledger.engine, PARTNER_ID)
+    rows = ledger.report_rows()
+    rows[0]["occurred_at"] = "0001-01-01T00:00:00+14:00"
+    nested = ("[" * 25_000 + "\n").encode()
+    cases = [
+        (messages_of(as_csv(rows)), ["line[2].occurred_at"]),
+        (messages_of(nested, report_format=messages.REPORT_FORMAT_JSONL), ["line[1].row"]),
+    ]
+    for requests, fields in cases:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.SubmitPartnerReport(requests, metadata=coffee, timeout=CALL_TIMEOUT_SECONDS)
+        assert failure_of(caught.value) == Failure(
+            grpc.StatusCode.INVALID_ARGUMENT, "REPORT_MALFORMED", fields
+        )
+    assert stored(ledger.engine) == (0, 0)

@@ -91,3 +91,19 @@ def test_invalid_utf8_rejects_the_report() -> None:
 )
 def test_rfc3339_is_strict(text: str, expected: datetime | None) -> None:
     assert parse_rfc3339(text) == expected
+
+
+def test_an_instant_beyond_the_calendar_after_its_offset_is_a_fault_not_a_crash() -> None:
+    # 0001-01-01 at +14:00 is a moment before year 1 in UTC: converting it overflows.
+    assert parse_rfc3339("0001-01-01T00:00:00+14:00") is None
+    assert parse_rfc3339("9999-12-31T23:59:59-14:00") is None
+    (fault,) = parsed(HEADER + b"a1,earn,5,0001-01-01T00:00:00+14:00,ref\r\n")
+    assert isinstance(fault, RowFault) and fault.field == "occurred_at"
+
+
+def test_a_deeply_nested_jsonl_line_is_a_row_fault() -> None:
+    valid = {"request_id": "a1", "type": "earn", "points": 5, "occurred_at": "2026-03-01T09:30:00Z"}
+    content = ("[" * 30_000 + "\n" + json.dumps(valid) + "\n").encode()
+    fault, row = parsed(content, "jsonl", chunk_bytes=4096)
+    assert fault == RowFault(1, "row", "nested more deeply than a flat JSON object")
+    assert isinstance(row, ReportRow)

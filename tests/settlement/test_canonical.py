@@ -73,6 +73,7 @@ def test_lone_surrogates_are_refused() -> None:
         (b'{"a":"1","a":"2"}', "duplicate"),
         (b'{"a":', "JSON"),
         (b"\xff", "JSON"),
+        (b"[" * 30_000, "nested"),  # a hostile statement file, as `settle verify` reads it
     ],
 )
 def test_parse_refuses_anything_not_canonical(document: bytes, problem: str) -> None:

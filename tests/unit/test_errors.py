@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from google.rpc import error_details_pb2, status_pb2
 
-from coalition.api.errors import MESSAGE_LENGTH_MAX, METADATA_VALUE_LENGTH_MAX, status_of
+from coalition.api.errors import (
+    FIELD_VIOLATIONS_REPORTED_MAX,
+    MESSAGE_LENGTH_MAX,
+    METADATA_VALUE_LENGTH_MAX,
+    status_of,
+)
 from coalition.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
 
 CLIENT_METADATA_BYTES_MAX = 8 * 1024  # grpc's default limit on a client's received metadata
@@ -65,3 +70,16 @@ def test_metadata_assigned_whole_still_never_carries_an_empty_entry() -> None:
     info = error_details_pb2.ErrorInfo()
     assert status_pb2.Status.FromString(details).details[0].Unpack(info)
     assert dict(info.metadata) == {"id": "7"}
+
+
+def test_the_field_violations_reported_are_bounded_and_say_how_many_there_were() -> None:
+    violations = [FieldViolation(f"items[{index}].points", "x" * 300) for index in range(5_000)]
+    status = status_of(InvalidArgument(violations))
+    assert trailer_bytes(status) < CLIENT_METADATA_BYTES_MAX
+    ((_, details),) = status.trailing_metadata
+    rich = status_pb2.Status.FromString(details)
+    info, bad_request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert rich.details[0].Unpack(info) and rich.details[1].Unpack(bad_request)
+    assert len(bad_request.field_violations) == FIELD_VIOLATIONS_REPORTED_MAX
+    assert bad_request.field_violations[0].field == "items[0].points"
+    assert info.metadata["field_violations_total"] == "5000"

@@ -410,6 +410,13 @@ REJECTIONS = [
         "not a TOML float",
         id="validity-float",
     ),
+    pytest.param(
+        "effective_from = 2025-01-01T00:00:00Z",
+        "effective_from = 0001-01-01T00:00:00+14:00",
+        "rate_versions[0].effective_from",
+        "outside years 1 to 9999 in UTC",
+        id="effective-from-overflows-in-utc",
+    ),
 ]
 
 

@@ -15,6 +15,8 @@ ERROR_DOMAIN = "coalition"
 # past gRPC's metadata limit (8 KiB by default on clients), which would lose the details.
 MESSAGE_LENGTH_MAX = 1024
 METADATA_VALUE_LENGTH_MAX = 256
+# The first faults of a request are enough to fix it; the ErrorInfo says how many there were.
+FIELD_VIOLATIONS_REPORTED_MAX = 10
 
 _CODES = {
     ErrorCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
@@ -35,6 +37,9 @@ def status_of(error: CoalitionError) -> grpc.Status:
     Each field violation's `reason` (AIP-193) is the error's own reason: the hub names why a
     request was refused once, and every field it blames shares that cause.
     """
+    metadata = dict(error.metadata)
+    if len(error.field_violations) > FIELD_VIOLATIONS_REPORTED_MAX:
+        metadata["field_violations_total"] = str(len(error.field_violations))
     error_info = error_details_pb2.ErrorInfo(
         reason=error.reason,
         domain=ERROR_DOMAIN,
@@ -42,7 +47,7 @@ def status_of(error: CoalitionError) -> grpc.Status:
         # never reaches a client: a key present always carries a value.
         metadata={
             key: _bounded(value, METADATA_VALUE_LENGTH_MAX)
-            for key, value in error.metadata.items()
+            for key, value in metadata.items()
             if key and value
         },
     )
@@ -55,7 +60,7 @@ def status_of(error: CoalitionError) -> grpc.Status:
                     description=_bounded(violation.description, METADATA_VALUE_LENGTH_MAX),
                     reason=error.reason,
                 )
-                for violation in error.field_violations
+                for violation in error.field_violations[:FIELD_VIOLATIONS_REPORTED_MAX]
             ]
         )
         details.append(_packed(bad_request))

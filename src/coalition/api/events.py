@@ -1,11 +1,12 @@
 """EventService: a server stream of the caller partner's own events, from a resume cursor.
 
 A stream holds one server thread, so a hub process serves at most SUBSCRIPTIONS_MAX streams
-at once (the rest of its threads stay free for requests) and ends each stream after
-STREAM_LIFETIME_SECONDS with status OK; clients resume from their last cursor. Between reads
-the stream sleeps at most POLL_INTERVAL_SECONDS, and it stops within that time when the client
-cancels or the hub shuts down. Each read is a short read-only unit of work: no database
-connection is held while waiting.
+at once, at most SUBSCRIPTIONS_PER_PARTNER_MAX of one partner (the rest of its threads stay
+free for requests, and one partner's streams never refuse everyone else's), and ends each
+stream after STREAM_LIFETIME_SECONDS with status OK; clients resume from their last cursor.
+Between reads the stream sleeps at most POLL_INTERVAL_SECONDS, and it stops within that time
+when the client cancels or the hub shuts down. Each read is a short read-only unit of work:
+no database connection is held while waiting.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from coalition.api import responses
-from coalition.api.interceptors import caller_partner_id
+from coalition.api.admission import Admission
+from coalition.api.interceptors import caller_partner_id, recheck_key
 from coalition.domain.errors import CoalitionError, ErrorCode, FieldViolation, InvalidArgument
 from coalition.events.stream import Cursor, Event, parse_cursor, read_events
 from coalition.identity import privacy
@@ -28,6 +30,8 @@ from coalition.v1 import event_service_pb2_grpc
 POLL_INTERVAL_SECONDS = 0.25
 STREAM_LIFETIME_SECONDS = 600.0
 SUBSCRIPTIONS_MAX = 6
+# One partner's streams never take every slot of a process from the others.
+SUBSCRIPTIONS_PER_PARTNER_MAX = 2
 EVENTS_PER_READ = 100
 
 EVENT_KINDS = {
@@ -60,7 +64,7 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
         self._stopping = stopping
         self._poll_interval_seconds = poll_interval_seconds
         self._lifetime_seconds = lifetime_seconds
-        self._slots = threading.BoundedSemaphore(SUBSCRIPTIONS_MAX)
+        self._slots = Admission(SUBSCRIPTIONS_MAX, SUBSCRIPTIONS_PER_PARTNER_MAX, _no_slot)
 
     def Subscribe(
         self, request: messages.SubscribeRequest, context: grpc.ServicerContext
@@ -71,30 +75,12 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
                 [FieldViolation("cursor", "not a cursor from an event of this stream")]
             )
         partner_id = caller_partner_id()
-        release = self._take_slot()
+        release = self._slots.enter(partner_id)
         context.add_callback(release)  # also when the client goes away mid-wait
         try:
             yield from self._stream(partner_id, cursor, context)
         finally:
             release()
-
-    def _take_slot(self) -> Callable[[], None]:
-        if not self._slots.acquire(blocking=False):
-            raise TooManySubscriptions(
-                "TOO_MANY_SUBSCRIPTIONS",
-                f"this hub process already serves {SUBSCRIPTIONS_MAX} event streams; retry",
-                {"subscriptions_max": SUBSCRIPTIONS_MAX},
-            )
-        released = threading.Event()
-        lock = threading.Lock()
-
-        def release() -> None:
-            with lock:
-                if not released.is_set():
-                    released.set()
-                    self._slots.release()
-
-        return release
 
     def _stream(
         self, partner_id: str, cursor: Cursor, context: grpc.ServicerContext
@@ -103,6 +89,7 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
         while context.is_active() and not self._stopping.is_set():
             if time.monotonic() >= deadline:
                 return
+            recheck_key()  # a revoked key's stream ends as soon as its unary calls are refused
             with self._unit_of_work(read_only=True) as uow:
                 batch = read_events(uow, partner_id, cursor, EVENTS_PER_READ)
                 seen = privacy.sights(uow, partner_id, {event.member_id for event in batch})
@@ -114,6 +101,21 @@ class EventServicer(event_service_pb2_grpc.EventServiceServicer):
                     yield messages.SubscribeResponse(event=shown)
             if len(batch) < EVENTS_PER_READ:
                 self._stopping.wait(self._poll_interval_seconds)
+
+
+def _no_slot(partner_id: str | None) -> TooManySubscriptions:
+    if partner_id is None:
+        return TooManySubscriptions(
+            "TOO_MANY_SUBSCRIPTIONS",
+            f"this hub process already serves {SUBSCRIPTIONS_MAX} event streams; retry",
+            {"subscriptions_max": SUBSCRIPTIONS_MAX},
+        )
+    return TooManySubscriptions(
+        "TOO_MANY_SUBSCRIPTIONS",
+        f"partner {partner_id} already has {SUBSCRIPTIONS_PER_PARTNER_MAX} event streams on "
+        "this hub process; retry on another or when one ends",
+        {"partner_id": partner_id, "subscriptions_per_partner_max": SUBSCRIPTIONS_PER_PARTNER_MAX},
+    )
 
 
 def event_message(event: Event, balance_visible: bool) -> messages.Event:

@@ -12,11 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import grpc
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from coalition.api.admission import Admission, contended_key
 from coalition.api.errors import internal_status, status_of
 from coalition.api.rate_limits import RateLimit, RateLimiter
 from coalition.domain.errors import (
@@ -29,16 +31,23 @@ from coalition.domain.errors import (
 )
 from coalition.observability.context import note_partner
 from coalition.partners.credentials import Principal
+from coalition.store import deadlines
 
 logger = logging.getLogger(__name__)
 
 _current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+_current_key_check: contextvars.ContextVar[Callable[[], object]] = contextvars.ContextVar(
+    "key_check"
+)
 
 # Revoked keys stop working within this many seconds on every hub process. Short, because a
 # revocation is usually urgent; a partner's steady traffic still costs each process one key
 # lookup per window.
 PRINCIPAL_CACHE_SECONDS = 2.0
 PRINCIPAL_CACHE_ENTRIES_MAX = 10_000
+# Unknown API keys one client address may present: each costs a key lookup, and beyond this
+# the address is refused (RATE_LIMITED) without one. Valid keys never count.
+FAILED_AUTHENTICATIONS_PER_PEER = RateLimit(requests_per_second=5.0, burst_requests=20)
 # Health and reflection are open, as load balancers and tools expect.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -54,15 +63,22 @@ def caller_partner_id() -> str:
     return partner_id
 
 
+# Without a deadline a call's time_remaining() is about 2**63 ns away; beyond a day, call it none.
+DEADLINE_SECONDS_MAX = 24 * 3600.0
+
+
 class HubInterceptor(grpc.ServerInterceptor):
     def __init__(
         self,
         authenticate: Callable[[str], Principal | None],
         roles_by_method: Mapping[str, frozenset[str]],
         rate_limit: RateLimit | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._authenticate = authenticate
         self._rate_limiter = None if rate_limit is None else RateLimiter(rate_limit)
+        self._admission = admission
+        self._failed_authentications = RateLimiter(FAILED_AUTHENTICATIONS_PER_PEER)
         self._roles_by_method = roles_by_method
         self._principals: dict[str, tuple[Principal | None, float]] = {}
         self._principals_lock = threading.Lock()
@@ -89,9 +105,11 @@ class HubInterceptor(grpc.ServerInterceptor):
     ) -> Callable[..., Any]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                token = _current_principal.set(self._authorised(metadata, method, roles, request))
+                principal = self._authorised(metadata, method, roles, request, context.peer())
+                token = _current_principal.set(principal)
                 try:
-                    return behavior(_checked_stream(request), context)
+                    with self._admitted(request, principal), _deadline_of(context):
+                        return behavior(_checked_stream(request), context)
                 finally:
                     _current_principal.reset(token)
             except Exception as error:
@@ -112,20 +130,35 @@ class HubInterceptor(grpc.ServerInterceptor):
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
-                token = _current_principal.set(self._authorised(metadata, method, roles, request))
+                peer = context.peer()
+                principal = self._authorised(metadata, method, roles, request, peer)
+                token = _current_principal.set(principal)
+                recheck = _current_key_check.set(lambda: self._identified(metadata, peer))
                 try:
-                    yield from behavior(request, context)
+                    with _deadline_of(context):  # streams are admitted by their servicer
+                        yield from behavior(request, context)
                 finally:
+                    _current_key_check.reset(recheck)
                     _current_principal.reset(token)
             except Exception as error:
                 context.abort_with_status(_status_of_failure(error, method))
 
         return guarded
 
+    def _admitted(self, request: Any, principal: Principal) -> AbstractContextManager[None]:
+        if self._admission is None:
+            return nullcontext()
+        return self._admission.admitted(contended_key(request, principal.partner_id))
+
     def _authorised(
-        self, metadata: dict[str, Any], method: str, roles: frozenset[str], request: Any
+        self,
+        metadata: dict[str, Any],
+        method: str,
+        roles: frozenset[str],
+        request: Any,
+        peer: str,
     ) -> Principal:
-        principal = self._principal(metadata)
+        principal = self._principal(metadata, peer)
         if principal.role not in roles:
             raise PermissionDenied(
                 "ROLE_NOT_ALLOWED",
@@ -135,34 +168,57 @@ class HubInterceptor(grpc.ServerInterceptor):
         _refuse_undecodable(request)
         return principal
 
-    def _principal(self, metadata: dict[str, Any]) -> Principal:
+    def _principal(self, metadata: dict[str, Any], peer: str) -> Principal:
+        principal = self._identified(metadata, peer)
+        note_partner(principal.partner_id or principal.principal_id)  # metrics and logs
+        if self._rate_limiter is not None:
+            self._rate_limiter.take(principal.partner_id or principal.principal_id)
+        return principal
+
+    def _identified(self, metadata: dict[str, Any], peer: str) -> Principal:
         authorization = str(metadata.get("authorization", ""))
         scheme, _, api_key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not api_key.strip():
             raise Unauthenticated(
                 "API_KEY_MISSING", "send `authorization: Bearer <api key>` metadata"
             )
-        principal = self._cached_principal(api_key.strip())
+        principal = self._cached_principal(api_key.strip(), _peer_host(peer))
         if principal is None:
             raise Unauthenticated("API_KEY_INVALID", "the API key is unknown or revoked")
-        note_partner(principal.partner_id or principal.principal_id)  # metrics and logs
-        if self._rate_limiter is not None:
-            self._rate_limiter.take(principal.partner_id or principal.principal_id)
         return principal
 
-    def _cached_principal(self, api_key: str) -> Principal | None:
+    def _cached_principal(self, api_key: str, peer_host: str) -> Principal | None:
         cache_key = hashlib.sha256(api_key.encode()).hexdigest()
         now = time.monotonic()
         with self._principals_lock:
             cached = self._principals.get(cache_key)
         if cached is not None and cached[1] > now:
             return cached[0]
+        # A peer sending unknown keys is refused before it costs a lookup each (forged keys
+        # are all distinct, so the cache alone never stops them); known keys spend nothing.
+        self._failed_authentications.require_token(peer_host)
         principal = self._authenticate(api_key)
+        if principal is None:
+            self._failed_authentications.spend(peer_host)
         with self._principals_lock:
             if len(self._principals) >= PRINCIPAL_CACHE_ENTRIES_MAX:
                 self._principals.clear()
             self._principals[cache_key] = (principal, now + PRINCIPAL_CACHE_SECONDS)
         return principal
+
+
+def recheck_key() -> None:
+    """Raise UNAUTHENTICATED when the key of the running stream has been revoked: a stream
+    re-checks it as often as it likes, and sees a revocation within PRINCIPAL_CACHE_SECONDS,
+    as a new unary call would."""
+    _current_key_check.get()()
+
+
+def _peer_host(peer: str) -> str:
+    """The client's address without its port ("ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7"): one
+    client opens many connections, each from another port."""
+    address, separator, port = peer.rpartition(":")
+    return address if separator and port.isdigit() and address.count(":") else peer
 
 
 def _status_of_failure(error: Exception, method: str) -> grpc.Status:
@@ -176,7 +232,24 @@ def _status_of_failure(error: Exception, method: str) -> grpc.Status:
     return internal_status("INTERNAL_ERROR", "the hub failed; nothing was applied")
 
 
+def _deadline_of(context: grpc.ServicerContext) -> AbstractContextManager[None]:
+    seconds_remaining = context.time_remaining()
+    if seconds_remaining is None or seconds_remaining > DEADLINE_SECONDS_MAX:
+        return deadlines.call_deadline(None)
+    return deadlines.call_deadline(seconds_remaining)
+
+
 def _database_status(error: DBAPIError, method: str) -> grpc.Status:
+    if getattr(error.orig, "sqlstate", None) in deadlines.TIMEOUT_SQLSTATES:
+        # The call's deadline passed while it waited (store/deadlines.py): the client has
+        # stopped listening, and the rollback applied nothing.
+        logger.info("deadline reached in %s while waiting on the database", method)
+        return status_of(
+            Unavailable(
+                "DEADLINE_REACHED",
+                "the call's deadline passed while it waited on the database; nothing was applied",
+            )
+        )
     if error.connection_invalidated or isinstance(error, OperationalError):
         logger.warning("database unavailable during %s: %s", method, error.orig)
         return status_of(

@@ -34,6 +34,7 @@ from coalition.v1 import member_service_pb2_grpc
 
 DISPLAY_NAME_LENGTH_MAX = 200
 PREFERENCES_COUNT_MAX = 32
+CONSENT_CHANGES_MAX = len(CONSENT_SCOPES)  # each scope at most once (member_service.proto)
 PREFERENCE_KEY_PATTERN = re.compile(r"[a-z0-9_.\-]{1,64}")
 PREFERENCE_VALUE_LENGTH_MAX = 256
 BIRTHDAY_MIN = date(1900, 1, 1)
@@ -345,8 +346,10 @@ def _preferences(
 def _consent_changes(
     parser: RequestParser, changes: list[messages.ConsentChange]
 ) -> tuple[consent.ConsentChange, ...]:
-    if not changes:
-        parser.fault("changes", "required: at least one change")
+    if not 0 < len(changes) <= CONSENT_CHANGES_MAX:
+        # Refused whole: checking each of thousands of changes would report thousands of faults.
+        parser.fault("changes", f"required: 1 to {CONSENT_CHANGES_MAX} changes")
+        return ()
     parsed: dict[str, consent.ConsentChange] = {}
     for index, change in enumerate(changes):
         if change.scope not in CONSENT_SCOPES:

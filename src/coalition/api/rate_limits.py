@@ -64,27 +64,45 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def take(self, principal_id: str) -> None:
+        """Spend one token of the principal's bucket, or raise RATE_LIMITED when it is empty."""
+        tokens = self._spend(principal_id, spend_tokens=1.0)
+        if tokens < 1.0:
+            raise self._refusal(tokens)
+
+    def require_token(self, key: str) -> None:
+        """Raise RATE_LIMITED when the bucket is empty, spending nothing."""
+        tokens = self._spend(key, spend_tokens=0.0)
+        if tokens < 1.0:
+            raise self._refusal(tokens)
+
+    def spend(self, key: str) -> None:
+        """Spend one token when there is one, never raising."""
+        self._spend(key, spend_tokens=1.0)
+
+    def _spend(self, key: str, spend_tokens: float) -> float:
+        """The bucket's tokens before spending; spends only when there is a whole token."""
         now = self._clock()
         with self._lock:
-            tokens, refilled_at = self._buckets.pop(principal_id, (self._limit.burst_requests, now))
+            tokens, refilled_at = self._buckets.pop(key, (self._limit.burst_requests, now))
             tokens = min(
                 float(self._limit.burst_requests),
                 tokens + (now - refilled_at) * self._limit.requests_per_second,
             )
-            allowed = tokens >= 1.0
-            self._buckets[principal_id] = (tokens - 1.0 if allowed else tokens, now)
+            self._buckets[key] = (tokens - spend_tokens if tokens >= 1.0 else tokens, now)
             self._evict()
-        if not allowed:
-            retry_after_seconds = (1.0 - tokens) / self._limit.requests_per_second
-            raise ResourceExhausted(
-                "RATE_LIMITED",
-                f"more than {self._limit.requests_per_second:g} requests per second; "
-                f"retry after {retry_after_seconds:.3f} s",
-                {
-                    "requests_per_second": f"{self._limit.requests_per_second:g}",
-                    "retry_after_seconds": f"{retry_after_seconds:.3f}",
-                },
-            )
+        return tokens
+
+    def _refusal(self, tokens: float) -> ResourceExhausted:
+        retry_after_seconds = (1.0 - tokens) / self._limit.requests_per_second
+        return ResourceExhausted(
+            "RATE_LIMITED",
+            f"more than {self._limit.requests_per_second:g} requests per second; "
+            f"retry after {retry_after_seconds:.3f} s",
+            {
+                "requests_per_second": f"{self._limit.requests_per_second:g}",
+                "retry_after_seconds": f"{retry_after_seconds:.3f}",
+            },
+        )
 
     def bucket_count(self) -> int:
         with self._lock:

@@ -19,7 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy import Engine, text
 
 from coalition.api import reflection
-from coalition.api.events import EventServicer
+from coalition.api.admission import Admission
+from coalition.api.events import SUBSCRIPTIONS_MAX, EventServicer
 from coalition.api.interceptors import HubInterceptor
 from coalition.api.members import MemberServicer
 from coalition.api.partners import PartnerServicer
@@ -27,6 +28,7 @@ from coalition.api.points import PointsServicer
 from coalition.api.rate_limits import RateLimit, rate_limit_from_environment
 from coalition.api.settlement import SettlementServicer
 from coalition.api.tls import TlsFiles, tls_files_from_environment
+from coalition.domain.errors import Unavailable
 from coalition.identity.secret import IdentitySecretError, hasher_for_engine
 from coalition.observability.metrics import MetricsInterceptor, watch_engine_pool
 from coalition.observability.process import configure_process
@@ -53,7 +55,14 @@ from coalition.v1 import (
 
 logger = logging.getLogger(__name__)
 
-THREADS_PER_PROCESS = 16
+# Worker threads: unary and client-streaming calls may hold CALLS_MAX of them, event streams
+# SUBSCRIPTIONS_MAX, and the rest stay free for health checks and reflection (api/admission.py).
+CALLS_MAX = 16
+THREADS_RESERVED = 2
+THREADS_PER_PROCESS = CALLS_MAX + SUBSCRIPTIONS_MAX + THREADS_RESERVED
+# Calls on one member (or hold, or transaction) at once: a locked member holds at most these,
+# and retrying terminals of one shop still fit.
+CALLS_PER_MEMBER_MAX = 8
 MESSAGE_BYTES_MAX = 4 * 1024 * 1024
 HEALTH_CHECK_INTERVAL_SECONDS = 2.0
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -132,7 +141,10 @@ class Hub:
         watch_engine_pool(engine)
         unit_of_work: Callable[..., UnitOfWork] = partial(UnitOfWork, engine)
         interceptor = HubInterceptor(
-            lambda api_key: _authenticate(unit_of_work, api_key), ROLES_BY_METHOD, rate_limit
+            lambda api_key: _authenticate(unit_of_work, api_key),
+            ROLES_BY_METHOD,
+            rate_limit,
+            Admission(CALLS_MAX, CALLS_PER_MEMBER_MAX, _busy),
         )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=THREADS_PER_PROCESS),
@@ -232,6 +244,22 @@ class Hub:
         )
         for service_name in ("", *SERVICE_NAMES):
             self._health.set(service_name, status)
+
+
+def _busy(key: str | None) -> Unavailable:
+    """The refusal of a call over an admission bound: retryable, and it names no member."""
+    if key is None:
+        return Unavailable(
+            "HUB_BUSY",
+            f"this hub process already serves {CALLS_MAX} calls; retry",
+            {"calls_max": CALLS_MAX},
+        )
+    return Unavailable(
+        "MEMBER_BUSY",
+        f"{CALLS_PER_MEMBER_MAX} calls on the same member, hold or transaction are already in "
+        "flight on this hub process; retry",
+        {"calls_per_member_max": CALLS_PER_MEMBER_MAX},
+    )
 
 
 def _authenticate(unit_of_work: Callable[..., UnitOfWork], api_key: str) -> Principal | None:

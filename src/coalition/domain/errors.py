@@ -41,6 +41,8 @@ class CoalitionError(Exception):
         message: str,
         metadata: Mapping[str, object] | None = None,
         field_violations: Iterable[FieldViolation] = (),
+        *,
+        retry_resolves: bool = False,
     ) -> None:
         assert reason.isupper() and " " not in reason, reason
         super().__init__(message)
@@ -56,6 +58,9 @@ class CoalitionError(Exception):
         }
         assert all(self.metadata), "metadata keys are never empty"
         self.field_violations = tuple(field_violations)
+        # A refusal that tells the client to retry (it lost a race that has since ended): the
+        # same request may succeed, so it is never a request id's final answer.
+        self.retry_resolves = retry_resolves
 
 
 class InvalidArgument(CoalitionError):

@@ -32,6 +32,7 @@ from coalition.store.schema import events, tier_changes
 from coalition.store.unit_of_work import UnitOfWork
 
 CURSOR_PATTERN = re.compile(r"(\d{1,19})-(\d{1,19})")
+CURSOR_PART_MAX = 2**63 - 1  # both parts are BIGINT columns; 19 digits reach beyond them
 EVENTS_PER_READ_MAX = 500
 
 
@@ -54,7 +55,10 @@ def parse_cursor(text: str) -> Cursor | None:
     match = CURSOR_PATTERN.fullmatch(text)
     if match is None:
         return None
-    return Cursor(int(match.group(1)), int(match.group(2)))
+    commit_xid, event_id = int(match.group(1)), int(match.group(2))
+    if commit_xid > CURSOR_PART_MAX or event_id > CURSOR_PART_MAX:
+        return None
+    return Cursor(commit_xid, event_id)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Row, delete, insert, select, update
+from sqlalchemy import Column, Row, delete, select, update
 
 from coalition.domain.errors import (
     FailedPrecondition,
@@ -31,7 +31,7 @@ from coalition.domain.errors import (
     NotFound,
 )
 from coalition.domain.hub_partner import HUB_PARTNER_ID, HUB_PARTNER_KIND
-from coalition.identity import consent
+from coalition.identity import audit_claims, consent
 from coalition.identity.members import insert_ignoring_conflict, usable_member_id
 from coalition.ledger import journal
 from coalition.ledger.accounts import member_account_id
@@ -89,11 +89,16 @@ def merge_members(
             reason="MERGE_INTO_ITSELF",
         )
     with uow:
-        replayed = _replay(uow, principal_id, request_id, survivor_member_id, duplicate_member_id)
-        if replayed is not None:
-            return replayed
         for member_id in sorted((survivor_member_id, duplicate_member_id)):
             _require_member(uow, member_id)
+        first = audit_claims.claim(
+            uow, "merge", principal_id, request_id, survivor_member_id, now, duplicate_member_id
+        )
+        if first is not None:
+            return _replay_of_request(first, request_id, survivor_member_id, duplicate_member_id)
+        earlier = _earlier_merge_of_pair(uow, survivor_member_id, duplicate_member_id)
+        if earlier is not None:  # merged under another request id: that answer, unclaimed
+            return _result_from_event(earlier)
         # Locks in member id order; the lock refuses a member merged meanwhile (MEMBER_MERGED).
         balances_points = {
             member_id: journal.lock_member_balance(uow, member_id)
@@ -106,10 +111,7 @@ def merge_members(
         transaction_id = _move_balance(uow, survivor_member_id, duplicate_member_id, points, now)
         counts = _move_member_data(uow, survivor_member_id, duplicate_member_id, now)
         _point_at_survivor(uow, survivor_member_id, duplicate_member_id)
-        _record_event(
-            uow, principal_id, request_id, survivor_member_id, duplicate_member_id,
-            transaction_id, points, counts, now,
-        )  # fmt: skip
+        audit_claims.complete(uow, principal_id, request_id, counts, points, transaction_id)
         uow.commit()
         return MergeResult(
             survivor_member_id, duplicate_member_id, transaction_id, points,
@@ -118,43 +120,38 @@ def merge_members(
         )  # fmt: skip
 
 
-def _replay(
-    uow: UnitOfWork,
-    principal_id: str,
-    request_id: str,
-    survivor_member_id: str,
-    duplicate_member_id: str,
-) -> MergeResult | None:
-    """The merge already recorded for this request id, or for this very pair."""
-    by_request = uow.connection.execute(
-        select(member_audit_events).where(
-            member_audit_events.c.principal_id == principal_id,
-            member_audit_events.c.request_id == request_id,
-        )
-    ).one_or_none()
-    if by_request is not None:
-        asked = {
-            "operation": "merge",
-            "survivor_member_id": survivor_member_id,
-            "duplicate_member_id": duplicate_member_id,
-        }
-        recorded = {
-            "operation": by_request.kind,
-            "survivor_member_id": by_request.member_id,
-            "duplicate_member_id": by_request.related_member_id,
-        }
-        differing = sorted(key for key in asked if asked[key] != recorded[key])
-        if differing:
-            raise request_id_reused(request_id, differing)
-        return _result_from_event(by_request)
-    by_pair = uow.connection.execute(
+def _replay_of_request(
+    first: Row[Any], request_id: str, survivor_member_id: str, duplicate_member_id: str
+) -> MergeResult:
+    """The answer of the attempt that claimed the request id, or REQUEST_ID_REUSED."""
+    asked = {
+        "operation": "merge",
+        "survivor_member_id": survivor_member_id,
+        "duplicate_member_id": duplicate_member_id,
+    }
+    recorded = {
+        "operation": first.kind,
+        "survivor_member_id": first.member_id,
+        "duplicate_member_id": first.related_member_id,
+    }
+    differing = sorted(key for key in asked if asked[key] != recorded[key])
+    if differing:
+        raise request_id_reused(request_id, differing)
+    return _result_from_event(first)
+
+
+def _earlier_merge_of_pair(
+    uow: UnitOfWork, survivor_member_id: str, duplicate_member_id: str
+) -> Row[Any] | None:
+    # A member is merged at most once, so at most one completed event names the pair.
+    return uow.connection.execute(
         select(member_audit_events).where(
             member_audit_events.c.kind == "merge",
             member_audit_events.c.member_id == survivor_member_id,
             member_audit_events.c.related_member_id == duplicate_member_id,
+            member_audit_events.c.detail != audit_claims.PENDING_DETAIL,
         )
     ).one_or_none()
-    return None if by_pair is None else _result_from_event(by_pair)
 
 
 def _result_from_event(row: Row[Any]) -> MergeResult:
@@ -310,30 +307,4 @@ def _point_at_survivor(uow: UnitOfWork, survivor_member_id: str, duplicate_membe
             | (members.c.merged_into_member_id == duplicate_member_id)
         )
         .values(merged_into_member_id=survivor_member_id)
-    )
-
-
-def _record_event(
-    uow: UnitOfWork,
-    principal_id: str,
-    request_id: str,
-    survivor_member_id: str,
-    duplicate_member_id: str,
-    transaction_id: int | None,
-    points: int,
-    counts: dict[str, int],
-    now: datetime,
-) -> None:
-    uow.connection.execute(
-        insert(member_audit_events).values(
-            kind="merge",
-            member_id=survivor_member_id,
-            related_member_id=duplicate_member_id,
-            transaction_id=transaction_id,
-            points=points,
-            principal_id=principal_id,
-            request_id=request_id,
-            detail=json.dumps(counts, sort_keys=True),
-            create_time=now,
-        )
     )

@@ -17,9 +17,11 @@ from typing import Any
 
 from sqlalchemy import Row, Select, delete, insert, select, tuple_, update
 
-from coalition.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from coalition.domain.errors import FailedPrecondition, NotFound
+from coalition.identity import audit_claims
 from coalition.identity.members import surviving_member_id
 from coalition.ledger import journal
+from coalition.ledger.idempotency import request_id_reused
 from coalition.store.schema import (
     consent_events,
     idempotency_keys,
@@ -69,10 +71,10 @@ def forget_member(
     uow: UnitOfWork, principal_id: str, request_id: str, member_id: str, now: datetime
 ) -> ForgetResult:
     with uow:
-        replayed = _forget_replay(uow, principal_id, request_id, member_id)
-        if replayed is not None:
-            return replayed
         row = _member_row(uow, member_id)
+        first = audit_claims.claim(uow, "forget", principal_id, request_id, member_id, now)
+        if first is not None:
+            return _replay_of_request(first, request_id, member_id)
         if row.merged_into_member_id is not None:
             raise FailedPrecondition(
                 "MEMBER_MERGED",
@@ -81,6 +83,9 @@ def forget_member(
                 {"member_id": member_id, "survivor_member_id": row.merged_into_member_id},
             )
         balance_points = journal.lock_member_balance(uow, member_id)
+        earlier = _earlier_forget(uow, member_id)
+        if earlier is not None:  # forgotten under another request id: that answer, unclaimed
+            return _forget_result(earlier)
         member_ids = (member_id, *_merged_member_ids(uow, member_id))
         identifiers_erased = _delete(uow, member_identifiers.c.member_id, member_ids)
         links_erased = _delete(uow, partner_links.c.member_id, member_ids)
@@ -93,8 +98,7 @@ def forget_member(
             .values(display_name="", forget_time=now)
         )
         detail = {"identifiers_erased": identifiers_erased, "links_erased": links_erased}
-        _record_event(uow, "forget", member_id, principal_id, request_id, detail, now,
-                      points=balance_points)  # fmt: skip
+        audit_claims.complete(uow, principal_id, request_id, detail, points=balance_points)
         uow.commit()
         return ForgetResult(
             member_id, now, identifiers_erased, links_erased, balance_points, replayed=False
@@ -122,7 +126,7 @@ def export_member_data(
             select(member_profiles).where(member_profiles.c.member_id == survivor_member_id)
         ).one_or_none()
         balance_points = journal.member_balance(uow, survivor_member_id)
-        _record_event(uow, "export", survivor_member_id, principal_id, None, {}, now)
+        _record_export(uow, survivor_member_id, principal_id, now)
         uow.commit()
     preferences = json.loads(profile.preferences) if profile and profile.preferences else {}
     return MemberExport(
@@ -167,39 +171,31 @@ def _section_queries(member_ids: tuple[str, ...]) -> dict[str, Select[Any]]:
     }
 
 
-def _forget_replay(
-    uow: UnitOfWork, principal_id: str, request_id: str, member_id: str
-) -> ForgetResult | None:
-    by_request = uow.connection.execute(
-        select(member_audit_events).where(
-            member_audit_events.c.principal_id == principal_id,
-            member_audit_events.c.request_id == request_id,
+def _replay_of_request(first: Row[Any], request_id: str, member_id: str) -> ForgetResult:
+    """The answer of the attempt that claimed the request id, or REQUEST_ID_REUSED."""
+    if (first.kind, first.member_id) != ("forget", member_id):
+        differing = ["member_id"] if first.kind == "forget" else ["member_id", "operation"]
+        raise request_id_reused(request_id, differing)
+    return _forget_result(first)
+
+
+def _earlier_forget(uow: UnitOfWork, member_id: str) -> Row[Any] | None:
+    return uow.connection.execute(
+        select(member_audit_events)
+        .where(
+            member_audit_events.c.kind == "forget",
+            member_audit_events.c.member_id == member_id,
+            member_audit_events.c.detail != audit_claims.PENDING_DETAIL,
         )
+        .order_by(member_audit_events.c.event_id)
+        .limit(1)
     ).one_or_none()
-    if by_request is not None and (by_request.kind, by_request.member_id) != ("forget", member_id):
-        differing = ["member_id"] if by_request.kind == "forget" else ["member_id", "operation"]
-        raise AlreadyExists(
-            "REQUEST_ID_REUSED",
-            f"request_id {request_id!r} was already used with a different request; "
-            f"differing fields: {', '.join(differing)}",
-            {"request_id": request_id, "differing_fields": ",".join(differing)},
-        )
-    event = (
-        by_request
-        or uow.connection.execute(
-            select(member_audit_events)
-            .where(
-                member_audit_events.c.kind == "forget", member_audit_events.c.member_id == member_id
-            )
-            .order_by(member_audit_events.c.event_id)
-            .limit(1)
-        ).one_or_none()
-    )
-    if event is None:
-        return None
+
+
+def _forget_result(event: Row[Any]) -> ForgetResult:
     detail = json.loads(event.detail)
     return ForgetResult(
-        member_id, event.create_time, detail["identifiers_erased"], detail["links_erased"],
+        event.member_id, event.create_time, detail["identifiers_erased"], detail["links_erased"],
         int(event.points), replayed=True,
     )  # fmt: skip
 
@@ -256,24 +252,14 @@ def _erase_fingerprints(uow: UnitOfWork, member_ids: tuple[str, ...]) -> None:
         )
 
 
-def _record_event(
-    uow: UnitOfWork,
-    kind: str,
-    member_id: str,
-    principal_id: str,
-    request_id: str | None,
-    detail: dict[str, int],
-    now: datetime,
-    points: int | None = None,
-) -> None:
+def _record_export(uow: UnitOfWork, member_id: str, principal_id: str, now: datetime) -> None:
+    # An export is a read: it carries no request id and claims nothing.
     uow.connection.execute(
         insert(member_audit_events).values(
-            kind=kind,
+            kind="export",
             member_id=member_id,
             principal_id=principal_id,
-            request_id=request_id,
-            points=points,
-            detail=json.dumps(detail, sort_keys=True),
+            detail=json.dumps({}),
             create_time=now,
         )
     )

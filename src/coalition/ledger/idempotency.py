@@ -10,7 +10,7 @@ a transaction of its own. Without that, a client whose first attempt timed out w
 queued on a hub, and whose retry was refused (say INSUFFICIENT_POINTS), could see the queued
 attempt apply afterwards. Now that attempt finds the refusal and repeats it. Requests the
 servicer refuses before the ledger sees them (malformed fields) claim nothing, and passing
-faults (`is_final`) are never kept.
+faults and refusals that tell the client to retry (`is_final`) are never kept.
 """
 
 from __future__ import annotations
@@ -115,8 +115,12 @@ HUB_FAULT_REASONS = frozenset({"IDENTIFIER_KEY_MISMATCH"})
 
 def is_final(error: CoalitionError) -> bool:
     """Whether an error raised while applying a request is its answer (not a passing fault of
-    the database or of the hub's configuration)."""
-    return error.code not in PASSING_CODES and error.reason not in HUB_FAULT_REASONS
+    the database or of the hub's configuration, nor a race the client is told to retry)."""
+    return (
+        error.code not in PASSING_CODES
+        and error.reason not in HUB_FAULT_REASONS
+        and not error.retry_resolves
+    )
 
 
 RECORD_RESULT = Statement(

@@ -81,6 +81,7 @@ def _refuse_merged_member(uow: UnitOfWork, member_id: str) -> None:
             "MEMBER_MERGED",
             f"member {member_id} was merged into member {survivor_member_id}; retry with it",
             {"member_id": member_id, "survivor_member_id": survivor_member_id},
+            retry_resolves=True,
         )
 
 

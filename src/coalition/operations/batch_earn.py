@@ -357,6 +357,7 @@ class _SetBasedBatch:
             for row in self.connection.execute(
                 select(
                     idempotency_keys.c.request_id,
+                    idempotency_keys.c.operation,
                     idempotency_keys.c.fingerprint,
                     idempotency_keys.c.result_id,
                     idempotency_keys.c.refusal,
@@ -366,10 +367,12 @@ class _SetBasedBatch:
                 )
             )
         }
+        # Only earns' results are transaction ids (an enrolment's is a member id); a claim of
+        # another operation is refused as a reuse below.
         replayed_ids = sorted(
-            int(claims[i.command.request_id].result_id)
-            for i in items
-            if i.command.request_id in claims and claims[i.command.request_id].result_id
+            int(claim.result_id)
+            for claim in claims.values()
+            if claim.operation == OPERATION and claim.result_id is not None
         )
         records = {
             record.transaction_id: record for record in _find_transactions(self.uow, replayed_ids)

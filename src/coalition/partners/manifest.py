@@ -347,7 +347,12 @@ def _parse_effective_from(value: object, field: str) -> datetime:
                 f"{value.isoformat()} is a local datetime; give its offset, "
                 "e.g. 2025-01-01T00:00:00Z, so the instant does not depend on a server's zone",
             )
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise _FieldInvalid(
+                field, f"{value.isoformat()} lies outside years 1 to 9999 in UTC"
+            ) from None
     if isinstance(value, date):
         # A bare date means the start of that day in UTC (documented in docs/partners.md).
         return datetime.combine(value, time(0), tzinfo=UTC)

@@ -64,7 +64,10 @@ def instant(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date or date-time: {text!r}") from error
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError("a date-time needs an offset, e.g. 2027-03-01T00:00Z")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as error:  # such as 0001-01-01T00:00+14:00
+        raise argparse.ArgumentTypeError(f"{text!r} lies outside years 1 to 9999 in UTC") from error
 
 
 def batch_size_argument(text: str) -> int:

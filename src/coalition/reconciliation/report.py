@@ -173,6 +173,9 @@ def _jsonl_rows(lines: Iterator[str]) -> Iterator[ReportRow | RowFault]:
         except ValueError as error:
             yield RowFault(line_number, "row", f"not JSON: {error}")
             continue
+        except RecursionError:  # the decoder recurses per level; a row has only one level
+            yield RowFault(line_number, "row", "nested more deeply than a flat JSON object")
+            continue
         if not isinstance(values, dict):
             yield RowFault(line_number, "row", "not a JSON object")
             continue
@@ -287,6 +290,10 @@ def parse_rfc3339(text: str) -> datetime | None:
         moment = datetime.fromisoformat(f"{date_part}T{time_part}{fraction}{offset}")
     except ValueError:
         return None  # a well-formed but impossible date, such as February 30
-    if not 1970 <= moment.astimezone(UTC).year <= 9999:
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # the offset moves it outside years 1 to 9999, such as 0001-01-01+14:00
         return None
-    return moment.astimezone(UTC)
+    if not 1970 <= moment.year <= 9999:
+        return None
+    return moment

@@ -109,7 +109,13 @@ def parse_canonical(document: bytes, what: str) -> Any:
         raise CanonicalJsonError(
             f"{what}: not valid JSON of the statement format: {error}"
         ) from None
-    if canonical_bytes(value) != document:
+    except RecursionError:  # the decoder recurses per level; statements are shallow
+        raise CanonicalJsonError(f"{what}: nested more deeply than any statement") from None
+    try:
+        canonical = canonical_bytes(value)
+    except RecursionError:  # so does the encoder, for a document just under the decoder's limit
+        raise CanonicalJsonError(f"{what}: nested more deeply than any statement") from None
+    if canonical != document:
         raise CanonicalJsonError(f"{what}: not in RFC 8785 canonical form")
     return value
 

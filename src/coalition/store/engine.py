@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 POOL_SIZE = 8
-POOL_OVERFLOW_MAX = 8
+POOL_OVERFLOW_MAX = 16  # with POOL_SIZE, one connection per worker thread (api/server.py)
 READ_ONLY_OPTION = "coalition_read_only"
 
 

@@ -6,6 +6,7 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine
 
+from coalition.store import deadlines
 from coalition.store.engine import READ_ONLY_OPTION
 
 
@@ -42,7 +43,21 @@ class UnitOfWork:
         connection.begin()
         self._connection = connection
         self._committed = False
+        if self.dialect_name == "postgresql":
+            self._bound_waits_by_deadline(connection)
         return self
+
+    @staticmethod
+    def _bound_waits_by_deadline(connection: Connection) -> None:
+        # SET LOCAL: for this transaction only, so the pooled connection keeps no setting; and
+        # SET is no query, so a service can still choose its isolation level after it.
+        milliseconds = deadlines.milliseconds_remaining()
+        if milliseconds is None:
+            return
+        connection.exec_driver_sql(
+            f"SET LOCAL lock_timeout = {milliseconds:d}; "
+            f"SET LOCAL statement_timeout = {milliseconds:d}"
+        )
 
     def commit(self) -> None:
         assert not self._read_only, "a read-only unit of work has nothing to commit"
