@@ -32,7 +32,7 @@ from coalition.domain.errors import Unavailable
 from coalition.identity.secret import IdentitySecretError, hasher_for_engine
 from coalition.observability.metrics import MetricsInterceptor, watch_engine_pool
 from coalition.observability.process import configure_process
-from coalition.operations.group_commit import EarnCommitter
+from coalition.operations.group_commit import COMMITTER_THREADS, EarnCommitter
 from coalition.partners import credentials
 from coalition.partners.credentials import Principal
 from coalition.reconciliation.servicer import ReconciliationServicer
@@ -161,7 +161,10 @@ class Hub:
             EventServicer(unit_of_work, self._stopping), self._server
         )
         # Concurrent earns of this process share one database transaction (group commit).
-        self._earns = EarnCommitter(unit_of_work)
+        # SQLite serialises writers: more than one committer would only queue on its file.
+        self._earns = EarnCommitter(
+            unit_of_work, threads=1 if engine.dialect.name == "sqlite" else COMMITTER_THREADS
+        )
         points_service_pb2_grpc.add_PointsServiceServicer_to_server(
             PointsServicer(unit_of_work, self._earns), self._server
         )

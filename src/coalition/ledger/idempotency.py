@@ -16,7 +16,7 @@ faults and refusals that tell the client to retry (`is_final`) are never kept.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -127,6 +127,69 @@ RECORD_RESULT = Statement(
     "UPDATE idempotency_keys SET result_id = %s"
     " WHERE partner_id = %s AND request_id = %s AND result_id IS NULL AND refusal IS NULL"
 )
+
+
+CLAIM_MANY = (
+    "INSERT INTO idempotency_keys"
+    " (partner_id, request_id, operation, fingerprint, refusal, create_time)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::timestamptz[]) ON CONFLICT DO NOTHING RETURNING request_id"
+)
+RECORD_RESULTS = (
+    "UPDATE idempotency_keys AS k SET result_id = r.result_id"
+    " FROM unnest(%s::text[], %s::text[]) AS r(request_id, result_id)"
+    " WHERE k.partner_id = %s AND k.request_id = r.request_id"
+    " AND k.result_id IS NULL AND k.refusal IS NULL"
+)
+RELEASE = Statement(
+    "DELETE FROM idempotency_keys WHERE partner_id = %s AND request_id = %s"
+    " AND result_id IS NULL AND refusal IS NULL"
+)
+
+
+def claim_many(
+    uow: UnitOfWork, claims: Sequence[tuple[KeyedRequest, CoalitionError | None]]
+) -> set[tuple[str, str]]:
+    """Claim several request ids in one statement (in (partner, request id) order, so
+    concurrent groups take key locks in one order), each with its refusal when it has one;
+    return the (partner, request id) pairs claimed now. Ids a committed request claimed are
+    left alone (the caller reads their answers); an uncommitted claim is waited for."""
+    rows = sorted(
+        (tuple(claim_values(request, refusal)[column] for column in CLAIM_COLUMNS))
+        for request, refusal in claims
+    )
+    if uow.dialect_name == "postgresql":
+        columns = [[row[index] for row in rows] for index in range(len(CLAIM_COLUMNS))]
+        with driver.driver_errors(uow):
+            cursor = driver.cursor_of(uow)
+            request_ids = {row[0] for row in cursor.execute(CLAIM_MANY, columns).fetchall()}
+        return {(str(row[0]), str(row[1])) for row in rows if row[1] in request_ids}
+    claimed: set[tuple[str, str]] = set()
+    for row in rows:
+        if driver.execute(uow, CLAIM, row).fetchone() is not None:
+            claimed.add((str(row[0]), str(row[1])))
+    return claimed
+
+
+def record_results(uow: UnitOfWork, partner_id: str, results: Sequence[tuple[str, str]]) -> None:
+    """Record the result of each (request id, result id) claimed by this unit of work."""
+    if uow.dialect_name == "postgresql":
+        request_ids = [request_id for request_id, _ in results]
+        result_ids = [result_id for _, result_id in results]
+        with driver.driver_errors(uow):
+            cursor = driver.cursor_of(uow).execute(
+                RECORD_RESULTS, (request_ids, result_ids, partner_id)
+            )
+        assert cursor.rowcount == len(results), "each result is recorded once, on its claim"
+        return
+    for request_id, result_id in results:
+        record_result(uow, partner_id, request_id, result_id)
+
+
+def release_claim(uow: UnitOfWork, request: KeyedRequest) -> None:
+    """Give up this unit of work's claim of `request` (a refusal that is no final answer)."""
+    cursor = driver.execute(uow, RELEASE, (request.partner_id, request.request_id))
+    assert cursor.rowcount == 1, "only a claim of this unit of work, still open, is released"
 
 
 def record_result(uow: UnitOfWork, partner_id: str, request_id: str, result_id: str) -> None:

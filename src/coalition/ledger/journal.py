@@ -19,7 +19,7 @@ from coalition.ledger import writer
 from coalition.ledger.accounts import member_account_id
 from coalition.ledger.writer import JournalEntry, Posting, TransactionRecord
 from coalition.store import driver
-from coalition.store.driver import Statement
+from coalition.store.driver import IN_LIST, Statement
 from coalition.store.schema import accounts, journal_transactions
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -28,6 +28,16 @@ __all__ = ["JournalEntry", "Posting", "TransactionRecord"]
 
 READ_BALANCE = Statement("SELECT balance_points FROM accounts WHERE account_id = %s")
 LOCK_BALANCE = Statement(f"{READ_BALANCE.postgresql} FOR UPDATE")
+# FOR UPDATE with ORDER BY locks the rows in that order: concurrent groups never deadlock.
+READ_BALANCES = Statement(
+    f"SELECT account_id, balance_points FROM accounts WHERE account_id {IN_LIST} %s"
+    " ORDER BY account_id"
+)
+LOCK_BALANCES = Statement(f"{READ_BALANCES.postgresql} FOR UPDATE")
+MERGED = Statement(
+    f"SELECT member_id FROM members WHERE member_id {IN_LIST} %s"
+    " AND merged_into_member_id IS NOT NULL"
+)
 SURVIVOR = Statement("SELECT merged_into_member_id FROM members WHERE member_id = %s")
 
 
@@ -57,17 +67,17 @@ def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str
     account_ids = sorted({member_account_id(member_id) for member_id in member_ids})
     if not account_ids:
         return {}
-    balances = dict(
-        uow.connection.execute(
-            select(accounts.c.account_id, accounts.c.balance_points)
-            .where(accounts.c.account_id.in_(account_ids))
-            .order_by(accounts.c.account_id)
-            .with_for_update()
-        ).all()
-    )
+    statement = LOCK_BALANCES if uow.dialect_name == "postgresql" else READ_BALANCES
+    balances = dict(driver.execute(uow, statement, (account_ids,)).fetchall())
     assert len(balances) == len(account_ids), "every member has its account"
     assert all(balance >= 0 for balance in balances.values()), "negative balance cache"
     return balances
+
+
+def merged_members(uow: UnitOfWork, member_ids: Iterable[str]) -> set[str]:
+    """Those of `member_ids` merged into another member (read after their locks, as
+    `_refuse_merged_member` explains)."""
+    return {row[0] for row in driver.execute(uow, MERGED, (sorted(set(member_ids)),))}
 
 
 def _refuse_merged_member(uow: UnitOfWork, member_id: str) -> None:

@@ -26,25 +26,22 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 
 from coalition.domain import points as rules
 from coalition.domain.errors import (
     CoalitionError,
     DeadlineExceeded,
-    FailedPrecondition,
     Unavailable,
 )
 from coalition.domain.points import RateVersion
 from coalition.identity.members import resolve
-from coalition.ledger import journal, writer
+from coalition.ledger import idempotency, journal, writer
 from coalition.ledger.accounts import member_account_id, partner_issuance_account_id
 from coalition.ledger.idempotency import (
     KeyedRequest,
     answer_of_existing_claim,
     claim_request,
-    claim_values,
     is_final,
     remember_refusal,
 )
@@ -61,13 +58,14 @@ from coalition.operations.points import (
     earn_basis_field,
     post_earn,
 )
-from coalition.partners.catalog import Partner, get_partner, list_rate_versions
+from coalition.partners.catalog import Partner, PartnerTerms, partner_terms
 from coalition.programme.config import Programme, active_programme
 from coalition.referrals import rewards as referral_rewards
+from coalition.store import driver
+from coalition.store.driver import IN_LIST, Statement
 from coalition.store.schema import (
     idempotency_keys,
     journal_transactions,
-    members,
     partner_links,
 )
 from coalition.store.unit_of_work import UnitOfWork
@@ -194,6 +192,12 @@ class _Item:
     row: dict[str, Any] = field(default_factory=dict)
 
 
+USABLE_MEMBERS = Statement(
+    f"SELECT member_id FROM members WHERE member_id {IN_LIST} %s"
+    " AND merged_into_member_id IS NULL AND forget_time IS NULL"
+)
+
+
 class _SetBasedBatch:
     def __init__(self, uow: UnitOfWork, partner_id: str, all_or_nothing: bool, now: datetime):
         self.uow = uow
@@ -207,11 +211,11 @@ class _SetBasedBatch:
     def run(self, commands: Sequence[EarnCommand | CoalitionError]) -> list[BatchItemOutcome]:
         self.outcomes = [None] * len(commands)
         items, duplicates = self._parse(commands)
-        partner = get_partner(self.uow, self.partner_id)
+        terms = partner_terms(self.uow, self.partner_id)
         # In the order a single earn checks them: the time, the member, the rate and points.
         self._check_times(items)
         self._resolve_members(items)
-        self._compute(partner, items)
+        self._compute(terms, items)
         # All-or-nothing remembers nothing: a failing item fails the call before any write.
         claimed = self._claim(
             [item for item in items if item.error is None or not self.all_or_nothing]
@@ -225,7 +229,7 @@ class _SetBasedBatch:
         ]
         applied = self._lock_members(applied)
         if applied:
-            self._write(partner, applied)
+            self._write(terms.partner, applied)
             self._reward_referrals(applied)
         self._settle_duplicates(items, duplicates)
         assert all(outcome is not None for outcome in self.outcomes)
@@ -261,17 +265,16 @@ class _SetBasedBatch:
             except CoalitionError as error:
                 item.error = error
 
-    def _compute(self, partner: Partner, items: list[_Item]) -> None:
+    def _compute(self, terms: PartnerTerms, items: list[_Item]) -> None:
         """Rates and points, in memory: past rate versions never change."""
-        rate_versions = list_rate_versions(self.uow, self.partner_id)
         for item in items:
             if item.error is not None:
                 continue
             assert item.occurred_at is not None
             try:
-                item.rate = _rate_at(rate_versions, self.partner_id, item.occurred_at)
+                item.rate = terms.rate_at(item.occurred_at)
                 item.points = _points_earned(
-                    partner, item.rate, item.command.spend, item.command.native_points
+                    terms.partner, item.rate, item.command.spend, item.command.native_points
                 )
             except CoalitionError as error:
                 item.error = error
@@ -305,15 +308,7 @@ class _SetBasedBatch:
                 )
         member_ids = sorted({m for m in candidates.values() if m is not None})
         usable = (
-            set(
-                self.connection.execute(
-                    select(members.c.member_id).where(
-                        members.c.member_id.in_(member_ids),
-                        members.c.merged_into_member_id.is_(None),
-                        members.c.forget_time.is_(None),
-                    )
-                ).scalars()
-            )
+            {row[0] for row in driver.execute(self.uow, USABLE_MEMBERS, (member_ids,))}
             if member_ids
             else set()
         )
@@ -330,22 +325,12 @@ class _SetBasedBatch:
                 item.error = error
 
     def _claim(self, items: list[_Item]) -> set[str]:
-        """Claim the request ids (sorted, so concurrent batches take key locks in one order),
-        a failing item's with its refusal as its final answer (idempotency.py); the ids
-        already claimed by a committed request are left alone."""
+        """Claim the request ids, a failing item's with its refusal as its final answer
+        (idempotency.py); the ids already claimed by a committed request are left alone."""
         if not items:
             return set()
-        dialect = postgresql if self.uow.dialect_name == "postgresql" else sqlite
-        rows = [
-            claim_values(item.request, item.error)
-            for item in sorted(items, key=lambda item: item.command.request_id)
-        ]
-        statement = (
-            dialect.insert(idempotency_keys)
-            .on_conflict_do_nothing()
-            .returning(idempotency_keys.c.request_id)
-        )
-        return set(self.connection.execute(statement, rows).scalars())
+        claimed = idempotency.claim_many(self.uow, [(item.request, item.error) for item in items])
+        return {request_id for _, request_id in claimed}
 
     def _settle_unclaimed(self, items: list[_Item]) -> None:
         """Items whose request id was applied before are replayed or refused as a reuse, as a
@@ -406,17 +391,9 @@ class _SetBasedBatch:
         member_ids = {item.member_id or "" for item in items}
         self.referrers = referral_rewards.pending_referrers(self.uow, member_ids)
         journal.lock_member_balances(self.uow, member_ids | set(self.referrers.values()))
-        merged = set(
-            self.connection.execute(
-                select(members.c.member_id).where(
-                    members.c.member_id.in_(sorted({item.member_id for item in items})),
-                    members.c.merged_into_member_id.is_not(None),
-                )
-            ).scalars()
-        )
+        merged = journal.merged_members(self.uow, (item.member_id or "" for item in items))
         if not merged:
             return items
-        refusals: list[dict[str, object]] = []
         kept: list[_Item] = []
         for item in items:
             if item.member_id not in merged:
@@ -426,19 +403,11 @@ class _SetBasedBatch:
                 journal.lock_member_balance(self.uow, item.member_id or "")
                 raise AssertionError("a merged member is refused")
             except CoalitionError as error:
+                # MEMBER_MERGED tells the client to retry (with the survivor): no final answer,
+                # so the claim is given up and a retry applies (idempotency.is_final).
+                assert not is_final(error), "a race with a merge is retried, never kept"
+                idempotency.release_claim(self.uow, item.request)
                 self._fail(item.index, error)  # all-or-nothing: the call fails here
-                claim = claim_values(item.request, error)
-                refusals.append(
-                    {"b_request_id": claim["request_id"], "b_refusal": claim["refusal"]}
-                )
-        key = idempotency_keys.c
-        self.connection.execute(
-            update(idempotency_keys)
-            .where(key.partner_id == self.partner_id)
-            .where(key.request_id == bindparam("b_request_id"))
-            .values(refusal=bindparam("b_refusal")),
-            refusals,
-        )
         return kept
 
     def _write(self, partner: Partner, items: list[_Item]) -> None:
@@ -490,15 +459,11 @@ class _SetBasedBatch:
                 referral_rewards.reward_after_earn(self.uow, outcome.result.transaction, self.now)
 
     def _record_results(self, items: list[_Item], transaction_ids: Sequence[int]) -> None:
-        key = idempotency_keys.c
-        self.connection.execute(
-            update(idempotency_keys)
-            .where(key.partner_id == self.partner_id)
-            .where(key.request_id == bindparam("b_request_id"))
-            .where(key.result_id.is_(None))
-            .values(result_id=bindparam("b_result_id")),
+        idempotency.record_results(
+            self.uow,
+            self.partner_id,
             [
-                {"b_request_id": item.command.request_id, "b_result_id": str(transaction_id)}
+                (item.command.request_id, str(transaction_id))
                 for item, transaction_id in zip(items, transaction_ids, strict=True)
             ],
         )
@@ -531,20 +496,6 @@ class _SetBasedBatch:
             else:
                 assert outcome.error is not None
                 self._fail(index, outcome.error)
-
-
-def _rate_at(
-    rate_versions: Sequence[RateVersion], partner_id: str, occurred_at: datetime
-) -> RateVersion:
-    """As `catalog.rate_in_force`, from the partner's versions read once per batch."""
-    in_force = [v for v in rate_versions if v.effective_from <= occurred_at]
-    if not in_force:
-        raise FailedPrecondition(
-            "RATE_NOT_FOUND",
-            f"partner {partner_id!r} has no rate version in force at {occurred_at.isoformat()}",
-            {"partner_id": partner_id, "occurred_at": occurred_at.isoformat()},
-        )
-    return max(in_force, key=lambda version: version.effective_from)
 
 
 def _find_transactions(uow: UnitOfWork, transaction_ids: list[int]) -> list[TransactionRecord]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -34,12 +35,19 @@ from sqlalchemy.exc import DBAPIError
 from coalition.domain.errors import CoalitionError
 from coalition.operations import batch_earn
 from coalition.operations.points import EarnCommand, LedgerResult
+from coalition.store import deadlines
 from coalition.store.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
 
 GROUP_SIZE_MAX = 64
 GROUP_WINDOW_SECONDS = 0.0
+# Groups committing at once in one process, each on its own connection: while one waits for
+# the database, the next forms and goes. Members are locked in one global order, so
+# concurrent groups never deadlock.
+COMMITTER_THREADS = 4
+# How long a group may wait on locks when none of its callers set a deadline.
+GROUP_WAIT_SECONDS_MAX = 30.0
 QUEUE_LENGTH_MAX = 4096  # earns waiting in one process; past it, callers are refused
 assert 0 < GROUP_SIZE_MAX <= batch_earn.BATCH_EARN_ITEMS_MAX, "a group is a batch"
 
@@ -48,6 +56,7 @@ assert 0 < GROUP_SIZE_MAX <= batch_earn.BATCH_EARN_ITEMS_MAX, "a group is a batc
 class _Pending:
     partner_id: str
     command: EarnCommand
+    deadline_monotonic: float
     answer: Future[LedgerResult] = field(default_factory=Future)
 
 
@@ -59,6 +68,7 @@ class EarnCommitter:
         unit_of_work: Callable[[], UnitOfWork],
         group_size_max: int = GROUP_SIZE_MAX,
         window_seconds: float = GROUP_WINDOW_SECONDS,
+        threads: int = COMMITTER_THREADS,
     ) -> None:
         assert 0 < group_size_max <= batch_earn.BATCH_EARN_ITEMS_MAX
         assert 0 <= window_seconds <= 0.1, "a window longer than 100 ms is a latency bug"
@@ -68,14 +78,19 @@ class EarnCommitter:
         self._queue: deque[_Pending] = deque()
         self._ready = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="earn-committer", daemon=True)
-        self._thread.start()
+        assert 0 < threads <= 16
+        self._threads = [
+            threading.Thread(target=self._run, name=f"earn-committer-{index}", daemon=True)
+            for index in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def earn(
         self, partner_id: str, command: EarnCommand, timeout_seconds: float | None
     ) -> LedgerResult:
         """Queue the earn, wait for its group to commit, and return its answer (or raise)."""
-        pending = _Pending(partner_id, command)
+        pending = _Pending(partner_id, command, _deadline(timeout_seconds))
         with self._ready:
             assert not self._stopping, "the hub is stopping"
             if len(self._queue) >= QUEUE_LENGTH_MAX:
@@ -93,8 +108,9 @@ class EarnCommitter:
         """Commit what is queued, then end the thread."""
         with self._ready:
             self._stopping = True
-            self._ready.notify()
-        self._thread.join()
+            self._ready.notify_all()
+        for thread in self._threads:
+            thread.join()
 
     def _run(self) -> None:
         while True:
@@ -138,18 +154,26 @@ class EarnCommitter:
                 self._commit([pending])
 
     def _answer(self, group: list[_Pending], now: datetime) -> None:
-        outcomes = batch_earn.earn_many(
-            self._unit_of_work(),
-            group[0].partner_id,
-            [pending.command for pending in group],
-            now,
-        )
+        # The group waits on locks as long as its most patient caller (store/deadlines.py).
+        deadline = max(pending.deadline_monotonic for pending in group)
+        with deadlines.call_deadline(deadline - time.monotonic()):
+            outcomes = batch_earn.earn_many(
+                self._unit_of_work(),
+                group[0].partner_id,
+                [pending.command for pending in group],
+                now,
+            )
         for pending, outcome in zip(group, outcomes, strict=True):
             if outcome.error is not None:
                 pending.answer.set_exception(outcome.error)
             else:
                 assert outcome.result is not None
                 pending.answer.set_result(outcome.result)
+
+
+def _deadline(timeout_seconds: float | None) -> float:
+    wait_seconds = GROUP_WAIT_SECONDS_MAX if timeout_seconds is None else timeout_seconds
+    return time.monotonic() + min(wait_seconds, GROUP_WAIT_SECONDS_MAX)
 
 
 def _now() -> datetime:

@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from coalition.domain import points as rules
 from coalition.ledger import journal
@@ -38,7 +38,7 @@ from coalition.ledger.system_accounts import (
 from coalition.ledger.writer import Bonus, NewLot
 from coalition.partners.catalog import partner_terms
 from coalition.store import driver
-from coalition.store.driver import Statement
+from coalition.store.driver import IN_LIST, Statement
 from coalition.store.schema import referrals
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -71,17 +71,14 @@ def pending_referrers(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str, s
     referred = sorted(set(member_ids))
     if not referred:
         return {}
-    return dict(
-        uow.connection.execute(
-            select(referrals.c.referred_member_id, referrals.c.referrer_member_id).where(
-                referrals.c.referred_member_id.in_(referred),
-                referrals.c.reward_time.is_(None),
-            )
-        ).all()
-    )
+    return dict(driver.execute(uow, PENDING_REFERRERS, (referred,)).fetchall())
 
 
-# On every earn's path: a statement built once, on the driver (store/driver.py).
+# On every earn's path: statements built once, on the driver (store/driver.py).
+PENDING_REFERRERS = Statement(
+    "SELECT referred_member_id, referrer_member_id FROM referrals"
+    f" WHERE referred_member_id {IN_LIST} %s AND reward_time IS NULL"
+)
 PENDING_REFERRER = Statement(
     "SELECT referrer_member_id FROM referrals WHERE referred_member_id = %s AND reward_time IS NULL"
 )

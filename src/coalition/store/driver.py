@@ -9,6 +9,7 @@ psycopg prepares a statement after a few uses on a connection, and sqlite3 cache
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,14 +19,19 @@ from sqlalchemy.exc import DBAPIError
 
 from coalition.store.unit_of_work import UnitOfWork
 
+# `column IN_LIST` matches any value of one list parameter, in one statement text whatever
+# the list's length: `= ANY(array)` on PostgreSQL, `json_each` of the list as JSON on SQLite.
+IN_LIST = "IN_LIST"
+
 
 class Statement:
     """One SQL text for both drivers: psycopg takes `%s`, sqlite3 takes `?`."""
 
     def __init__(self, sql: str) -> None:
         assert "?" not in sql, "write placeholders as %s"
-        self.postgresql = sql
-        self.sqlite = sql.replace("%s", "?")
+        self.postgresql = sql.replace(f"{IN_LIST} %s", "= ANY(%s)")
+        self.sqlite = sql.replace(f"{IN_LIST} %s", "IN (SELECT value FROM json_each(%s))")
+        self.sqlite = self.sqlite.replace("%s", "?")
 
 
 def execute(uow: UnitOfWork, statement: Statement, parameters: Sequence[Any]) -> Any:
@@ -66,7 +72,9 @@ def cursor_of(uow: UnitOfWork) -> Any:
 
 def sqlite_value(value: Any) -> Any:
     """A parameter as SQLite stores it: an aware datetime as SQLAlchemy's UTC text
-    (schema.UtcDateTime), anything else unchanged."""
+    (schema.UtcDateTime), a list (of IN_LIST) as JSON, anything else unchanged."""
+    if isinstance(value, list):
+        return json.dumps(value)
     if isinstance(value, datetime):
         assert value.tzinfo is not None, "naive datetimes never reach the database"
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
