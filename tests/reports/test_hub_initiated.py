@@ -12,7 +12,6 @@ from sqlalchemy import Engine, select
 from coalition.domain.errors import NotFound
 from coalition.domain.hub_partner import HUB_PARTNER_ID
 from coalition.events.stream import START, read_events
-from coalition.identity.members import MemberReference
 from coalition.ledger import operations
 from coalition.reconciliation import integrity
 from coalition.reconciliation.matching import Deadline, ReportSubmission, submit_report
@@ -138,4 +137,3 @@ def test_the_api_refuses_hub_request_ids(
         stub.Earn(request, metadata=api_key(engine, "test-air"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert balance(engine, member_id) == 0
-
