@@ -101,6 +101,18 @@ def test_finance_runs_and_a_partner_reads_streams_and_acknowledges_its_own(
         metadata=coffee,
     )
     assert repeated.statement.acknowledge_time == acknowledged.statement.acknowledge_time
+    # the countersignature is readable back, and checkable offline by anyone
+    read_back = stub.GetSettlement(
+        messages.GetSettlementRequest(statement_id=statement_id), metadata=finance
+    ).statement.acknowledgement
+    assert read_back.signature == signature
+    assert read_back.partner_public_key == signing.raw_public_key(coffee_acknowledgement_key)
+    assert read_back.acknowledge_time == acknowledged.statement.acknowledge_time
+    assert signing.acknowledgement_valid(
+        read_back.partner_public_key, got.statement_hash, read_back.signature
+    )
+    listed_again = stub.ListSettlements(messages.ListSettlementsRequest(), metadata=coffee)
+    assert listed_again.statements[0].acknowledgement.signature == signature
 
 
 def test_signing_keys_are_published_to_every_role(
@@ -207,7 +219,8 @@ def test_bad_input_gets_a_precise_status_and_changes_nothing(
             metadata=coffee,
         ),
         Code.INVALID_ARGUMENT,
-        "INVALID_FIELD",
+        # as docs/settlement.md promises: a malformed signature is an invalid one
+        "ACKNOWLEDGEMENT_SIGNATURE_INVALID",
         ("signature",),
     )
     got = stub.GetSettlement(
