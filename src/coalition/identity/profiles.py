@@ -17,7 +17,7 @@ from sqlalchemy import insert, select
 
 from coalition.identity.consent import Consent, consents_in_force
 from coalition.identity.members import MemberReference, get_member, resolve
-from coalition.ledger.journal import member_balance
+from coalition.ledger.availability import available_points
 from coalition.programme.tiers import current_tier
 from coalition.store.schema import CONSENT_SCOPES, member_profiles, partner_links, profile_reads
 from coalition.store.unit_of_work import UnitOfWork
@@ -69,7 +69,7 @@ def read_profile(
     with uow:
         member_id = resolve(uow, reader.partner_id, reference)
         granted, withheld = split_scopes(consents_in_force(uow, member_id, reader.partner_id))
-        profile = _profile(uow, member_id, reader.partner_id, granted, withheld)
+        profile = _profile(uow, member_id, reader.partner_id, granted, withheld, now)
         uow.connection.execute(
             insert(profile_reads).values(
                 member_id=member_id,
@@ -110,6 +110,7 @@ def _profile(
     partner_id: str,
     granted: tuple[str, ...],
     withheld: tuple[tuple[str, Withholding], ...],
+    now: datetime,
 ) -> SharedProfile:
     # Each field is read only when its scope is granted: what is not shared is never loaded.
     member = get_member(uow, member_id) if BASIC in granted else None
@@ -130,7 +131,9 @@ def _profile(
         linked_to_reader=_linked_to(uow, member_id, partner_id),
         display_name=member.display_name if member else None,
         create_time=member.create_time if member else None,
-        balance_points=member_balance(uow, member_id) if BALANCE in granted else None,
+        balance_points=available_points(uow, member_id, now).spendable_points
+        if BALANCE in granted
+        else None,
         tier_id=current_tier(uow, member_id).tier.tier_id if TIER in granted else None,
         preferences=(
             tuple(sorted(json.loads(preferences_text).items()) if preferences_text else ())

@@ -222,7 +222,7 @@ class _SetBasedBatch:
         rate_versions = list_rate_versions(self.uow, self.partner_id)
         for item in items:
             try:
-                item.occurred_at = _occurred_at(item.command.occurred_at, self.now)
+                item.occurred_at = _occurred_at(item.command.occurred_at, self.now, partner)
                 item.rate = _rate_at(rate_versions, self.partner_id, item.occurred_at)
                 item.points = _points_earned(
                     partner, item.rate, item.command.spend, item.command.native_points

@@ -29,6 +29,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from coalition.domain.occurrence import BACKDATING_DAYS_MAX_DEFAULT
+
 # Naming convention so that Alembic migrations name constraints the same on both databases.
 metadata = MetaData(
     naming_convention={
@@ -72,6 +74,13 @@ partners = Table(
     Column("currency", String(3), nullable=False),
     Column("roles", String(200), nullable=False),  # comma-separated roles its keys may hold
     Column("points_validity_months", Integer, nullable=True),  # NULL: never expire
+    # How many days before now an operation's occurred_at may lie (migration 0009).
+    Column(
+        "backdating_days_max",
+        Integer,
+        nullable=False,
+        server_default=str(BACKDATING_DAYS_MAX_DEFAULT),
+    ),
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
     # Base64 raw Ed25519 key the partner countersigns settlement statements with (migration
