@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from coalition.api.server import Hub
 from coalition.settlement import signing
@@ -265,3 +265,21 @@ def test_the_hub_refuses_to_start_with_a_key_others_can_read(
     signing_key_path.chmod(mode)
     with pytest.raises(SigningKeyError, match="chmod 600"):
         Hub(engine, "127.0.0.1:0", signing_key_path)
+
+
+def test_running_every_partner_answers_the_statements_made_and_each_failure(
+    engine: Engine, ledger: Ledger, stub: settlement_service_pb2_grpc.SettlementServiceStub
+) -> None:
+    january_traffic(ledger)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE journal_transactions SET rate_version_id = NULL "
+                "WHERE partner_id = 'test-air'"
+            )
+        )
+    ran = run_january(stub, api_key(engine, "fin", "finance"))
+    assert [s.partner_id for s in ran.statements] == ["test-cinema", "test-coffee"]
+    assert list(ran.created) == [True, True]
+    (failure,) = ran.failures
+    assert (failure.partner_id, failure.reason) == ("test-air", "ENTRY_WITHOUT_RATE_VERSION")
