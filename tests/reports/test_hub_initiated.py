@@ -3,11 +3,12 @@ reports and event streams agree on them, and no partner can reach their request 
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from coalition.domain.errors import NotFound
 from coalition.domain.hub_partner import HUB_PARTNER_ID
@@ -137,3 +138,37 @@ def test_the_api_refuses_hub_request_ids(
         stub.Earn(request, metadata=api_key(engine, "test-air"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert balance(engine, member_id) == 0
+
+
+def test_migration_0010_rehomes_bonuses_paid_before_it(engine: Engine) -> None:
+    """A database with bonuses in the old form (under the earning partner, `referral:` ids,
+    their events on its stream) proves sound and private once 0010 has run."""
+    referrer, referred = paid_referral(engine)
+    with engine.begin() as connection:
+        for role in ("referred", "referrer"):
+            old_id, new_id = f"referral:{referred}:{role}", f"hub/referral/{referred}/{role}"
+            connection.execute(
+                text(
+                    "UPDATE events SET partner_id = 'test-air' WHERE transaction_id = "
+                    "(SELECT transaction_id FROM journal_transactions WHERE request_id = :new)"
+                ),
+                {"new": new_id},
+            )
+            connection.execute(
+                text(
+                    "UPDATE journal_transactions SET partner_id = 'test-air', request_id = :old "
+                    "WHERE request_id = :new"
+                ),
+                {"old": old_id, "new": new_id},
+            )
+    failing = integrity.prove(UnitOfWork(engine, read_only=True), None, None, lambda _: None)
+    assert [r.name for r in failing.failed] == ["idempotency_keys_map_to_one_transaction"]
+    migration = importlib.import_module("coalition.store.migrations.versions.0010_hub_initiated")
+    with engine.begin() as connection:
+        migration.rehome(connection)
+    report = integrity.prove(UnitOfWork(engine, read_only=True), None, None, lambda _: None)
+    assert [result.name for result in report.failed] == []
+    with UnitOfWork(engine, read_only=True) as uow:
+        events = [e.member_id for e in read_events(uow, "test-air", START, 100)]
+    assert events == [referred]
+    assert balance(engine, referrer) == BONUS
