@@ -180,7 +180,7 @@ def _settle_verify(arguments: argparse.Namespace) -> int:
     public_key = verify.read_public_key(arguments.public_key)
     try:
         manifest = _verify_manifest(arguments)
-    except (ManifestError, OSError, ValueError) as error:
+    except (ManifestError, OSError, ValueError, KeyError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     result = verify.verify_export(arguments.directory, public_key, arguments.previous, manifest)
