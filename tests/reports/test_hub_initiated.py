@@ -12,8 +12,10 @@ from sqlalchemy import Engine, select, text
 
 from coalition.domain.errors import NotFound
 from coalition.domain.hub_partner import HUB_PARTNER_ID
+from coalition.domain.points import Money
 from coalition.events.stream import START, read_events
-from coalition.ledger import operations
+from coalition.identity.members import MemberReference
+from coalition.ledger import batch, operations
 from coalition.reconciliation import integrity
 from coalition.reconciliation.matching import Deadline, ReportSubmission, submit_report
 from coalition.reconciliation.runs import rfc3339
@@ -172,3 +174,22 @@ def test_migration_0010_rehomes_bonuses_paid_before_it(engine: Engine) -> None:
         events = [e.member_id for e in read_events(uow, "test-air", START, 100)]
     assert events == [referred]
     assert balance(engine, referrer) == BONUS
+
+
+def test_a_batch_with_a_partner_id_that_looks_like_a_bonus_loses_nothing(engine: Engine) -> None:
+    """Found by an independent client: a per-item BatchEarn holding such an id failed
+    whole (INTERNAL) when the bonus it triggered claimed the same id."""
+    referrer = enrol(engine, "alice")
+    referred = enrol(engine, "bob", code_of(engine, referrer))
+    items = [
+        operations.EarnCommand(
+            request_id=request_id,
+            member=MemberReference(member_id=referred),
+            spend=Money(5_000, "EUR"),
+            occurred_at=NOW,
+        )
+        for request_id in (f"referral:{referred}:referred", "b2")
+    ]
+    result = batch.batch_earn(UnitOfWork(engine), "test-air", items, False, NOW)
+    assert result.applied_count == 2
+    assert balance(engine, referred) == 100 + BONUS and balance(engine, referrer) == BONUS
