@@ -49,7 +49,11 @@ def rate(
     )
 
 
-# Test partners, independent of the demo manifests in partners/.
+# Test partners, independent of the demo manifests in partners/. They allow backdating by
+# years (the documented default is 7 days) because the tests place traffic across rate
+# versions and validity periods at chosen instants; the default's own tests
+# (tests/integration/test_backdating.py) declare partners without it.
+TESTS_BACKDATING_DAYS_MAX = 3_660
 COFFEE = PartnerManifest(
     partner_id="test-coffee",
     name="Test Coffee",
@@ -61,6 +65,7 @@ COFFEE = PartnerManifest(
         rate(datetime(2025, 1, 1, tzinfo=UTC), earn="0.1", burn="5"),
         rate(datetime(2026, 1, 1, tzinfo=UTC), earn="0.2", burn="5"),
     ),
+    backdating_days_max=TESTS_BACKDATING_DAYS_MAX,
 )
 AIR = PartnerManifest(
     partner_id="test-air",
@@ -70,6 +75,7 @@ AIR = PartnerManifest(
     roles=("partner",),
     points_validity_months=36,
     rate_versions=(rate(datetime(2025, 1, 1, tzinfo=UTC), earn="1", burn="1", native="0.5"),),
+    backdating_days_max=TESTS_BACKDATING_DAYS_MAX,
 )
 CINEMA = PartnerManifest(
     partner_id="test-cinema",
@@ -79,6 +85,7 @@ CINEMA = PartnerManifest(
     roles=("partner",),
     points_validity_months=12,
     rate_versions=(rate(datetime(2025, 6, 1, tzinfo=UTC), earn="1", burn="0.85"),),
+    backdating_days_max=TESTS_BACKDATING_DAYS_MAX,
 )
 TEST_PARTNERS = (COFFEE, AIR, CINEMA)
 

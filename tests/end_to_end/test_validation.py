@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from sqlalchemy import Engine
 
 from coalition.v1 import common_pb2, member_service_pb2, points_service_pb2
@@ -76,6 +77,22 @@ def valid_request(method: str, funded: Funded) -> Any:
         return points_service_pb2.QuoteRequest(burn_points=10, member=by_id(funded.member_id))
     if method == "GetReferralCode":
         return member_service_pb2.GetReferralCodeRequest(member_id=funded.member_id)
+    if method == "AuthorizeBurn":
+        return points_service_pb2.AuthorizeBurnRequest(
+            request_id=new_id(),
+            member=by_id(funded.member_id),
+            points=10,
+            ttl=duration_pb2.Duration(seconds=60),
+        )
+    if method == "BatchEarn":
+        item = points_service_pb2.EarnRequest(
+            request_id=new_id(),
+            member=by_id(funded.member_id),
+            spend=common_pb2.Money(amount_minor=1_999, currency="CNY"),
+        )
+        return points_service_pb2.BatchEarnRequest(
+            items=[item], mode=points_service_pb2.BATCH_EARN_MODE_PER_ITEM
+        )
     assert method == "GetBalance", method
     return points_service_pb2.GetBalanceRequest(member=by_id(funded.member_id))
 
@@ -396,6 +413,40 @@ CASES = [
         put("member_id", "mem_0"),
         NOT_FOUND,
         "MEMBER_NOT_FOUND",
+    ),
+    # Found by an independent client: an unknown enum value ran as per-item, and a Duration
+    # with nanos out of range or below a second was rounded into a TTL.
+    *(
+        invalid(f"BatchEarn-mode-{mode}", "BatchEarn", put("mode", mode), "mode")
+        for mode in (0, 3, 99, -3)
+    ),
+    invalid(
+        "AuthorizeBurn-ttl-nanos-out-of-range",
+        "AuthorizeBurn",
+        put("ttl.nanos", 2_000_000_000),
+        "ttl.nanos",
+    ),
+    invalid(
+        "AuthorizeBurn-ttl-nanos-against-seconds",
+        "AuthorizeBurn",
+        put("ttl.nanos", -1_000),
+        "ttl.nanos",
+    ),
+    invalid(
+        "AuthorizeBurn-ttl-sub-second",
+        "AuthorizeBurn",
+        both(put("ttl.seconds", 0), put("ttl.nanos", 500_000_000)),
+        "ttl.nanos",
+    ),
+    invalid(
+        "AuthorizeBurn-ttl-fraction-of-a-second",
+        "AuthorizeBurn",
+        put("ttl.nanos", 1_000),
+        "ttl.nanos",
+    ),
+    invalid("AuthorizeBurn-ttl-zero", "AuthorizeBurn", put("ttl.seconds", 0), "ttl"),
+    invalid(
+        "AuthorizeBurn-ttl-over-a-week", "AuthorizeBurn", put("ttl.seconds", 7 * 86_400 + 1), "ttl"
     ),
     # Reads
     invalid("Quote-operation-missing", "Quote", clear("burn_points"), "operation"),

@@ -129,14 +129,16 @@ def void(
     return hold_operations.void_burn(UnitOfWork(engine), partner_id, command, at or now())
 
 
-def balance(engine: Engine, member_id: str, as_of: datetime | None = None) -> tuple[int, int]:
-    """(available, held) as GetBalance reports them."""
+def balance(
+    engine: Engine, member_id: str, as_of: datetime | None = None, at: datetime | None = None
+) -> tuple[int, int]:
+    """(available, held) as GetBalance reports them at `at` (default: now)."""
     result = operations.get_balance(
         UnitOfWork(engine, read_only=True),
         "test-air",
         MemberReference(member_id=member_id),
         as_of,
-        now(),
+        at or now(),
     )
     return result.balance_points, result.held_points
 

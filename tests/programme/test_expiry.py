@@ -11,11 +11,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from coalition.domain.errors import InvalidArgument
+from coalition.domain.errors import FailedPrecondition, InvalidArgument
 from coalition.ledger.expiry import breakage_coalition_share, expire_lots
 from coalition.ledger.system_accounts import COALITION_PROMOTIONS_ACCOUNT_ID
 from coalition.programme.config import Programme, using_programme
-from coalition.store.schema import journal_transactions, lot_expiries, lots, postings
+from coalition.store.schema import (
+    journal_transactions,
+    lot_consumptions,
+    lot_expiries,
+    lots,
+    postings,
+)
 from coalition.store.unit_of_work import UnitOfWork
 from tests.programme.conftest import (
     PLAIN,
@@ -55,9 +61,10 @@ def posted(engine: Engine, account_id: str) -> int:
 
 def test_expiry_posts_breakage_to_the_issuer_once(engine: Engine) -> None:
     member_id = enroll(engine)
-    earn(engine, member_id, 1_000, "test-cinema", occurred_at=CINEMA_EARNED_AT)  # 10 points
-    earn(engine, member_id, 700, "test-air")  # 7 points, valid for 36 months
-    burn(engine, member_id, 4, "test-air")  # from the cinema lot: it expires first
+    earn(engine, member_id, 1_000, "test-cinema", at=CINEMA_EARNED_AT)  # 10 points
+    earn(engine, member_id, 700, "test-air", at=CINEMA_EARNED_AT)  # 7, valid for 36 months
+    # from the cinema lot: it expires first
+    burn(engine, member_id, 4, "test-air", at=CINEMA_EARNED_AT + timedelta(hours=1))
     assert expire(engine, CINEMA_EXPIRES_AT - timedelta(seconds=1)) == (0, 0)
 
     assert expire(engine, AFTER_EXPIRY) == (1, 6)
@@ -89,21 +96,25 @@ def test_batches_are_bounded_and_cover_every_lot(engine: Engine) -> None:
 
 def test_as_of_in_the_future_is_refused_and_changes_nothing(engine: Engine) -> None:
     member_id = enroll(engine)
-    earn(engine, member_id, 1_000, "test-cinema", occurred_at=CINEMA_EARNED_AT)
+    earn(engine, member_id, 1_000, "test-cinema", at=CINEMA_EARNED_AT)
     with pytest.raises(InvalidArgument) as caught:
         expire(engine, now() + timedelta(days=1))
     assert caught.value.reason == "AS_OF_IN_FUTURE"
-    assert balance(engine, member_id) == (10, 0)
+    assert balance(engine, member_id, as_of=now()) == (10, 0)  # the books as posted
 
 
 def test_held_points_do_not_expire_and_expire_after_release(engine: Engine) -> None:
     member_id = enroll(engine)
-    earn(engine, member_id, 1_000, "test-cinema", occurred_at=CINEMA_EARNED_AT)
-    hold = authorize(engine, member_id, 4, "test-cinema")
+    earn(engine, member_id, 1_000, "test-cinema", at=CINEMA_EARNED_AT)
+    week = timedelta(days=7)
+    hold = authorize(
+        engine, member_id, 4, "test-cinema", ttl=week, at=CINEMA_EXPIRES_AT - timedelta(hours=1)
+    )
     assert expire(engine, AFTER_EXPIRY) == (1, 6)
-    assert balance(engine, member_id) == (0, 4)
-    void(engine, hold.hold.hold_id, "test-cinema")  # the points return to the expired lot
-    assert balance(engine, member_id) == (4, 0)
+    assert balance(engine, member_id, at=AFTER_EXPIRY - timedelta(hours=1)) == (0, 4)
+    # the points return to the expired lot: not spendable, though the job has not run
+    void(engine, hold.hold.hold_id, "test-cinema", at=AFTER_EXPIRY)
+    assert balance(engine, member_id, at=AFTER_EXPIRY) == (0, 0)
     assert expire(engine, AFTER_EXPIRY) == (1, 4), "a second round for the returned points"
     with engine.connect() as connection:
         rounds = connection.execute(
@@ -118,8 +129,8 @@ def test_coalition_funded_bonus_breakage_returns_to_the_coalition(engine: Engine
     double = Programme(PLAIN.ladder, (promotion("double", multiplier=Decimal(3)),))
     member_id = enroll(engine)
     with using_programme(double):  # 10 base + 20 coalition-funded
-        earn(engine, member_id, 1_000, "test-cinema", occurred_at=CINEMA_EARNED_AT)
-    burn(engine, member_id, 9, "test-cinema")
+        earn(engine, member_id, 1_000, "test-cinema", at=CINEMA_EARNED_AT)
+    burn(engine, member_id, 9, "test-cinema", at=CINEMA_EARNED_AT + timedelta(hours=1))
     assert expire(engine, AFTER_EXPIRY) == (1, 21)
     # 21 of 30 remain; the coalition funded 2/3 of the lot: 14 go back to it, 7 are breakage.
     assert posted(engine, "partner:test-cinema:breakage") == 7
@@ -211,3 +222,32 @@ def test_jobs_expire_command_is_idempotent(
     ]
     assert "AS_OF_IN_FUTURE" in output.err
     assert balance(engine, member_id) == (0, 0)
+
+
+def test_a_lot_past_its_expiry_is_never_spent_or_counted_though_the_job_has_not_run(
+    engine: Engine,
+) -> None:
+    """Found by an independent client: expired points stayed spendable until the job ran."""
+    member_id = enroll(engine)
+    earn(engine, member_id, 1_000, "test-cinema", at=CINEMA_EARNED_AT)  # 10, expire first
+    earn(engine, member_id, 700, "test-air", at=CINEMA_EARNED_AT)  # 7, for 36 months
+    assert balance(engine, member_id, at=AFTER_EXPIRY) == (7, 0)
+    for debit in (burn, authorize):
+        with pytest.raises(FailedPrecondition) as refused:
+            debit(engine, member_id, 8, "test-air", at=AFTER_EXPIRY)
+        assert refused.value.reason == "INSUFFICIENT_POINTS"
+    burned = burn(engine, member_id, 5, "test-air", at=AFTER_EXPIRY)
+    assert burned.balance_points == 2
+    # the burn expired the due lot first, under the member's lock, and spent only the other
+    assert posted(engine, "partner:test-cinema:breakage") == 10
+    with engine.connect() as connection:
+        consumed_from = connection.execute(
+            select(lots.c.partner_id, func.sum(lot_consumptions.c.points))
+            .join(lots, lots.c.lot_id == lot_consumptions.c.lot_id)
+            .where(lot_consumptions.c.burn_transaction_id == burned.transaction.transaction_id)
+            .group_by(lots.c.partner_id)
+        ).all()
+    assert [tuple(row) for row in consumed_from] == [("test-air", 5)]
+    assert expire(engine, AFTER_EXPIRY) == (0, 0), "nothing left for the job"
+    assert balance(engine, member_id, at=AFTER_EXPIRY) == (2, 0)
+    assert_programme_sound(engine)

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from coalition.api.server import Hub
 from coalition.settlement import signing
@@ -101,6 +101,18 @@ def test_finance_runs_and_a_partner_reads_streams_and_acknowledges_its_own(
         metadata=coffee,
     )
     assert repeated.statement.acknowledge_time == acknowledged.statement.acknowledge_time
+    # the countersignature is readable back, and checkable offline by anyone
+    read_back = stub.GetSettlement(
+        messages.GetSettlementRequest(statement_id=statement_id), metadata=finance
+    ).statement.acknowledgement
+    assert read_back.signature == signature
+    assert read_back.partner_public_key == signing.raw_public_key(coffee_acknowledgement_key)
+    assert read_back.acknowledge_time == acknowledged.statement.acknowledge_time
+    assert signing.acknowledgement_valid(
+        read_back.partner_public_key, got.statement_hash, read_back.signature
+    )
+    listed_again = stub.ListSettlements(messages.ListSettlementsRequest(), metadata=coffee)
+    assert listed_again.statements[0].acknowledgement.signature == signature
 
 
 def test_signing_keys_are_published_to_every_role(
@@ -207,7 +219,8 @@ def test_bad_input_gets_a_precise_status_and_changes_nothing(
             metadata=coffee,
         ),
         Code.INVALID_ARGUMENT,
-        "INVALID_FIELD",
+        # as docs/settlement.md promises: a malformed signature is an invalid one
+        "ACKNOWLEDGEMENT_SIGNATURE_INVALID",
         ("signature",),
     )
     got = stub.GetSettlement(
@@ -252,3 +265,21 @@ def test_the_hub_refuses_to_start_with_a_key_others_can_read(
     signing_key_path.chmod(mode)
     with pytest.raises(SigningKeyError, match="chmod 600"):
         Hub(engine, "127.0.0.1:0", signing_key_path)
+
+
+def test_running_every_partner_answers_the_statements_made_and_each_failure(
+    engine: Engine, ledger: Ledger, stub: settlement_service_pb2_grpc.SettlementServiceStub
+) -> None:
+    january_traffic(ledger)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE journal_transactions SET rate_version_id = NULL "
+                "WHERE partner_id = 'test-air'"
+            )
+        )
+    ran = run_january(stub, api_key(engine, "fin", "finance"))
+    assert [s.partner_id for s in ran.statements] == ["test-cinema", "test-coffee"]
+    assert list(ran.created) == [True, True]
+    (failure,) = ran.failures
+    assert (failure.partner_id, failure.reason) == ("test-air", "ENTRY_WITHOUT_RATE_VERSION")

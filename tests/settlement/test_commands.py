@@ -6,7 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from coalition import cli
 from coalition.settlement.export import ENTRIES_FILE
@@ -124,3 +124,104 @@ def test_signing_and_settle_commands_prepare_an_empty_database_like_every_comman
     )
     assert run("keys", "signing", "list", "--db", database_url) == 0
     assert "active" in capsys.readouterr().out
+
+
+def test_settling_every_partner_settles_the_rest_when_one_fails_and_says_which(
+    engine: Engine,
+    database_url: str,
+    ledger: Ledger,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """test-air, the first partner in id order, has an unpriceable entry: test-cinema and
+    test-coffee are settled and printed all the same, and the exit status says one failed."""
+    january_traffic(ledger)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE journal_transactions SET rate_version_id = NULL "
+                "WHERE partner_id = 'test-air'"
+            )
+        )
+    key_path = tmp_path / "keys" / "hub.pem"
+    assert (
+        run("keys", "signing", "generate", "--signing-key", str(key_path), "--db", database_url)
+        == 0
+    )
+    capsys.readouterr()
+    settle = ("settle", "run", "--period", "2026-01-31", "--signing-key", str(key_path))
+    assert run(*settle, "--db", database_url) == 1
+    printed = capsys.readouterr()
+    assert "created  test-cinema-20260131" in printed.out
+    assert "created  test-coffee-20260131" in printed.out
+    assert "FAILED  test-air  ENTRY_WITHOUT_RATE_VERSION" in printed.err
+    assert "1 of 3 partner(s) not settled" in printed.err
+    # a second run finds the two statements and still reports the failure
+    assert run(*settle, "--db", database_url) == 1
+    assert "existing  test-coffee-20260131" in capsys.readouterr().out
+
+
+def test_verify_names_only_what_it_checked_and_takes_the_partners_manifest(
+    engine: Engine,
+    database_url: str,
+    ledger: Ledger,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    january_traffic(ledger)
+    key_path = tmp_path / "keys" / "hub.pem"
+    assert (
+        run("keys", "signing", "generate", "--signing-key", str(key_path), "--db", database_url)
+        == 0
+    )
+    for period in ("2026-01-31", "2026-02-28"):
+        settle = ("settle", "run", "--period", period, "--partner", "test-coffee")
+        assert run(*settle, "--signing-key", str(key_path), "--db", database_url) == 0
+    for statement_id in ("test-coffee-20260131", "test-coffee-20260228"):
+        out = tmp_path / statement_id
+        assert run("settle", "export", statement_id, "--out", str(out), "--db", database_url) == 0
+    capsys.readouterr()
+    public_key = ("--public-key", str(key_path.with_suffix(".pub")))
+    february = str(tmp_path / "test-coffee-20260228")
+    assert run("settle", "verify", february, *public_key) == 0
+    printed = capsys.readouterr().out
+    verified_line = next(line for line in printed.splitlines() if line.startswith("verified:"))
+    assert "chain" not in verified_line
+    assert "not checked: chain" in printed
+    manifests = tmp_path / "partners"
+    manifests.mkdir()
+    (manifests / "test-coffee.toml").write_text(COFFEE_MANIFEST_TOML)
+    previous = ("--previous", str(tmp_path / "test-coffee-20260131"))
+    assert (
+        run("settle", "verify", february, *public_key, *previous, "--partners", str(manifests)) == 0
+    )
+    verified_line = capsys.readouterr().out.splitlines()[0]
+    assert "chain" in verified_line and "prices" in verified_line
+    # a manifest with other prices fails
+    (manifests / "test-coffee.toml").write_text(COFFEE_MANIFEST_TOML.replace('"6.0"', '"6.5"'))
+    assert run("settle", "verify", february, *public_key, "--partners", str(manifests)) == 1
+    assert "FAILED manifest:" in capsys.readouterr().err
+
+
+# tests.conftest.COFFEE as its partners/test-coffee.toml
+COFFEE_MANIFEST_TOML = """
+name = "Test Coffee"
+kind = "coffee_chain"
+currency = "CNY"
+roles = ["partner", "merchant"]
+points_validity_months = 24
+
+[[rate_versions]]
+effective_from = 2025-01-01T00:00:00Z
+earn_points_per_unit = "0.1"
+burn_value_minor_per_point = "5"
+issuance_price_minor_per_point = "6.0"
+redemption_price_minor_per_point = "4.5"
+
+[[rate_versions]]
+effective_from = 2026-01-01T00:00:00Z
+earn_points_per_unit = "0.2"
+burn_value_minor_per_point = "5"
+issuance_price_minor_per_point = "6.0"
+redemption_price_minor_per_point = "4.5"
+"""

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
 from coalition.domain.errors import FailedPrecondition, NotFound
+from coalition.identity.members import MemberReference
+from coalition.ledger import hold_operations
 from coalition.settlement import keys, service, signing
 from coalition.settlement.format import GENESIS_HASH
 from coalition.settlement.merkle import EMPTY_ROOT
@@ -264,3 +266,35 @@ def test_statement_body_is_canonical_json_with_integers_as_strings(
         return [value] if isinstance(value, int | float) and not isinstance(value, bool) else []
 
     assert numbers_in(json.loads(result.statement.body)) == []
+
+
+def test_a_captured_hold_settles_at_the_holds_rate(
+    engine: Engine,
+    ledger: Ledger,
+    signer: Signer,
+    public_key: bytes,
+    exporter: Callable[[str], Path],
+) -> None:
+    """A capture is a redemption priced at its hold's rate version (docs/programme.md)."""
+    member_id = ledger.member()
+    ledger.earn(member_id, 10_000, at(10))  # 20 points
+    command = hold_operations.AuthorizeCommand(
+        request_id="hold-1",
+        member=MemberReference(member_id=member_id),
+        ttl=timedelta(minutes=15),
+        points=8,
+    )
+    held = hold_operations.authorize_burn(UnitOfWork(engine), "test-coffee", command, at(11))
+    capture = hold_operations.CaptureCommand("capture-1", held.hold.hold_id, 6)
+    captured = hold_operations.capture_burn(
+        UnitOfWork(engine), "test-coffee", capture, at(11) + timedelta(minutes=1)
+    )
+    assert captured.transaction.rate_version_id == V2026
+    (january,) = settle(engine, signer, JANUARY)
+    body = january.statement.body_document()
+    assert body["points"]["redeemed"] == "6"
+    assert body["money"]["owed_by_hub_minor"] == "27"  # 6 x 4.5
+    assert verify_export(exporter(january.statement.statement_id), public_key).failures == []
+    # and the partner stays settleable
+    (february,) = settle(engine, signer, FEBRUARY)
+    assert february.statement.sequence_number == 2

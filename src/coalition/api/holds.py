@@ -121,12 +121,18 @@ def _close_fields(result: HoldResult, privacy: MemberPrivacy) -> dict[str, Any]:
 def _ttl(parser: RequestParser, request: messages.AuthorizeBurnRequest) -> timedelta:
     if not request.HasField("ttl"):
         return HOLD_TTL_DEFAULT
-    ttl_nanos = request.ttl.seconds * 10**9 + request.ttl.nanos
-    if not 0 < ttl_nanos <= int(HOLD_TTL_MAX.total_seconds()) * 10**9 or request.ttl.nanos < 0:
+    ttl = parser.duration(request, "ttl")
+    if ttl is None:  # malformed, and already reported
+        return HOLD_TTL_DEFAULT
+    if not timedelta(0) < ttl <= HOLD_TTL_MAX:
         parser.fault("ttl", f"must be positive and at most {int(HOLD_TTL_MAX.total_seconds())} s")
         return HOLD_TTL_DEFAULT
-    # Whole seconds: the TTL is part of the request fingerprint and of the expiry instant.
-    return timedelta(seconds=max(1, request.ttl.seconds))
+    # Whole seconds: the TTL is part of the request fingerprint (in seconds), so a
+    # sub-second part would either be lost or make two different TTLs one request.
+    if ttl.microseconds:
+        parser.fault("ttl.nanos", "whole seconds only: must be 0")
+        return HOLD_TTL_DEFAULT
+    return ttl
 
 
 def _now() -> datetime:

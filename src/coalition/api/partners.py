@@ -117,14 +117,10 @@ class PartnerServicer(partner_service_pb2_grpc.PartnerServiceServicer):
         principal_id = parser.identifier(
             request.principal_id, "principal_id", length_max=PRINCIPAL_ID_LENGTH_MAX
         )
-        if request.role not in ROLES:
-            parser.fault(
-                "role", "required: ROLE_PARTNER, ROLE_MERCHANT, ROLE_FINANCE or ROLE_ADMIN"
-            )
+        role = parser.choice(request.role, ROLES, "role")
         parser.done()
-        issued = credentials.issue_key(
-            self._unit_of_work(), principal_id, ROLES[request.role], datetime.now(UTC)
-        )
+        assert role is not None
+        issued = credentials.issue_key(self._unit_of_work(), principal_id, role, datetime.now(UTC))
         return messages.CreateApiKeyResponse(key_id=issued.key_id, api_key=issued.api_key)
 
     def RevokeApiKey(

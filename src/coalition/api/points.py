@@ -23,6 +23,12 @@ from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import points_service_pb2 as messages
 from coalition.v1 import points_service_pb2_grpc
 
+# BatchEarn's mode -> all or nothing.
+BATCH_EARN_MODES = {
+    messages.BATCH_EARN_MODE_ALL_OR_NOTHING: True,
+    messages.BATCH_EARN_MODE_PER_ITEM: False,
+}
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -50,8 +56,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         parser = RequestParser()
         if not 0 < len(request.items) <= batch_earn.BATCH_EARN_ITEMS_MAX:
             parser.fault("items", f"1 to {batch_earn.BATCH_EARN_ITEMS_MAX} earns")
-        if request.mode == messages.BATCH_EARN_MODE_UNSPECIFIED:
-            parser.fault("mode", "required: ALL_OR_NOTHING or PER_ITEM")
+        all_or_nothing = parser.choice(request.mode, BATCH_EARN_MODES, "mode")
         parser.done()
         items: list[operations.EarnCommand | CoalitionError] = []
         for item in request.items:
@@ -59,7 +64,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
                 items.append(_earn_command(item))
             except CoalitionError as error:
                 items.append(error)
-        all_or_nothing = request.mode == messages.BATCH_EARN_MODE_ALL_OR_NOTHING
+        assert all_or_nothing is not None
         result = batch_earn.batch_earn(
             self._unit_of_work(), caller_partner_id(), items, all_or_nothing, _now()
         )

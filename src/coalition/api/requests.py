@@ -11,9 +11,11 @@ import binascii
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from coalition.domain.currency import is_known_currency
@@ -38,6 +40,11 @@ INT_CURSOR_PATTERN = re.compile(r"[1-9][0-9]{0,18}")
 # Timestamps outside these years are mistakes, and beyond them Python cannot represent them.
 TIMESTAMP_SECONDS_MIN = int(datetime(1970, 1, 1, tzinfo=UTC).timestamp())
 TIMESTAMP_SECONDS_MAX = int(datetime(9999, 12, 31, tzinfo=UTC).timestamp())
+# google.protobuf.Duration's own range: about 10,000 years either way.
+DURATION_SECONDS_MAX = 315_576_000_000
+NANOS_MAX = 999_999_999
+
+Choice = TypeVar("Choice")
 
 
 class RequestParser:
@@ -109,6 +116,41 @@ class RequestParser:
             self.fault(f"{field}.nanos", "must be within 0 and 999999999")
             return None
         return value.ToDatetime(tzinfo=UTC)
+
+    def duration(self, request: Any, field: str) -> timedelta | None:
+        """A well-formed Duration (google/protobuf/duration.proto): seconds within its range,
+        nanos within +-999,999,999 and of the same sign as seconds. Microsecond precision;
+        finer nanos are refused, not rounded."""
+        if not request.HasField(field):
+            return None
+        value: Duration = getattr(request, field)
+        if not -DURATION_SECONDS_MAX <= value.seconds <= DURATION_SECONDS_MAX:
+            self.fault(f"{field}.seconds", f"must be within +-{DURATION_SECONDS_MAX}")
+            return None
+        if not -NANOS_MAX <= value.nanos <= NANOS_MAX:
+            self.fault(f"{field}.nanos", f"must be within -{NANOS_MAX} and {NANOS_MAX}")
+            return None
+        if (value.seconds > 0 and value.nanos < 0) or (value.seconds < 0 and value.nanos > 0):
+            self.fault(f"{field}.nanos", "must have the sign of seconds")
+            return None
+        if value.nanos % 1_000:
+            self.fault(f"{field}.nanos", "at most microsecond precision (a multiple of 1000)")
+            return None
+        return timedelta(seconds=value.seconds, microseconds=value.nanos // 1_000)
+
+    def choice(
+        self, value: int, choices: Mapping[Any, Choice], field: str, required: bool = True
+    ) -> Choice | None:
+        """An enum field: one of `choices` (keyed by enum number), or, when not `required`,
+        0 (UNSPECIFIED) for none. Any other number, UNSPECIFIED when required included, is a
+        client error: an unknown value is never read as a default."""
+        if value == 0 and not required:
+            return None
+        if value in choices:
+            return choices[value]
+        allowed = ", ".join(str(number) for number in sorted(choices))
+        self.fault(field, f"required: one of the enum values {allowed}, not {value}")
+        return None
 
     def member(self, request: Any, field: str = "member") -> MemberReference:
         reference = getattr(request, field)

@@ -15,10 +15,10 @@ import grpc
 from coalition.api import responses
 from coalition.api.interceptors import current_principal
 from coalition.api.requests import RequestParser, page_token_for
-from coalition.domain.errors import FailedPrecondition, NotFound
+from coalition.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from coalition.settlement import keys, service, signing
 from coalition.settlement.format import EVEN, HUB_PAYS_PARTNER, PARTNER_PAYS_HUB
-from coalition.settlement.service import Signer, Statement
+from coalition.settlement.service import Acknowledgement, Signer, Statement
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import settlement_service_pb2 as messages
 from coalition.v1 import settlement_service_pb2_grpc
@@ -43,7 +43,7 @@ def parse_period(parser: RequestParser, value: str, field: str = "period") -> da
 
 
 def statement_message(
-    statement: Statement, acknowledge_time: datetime | None
+    statement: Statement, acknowledgement: Acknowledgement | None
 ) -> messages.SettlementStatement:
     body = statement.body_document()
     money = body["money"]
@@ -66,8 +66,15 @@ def statement_message(
         signature=statement.signature,
         body=statement.body,
         acknowledge_time=None
-        if acknowledge_time is None
-        else responses.timestamp(acknowledge_time),
+        if acknowledgement is None
+        else responses.timestamp(acknowledgement.create_time),
+        acknowledgement=None
+        if acknowledgement is None
+        else messages.SettlementAcknowledgement(
+            partner_public_key=acknowledgement.partner_public_key,
+            signature=acknowledgement.signature,
+            acknowledge_time=responses.timestamp(acknowledgement.create_time),
+        ),
     )
 
 
@@ -97,12 +104,23 @@ class SettlementServicer(settlement_service_pb2_grpc.SettlementServiceServicer):
                 "SIGNING_KEY_NOT_CONFIGURED",
                 "this hub was started without a settlement signing key (--signing-key)",
             )
-        results = service.run_settlement(
+        outcomes = service.run_settlement(
             self._unit_of_work, period, partner_id, self._signer, datetime.now(UTC)
         )
+        results = [outcome for outcome in outcomes if isinstance(outcome, service.RunResult)]
+        failures = [
+            messages.SettlementFailure(
+                partner_id=outcome.partner_id,
+                reason=outcome.error.reason,
+                message=outcome.error.message,
+            )
+            for outcome in outcomes
+            if isinstance(outcome, service.PartnerFailure)
+        ]
         return messages.RunSettlementResponse(
             statements=[statement_message(result.statement, None) for result in results],
             created=[result.created for result in results],
+            failures=failures,
         )
 
     def GetSettlement(
@@ -113,7 +131,7 @@ class SettlementServicer(settlement_service_pb2_grpc.SettlementServiceServicer):
         parser.done()
         with self._unit_of_work(read_only=True) as uow:
             statement = service.get_statement(uow, statement_id, _own_partner_id())
-            acknowledged = service.acknowledge_times(uow, [statement_id])
+            acknowledged = service.acknowledgements(uow, [statement_id])
         return messages.GetSettlementResponse(
             statement=statement_message(statement, acknowledged.get(statement_id))
         )
@@ -143,7 +161,7 @@ class SettlementServicer(settlement_service_pb2_grpc.SettlementServiceServicer):
         with self._unit_of_work(read_only=True) as uow:
             found = service.list_statements(uow, partner_id, after_statement_id, page_size + 1)
             page = found[:page_size]
-            acknowledged = service.acknowledge_times(uow, [s.statement_id for s in page])
+            acknowledged = service.acknowledgements(uow, [s.statement_id for s in page])
         next_page_token = (
             page_token_for(page[-1].statement_id, query) if len(found) > page_size else ""
         )
@@ -193,9 +211,14 @@ class SettlementServicer(settlement_service_pb2_grpc.SettlementServiceServicer):
     ) -> messages.AcknowledgeSettlementResponse:
         parser = RequestParser()
         statement_id = parser.identifier(request.statement_id, "statement_id")
-        if len(request.signature) != signing.SIGNATURE_BYTES:
-            parser.fault("signature", f"required: {signing.SIGNATURE_BYTES} bytes of Ed25519")
         parser.done()
+        if len(request.signature) != signing.SIGNATURE_BYTES:
+            # A signature of the wrong length is as invalid as a wrong one of the right
+            # length: one reason for both (docs/settlement.md).
+            raise InvalidArgument(
+                [FieldViolation("signature", f"required: {signing.SIGNATURE_BYTES} bytes")],
+                reason="ACKNOWLEDGEMENT_SIGNATURE_INVALID",
+            )
         partner_id = _own_partner_id()
         assert partner_id is not None, "only partners acknowledge (server.ROLES_BY_METHOD)"
         acknowledgement = service.acknowledge(
@@ -204,5 +227,5 @@ class SettlementServicer(settlement_service_pb2_grpc.SettlementServiceServicer):
         with self._unit_of_work(read_only=True) as uow:
             statement = service.get_statement(uow, statement_id, partner_id)
         return messages.AcknowledgeSettlementResponse(
-            statement=statement_message(statement, acknowledgement.create_time)
+            statement=statement_message(statement, acknowledgement)
         )

@@ -66,14 +66,19 @@ class CoalitionError(Exception):
 class InvalidArgument(CoalitionError):
     code = ErrorCode.INVALID_ARGUMENT
 
-    def __init__(self, violations: Iterable[FieldViolation], reason: str = "INVALID_FIELD") -> None:
+    def __init__(
+        self,
+        violations: Iterable[FieldViolation],
+        reason: str = "INVALID_FIELD",
+        metadata: Mapping[str, object] | None = None,
+    ) -> None:
         violations = tuple(violations)
         assert violations, "an InvalidArgument names at least one field"
         summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
         super().__init__(
             reason,
             f"invalid request: {summary}",
-            {"fields": ",".join(v.field for v in violations)},
+            {"fields": ",".join(v.field for v in violations), **(metadata or {})},
             violations,
         )
 

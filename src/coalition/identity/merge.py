@@ -30,13 +30,14 @@ from coalition.domain.errors import (
     InvalidArgument,
     NotFound,
 )
-from coalition.domain.hub_partner import HUB_PARTNER_ID, HUB_PARTNER_KIND
+from coalition.domain.hub_partner import hub_request_id
 from coalition.identity import audit_claims, consent
-from coalition.identity.members import insert_ignoring_conflict, usable_member_id
+from coalition.identity.members import usable_member_id
 from coalition.ledger import journal
 from coalition.ledger.accounts import member_account_id
 from coalition.ledger.idempotency import request_id_reused
 from coalition.ledger.journal import JournalEntry, Posting
+from coalition.ledger.system_accounts import ensure_hub_partner
 from coalition.store.schema import (
     holds,
     lots,
@@ -47,18 +48,8 @@ from coalition.store.schema import (
     member_requests,
     members,
     partner_links,
-    partners,
 )
 from coalition.store.unit_of_work import UnitOfWork
-
-HUB_PARTNER = {
-    "partner_id": HUB_PARTNER_ID,
-    "name": "Coalition hub (member merges)",
-    "kind": HUB_PARTNER_KIND,
-    "currency": "XXX",  # ISO 4217: no currency involved
-    "roles": "",
-    "points_validity_months": None,
-}
 
 
 @dataclass(frozen=True)
@@ -196,13 +187,12 @@ def _move_balance(
 ) -> int | None:
     if points == 0:
         return None
-    insert_ignoring_conflict(uow, partners, {**HUB_PARTNER, "create_time": now, "update_time": now})
     entry = JournalEntry(
         kind="merge",
-        partner_id=HUB_PARTNER_ID,
+        partner_id=ensure_hub_partner(uow, now),
         member_id=survivor_member_id,
         # A member is merged at most once, so this is unique under the hub partner.
-        request_id=f"merge:{duplicate_member_id}",
+        request_id=hub_request_id("merge", duplicate_member_id),
         occurred_at=now,
         postings=(
             Posting(member_account_id(duplicate_member_id), -points),

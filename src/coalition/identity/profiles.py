@@ -17,7 +17,7 @@ from sqlalchemy import insert, select
 from coalition.identity import privacy
 from coalition.identity.members import MemberReference, get_member
 from coalition.identity.privacy import BALANCE, BASIC, BIRTHDAY, PREFERENCES, TIER, Withholding
-from coalition.ledger.journal import member_balance
+from coalition.ledger.availability import available_points
 from coalition.programme.tiers import current_tier
 from coalition.store.schema import member_profiles, profile_reads
 from coalition.store.unit_of_work import UnitOfWork
@@ -54,7 +54,7 @@ def read_profile(
     with uow:
         sight = privacy.require(uow, reader.partner_id, reference, scope=None)
         member_id, granted, withheld = sight.member_id, sight.granted_scopes, sight.withheld_scopes
-        profile = _profile(uow, member_id, granted, withheld)
+        profile = _profile(uow, member_id, granted, withheld, now)
         uow.connection.execute(
             insert(profile_reads).values(
                 member_id=member_id,
@@ -75,6 +75,7 @@ def _profile(
     member_id: str,
     granted: tuple[str, ...],
     withheld: tuple[tuple[str, Withholding], ...],
+    now: datetime,
 ) -> SharedProfile:
     # Each field is read only when its scope is granted: what is not shared is never loaded.
     member = get_member(uow, member_id) if BASIC in granted else None
@@ -94,7 +95,9 @@ def _profile(
         withheld_scopes=withheld,
         display_name=member.display_name if member else None,
         create_time=member.create_time if member else None,
-        balance_points=member_balance(uow, member_id) if BALANCE in granted else None,
+        balance_points=available_points(uow, member_id, now).spendable_points
+        if BALANCE in granted
+        else None,
         tier_id=current_tier(uow, member_id).tier.tier_id if TIER in granted else None,
         preferences=(
             tuple(sorted(json.loads(preferences_text).items()) if preferences_text else ())

@@ -85,6 +85,33 @@ def expire_lots(
         after = candidates[-1][:2]
 
 
+# Due lots expired per page when a member's debit settles them (ledger/availability.py).
+MEMBER_DUE_LOTS_PAGE_SIZE = 100
+
+
+def expire_due_lots_of_member(uow: UnitOfWork, member_id: str, now: datetime) -> int:
+    """Expire every lot of the member past its expiry, under the member's lock (the caller
+    holds it): a debit must never consume an expired lot, whether or not the job ran.
+    Returns the points expired. Pages are bounded; the job keeps their number small."""
+    points_expired = 0
+    while True:
+        due = uow.connection.execute(
+            select(lots.c.lot_id)
+            .where(
+                lots.c.member_id == member_id,
+                lots.c.remaining_points > 0,
+                lots.c.expires_at <= now,
+            )
+            .order_by(lots.c.expires_at, lots.c.lot_id)
+            .limit(MEMBER_DUE_LOTS_PAGE_SIZE)
+        ).scalars()
+        lot_ids = list(due)
+        if not lot_ids:
+            return points_expired
+        for lot_id in lot_ids:
+            points_expired += expire_lot(uow, lot_id, now)
+
+
 def _due_lots(
     uow: UnitOfWork, as_of: datetime, after: tuple[datetime, int] | None, batch_size: int
 ) -> list[tuple[datetime, int, str]]:

@@ -29,7 +29,7 @@ from coalition.ledger import journal, lots
 from coalition.ledger.accounts import member_account_id, partner_redemption_account_id
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.system_accounts import member_hold_account_id
-from coalition.store.schema import holds, postings
+from coalition.store.schema import holds, journal_transactions, postings
 from coalition.store.unit_of_work import UnitOfWork
 
 # Holds released per member before a burn, and per job batch: both bounded.
@@ -140,6 +140,9 @@ def close_hold(
         request_id=request_id,
         occurred_at=now,
         postings=tuple(postings),
+        # The hold's price: a capture is settled at the rate in force when it was authorised
+        # (docs/settlement.md), and a close without one would make its partner unsettleable.
+        rate_version_id=_hold_rate_version_id(uow, hold.hold_id),
         reason="hold expired" if status == "expired" else None,
     )
     record = journal.post(uow, entry, now)
@@ -148,6 +151,14 @@ def close_hold(
         lots.consume(uow, hold.member_id, record.transaction_id, points_captured)
     _mark_closed(uow, hold.hold_id, status, points_captured or None, record, now)
     return record
+
+
+def _hold_rate_version_id(uow: UnitOfWork, hold_id: int) -> str | None:
+    return uow.connection.execute(
+        select(journal_transactions.c.rate_version_id).where(
+            journal_transactions.c.transaction_id == hold_id
+        )
+    ).scalar_one()
 
 
 def _mark_closed(

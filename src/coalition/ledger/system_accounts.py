@@ -11,9 +11,12 @@ None has a balance cache (only `member:<id>` accounts do); their totals come fro
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.dialects import postgresql, sqlite
 
-from coalition.store.schema import accounts
+from coalition.domain.hub_partner import HUB_PARTNER_ID, HUB_PARTNER_ROW
+from coalition.store.schema import accounts, partners
 from coalition.store.unit_of_work import UnitOfWork
 
 MEMBER_HOLD = "member_hold"
@@ -45,6 +48,14 @@ def ensure_partner_breakage_account(uow: UnitOfWork, partner_id: str) -> str:
 def ensure_coalition_promotions_account(uow: UnitOfWork) -> str:
     _ensure(uow, {"account_id": COALITION_PROMOTIONS_ACCOUNT_ID, "kind": COALITION_PROMOTIONS})
     return COALITION_PROMOTIONS_ACCOUNT_ID
+
+
+def ensure_hub_partner(uow: UnitOfWork, now: datetime) -> str:
+    """The pseudo-partner of hub-initiated transactions (domain/hub_partner.py)."""
+    dialect = postgresql if uow.dialect_name == "postgresql" else sqlite
+    row = {**HUB_PARTNER_ROW, "create_time": now, "update_time": now}
+    uow.connection.execute(dialect.insert(partners).values(row).on_conflict_do_nothing())
+    return HUB_PARTNER_ID
 
 
 def _ensure(uow: UnitOfWork, row: dict[str, str]) -> None:

@@ -213,7 +213,7 @@ class _SetBasedBatch:
         items, duplicates = self._parse(commands)
         terms = partner_terms(self.uow, self.partner_id)
         # In the order a single earn checks them: the time, the member, the rate and points.
-        self._check_times(items)
+        self._check_times(terms.partner, items)
         self._resolve_members(items)
         self._compute(terms, items)
         # All-or-nothing remembers nothing: a failing item fails the call before any write.
@@ -258,10 +258,10 @@ class _SetBasedBatch:
                 )
         return items, duplicates
 
-    def _check_times(self, items: list[_Item]) -> None:
+    def _check_times(self, partner: Partner, items: list[_Item]) -> None:
         for item in items:
             try:
-                item.occurred_at = _occurred_at(item.command.occurred_at, self.now)
+                item.occurred_at = _occurred_at(item.command.occurred_at, self.now, partner)
             except CoalitionError as error:
                 item.error = error
 

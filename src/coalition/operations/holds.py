@@ -17,12 +17,8 @@ from coalition.domain.points import Money
 from coalition.identity.members import MemberReference, resolve
 from coalition.ledger import journal, lots
 from coalition.ledger.accounts import member_account_id
-from coalition.ledger.holds import (
-    Hold,
-    close_hold,
-    find_hold,
-    lock_member_releasing_expired_holds,
-)
+from coalition.ledger.availability import lock_member_for_debit
+from coalition.ledger.holds import Hold, close_hold, find_hold
 from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.system_accounts import ensure_member_hold_account
@@ -91,11 +87,11 @@ def _authorize_burn(
     uow: UnitOfWork, partner_id: str, command: AuthorizeCommand, now: datetime
 ) -> HoldResult:
     partner = get_partner(uow, partner_id)
-    occurred_at = _occurred_at(command.occurred_at, now)
+    occurred_at = _occurred_at(command.occurred_at, now, partner)
     member_id = resolve(uow, partner_id, command.member)
     rate = rate_in_force(uow, partner_id, occurred_at)
     points_held = _points_burned(partner, rate, command.points, command.value, "value")
-    balance_points = lock_member_releasing_expired_holds(uow, member_id, now)
+    balance_points = lock_member_for_debit(uow, member_id, now)
     require_available(member_id, balance_points, points_held)
     entry = JournalEntry(
         kind="hold",

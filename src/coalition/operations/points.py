@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import func, select
 
 from coalition.domain import points as rules
 from coalition.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from coalition.domain.occurrence import occurred_at_of
 from coalition.domain.points import Money, RateVersion
 from coalition.identity.members import MemberReference, resolve, surviving_member_id
-from coalition.ledger import holds, journal, lots
+from coalition.ledger import availability, holds, journal, lots
 from coalition.ledger.accounts import (
     member_account_id,
     partner_issuance_account_id,
@@ -34,7 +35,6 @@ from coalition.store.schema import journal_transactions, postings
 from coalition.store.unit_of_work import UnitOfWork
 
 # Clocks of partner systems drift; a purchase "in the future" beyond this is a mistake.
-OCCURRED_AT_FUTURE_SKEW_MAX = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def post_earn(
     commits (`earn` at once, a batch once for all its items)."""
     terms = partner_terms(uow, partner_id)
     partner = terms.partner
-    occurred_at = _occurred_at(command.occurred_at, now)
+    occurred_at = _occurred_at(command.occurred_at, now, partner)
     member_id = resolve(uow, partner_id, command.member)
     rate = terms.rate_at(occurred_at)
     points_earned = _points_earned(partner, rate, command.spend, command.native_points)
@@ -164,11 +164,11 @@ def burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) 
 def _burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
     terms = partner_terms(uow, partner_id)
     partner = terms.partner
-    occurred_at = _occurred_at(command.occurred_at, now)
+    occurred_at = _occurred_at(command.occurred_at, now, partner)
     member_id = resolve(uow, partner_id, command.member)
     rate = terms.rate_at(occurred_at)
     points_burned = _points_burned(partner, rate, command.points, command.value, "value")
-    balance_points = holds.lock_member_releasing_expired_holds(uow, member_id, now)
+    balance_points = availability.lock_member_for_debit(uow, member_id, now)
     require_available(member_id, balance_points, points_burned)
     entry = JournalEntry(
         kind="burn",
@@ -247,8 +247,12 @@ def quote(uow: UnitOfWork, partner_id: str, command: QuoteCommand, now: datetime
     with uow:
         terms = partner_terms(uow, partner_id)
         partner = terms.partner
-        # A quote writes nothing, so it may preview a rate version scheduled for the future.
-        rate = terms.rate_at(command.occurred_at or now)
+        # A quote writes nothing, so it may preview a rate version scheduled for the future;
+        # the past is bounded as for the operation it previews.
+        quoted_at = command.occurred_at or now
+        if quoted_at <= now:
+            quoted_at = _occurred_at(command.occurred_at, now, partner)
+        rate = terms.rate_at(quoted_at)
         if command.is_burn:
             points = _points_burned(
                 partner, rate, command.burn_points, command.burn_value, "burn_value"
@@ -267,7 +271,7 @@ def quote(uow: UnitOfWork, partner_id: str, command: QuoteCommand, now: datetime
         balance_points = sufficient = None
         if command.member is not None:
             member_id = resolve(uow, partner_id, command.member)
-            balance_points = journal.member_balance(uow, member_id)
+            balance_points = availability.available_points(uow, member_id, now).spendable_points
             sufficient = balance_points >= points if command.is_burn else None
         return QuoteResult(points, value, rate.rate_version_id, balance_points, sufficient)
 
@@ -283,10 +287,9 @@ def get_balance(
     with uow:
         member_id = resolve(uow, partner_id, member)
         if as_of is None:
-            # Holds past their TTL are spendable: the next burn releases them first.
-            held_points, released_points = holds.held_points(uow, member_id, now)
-            balance_points = journal.member_balance(uow, member_id) + released_points
-            return Balance(member_id, balance_points, now, held_points)
+            # Due hold releases and lot expiries count as posted (ledger/availability.py).
+            available = availability.available_points(uow, member_id, now)
+            return Balance(member_id, available.spendable_points, now, available.held_points)
         if as_of > now:
             raise InvalidArgument(
                 [FieldViolation("as_of", "must not be in the future")], reason="AS_OF_IN_FUTURE"
@@ -376,15 +379,8 @@ def _fingerprint(
     return flattened
 
 
-def _occurred_at(occurred_at: datetime | None, now: datetime) -> datetime:
-    if occurred_at is None:
-        return now
-    if occurred_at > now + OCCURRED_AT_FUTURE_SKEW_MAX:
-        raise InvalidArgument(
-            [FieldViolation("occurred_at", "is more than 5 minutes in the future")],
-            reason="OCCURRED_AT_IN_FUTURE",
-        )
-    return occurred_at
+def _occurred_at(occurred_at: datetime | None, now: datetime, partner: Partner) -> datetime:
+    return occurred_at_of(occurred_at, now, partner.partner_id, partner.backdating_days_max)
 
 
 def _check_currency(partner: Partner, money: Money, field: str) -> None:

@@ -27,6 +27,7 @@ class Partner:
     currency: str
     roles: tuple[str, ...]
     points_validity_months: int | None
+    backdating_days_max: int  # how far before now an operation's occurred_at may lie
 
 
 def get_partner(uow: UnitOfWork, partner_id: str) -> Partner:
@@ -156,4 +157,5 @@ def _partner_from_row(row: Row[Any]) -> Partner:
         currency=row.currency,
         roles=tuple(row.roles.split(",")),
         points_validity_months=row.points_validity_months,
+        backdating_days_max=row.backdating_days_max,
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 from coalition.domain.currency import is_known_currency
 from coalition.domain.hub_partner import HUB_PARTNER_ID
+from coalition.domain.occurrence import BACKDATING_DAYS_MAX_DEFAULT, BACKDATING_DAYS_MAX_LIMIT
 
 __all__ = [
     "ManifestError",
@@ -47,7 +48,7 @@ _MANIFEST_SIZE_BYTES_MAX = 1 << 20
 _MANIFESTS_COUNT_MAX = 10_000
 
 _TOP_LEVEL_KEYS_REQUIRED = ("name", "kind", "currency", "points_validity_months", "rate_versions")
-_TOP_LEVEL_KEYS_OPTIONAL = ("partner_id", "roles", "settlement_public_key")
+_TOP_LEVEL_KEYS_OPTIONAL = ("partner_id", "roles", "settlement_public_key", "backdating_days_max")
 _RATE_KEYS_REQUIRED = (
     "effective_from",
     "earn_points_per_unit",
@@ -94,6 +95,8 @@ class PartnerManifest:
     rate_versions: tuple[RateVersionManifest, ...]
     # Base64 of the raw Ed25519 key the partner countersigns settlement statements with.
     settlement_public_key: str | None = None
+    # How many days before now an operation's occurred_at may lie (domain/occurrence.py).
+    backdating_days_max: int = BACKDATING_DAYS_MAX_DEFAULT
 
     def __post_init__(self) -> None:
         # Rate lookup picks the greatest effective_from <= occurred_at, which is only
@@ -163,6 +166,9 @@ def _parse_manifest(document: dict[str, Any], file_stem: str, file_suffix: str) 
         points_validity_months=_parse_points_validity_months(document["points_validity_months"]),
         rate_versions=_parse_rate_versions(document["rate_versions"]),
         settlement_public_key=_parse_settlement_public_key(document.get("settlement_public_key")),
+        backdating_days_max=_parse_backdating_days_max(
+            document.get("backdating_days_max", BACKDATING_DAYS_MAX_DEFAULT)
+        ),
     )
 
 
@@ -280,6 +286,19 @@ def _parse_points_validity_months(value: object) -> int | None:
         )
     if not low <= value <= high:
         raise _FieldInvalid("points_validity_months", f"{value} is outside {low}..{high}")
+    return value
+
+
+def _parse_backdating_days_max(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _FieldInvalid(
+            "backdating_days_max",
+            f"must be an integer number of days, not a TOML {_toml_type_name(value)}",
+        )
+    if not 0 <= value <= BACKDATING_DAYS_MAX_LIMIT:
+        raise _FieldInvalid(
+            "backdating_days_max", f"{value} is outside 0..{BACKDATING_DAYS_MAX_LIMIT}"
+        )
     return value
 
 

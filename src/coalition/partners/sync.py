@@ -72,6 +72,7 @@ def _sync_partner(
         "kind": manifest.kind,
         "roles": ",".join(manifest.roles),
         "points_validity_months": manifest.points_validity_months,
+        "backdating_days_max": manifest.backdating_days_max,
         "settlement_public_key": manifest.settlement_public_key,
     }
     existing = uow.connection.execute(

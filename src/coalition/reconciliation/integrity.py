@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import TextClause, bindparam, text
 
+from coalition.domain.hub_partner import HUB_PARTNER_ID
 from coalition.reconciliation import statements
 from coalition.reconciliation.checks import CheckResult
 from coalition.store.schema import UtcDateTime
@@ -24,7 +25,9 @@ WINDOW_START_DEFAULT = datetime(1970, 1, 1, tzinfo=UTC)
 WINDOW_END_DEFAULT = datetime(9999, 12, 31, tzinfo=UTC)
 SAMPLE_SUBJECTS_MAX = 5
 # Kinds whose request ids are claimed in idempotency_keys with the kind as the operation name
-# and the transaction id as the result (operations/points.py).
+# and the transaction id as the result (operations/points.py), when a partner asked for them:
+# hub-initiated transactions (domain/hub_partner.py) have no key, their `hub/` request id is
+# unique under the hub's pseudo-partner by the journal's own constraint.
 KEYED_KINDS = ("earn", "burn", "reverse")
 
 
@@ -122,7 +125,8 @@ LEDGER_CHECKS = (
         FROM journal_transactions j
         LEFT JOIN idempotency_keys k
           ON k.partner_id = j.partner_id AND k.request_id = j.request_id
-        WHERE j.kind IN ({", ".join(repr(kind) for kind in KEYED_KINDS)}) AND {_IN_WINDOW}
+        WHERE j.kind IN ({", ".join(repr(kind) for kind in KEYED_KINDS)})
+          AND j.partner_id <> '{HUB_PARTNER_ID}' AND {_IN_WINDOW}
         """,
     ),
 )

@@ -147,9 +147,7 @@ def _submission(first: messages.SubmitPartnerReportRequest | None) -> ReportSubm
     partner_id = parser.identifier(header.partner_id, "header.partner_id", required=False)
     if principal.role == "finance" and not partner_id:
         parser.fault("header.partner_id", "required: finance names the partner")
-    report_format = FORMATS.get(header.format)
-    if report_format is None:
-        parser.fault("header.format", "required: REPORT_FORMAT_CSV or REPORT_FORMAT_JSONL")
+    report_format = parser.choice(header.format, FORMATS, "header.format")
     window_start = parser.timestamp(header, "window_start")
     window_end = parser.timestamp(header, "window_end")
     parser.done()
@@ -186,12 +184,8 @@ def _content(request_iterator: Iterator[messages.SubmitPartnerReportRequest]) ->
 
 
 def _kind(parser: RequestParser, kind: int) -> str | None:
-    if kind == messages.RECONCILIATION_EXCEPTION_KIND_UNSPECIFIED:
-        return None
-    name = KINDS.get(messages.ReconciliationExceptionKind.ValueType(kind))
-    if name is None:
-        parser.fault("kind", "not a known exception kind")
-    return name
+    # UNSPECIFIED: every kind.
+    return parser.choice(kind, KINDS, "kind", required=False)
 
 
 def _run_message(run: RunSummary) -> messages.ReconciliationRun:

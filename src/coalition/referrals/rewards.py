@@ -7,12 +7,13 @@ only). When a referral is pending and the earn qualifies, both members get
     member:<id>              + bonus
     coalition:promotions     - bonus
 
-under the earning partner's id (journal rows need one; no partner account is posted, so
-settlement never bills the partner), with a lot issued under the earning partner (like the
-coalition-funded promotion points, operations/promotions.py) and an `earn_bonuses` row with no
-funding partner (`referral:referred` / `referral:referrer`), so statements and reports show it
-as coalition-funded. Reversing such a transaction hands the points back to
-coalition:promotions (its earn_bonuses row makes it 100% coalition-funded).
+A bonus is a **hub-initiated** transaction (domain/hub_partner.py): recorded under the hub's
+pseudo-partner with the request id `hub/referral/<referred member>/<role>`, so it is in no
+partner's idempotency namespace, transaction list, event stream (the referrer may be no
+customer of the earning partner), reconciliation or statement, and no partner can reverse
+it. Its lot is issued under the earning partner (where the points were earned, for the
+issuer reports) with an `earn_bonuses` row with no funding partner (`referral:referred` /
+`referral:referrer`), so its breakage is the coalition's (ledger/expiry.py).
 
 Locks: the referred member is locked by the earn; the referrer is locked here. Referral edges
 only point from a member to its referrer and loops are refused, so locks are always taken up
@@ -28,12 +29,14 @@ from datetime import datetime
 from sqlalchemy import update
 
 from coalition.domain import points as rules
+from coalition.domain.hub_partner import hub_request_id
 from coalition.ledger import journal
 from coalition.ledger.accounts import member_account_id
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.system_accounts import (
     COALITION_PROMOTIONS_ACCOUNT_ID,
     ensure_coalition_promotions_account,
+    ensure_hub_partner,
 )
 from coalition.ledger.writer import Bonus, NewLot
 from coalition.partners.catalog import partner_terms
@@ -122,9 +125,9 @@ def _credit(
     validity_months = partner_terms(uow, earn.partner_id).partner.points_validity_months
     entry = JournalEntry(
         kind="earn",
-        partner_id=earn.partner_id,
+        partner_id=ensure_hub_partner(uow, now),
         member_id=member_id,
-        request_id=f"referral:{earn.member_id}:{role}",
+        request_id=hub_request_id("referral", earn.member_id, role),
         occurred_at=earn.occurred_at,
         postings=(
             Posting(member_account_id(member_id), bonus_points),

@@ -22,6 +22,7 @@ from sqlalchemy import (
     union_all,
 )
 
+from coalition.domain.hub_partner import HUB_PARTNER_ID
 from coalition.reports.period import Period
 from coalition.store.schema import (
     accounts,
@@ -261,9 +262,15 @@ def _in_period(period: Period) -> ColumnElement[bool]:
     return and_(created >= period.start, created < period.end)
 
 
+def _of_partners() -> ColumnElement[bool]:
+    """Transactions a partner asked for: hub-initiated ones (referral bonuses, merges;
+    domain/hub_partner.py) are no partner's earns or activity."""
+    return journal_transactions.c.partner_id != HUB_PARTNER_ID
+
+
 def _activity(period: Period, kinds: tuple[str, ...], partner_id: str | None) -> Select[Any]:
     statement = select(journal_transactions.c.member_id).where(
-        _in_period(period), journal_transactions.c.kind.in_(kinds)
+        _in_period(period), journal_transactions.c.kind.in_(kinds), _of_partners()
     )
     if partner_id is not None:
         statement = statement.where(journal_transactions.c.partner_id == partner_id)
@@ -305,7 +312,7 @@ def kind_totals(
     """(transactions of these kinds in the period, their points moved, as a magnitude)."""
     statement = select(
         func.count(), func.coalesce(func.sum(func.abs(journal_transactions.c.points_delta)), 0)
-    ).where(_in_period(period), journal_transactions.c.kind.in_(kinds))
+    ).where(_in_period(period), journal_transactions.c.kind.in_(kinds), _of_partners())
     if partner_id is not None:
         statement = statement.where(journal_transactions.c.partner_id == partner_id)
     count, points = uow.connection.execute(statement).one()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 
+from coalition.partners.manifest import ManifestError, PartnerManifest, load_manifest
 from coalition.settlement import export, keys, service, signing, verify
 from coalition.store import migrate
 from coalition.store.engine import create_database_engine
@@ -58,6 +60,22 @@ def add_settle_parser(
     verify_command.add_argument("directory", type=Path, metavar="DIR")
     verify_command.add_argument("--public-key", required=True, type=Path, metavar="FILE")
     verify_command.add_argument("--previous", default=None, type=Path, metavar="DIR")
+    manifest = verify_command.add_mutually_exclusive_group()
+    manifest.add_argument(
+        "--manifest",
+        default=None,
+        type=Path,
+        metavar="FILE",
+        help="the partner's manifest (partners/<id>.toml): check prices, currency, the rate "
+        "version in force and the acknowledgement key against it",
+    )
+    manifest.add_argument(
+        "--partners",
+        default=None,
+        type=Path,
+        metavar="DIR",
+        help="a directory of manifests; the statement's partner's <id>.toml is used",
+    )
 
 
 def add_signing_parser(
@@ -126,7 +144,13 @@ def _settle_run(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int
         results = service.run_settlement(
             unit_of_work, arguments.period, arguments.partner, signer, datetime.now(UTC)
         )
+    failures = 0
     for result in results:
+        if isinstance(result, service.PartnerFailure):
+            failures += 1
+            error = result.error
+            print(f"FAILED  {result.partner_id}  {error.reason}: {error.message}", file=sys.stderr)
+            continue
         statement = result.statement
         money = statement.body_document()["money"]
         print(
@@ -135,6 +159,9 @@ def _settle_run(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int
             f"{statement.body_document()['currency']} minor ({money['net_direction']})  "
             f"hash {statement.statement_hash}"
         )
+    if failures:
+        print(f"error: {failures} of {len(results)} partner(s) not settled", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -151,15 +178,40 @@ def _settle_export(database_url: DatabaseUrl, arguments: argparse.Namespace) -> 
 
 def _settle_verify(arguments: argparse.Namespace) -> int:
     public_key = verify.read_public_key(arguments.public_key)
-    result = verify.verify_export(arguments.directory, public_key, arguments.previous)
+    try:
+        manifest = _verify_manifest(arguments)
+    except (ManifestError, OSError, ValueError, KeyError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    result = verify.verify_export(arguments.directory, public_key, arguments.previous, manifest)
     for note in result.notes:
         print(f"note: {note}")
     for failure in result.failures:
         print(f"FAILED {failure}", file=sys.stderr)
     if not result.ok:
         return 1
-    print(f"verified: {arguments.directory} (signature, hash, Merkle root, totals, chain)")
+    # Name only what was checked: an unchecked chain or unchecked prices are not "verified".
+    print(f"verified: {arguments.directory} ({', '.join(result.checked)})")
+    unchecked = [
+        *(["chain"] if not any(c.startswith("chain") for c in result.checked) else []),
+        *(["prices (give --manifest or --partners)"] if "prices" not in result.checked else []),
+    ]
+    if unchecked:
+        print(f"not checked: {', '.join(unchecked)}")
     return 0
+
+
+def _verify_manifest(arguments: argparse.Namespace) -> PartnerManifest | None:
+    if arguments.manifest is not None:
+        return load_manifest(arguments.manifest)
+    if arguments.partners is None:
+        return None
+    # The statement names its partner; its manifest is <partner_id>.toml (docs/partners.md).
+    document = json.loads((arguments.directory / export.STATEMENT_FILE).read_bytes())
+    partner_id = document["body"]["partner_id"]
+    if not isinstance(partner_id, str) or "/" in partner_id or partner_id.startswith("."):
+        raise ValueError(f"the statement's partner_id {partner_id!r} names no manifest file")
+    return load_manifest(arguments.partners / f"{partner_id}.toml")
 
 
 def _signing_generate(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from sqlalchemy import Row, insert, select
 
 from coalition.domain.errors import (
     AlreadyExists,
+    CoalitionError,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -95,6 +96,14 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class PartnerFailure:
+    """A partner a run over every partner could not settle, and why."""
+
+    partner_id: str
+    error: CoalitionError
+
+
+@dataclass(frozen=True)
 class Acknowledgement:
     statement_id: str
     partner_public_key: bytes
@@ -117,21 +126,33 @@ def run_settlement(
     partner_id: str | None,
     signer: Signer,
     now: datetime,
-) -> list[RunResult]:
+) -> list[RunResult | PartnerFailure]:
     """One statement per partner (or for `partner_id` only) for the period ending with
-    `period_last_day`; each partner settles in a transaction of its own."""
+    `period_last_day`; each partner settles in a transaction of its own.
+
+    For one partner its refusal is raised. For every partner, one partner's refusal (a
+    domain error: nothing of it was written) is reported in its place and the others are
+    settled all the same: a partner that cannot be settled must not hold up the rest."""
     if period_end_time(period_last_day) > now:
         raise FailedPrecondition(
             "PERIOD_NOT_ENDED",
             f"the period ending {period_last_day.isoformat()} is not over yet",
             {"period": period_last_day.isoformat()},
         )
+    if partner_id:
+        return [settle_partner(unit_of_work(), partner_id, period_last_day, signer, now)]
     with unit_of_work() as uow:
-        partner_ids = [partner_id] if partner_id else _all_partner_ids(uow)
-    return [
-        settle_partner(unit_of_work(), one_partner_id, period_last_day, signer, now)
-        for one_partner_id in partner_ids
-    ]
+        partner_ids = _all_partner_ids(uow)
+    outcomes: list[RunResult | PartnerFailure] = []
+    for one_partner_id in partner_ids:
+        try:
+            outcome: RunResult | PartnerFailure = settle_partner(
+                unit_of_work(), one_partner_id, period_last_day, signer, now
+            )
+        except CoalitionError as error:
+            outcome = PartnerFailure(one_partner_id, error)
+        outcomes.append(outcome)
+    return outcomes
 
 
 def settle_partner(
@@ -405,8 +426,10 @@ def find_acknowledgement(uow: UnitOfWork, statement_id: str) -> Acknowledgement 
         settlement_acknowledgements.c.statement_id == statement_id
     )
     row = uow.connection.execute(statement).one_or_none()
-    if row is None:
-        return None
+    return None if row is None else _acknowledgement_of(row)
+
+
+def _acknowledgement_of(row: Row[Any]) -> Acknowledgement:
     return Acknowledgement(
         row.statement_id,
         base64.b64decode(row.partner_public_key),
@@ -428,11 +451,11 @@ def _partner_public_key(uow: UnitOfWork, partner_id: str) -> bytes:
     return base64.b64decode(encoded)
 
 
-def acknowledge_times(uow: UnitOfWork, statement_ids: list[str]) -> dict[str, datetime]:
-    """When each of these statements was acknowledged, for those that were (one query)."""
+def acknowledgements(uow: UnitOfWork, statement_ids: list[str]) -> dict[str, Acknowledgement]:
+    """The acknowledgements of these statements, for those that have one (one query)."""
     rows = uow.connection.execute(
-        select(
-            settlement_acknowledgements.c.statement_id, settlement_acknowledgements.c.create_time
-        ).where(settlement_acknowledgements.c.statement_id.in_(statement_ids))
+        select(settlement_acknowledgements).where(
+            settlement_acknowledgements.c.statement_id.in_(statement_ids)
+        )
     )
-    return {row[0]: row[1] for row in rows}
+    return {row.statement_id: _acknowledgement_of(row) for row in rows}

@@ -29,6 +29,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from coalition.domain.occurrence import BACKDATING_DAYS_MAX_DEFAULT
+
 # Naming convention so that Alembic migrations name constraints the same on both databases.
 metadata = MetaData(
     naming_convention={
@@ -72,6 +74,13 @@ partners = Table(
     Column("currency", String(3), nullable=False),
     Column("roles", String(200), nullable=False),  # comma-separated roles its keys may hold
     Column("points_validity_months", Integer, nullable=True),  # NULL: never expire
+    # How many days before now an operation's occurred_at may lie (migration 0009).
+    Column(
+        "backdating_days_max",
+        Integer,
+        nullable=False,
+        server_default=str(BACKDATING_DAYS_MAX_DEFAULT),
+    ),
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
     # Base64 raw Ed25519 key the partner countersigns settlement statements with (migration
@@ -187,7 +196,7 @@ postings = Table(
     metadata,
     Column("posting_id", Identifier64, primary_key=True, autoincrement=True),
     Column("transaction_id", ForeignKey("journal_transactions.transaction_id"), nullable=False),
-    # The member of the transaction (migration 0009): every member-scoped row carries it, so
+    # The member of the transaction (migration 0011): every member-scoped row carries it, so
     # statements filter by member (docs/scaling.md). No foreign key: the journal row has it,
     # and a per-row trigger on the hottest table would cost every write.
     Column("member_id", String(40), nullable=False),
@@ -227,7 +236,7 @@ lot_consumptions = Table(
     metadata,
     Column("consumption_id", Identifier64, primary_key=True, autoincrement=True),
     Column("transaction_id", ForeignKey("journal_transactions.transaction_id"), nullable=False),
-    Column("member_id", String(40), nullable=False),  # of the transaction (migration 0009)
+    Column("member_id", String(40), nullable=False),  # of the transaction (migration 0011)
     Column("lot_id", ForeignKey("lots.lot_id"), nullable=False),
     Column(
         "burn_transaction_id", ForeignKey("journal_transactions.transaction_id"), nullable=False
@@ -396,7 +405,7 @@ lot_expiries = Table(
     "lot_expiries",
     metadata,
     Column("transaction_id", ForeignKey("journal_transactions.transaction_id"), primary_key=True),
-    Column("member_id", String(40), nullable=False),  # of the transaction (migration 0009)
+    Column("member_id", String(40), nullable=False),  # of the transaction (migration 0011)
     Column("lot_id", ForeignKey("lots.lot_id"), nullable=False),
     Column("expiry_round", Integer, nullable=False),
     Column("points", BigInteger, nullable=False),
@@ -498,7 +507,7 @@ earn_bonuses = Table(
     metadata,
     Column("transaction_id", ForeignKey("journal_transactions.transaction_id"), primary_key=True),
     Column("rule_id", String(80), primary_key=True),
-    Column("member_id", String(40), nullable=False),  # of the transaction (migration 0009)
+    Column("member_id", String(40), nullable=False),  # of the transaction (migration 0011)
     Column("points", BigInteger, nullable=False),
     Column("funding_partner_id", ForeignKey("partners.partner_id"), nullable=True),
     CheckConstraint("points > 0", name="points_positive"),

@@ -2,16 +2,16 @@
 earn bonuses carry the member of their journal transaction, so that every statement on them can
 filter by member (one shard of a distributed PostgreSQL per member; docs/scaling.md)
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-02 07:10:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
