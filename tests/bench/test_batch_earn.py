@@ -17,7 +17,7 @@ from coalition.domain.points import Money
 from coalition.domain.tiers import Tier, TierLadder
 from coalition.identity import members
 from coalition.identity.members import MemberReference
-from coalition.operations import batch_earn as batch
+from coalition.operations import batch_earn
 from coalition.operations.points import EarnCommand
 from coalition.programme.config import DEFAULT_PROGRAMME, Programme, using_programme
 from coalition.referrals.rewards import REFERRAL_BONUS_POINTS_DEFAULT
@@ -50,8 +50,8 @@ def command(member_id: str, amount_minor: int = 1000, request_id: str = "") -> E
     )
 
 
-def run(engine: Engine, items: list, all_or_nothing: bool = False) -> batch.BatchEarnResult:
-    return batch.batch_earn(UnitOfWork(engine), PARTNER_ID, items, all_or_nothing, now())
+def run(engine: Engine, items: list, all_or_nothing: bool = False) -> batch_earn.BatchEarnResult:
+    return batch_earn.batch_earn(UnitOfWork(engine), PARTNER_ID, items, all_or_nothing, now())
 
 
 TWO_TIERS = Programme(
@@ -189,10 +189,10 @@ def test_request_id_repeated_within_a_batch(engine: Engine, programme) -> None:
 
 def test_a_thousand_items_in_one_batch(engine: Engine) -> None:
     member_ids = [enroll(engine)[0] for _ in range(20)]
-    items = [command(member_ids[i % 20], 1000 + i) for i in range(batch.BATCH_EARN_ITEMS_MAX)]
+    items = [command(member_ids[i % 20], 1000 + i) for i in range(batch_earn.BATCH_EARN_ITEMS_MAX)]
     result = run(engine, items, all_or_nothing=True)
-    assert result.applied_count == batch.BATCH_EARN_ITEMS_MAX
-    assert row_counts(engine)["postings"] == 2 * batch.BATCH_EARN_ITEMS_MAX
+    assert result.applied_count == batch_earn.BATCH_EARN_ITEMS_MAX
+    assert row_counts(engine)["postings"] == 2 * batch_earn.BATCH_EARN_ITEMS_MAX
     assert_ledger_sound(engine)
 
 

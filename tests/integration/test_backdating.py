@@ -13,11 +13,12 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine
 
+from coalition import operations
 from coalition.domain.errors import InvalidArgument
 from coalition.domain.occurrence import BACKDATING_DAYS_MAX_DEFAULT
 from coalition.domain.points import Money
 from coalition.identity.members import MemberReference
-from coalition.ledger import batch, hold_operations, operations
+from coalition.operations import batch_earn
 from coalition.partners.manifest import ManifestError, load_manifest
 from coalition.partners.sync import sync_partners
 from coalition.store.unit_of_work import UnitOfWork
@@ -51,14 +52,14 @@ def burn_at(engine: Engine, member_id: str, occurred_at: datetime) -> None:
 
 
 def authorize_at(engine: Engine, member_id: str, occurred_at: datetime) -> None:
-    command = hold_operations.AuthorizeCommand(
+    command = operations.AuthorizeCommand(
         request_id=new_id(),
         member=MemberReference(member_id=member_id),
         ttl=timedelta(minutes=5),
         points=1,
         occurred_at=occurred_at,
     )
-    hold_operations.authorize_burn(UnitOfWork(engine), "test-coffee", command, datetime.now(UTC))
+    operations.authorize_burn(UnitOfWork(engine), "test-coffee", command, datetime.now(UTC))
 
 
 def batch_earn_at(engine: Engine, member_id: str, occurred_at: datetime) -> None:
@@ -68,7 +69,9 @@ def batch_earn_at(engine: Engine, member_id: str, occurred_at: datetime) -> None
         spend=Money(10_000, "CNY"),
         occurred_at=occurred_at,
     )
-    result = batch.batch_earn(UnitOfWork(engine), "test-coffee", [command], True, datetime.now(UTC))
+    result = batch_earn.batch_earn(
+        UnitOfWork(engine), "test-coffee", [command], True, datetime.now(UTC)
+    )
     raise AssertionError(f"applied: {result}")
 
 

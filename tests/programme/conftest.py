@@ -16,7 +16,6 @@ from coalition.domain.promotions import Promotion
 from coalition.domain.tiers import Tier, TierLadder
 from coalition.identity import members
 from coalition.identity.members import MemberReference
-from coalition.operations import holds as hold_operations
 from coalition.operations.holds import HoldResult
 from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult
 from coalition.programme.config import Programme, using_programme
@@ -97,13 +96,13 @@ def authorize(
     at: datetime | None = None,
     request_id: str | None = None,
 ) -> HoldResult:
-    command = hold_operations.AuthorizeCommand(
+    command = operations.AuthorizeCommand(
         request_id=request_id or new_id(),
         member=MemberReference(member_id=member_id),
         ttl=ttl,
         points=points,
     )
-    return hold_operations.authorize_burn(UnitOfWork(engine), partner_id, command, at or now())
+    return operations.authorize_burn(UnitOfWork(engine), partner_id, command, at or now())
 
 
 def capture(
@@ -114,8 +113,8 @@ def capture(
     at: datetime | None = None,
     request_id: str | None = None,
 ) -> HoldResult:
-    command = hold_operations.CaptureCommand(request_id or new_id(), hold_id, points)
-    return hold_operations.capture_burn(UnitOfWork(engine), partner_id, command, at or now())
+    command = operations.CaptureCommand(request_id or new_id(), hold_id, points)
+    return operations.capture_burn(UnitOfWork(engine), partner_id, command, at or now())
 
 
 def void(
@@ -125,8 +124,8 @@ def void(
     at: datetime | None = None,
     request_id: str | None = None,
 ) -> HoldResult:
-    command = hold_operations.VoidCommand(request_id or new_id(), hold_id)
-    return hold_operations.void_burn(UnitOfWork(engine), partner_id, command, at or now())
+    command = operations.VoidCommand(request_id or new_id(), hold_id)
+    return operations.void_burn(UnitOfWork(engine), partner_id, command, at or now())
 
 
 def balance(

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
+from coalition import operations
 from coalition.domain.errors import FailedPrecondition, NotFound
 from coalition.identity.members import MemberReference
-from coalition.ledger import hold_operations
 from coalition.settlement import keys, service, signing
 from coalition.settlement.format import GENESIS_HASH
 from coalition.settlement.merkle import EMPTY_ROOT
@@ -278,15 +278,15 @@ def test_a_captured_hold_settles_at_the_holds_rate(
     """A capture is a redemption priced at its hold's rate version (docs/programme.md)."""
     member_id = ledger.member()
     ledger.earn(member_id, 10_000, at(10))  # 20 points
-    command = hold_operations.AuthorizeCommand(
+    command = operations.AuthorizeCommand(
         request_id="hold-1",
         member=MemberReference(member_id=member_id),
         ttl=timedelta(minutes=15),
         points=8,
     )
-    held = hold_operations.authorize_burn(UnitOfWork(engine), "test-coffee", command, at(11))
-    capture = hold_operations.CaptureCommand("capture-1", held.hold.hold_id, 6)
-    captured = hold_operations.capture_burn(
+    held = operations.authorize_burn(UnitOfWork(engine), "test-coffee", command, at(11))
+    capture = operations.CaptureCommand("capture-1", held.hold.hold_id, 6)
+    captured = operations.capture_burn(
         UnitOfWork(engine), "test-coffee", capture, at(11) + timedelta(minutes=1)
     )
     assert captured.transaction.rate_version_id == V2026

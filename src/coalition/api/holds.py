@@ -10,12 +10,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from coalition import operations
 from coalition.api import responses
 from coalition.api.privacy import MemberPrivacy
 from coalition.api.requests import PARTNER_REFERENCE_LENGTH_MAX, RequestParser
 from coalition.identity.privacy import BALANCE
 from coalition.ledger.holds import Hold
-from coalition.operations import holds as hold_operations
 from coalition.operations.holds import HOLD_TTL_DEFAULT, HOLD_TTL_MAX, HoldResult
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import points_service_pb2 as messages
@@ -48,10 +48,10 @@ def authorize_burn(
     )
     parser.done()  # before the command: it asserts what the parser has just checked
     privacy.require(member, BALANCE)  # as a burn: the answer tells the balance
-    command = hold_operations.AuthorizeCommand(
+    command = operations.AuthorizeCommand(
         request_id, member, ttl, points, value, occurred_at, partner_reference
     )
-    result = hold_operations.authorize_burn(unit_of_work(), privacy.partner_id, command, _now())
+    result = operations.authorize_burn(unit_of_work(), privacy.partner_id, command, _now())
     visible = result.hold.member_id in privacy.balance_visible({result.hold.member_id})
     return messages.AuthorizeBurnResponse(
         transaction=responses.transaction(result.transaction, visible),
@@ -68,13 +68,13 @@ def capture_burn(
     request: messages.CaptureBurnRequest,
 ) -> messages.CaptureBurnResponse:
     parser = RequestParser()
-    command = hold_operations.CaptureCommand(
+    command = operations.CaptureCommand(
         request_id=parser.request_id(request.request_id),
         hold_id=parser.transaction_id(request.hold_id, "hold_id"),
         points=parser.points(request.points, "points", zero_allowed=True),
     )
     parser.done()
-    result = hold_operations.capture_burn(unit_of_work(), privacy.partner_id, command, _now())
+    result = operations.capture_burn(unit_of_work(), privacy.partner_id, command, _now())
     return messages.CaptureBurnResponse(
         points_released=result.points_released, **_close_fields(result, privacy)
     )
@@ -86,12 +86,12 @@ def void_burn(
     request: messages.VoidBurnRequest,
 ) -> messages.VoidBurnResponse:
     parser = RequestParser()
-    command = hold_operations.VoidCommand(
+    command = operations.VoidCommand(
         request_id=parser.request_id(request.request_id),
         hold_id=parser.transaction_id(request.hold_id, "hold_id"),
     )
     parser.done()
-    result = hold_operations.void_burn(unit_of_work(), privacy.partner_id, command, _now())
+    result = operations.void_burn(unit_of_work(), privacy.partner_id, command, _now())
     return messages.VoidBurnResponse(**_close_fields(result, privacy))
 
 
