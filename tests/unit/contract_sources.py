@@ -198,10 +198,14 @@ def _error_calls(
 def _reason_and_keys(call: ast.Call, code: str, site: str) -> tuple[str, set[str]]:
     if code == "INVALID_ARGUMENT":
         reasons = [k.value for k in call.keywords if k.arg == "reason"]
+        keys = set(_INVALID_ARGUMENT_METADATA)
+        for metadata in (k.value for k in call.keywords if k.arg == "metadata"):
+            assert isinstance(metadata, ast.Dict), f"metadata not a dict literal: {site}"
+            keys |= {key.value for key in metadata.keys if isinstance(key, ast.Constant)}
         if not reasons:
-            return _DEFAULT_INVALID_ARGUMENT_REASON, set(_INVALID_ARGUMENT_METADATA)
+            return _DEFAULT_INVALID_ARGUMENT_REASON, keys
         assert isinstance(reasons[0], ast.Constant), f"a reason that is not a literal: {site}"
-        return reasons[0].value, set(_INVALID_ARGUMENT_METADATA)
+        return reasons[0].value, keys
     assert call.args and isinstance(call.args[0], ast.Constant), f"reason not a literal: {site}"
     keys: set[str] = set()
     if len(call.args) > 2:

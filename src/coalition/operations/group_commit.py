@@ -97,8 +97,11 @@ class EarnCommitter:
                 raise batch_earn.overloaded(QUEUE_LENGTH_MAX)
             self._queue.append(pending)
             self._ready.notify()
+        # Without a deadline gRPC reports an immense time left; the group's own lock waits are
+        # bounded (GROUP_WAIT_SECONDS_MAX), so such a caller simply waits for its answer.
+        wait_seconds = timeout_seconds if (timeout_seconds or 0) < GROUP_WAIT_SECONDS_MAX else None
         try:
-            return pending.answer.result(timeout=timeout_seconds)
+            return pending.answer.result(timeout=wait_seconds)
         except TimeoutError:
             # The caller's deadline passed first; its group may still commit, and a retry
             # with the same request id replays what it did.
