@@ -46,9 +46,10 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         self, request: messages.EarnRequest, context: grpc.ServicerContext
     ) -> messages.EarnResponse:
         command = _earn_command(request)
-        result = self._earns.earn(caller_partner_id(), command, context.time_remaining())
-        visible = self._privacy().balance_visible({result.transaction.member_id})
-        return messages.EarnResponse(**_ledger_fields(result, visible))
+        answer = self._earns.earn(caller_partner_id(), command, context.time_remaining())
+        member_id = answer.result.transaction.member_id
+        visible = frozenset({member_id}) if answer.balance_visible else frozenset()
+        return messages.EarnResponse(**_ledger_fields(answer.result, visible))
 
     def BatchEarn(
         self, request: messages.BatchEarnRequest, context: grpc.ServicerContext
@@ -68,11 +69,10 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         result = batch_earn.batch_earn(
             self._unit_of_work(), caller_partner_id(), items, all_or_nothing, _now()
         )
-        visible = self._privacy().balance_visible(
-            {o.result.transaction.member_id for o in result.outcomes if o.result is not None}
-        )
         return messages.BatchEarnResponse(
-            results=[_batch_earn_result(outcome, visible) for outcome in result.outcomes],
+            results=[
+                _batch_earn_result(outcome, result.balance_visible) for outcome in result.outcomes
+            ],
             applied_count=result.applied_count,
             replayed_count=result.replayed_count,
             failed_count=result.failed_count,
@@ -102,7 +102,8 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
             request_id, member, points, value, occurred_at, partner_reference
         )
         result = operations.burn(self._unit_of_work(), caller_partner_id(), command, _now())
-        visible = self._privacy().balance_visible({result.transaction.member_id})
+        # The burn was allowed only because the caller sees this balance (require above).
+        visible = frozenset({result.transaction.member_id})
         return messages.BurnResponse(**_ledger_fields(result, visible))
 
     def Reverse(

@@ -135,12 +135,6 @@ CLAIM_MANY = (
     " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
     " %s::timestamptz[]) ON CONFLICT DO NOTHING RETURNING request_id"
 )
-RECORD_RESULTS = (
-    "UPDATE idempotency_keys AS k SET result_id = r.result_id"
-    " FROM unnest(%s::text[], %s::text[]) AS r(request_id, result_id)"
-    " WHERE k.partner_id = %s AND k.request_id = r.request_id"
-    " AND k.result_id IS NULL AND k.refusal IS NULL"
-)
 RELEASE = Statement(
     "DELETE FROM idempotency_keys WHERE partner_id = %s AND request_id = %s"
     " AND result_id IS NULL AND refusal IS NULL"
@@ -169,21 +163,6 @@ def claim_many(
         if driver.execute(uow, CLAIM, row).fetchone() is not None:
             claimed.add((str(row[0]), str(row[1])))
     return claimed
-
-
-def record_results(uow: UnitOfWork, partner_id: str, results: Sequence[tuple[str, str]]) -> None:
-    """Record the result of each (request id, result id) claimed by this unit of work."""
-    if uow.dialect_name == "postgresql":
-        request_ids = [request_id for request_id, _ in results]
-        result_ids = [result_id for _, result_id in results]
-        with driver.driver_errors(uow):
-            cursor = driver.cursor_of(uow).execute(
-                RECORD_RESULTS, (request_ids, result_ids, partner_id)
-            )
-        assert cursor.rowcount == len(results), "each result is recorded once, on its claim"
-        return
-    for request_id, result_id in results:
-        record_result(uow, partner_id, request_id, result_id)
 
 
 def release_claim(uow: UnitOfWork, request: KeyedRequest) -> None:

@@ -105,9 +105,15 @@ def member_balance(uow: UnitOfWork, member_id: str) -> int:
     return int(balance_points)
 
 
-def post(uow: UnitOfWork, entry: JournalEntry, now: datetime) -> TransactionRecord:
-    """Write one journal entry (the caller holds the locks of every member it posts to)."""
-    return writer.write(uow, [entry], now)[0]
+def post(
+    uow: UnitOfWork,
+    entry: JournalEntry,
+    now: datetime,
+    result_of: tuple[str, str] | None = None,
+) -> TransactionRecord:
+    """Write one journal entry (the caller holds the locks of every member it posts to);
+    `result_of` names the claim (partner, request id) whose result the transaction is."""
+    return writer.write(uow, [entry], now, results=[result_of])[0]
 
 
 def _points_reversed_column() -> Label[Any]:

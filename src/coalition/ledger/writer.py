@@ -23,7 +23,7 @@ debit it refuses raises INSUFFICIENT_POINTS for the whole list.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -139,73 +139,62 @@ class TransactionRecord:
 
 
 def write(
-    uow: UnitOfWork, entries: Sequence[JournalEntry], now: datetime
+    uow: UnitOfWork,
+    entries: Sequence[JournalEntry],
+    now: datetime,
+    results: Sequence[tuple[str, str] | None] = (),
 ) -> list[TransactionRecord]:
-    """Write `entries`, in order, and return their records (in the same order)."""
+    """Write `entries`, in order, and return their records (in the same order).
+
+    `results`, when given, names for each entry the claim (partner, request id) whose result
+    is the entry's transaction (None: no claim), recorded in the same statements."""
     assert entries, "something to write"
+    assert not results or len(results) == len(entries), "one claim or None per entry"
     for entry in entries:
         entry.check()
     statements = _STATEMENTS[uow.dialect_name]
+    connection = uow.connection.connection.driver_connection
+    deltas = _member_deltas(entries)
     with driver.driver_errors(uow):
-        return _write(statements, driver.cursor_of(uow), entries, now)
-
-
-def _write(
-    statements: _Statements, cursor: Any, entries: Sequence[JournalEntry], now: datetime
-) -> list[TransactionRecord]:
-    balances_after = _move_balances(statements, cursor, entries)
-    rows = _journal_rows(entries, balances_after, now)
-    transaction_ids = statements.insert_journal(cursor, rows)
-    records = [
+        balances, transaction_ids = statements.prepare(connection, sorted(deltas), len(entries))
+        rows = _journal_rows(entries, _balances_after(entries, balances, deltas), now)
+        plan = _Plan(entries, rows, sorted(deltas.items()), results, now)
+        transaction_ids = statements.write(connection, plan, transaction_ids)
+    return [
         TransactionRecord(transaction_id=transaction_id, points_reversed=0, **row)
         for transaction_id, row in zip(transaction_ids, rows, strict=True)
     ]
-    statements.insert_postings(cursor, _posting_rows(entries, records), now)
-    lot_rows = [
-        (e.member_id, e.lot.issuer_partner_id, r.transaction_id, e.lot.points, e.lot.expires_at)
-        for e, r in zip(entries, records, strict=True)
-        if e.lot is not None
-    ]
-    if lot_rows:
-        statements.insert_lots(cursor, lot_rows, now)
-    bonus_rows = [
-        (r.transaction_id, e.member_id, b.rule_id, b.points, b.funding_partner_id)
-        for e, r in zip(entries, records, strict=True)
-        for b in e.bonuses
-    ]
-    if bonus_rows:
-        statements.insert_bonuses(cursor, bonus_rows)
-    statements.insert_events(cursor, [_event_row(record) for record in records], now)
-    qualifying_rows = _qualifying_rows(entries)
-    if qualifying_rows:
-        statements.add_qualifying_points(cursor, qualifying_rows)
-    return records
 
 
-def _move_balances(
-    statements: _Statements, cursor: Any, entries: Sequence[JournalEntry]
-) -> list[int]:
-    """Move every member account the entries post to; return each entry's member balance
-    right after it (entries of one member in one list see each other, in order)."""
+def _member_deltas(entries: Sequence[JournalEntry]) -> dict[str, int]:
+    """Net points of every member account the entries post to (each entry's own included,
+    even when it nets to 0: its balance after is read back)."""
     deltas: dict[str, int] = defaultdict(int)
     for entry in entries:
-        deltas[member_account_id(entry.member_id)] += 0  # read back even when it nets to 0
+        deltas[member_account_id(entry.member_id)] += 0
         for posting in entry.postings:
             if posting.account_id.startswith(MEMBER_ACCOUNT_PREFIX):
                 deltas[posting.account_id] += posting.points
-    moved = statements.move_balances(cursor, sorted(deltas.items()))
-    refused = sorted(set(deltas) - set(moved))
-    if refused:
-        member_id = refused[0].removeprefix(MEMBER_ACCOUNT_PREFIX)
-        raise FailedPrecondition(
-            "INSUFFICIENT_POINTS",
-            f"member {member_id} has too few points for a debit of {-deltas[refused[0]]}",
-            {"member_id": member_id, "points_requested": -deltas[refused[0]]},
-        )
-    # Walk back from the final balances to each entry's own balance after it.
-    balance_before = {account: moved[account] - delta for account, delta in deltas.items()}
-    assert all(balance >= 0 for balance in balance_before.values()), "negative balance cache"
-    running = dict(balance_before)
+    return deltas
+
+
+def _balances_after(
+    entries: Sequence[JournalEntry], balances: Mapping[str, int], deltas: Mapping[str, int]
+) -> list[int]:
+    """Each entry's member balance right after it, walking the entries in order from the
+    balances read under the caller's locks; a debit they cannot cover is refused here, before
+    anything is written (the guarded update repeats the check at the rows)."""
+    assert set(balances) == set(deltas), "every member account posted to has its balance"
+    assert all(balance >= 0 for balance in balances.values()), "negative balance cache"
+    for account_id, delta in sorted(deltas.items()):
+        if balances[account_id] + delta < 0:
+            member_id = account_id.removeprefix(MEMBER_ACCOUNT_PREFIX)
+            raise FailedPrecondition(
+                "INSUFFICIENT_POINTS",
+                f"member {member_id} has too few points for a debit of {-delta}",
+                {"member_id": member_id, "points_requested": -delta},
+            )
+    running = dict(balances)
     balances_after: list[int] = []
     for entry in entries:
         for posting in entry.postings:
@@ -241,26 +230,64 @@ def _journal_rows(
     ]
 
 
-def _posting_rows(
-    entries: Sequence[JournalEntry], records: Sequence[TransactionRecord]
-) -> list[tuple[int, str, str, int]]:
-    return [
-        (record.transaction_id, entry.member_id, posting.account_id, posting.points)
-        for entry, record in zip(entries, records, strict=True)
-        for posting in entry.postings
-    ]
+@dataclass(frozen=True)
+class _Plan:
+    """Everything one call writes, as rows; the rows that name a transaction are built once
+    its id is known (`rows_of`)."""
+
+    entries: Sequence[JournalEntry]
+    journal_rows: list[dict[str, Any]]
+    deltas: list[tuple[str, int]]  # by account id
+    results: Sequence[tuple[str, str] | None]
+    now: datetime
+
+    def rows_of(self, transaction_ids: Sequence[int]) -> _Rows:
+        pairs = list(zip(self.entries, transaction_ids, strict=True))
+        return _Rows(
+            postings=[
+                (t, e.member_id, posting.account_id, posting.points)
+                for e, t in pairs
+                for posting in e.postings
+            ],
+            lots=[
+                (e.member_id, e.lot.issuer_partner_id, t, e.lot.points, e.lot.expires_at)
+                for e, t in pairs
+                if e.lot is not None
+            ],
+            bonuses=[
+                (t, e.member_id, b.rule_id, b.points, b.funding_partner_id)
+                for e, t in pairs
+                for b in e.bonuses
+            ],
+            # The event goes to the partner the transaction belongs to (events/outbox.py).
+            events=[
+                (
+                    row["partner_id"],
+                    EVENT_KIND_OF_TRANSACTION[row["kind"]],
+                    row["member_id"],
+                    t,
+                    row["points_delta"],
+                    row["balance_points_after"],
+                )
+                for row, t in zip(self.journal_rows, transaction_ids, strict=True)
+            ],
+            qualifying=_qualifying_rows(self.entries),
+            results=[
+                (claim[0], claim[1], str(t))
+                for claim, t in zip(self.results, transaction_ids, strict=True)
+                if claim is not None
+            ],
+        )
 
 
-def _event_row(record: TransactionRecord) -> tuple[str, str, str, int, int, int]:
-    # The event goes to the partner the transaction belongs to (events/outbox.py).
-    return (
-        record.partner_id,
-        EVENT_KIND_OF_TRANSACTION[record.kind],
-        record.member_id,
-        record.transaction_id,
-        record.points_delta,
-        record.balance_points_after,
-    )
+@dataclass(frozen=True)
+class _Rows:
+    postings: list[tuple[int, str, str, int]]
+    lots: list[tuple[str, str, int, int, datetime | None]]
+    bonuses: list[tuple[int, str, str, int, str | None]]
+    events: list[tuple[str, str, str, int, int, int]]
+    qualifying: list[tuple[str, int, int]]
+    results: list[tuple[str, str, str]]  # partner, request id, transaction id
 
 
 def _qualifying_rows(entries: Sequence[JournalEntry]) -> list[tuple[str, int, int]]:
@@ -277,34 +304,24 @@ def _qualifying_rows(entries: Sequence[JournalEntry]) -> list[tuple[str, int, in
 # --- the statements of each dialect ---------------------------------------------------------
 
 JOURNAL_COLUMNS = (
-    "kind, partner_id, member_id, points_delta, balance_points_after, occurred_at, "
-    "create_time, request_id, rate_version_id, parent_transaction_id, amount_minor, currency, "
-    "native_points, partner_reference, reason"
+    "transaction_id, kind, partner_id, member_id, points_delta, balance_points_after, "
+    "occurred_at, create_time, request_id, rate_version_id, parent_transaction_id, "
+    "amount_minor, currency, native_points, partner_reference, reason"
 )
+JOURNAL_FIELDS = JOURNAL_COLUMNS.split(", ")[1:]  # the id is the database's
 
 
 class _Statements(Protocol):
-    def move_balances(self, cursor: Any, deltas: list[tuple[str, int]]) -> dict[str, int]: ...
+    def prepare(
+        self, connection: Any, account_ids: list[str], entry_count: int
+    ) -> tuple[dict[str, int], list[int] | None]:
+        """The balances of the accounts (locked by the caller) and, where the database can
+        hand them out ahead, the entries' transaction ids."""
+        ...
 
-    def insert_journal(self, cursor: Any, rows: list[dict[str, Any]]) -> list[int]: ...
-
-    def insert_postings(
-        self, cursor: Any, rows: list[tuple[int, str, str, int]], now: datetime
-    ) -> None: ...
-
-    def insert_lots(
-        self, cursor: Any, rows: list[tuple[str, str, int, int, datetime | None]], now: datetime
-    ) -> None: ...
-
-    def insert_bonuses(
-        self, cursor: Any, rows: list[tuple[int, str, str, int, str | None]]
-    ) -> None: ...
-
-    def insert_events(
-        self, cursor: Any, rows: list[tuple[str, str, str, int, int, int]], now: datetime
-    ) -> None: ...
-
-    def add_qualifying_points(self, cursor: Any, rows: list[tuple[str, int, int]]) -> None: ...
+    def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
+        """Every row of the plan; the entries' transaction ids."""
+        ...
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -313,91 +330,115 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 class _PostgresStatements:
-    MOVE_BALANCES = (
-        "UPDATE accounts AS a SET balance_points = a.balance_points + m.delta"
-        " FROM unnest(%s::text[], %s::bigint[]) AS m(account_id, delta)"
+    """Two statements whatever the number of entries: one reads the balances and takes the
+    transaction ids, one writes every row (data-modifying CTEs; foreign keys are checked at the
+    end of the statement, when the journal rows the other rows name are in)."""
+
+    PREPARE = (
+        "SELECT (SELECT coalesce(json_object_agg(account_id, balance_points), '{}')"
+        " FROM accounts WHERE account_id = ANY(%s)),"
+        " (SELECT array_agg(nextval('journal_transactions_transaction_id_seq'))"
+        " FROM generate_series(1, %s))"
+    )
+    WRITE = (
+        "WITH moved AS ("
+        " UPDATE accounts AS a SET balance_points = a.balance_points + m.delta"
+        " FROM unnest(%(account_ids)s::text[], %(deltas)s::bigint[]) AS m(account_id, delta)"
         " WHERE a.account_id = m.account_id AND a.balance_points + m.delta >= 0"
-        " RETURNING a.account_id, a.balance_points"
-    )
-    INSERT_JOURNAL = (
-        f"INSERT INTO journal_transactions ({JOURNAL_COLUMNS})"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],"
-        " %s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[], %s::bigint[],"
-        " %s::bigint[], %s::text[], %s::bigint[], %s::text[], %s::text[])"
-        " RETURNING transaction_id, partner_id, request_id"
-    )
-    INSERT_POSTINGS = (
-        "INSERT INTO postings (transaction_id, member_id, account_id, points, create_time)"
-        " SELECT t, m, a, p, %s FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[])"
-        " AS x(t, m, a, p)"
-    )
-    INSERT_LOTS = (
-        "INSERT INTO lots (member_id, partner_id, transaction_id, points, remaining_points,"
+        " RETURNING 1),"
+        " journal AS ("
+        f" INSERT INTO journal_transactions ({JOURNAL_COLUMNS})"
+        " SELECT * FROM unnest(%(j0)s::bigint[], %(j1)s::text[], %(j2)s::text[], %(j3)s::text[],"
+        " %(j4)s::bigint[], %(j5)s::bigint[], %(j6)s::timestamptz[], %(j7)s::timestamptz[],"
+        " %(j8)s::text[], %(j9)s::text[], %(j10)s::bigint[], %(j11)s::bigint[], %(j12)s::text[],"
+        " %(j13)s::bigint[], %(j14)s::text[], %(j15)s::text[])"
+        " RETURNING 1),"
+        " posted AS ("
+        " INSERT INTO postings (transaction_id, member_id, account_id, points, create_time)"
+        " SELECT t, m, a, p, %(now)s"
+        " FROM unnest(%(p0)s::bigint[], %(p1)s::text[], %(p2)s::text[], %(p3)s::bigint[])"
+        " AS x(t, m, a, p) RETURNING 1),"
+        " issued AS ("
+        " INSERT INTO lots (member_id, partner_id, transaction_id, points, remaining_points,"
         " expires_at, create_time)"
-        " SELECT m, i, t, p, p, e, %s"
-        " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::timestamptz[])"
-        " AS x(m, i, t, p, e)"
-    )
-    INSERT_BONUSES = (
-        "INSERT INTO earn_bonuses (transaction_id, member_id, rule_id, points, funding_partner_id)"
-        " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[], %s::text[])"
-    )
-    INSERT_EVENTS = (
-        "INSERT INTO events (partner_id, commit_xid, kind, member_id, transaction_id,"
+        " SELECT m, i, t, p, p, e, %(now)s FROM unnest(%(l0)s::text[], %(l1)s::text[],"
+        " %(l2)s::bigint[], %(l3)s::bigint[], %(l4)s::timestamptz[]) AS x(m, i, t, p, e)"
+        " RETURNING 1),"
+        " bonuses AS ("
+        " INSERT INTO earn_bonuses (transaction_id, member_id, rule_id, points,"
+        " funding_partner_id) SELECT * FROM unnest(%(b0)s::bigint[], %(b1)s::text[],"
+        " %(b2)s::text[], %(b3)s::bigint[], %(b4)s::text[]) RETURNING 1),"
+        " evented AS ("
+        " INSERT INTO events (partner_id, commit_xid, kind, member_id, transaction_id,"
         " points_delta, balance_points_after, create_time)"
-        " SELECT p, pg_current_xact_id()::text::bigint, k, m, t, d, b, %s"
-        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],"
-        " %s::bigint[]) WITH ORDINALITY AS x(p, k, m, t, d, b, n) ORDER BY n"
-    )
-    ADD_QUALIFYING_POINTS = (
-        "INSERT INTO tier_qualifying_months (member_id, calendar_month, points)"
-        " SELECT * FROM unnest(%s::text[], %s::integer[], %s::bigint[])"
+        " SELECT p, pg_current_xact_id()::text::bigint, k, m, t, d, b, %(now)s"
+        " FROM unnest(%(e0)s::text[], %(e1)s::text[], %(e2)s::text[], %(e3)s::bigint[],"
+        " %(e4)s::bigint[], %(e5)s::bigint[]) WITH ORDINALITY AS x(p, k, m, t, d, b, n)"
+        " ORDER BY n RETURNING 1),"
+        " qualified AS ("
+        " INSERT INTO tier_qualifying_months (member_id, calendar_month, points)"
+        " SELECT * FROM unnest(%(q0)s::text[], %(q1)s::integer[], %(q2)s::bigint[])"
         " ON CONFLICT (member_id, calendar_month)"
-        " DO UPDATE SET points = tier_qualifying_months.points + excluded.points"
+        " DO UPDATE SET points = tier_qualifying_months.points + excluded.points RETURNING 1),"
+        " recorded AS ("
+        " UPDATE idempotency_keys AS k SET result_id = r.result_id"
+        " FROM unnest(%(r0)s::text[], %(r1)s::text[], %(r2)s::text[])"
+        " AS r(partner_id, request_id, result_id)"
+        " WHERE k.partner_id = r.partner_id AND k.request_id = r.request_id"
+        " AND k.result_id IS NULL AND k.refusal IS NULL RETURNING 1)"
+        " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM recorded),"
+        " (SELECT count(*) FROM journal) + (SELECT count(*) FROM posted)"
+        " + (SELECT count(*) FROM issued) + (SELECT count(*) FROM bonuses)"
+        " + (SELECT count(*) FROM evented) + (SELECT count(*) FROM qualified)"
     )
 
-    def move_balances(self, cursor: Any, deltas: list[tuple[str, int]]) -> dict[str, int]:
-        cursor.execute(self.MOVE_BALANCES, _columns(deltas, 2))
-        return dict(cursor.fetchall())
+    def prepare(
+        self, connection: Any, account_ids: list[str], entry_count: int
+    ) -> tuple[dict[str, int], list[int] | None]:
+        balances, transaction_ids = (
+            connection.cursor().execute(self.PREPARE, (account_ids, entry_count)).fetchone()
+        )
+        return {account: int(points) for account, points in balances.items()}, transaction_ids
 
-    def insert_journal(self, cursor: Any, rows: list[dict[str, Any]]) -> list[int]:
-        columns = [[row[name] for row in rows] for name in JOURNAL_COLUMNS.split(", ")]
-        cursor.execute(self.INSERT_JOURNAL, columns)
-        # (partner, request id) is unique: it maps each returned id to its row.
-        ids = {(partner_id, request_id): t for t, partner_id, request_id in cursor.fetchall()}
-        return [ids[(row["partner_id"], row["request_id"])] for row in rows]
+    def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
+        assert transaction_ids is not None and len(transaction_ids) == len(plan.entries)
+        rows = plan.rows_of(transaction_ids)
+        journal = [transaction_ids] + [
+            [row[name] for row in plan.journal_rows] for name in JOURNAL_FIELDS
+        ]
+        parameters: dict[str, Any] = {
+            "account_ids": [account for account, _ in plan.deltas],
+            "deltas": [delta for _, delta in plan.deltas],
+            "now": plan.now,
+            **_named("j", journal),
+            **_named("p", _columns(rows.postings, 4)),
+            **_named("l", _columns(rows.lots, 5)),
+            **_named("b", _columns(rows.bonuses, 5)),
+            **_named("e", _columns(rows.events, 6)),
+            **_named("q", _columns(rows.qualifying, 3)),
+            **_named("r", _columns(rows.results, 3)),
+        }
+        moved, recorded, _ = connection.cursor().execute(self.WRITE, parameters).fetchone()
+        assert moved == len(plan.deltas), "balances moved under their locks"
+        assert recorded == len(rows.results), "each result is recorded once, on its claim"
+        return transaction_ids
 
-    def insert_postings(
-        self, cursor: Any, rows: list[tuple[int, str, str, int]], now: datetime
-    ) -> None:
-        cursor.execute(self.INSERT_POSTINGS, [now, *_columns(rows, 4)])
 
-    def insert_lots(
-        self, cursor: Any, rows: list[tuple[str, str, int, int, datetime | None]], now: datetime
-    ) -> None:
-        cursor.execute(self.INSERT_LOTS, [now, *_columns(rows, 5)])
-
-    def insert_bonuses(
-        self, cursor: Any, rows: list[tuple[int, str, str, int, str | None]]
-    ) -> None:
-        cursor.execute(self.INSERT_BONUSES, _columns(rows, 5))
-
-    def insert_events(
-        self, cursor: Any, rows: list[tuple[str, str, str, int, int, int]], now: datetime
-    ) -> None:
-        cursor.execute(self.INSERT_EVENTS, [now, *_columns(rows, 6)])
-
-    def add_qualifying_points(self, cursor: Any, rows: list[tuple[str, int, int]]) -> None:
-        cursor.execute(self.ADD_QUALIFYING_POINTS, _columns(rows, 3))
+def _named(prefix: str, columns: list[list[Any]]) -> dict[str, list[Any]]:
+    return {f"{prefix}{index}": column for index, column in enumerate(columns)}
 
 
 class _SqliteStatements:
+    """The same rows, statement by statement (an embedded database has no round trips to
+    save); SQLite hands out a transaction id as its row is inserted."""
+
+    READ_BALANCE = "SELECT balance_points FROM accounts WHERE account_id = ?"
     MOVE_BALANCE = (
         "UPDATE accounts SET balance_points = balance_points + ?"
-        " WHERE account_id = ? AND balance_points + ? >= 0 RETURNING balance_points"
+        " WHERE account_id = ? AND balance_points + ? >= 0"
     )
     INSERT_JOURNAL = (
-        f"INSERT INTO journal_transactions ({JOURNAL_COLUMNS})"
+        f"INSERT INTO journal_transactions ({', '.join(JOURNAL_FIELDS)})"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING transaction_id"
     )
     INSERT_POSTINGS = (
@@ -422,48 +463,48 @@ class _SqliteStatements:
         " ON CONFLICT (member_id, calendar_month)"
         " DO UPDATE SET points = tier_qualifying_months.points + excluded.points"
     )
+    RECORD_RESULT = (
+        "UPDATE idempotency_keys SET result_id = ? WHERE partner_id = ? AND request_id = ?"
+        " AND result_id IS NULL AND refusal IS NULL"
+    )
 
-    def move_balances(self, cursor: Any, deltas: list[tuple[str, int]]) -> dict[str, int]:
-        moved: dict[str, int] = {}
-        for account_id, delta in deltas:
-            row = cursor.execute(self.MOVE_BALANCE, (delta, account_id, delta)).fetchone()
-            if row is not None:
-                moved[account_id] = row[0]
-        return moved
+    def prepare(
+        self, connection: Any, account_ids: list[str], entry_count: int
+    ) -> tuple[dict[str, int], list[int] | None]:
+        cursor = connection.cursor()
+        balances = {}
+        for account_id in account_ids:
+            row = cursor.execute(self.READ_BALANCE, (account_id,)).fetchone()
+            assert row is not None, f"account {account_id} exists"
+            balances[account_id] = row[0]
+        return balances, None
 
-    def insert_journal(self, cursor: Any, rows: list[dict[str, Any]]) -> list[int]:
-        transaction_ids: list[int] = []
-        for row in rows:
-            values = [row[name] for name in JOURNAL_COLUMNS.split(", ")]
-            values[5], values[6] = sqlite_value(values[5]), sqlite_value(values[6])
-            transaction_ids.append(cursor.execute(self.INSERT_JOURNAL, values).fetchone()[0])
-        return transaction_ids
-
-    def insert_postings(
-        self, cursor: Any, rows: list[tuple[int, str, str, int]], now: datetime
-    ) -> None:
-        cursor.executemany(self.INSERT_POSTINGS, [(*row, sqlite_value(now)) for row in rows])
-
-    def insert_lots(
-        self, cursor: Any, rows: list[tuple[str, str, int, int, datetime | None]], now: datetime
-    ) -> None:
+    def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
+        assert transaction_ids is None, "SQLite numbers rows as it inserts them"
+        cursor = connection.cursor()
+        for account_id, delta in plan.deltas:
+            cursor.execute(self.MOVE_BALANCE, (delta, account_id, delta))
+            assert cursor.rowcount == 1, "balances move under their locks"
+        transaction_ids = [
+            cursor.execute(
+                self.INSERT_JOURNAL, [sqlite_value(row[name]) for name in JOURNAL_FIELDS]
+            ).fetchone()[0]
+            for row in plan.journal_rows
+        ]
+        rows = plan.rows_of(transaction_ids)
+        now = sqlite_value(plan.now)
+        cursor.executemany(self.INSERT_POSTINGS, [(*row, now) for row in rows.postings])
         cursor.executemany(
             self.INSERT_LOTS,
-            [(m, i, t, p, p, sqlite_value(e), sqlite_value(now)) for m, i, t, p, e in rows],
+            [(m, i, t, p, p, sqlite_value(e), now) for m, i, t, p, e in rows.lots],
         )
-
-    def insert_bonuses(
-        self, cursor: Any, rows: list[tuple[int, str, str, int, str | None]]
-    ) -> None:
-        cursor.executemany(self.INSERT_BONUSES, rows)
-
-    def insert_events(
-        self, cursor: Any, rows: list[tuple[str, str, str, int, int, int]], now: datetime
-    ) -> None:
-        cursor.executemany(self.INSERT_EVENTS, [(*row, sqlite_value(now)) for row in rows])
-
-    def add_qualifying_points(self, cursor: Any, rows: list[tuple[str, int, int]]) -> None:
-        cursor.executemany(self.ADD_QUALIFYING_POINTS, rows)
+        cursor.executemany(self.INSERT_BONUSES, rows.bonuses)
+        cursor.executemany(self.INSERT_EVENTS, [(*row, now) for row in rows.events])
+        cursor.executemany(self.ADD_QUALIFYING_POINTS, rows.qualifying)
+        for partner_id, request_id, result_id in rows.results:
+            cursor.execute(self.RECORD_RESULT, (result_id, partner_id, request_id))
+            assert cursor.rowcount == 1, "each result is recorded once, on its claim"
+        return transaction_ids
 
 
 _STATEMENTS: dict[str, _Statements] = {

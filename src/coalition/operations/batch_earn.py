@@ -35,7 +35,9 @@ from coalition.domain.errors import (
     Unavailable,
 )
 from coalition.domain.points import RateVersion
+from coalition.identity import privacy
 from coalition.identity.members import resolve
+from coalition.identity.privacy import BALANCE
 from coalition.ledger import idempotency, journal, writer
 from coalition.ledger.accounts import member_account_id, partner_issuance_account_id
 from coalition.ledger.idempotency import (
@@ -83,6 +85,9 @@ class BatchItemOutcome:
 @dataclass(frozen=True)
 class BatchEarnResult:
     outcomes: tuple[BatchItemOutcome, ...]
+    # Members whose balance the calling partner may see (identity/privacy.py), read in the
+    # same transaction: an answer carries a balance only for them.
+    balance_visible: frozenset[str] = frozenset()
 
     @property
     def applied_count(self) -> int:
@@ -100,7 +105,7 @@ class BatchEarnResult:
 def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
     """One earn: a group of one through the same path as a batch and the hub's group commit
     (operations/group_commit.py), so all three claim, refuse and write alike."""
-    (outcome,) = earn_many(uow, partner_id, [command], now)
+    (outcome,) = earn_many(uow, partner_id, [command], now).outcomes
     if outcome.error is not None:
         raise outcome.error
     assert outcome.result is not None
@@ -109,10 +114,10 @@ def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) 
 
 def earn_many(
     uow: UnitOfWork, partner_id: str, commands: Sequence[EarnCommand], now: datetime
-) -> tuple[BatchItemOutcome, ...]:
+) -> BatchEarnResult:
     """Independent earns of one partner in one unit of work, each with its own answer: a
     refusal of one is kept under its request id and never rolls back another."""
-    return batch_earn(uow, partner_id, commands, False, now).outcomes
+    return batch_earn(uow, partner_id, commands, False, now)
 
 
 def overloaded(queue_length_max: int) -> Unavailable:
@@ -150,8 +155,17 @@ def batch_earn(
             outcomes = _SetBasedBatch(uow, partner_id, all_or_nothing, now).run(items)
         else:
             outcomes = _earn_item_by_item(uow, partner_id, items, all_or_nothing, now)
+        visible = _balance_visible(uow, partner_id, outcomes)
         uow.commit()
-    return BatchEarnResult(tuple(outcomes))
+    return BatchEarnResult(tuple(outcomes), visible)
+
+
+def _balance_visible(
+    uow: UnitOfWork, partner_id: str, outcomes: Sequence[BatchItemOutcome]
+) -> frozenset[str]:
+    member_ids = {o.result.transaction.member_id for o in outcomes if o.result is not None}
+    seen = privacy.sights(uow, partner_id, member_ids)
+    return frozenset(member_id for member_id, sight in seen.items() if sight.sees(BALANCE))
 
 
 def _programme_adds_nothing(programme: Programme, partner_id: str) -> bool:
@@ -414,8 +428,8 @@ class _SetBasedBatch:
         """Every applied item through the ledger's one writer, in one call."""
         items.sort(key=lambda item: item.index)
         entries = [self._entry(partner, item) for item in items]
-        records = writer.write(self.uow, entries, self.now)
-        self._record_results(items, [record.transaction_id for record in records])
+        claims = [(self.partner_id, item.command.request_id) for item in items]
+        records = writer.write(self.uow, entries, self.now, results=claims)
         for item, record in zip(items, records, strict=True):
             result = LedgerResult(record, item.points, record.balance_points_after, False)
             self.outcomes[item.index] = BatchItemOutcome(result=result)
@@ -457,16 +471,6 @@ class _SetBasedBatch:
             outcome = self.outcomes[item.index]
             if item.member_id in self.referrers and outcome is not None and outcome.result:
                 referral_rewards.reward_after_earn(self.uow, outcome.result.transaction, self.now)
-
-    def _record_results(self, items: list[_Item], transaction_ids: Sequence[int]) -> None:
-        idempotency.record_results(
-            self.uow,
-            self.partner_id,
-            [
-                (item.command.request_id, str(transaction_id))
-                for item, transaction_id in zip(items, transaction_ids, strict=True)
-            ],
-        )
 
     def _settle_duplicates(
         self, items: list[_Item], duplicates: list[tuple[int, EarnCommand]]

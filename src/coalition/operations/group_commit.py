@@ -45,11 +45,17 @@ GROUP_WINDOW_SECONDS = 0.0
 # Groups committing at once in one process, each on its own connection: while one waits for
 # the database, the next forms and goes. Members are locked in one global order, so
 # concurrent groups never deadlock.
-COMMITTER_THREADS = 4
+COMMITTER_THREADS = 1
 # How long a group may wait on locks when none of its callers set a deadline.
 GROUP_WAIT_SECONDS_MAX = 30.0
 QUEUE_LENGTH_MAX = 4096  # earns waiting in one process; past it, callers are refused
 assert 0 < GROUP_SIZE_MAX <= batch_earn.BATCH_EARN_ITEMS_MAX, "a group is a batch"
+
+
+@dataclass(frozen=True)
+class EarnAnswer:
+    result: LedgerResult
+    balance_visible: bool  # whether the calling partner may see the member's balance
 
 
 @dataclass
@@ -57,7 +63,7 @@ class _Pending:
     partner_id: str
     command: EarnCommand
     deadline_monotonic: float
-    answer: Future[LedgerResult] = field(default_factory=Future)
+    answer: Future[EarnAnswer] = field(default_factory=Future)
 
 
 class EarnCommitter:
@@ -88,7 +94,7 @@ class EarnCommitter:
 
     def earn(
         self, partner_id: str, command: EarnCommand, timeout_seconds: float | None
-    ) -> LedgerResult:
+    ) -> EarnAnswer:
         """Queue the earn, wait for its group to commit, and return its answer (or raise)."""
         pending = _Pending(partner_id, command, _deadline(timeout_seconds))
         with self._ready:
@@ -160,18 +166,20 @@ class EarnCommitter:
         # The group waits on locks as long as its most patient caller (store/deadlines.py).
         deadline = max(pending.deadline_monotonic for pending in group)
         with deadlines.call_deadline(deadline - time.monotonic()):
-            outcomes = batch_earn.earn_many(
+            result = batch_earn.earn_many(
                 self._unit_of_work(),
                 group[0].partner_id,
                 [pending.command for pending in group],
                 now,
             )
-        for pending, outcome in zip(group, outcomes, strict=True):
+        for pending, outcome in zip(group, result.outcomes, strict=True):
             if outcome.error is not None:
                 pending.answer.set_exception(outcome.error)
             else:
                 assert outcome.result is not None
-                pending.answer.set_result(outcome.result)
+                member_id = outcome.result.transaction.member_id
+                visible = member_id in result.balance_visible
+                pending.answer.set_result(EarnAnswer(outcome.result, visible))
 
 
 def _deadline(timeout_seconds: float | None) -> float:

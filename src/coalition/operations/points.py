@@ -24,7 +24,7 @@ from coalition.ledger.accounts import (
     partner_issuance_account_id,
     partner_redemption_account_id,
 )
-from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
+from coalition.ledger.idempotency import KeyedRequest, apply_once
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.writer import NewLot
 from coalition.operations import promotions
@@ -185,9 +185,9 @@ def _burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime)
         currency=command.value.currency if command.value else None,
         partner_reference=command.partner_reference,
     )
-    record = journal.post(uow, entry, now)
+    record = journal.post(uow, entry, now, result_of=(partner_id, command.request_id))
     lots.consume(uow, member_id, record.transaction_id, points_burned)
-    return _commit(uow, partner_id, command.request_id, record)
+    return _commit(uow, record)
 
 
 def reverse(
@@ -237,10 +237,10 @@ def _reverse(
         qualifying_points=qualifying_points,
         qualifying_month_of=parent.occurred_at,
     )
-    record = journal.post(uow, entry, now)
+    record = journal.post(uow, entry, now, result_of=(partner_id, command.request_id))
     if parent.kind == "burn":
         lots.restore(uow, member_id, parent.transaction_id, record.transaction_id, points_reversed)
-    return _commit(uow, partner_id, command.request_id, record)
+    return _commit(uow, record)
 
 
 def quote(uow: UnitOfWork, partner_id: str, command: QuoteCommand, now: datetime) -> QuoteResult:
@@ -346,10 +346,8 @@ def _applied_once(
     )
 
 
-def _commit(
-    uow: UnitOfWork, partner_id: str, request_id: str, record: TransactionRecord
-) -> LedgerResult:
-    record_result(uow, partner_id, request_id, str(record.transaction_id))
+def _commit(uow: UnitOfWork, record: TransactionRecord) -> LedgerResult:
+    """Commit the request (the writer recorded its result on its claim) and answer it."""
     uow.commit()
     return LedgerResult(record, abs(record.points_delta), record.balance_points_after, False)
 
