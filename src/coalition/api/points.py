@@ -47,9 +47,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
     ) -> messages.EarnResponse:
         command = _earn_command(request)
         answer = self._earns.earn(caller_partner_id(), command, context.time_remaining())
-        member_id = answer.result.transaction.member_id
-        visible = frozenset({member_id}) if answer.balance_visible else frozenset()
-        return messages.EarnResponse(**_ledger_fields(answer.result, visible))
+        return messages.EarnResponse(**_ledger_fields(answer.result, answer.balance_visible))
 
     def BatchEarn(
         self, request: messages.BatchEarnRequest, context: grpc.ServicerContext
@@ -70,9 +68,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
             self._unit_of_work(), caller_partner_id(), items, all_or_nothing, _now()
         )
         return messages.BatchEarnResponse(
-            results=[
-                _batch_earn_result(outcome, result.balance_visible) for outcome in result.outcomes
-            ],
+            results=[_batch_earn_result(outcome) for outcome in result.outcomes],
             applied_count=result.applied_count,
             replayed_count=result.replayed_count,
             failed_count=result.failed_count,
@@ -103,8 +99,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         )
         result = operations.burn(self._unit_of_work(), caller_partner_id(), command, _now())
         # The burn was allowed only because the caller sees this balance (require above).
-        visible = frozenset({result.transaction.member_id})
-        return messages.BurnResponse(**_ledger_fields(result, visible))
+        return messages.BurnResponse(**_ledger_fields(result, True))
 
     def Reverse(
         self, request: messages.ReverseRequest, context: grpc.ServicerContext
@@ -118,7 +113,8 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         )
         parser.done()
         result = operations.reverse(self._unit_of_work(), caller_partner_id(), command, _now())
-        visible = self._privacy().balance_visible({result.transaction.member_id})
+        member_id = result.transaction.member_id
+        visible = member_id in self._privacy().balance_visible({member_id})
         return messages.ReverseResponse(**_ledger_fields(result, visible))
 
     def Quote(
@@ -251,12 +247,10 @@ def _earn_command(request: messages.EarnRequest) -> operations.EarnCommand:
     )
 
 
-def _batch_earn_result(
-    outcome: batch_earn.BatchItemOutcome, visible: frozenset[str]
-) -> messages.BatchEarnResult:
+def _batch_earn_result(outcome: batch_earn.BatchItemOutcome) -> messages.BatchEarnResult:
     if outcome.result is not None:
         return messages.BatchEarnResult(
-            earn=messages.EarnResponse(**_ledger_fields(outcome.result, visible))
+            earn=messages.EarnResponse(**_ledger_fields(outcome.result, outcome.balance_visible))
         )
     error = outcome.error
     assert error is not None
@@ -270,9 +264,8 @@ def _batch_earn_result(
     )
 
 
-def _ledger_fields(result: LedgerResult, balance_visible: frozenset[str]) -> dict[str, Any]:
-    """The answer to a ledger mutation; the balance only for members in `balance_visible`."""
-    visible = result.transaction.member_id in balance_visible
+def _ledger_fields(result: LedgerResult, visible: bool) -> dict[str, Any]:
+    """The answer to a ledger mutation; the balance only if the caller may see it."""
     return {
         "transaction": responses.transaction(result.transaction, visible),
         "points": result.points,

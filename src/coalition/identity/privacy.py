@@ -16,11 +16,11 @@ import enum
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from coalition.domain.errors import FailedPrecondition
 from coalition.identity.members import MemberReference, resolve
-from coalition.store.schema import CONSENT_SCOPES, member_consents, partner_links
+from coalition.store import driver
+from coalition.store.driver import IN_LIST, Statement
+from coalition.store.schema import CONSENT_SCOPES
 from coalition.store.unit_of_work import UnitOfWork
 
 BASIC = "profile.basic"
@@ -79,39 +79,47 @@ def scopes_in_force(
 
 def sights(uow: UnitOfWork, partner_id: str, member_ids: Collection[str]) -> dict[str, Sight]:
     """The partner's sight of each member, in two statements whatever their number."""
-    assert len(member_ids) <= MEMBERS_PER_LOOKUP_MAX
-    if not member_ids:
+    seen = sights_of_pairs(uow, {(partner_id, member_id) for member_id in member_ids})
+    return {member_id: sight for (_, member_id), sight in seen.items()}
+
+
+def sights_of_pairs(
+    uow: UnitOfWork, pairs: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], Sight]:
+    """Each (partner, member) pair's sight, in two statements whatever their number and
+    partners (a group of earns of several partners asks once)."""
+    assert len(pairs) <= MEMBERS_PER_LOOKUP_MAX
+    if not pairs:
         return {}
-    linked = set(
-        uow.connection.execute(
-            select(partner_links.c.member_id)
-            .where(
-                partner_links.c.partner_id == partner_id,
-                partner_links.c.member_id.in_(member_ids),
-            )
-            .distinct()
-        ).scalars()
-    )
-    decisions: dict[str, dict[str, bool]] = {member_id: {} for member_id in member_ids}
-    if linked:
-        rows = uow.connection.execute(
-            select(
-                member_consents.c.member_id, member_consents.c.scope, member_consents.c.granted
-            ).where(
-                member_consents.c.partner_id == partner_id,
-                member_consents.c.member_id.in_(linked),
-            )
-        )
-        for row in rows:
-            decisions[row.member_id][row.scope] = bool(row.granted)
-    return {
-        member_id: Sight(
-            member_id,
-            member_id in linked,
-            *scopes_in_force(member_id in linked, decisions[member_id]),
-        )
-        for member_id in member_ids
+    partner_ids = sorted({partner_id for partner_id, _ in pairs})
+    member_ids = sorted({member_id for _, member_id in pairs})
+    linked = {
+        pair
+        for pair in driver.execute(uow, LINKED_PAIRS, (partner_ids, member_ids))
+        if pair in pairs
     }
+    decisions: dict[tuple[str, str], dict[str, bool]] = {pair: {} for pair in pairs}
+    if linked:
+        linked_members = sorted({member_id for _, member_id in linked})
+        rows = driver.execute(uow, DECISIONS, (partner_ids, linked_members))
+        for partner_id, member_id, scope, granted in rows:
+            if (partner_id, member_id) in linked:
+                decisions[(partner_id, member_id)][scope] = bool(granted)
+    return {
+        pair: Sight(pair[1], pair in linked, *scopes_in_force(pair in linked, decisions[pair]))
+        for pair in pairs
+    }
+
+
+# On every earn's path: statements built once, on the driver (store/driver.py).
+LINKED_PAIRS = Statement(
+    "SELECT DISTINCT partner_id, member_id FROM partner_links"
+    f" WHERE partner_id {IN_LIST} %s AND member_id {IN_LIST} %s"
+)
+DECISIONS = Statement(
+    "SELECT partner_id, member_id, scope, granted FROM member_consents"
+    f" WHERE partner_id {IN_LIST} %s AND member_id {IN_LIST} %s"
+)
 
 
 def sight(uow: UnitOfWork, partner_id: str, member_id: str) -> Sight:

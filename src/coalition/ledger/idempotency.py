@@ -16,7 +16,7 @@ faults and refusals that tell the client to retry (`is_final`) are never kept.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -29,7 +29,7 @@ from coalition.domain.errors import (
     restored_error,
 )
 from coalition.store import driver
-from coalition.store.driver import Statement
+from coalition.store.driver import IN_LIST, Statement
 from coalition.store.unit_of_work import UnitOfWork
 
 Fingerprint = Mapping[str, str | int | None]
@@ -165,6 +165,32 @@ def claim_many(
     return claimed
 
 
+@dataclass(frozen=True)
+class ExistingClaim:
+    operation: str
+    fingerprint: str
+    result_id: str | None
+    refusal: str | None
+
+
+def existing_claims(
+    uow: UnitOfWork, keys: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], ExistingClaim]:
+    """The committed claims of (partner, request id) `keys`, in one statement whatever their
+    number and partners."""
+    rows = driver.execute(
+        uow,
+        EXISTING_CLAIMS,
+        (sorted({request_id for _, request_id in keys}), sorted({p for p, _ in keys})),
+    )
+    wanted = set(keys)
+    return {
+        (partner_id, request_id): ExistingClaim(*claim)
+        for partner_id, request_id, *claim in rows
+        if (partner_id, request_id) in wanted
+    }
+
+
 def release_claim(uow: UnitOfWork, request: KeyedRequest) -> None:
     """Give up this unit of work's claim of `request` (a refusal that is no final answer)."""
     cursor = driver.execute(uow, RELEASE, (request.partner_id, request.request_id))
@@ -221,6 +247,10 @@ CLAIM = Statement(
     "INSERT INTO idempotency_keys"
     " (partner_id, request_id, operation, fingerprint, refusal, create_time)"
     " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING request_id"
+)
+EXISTING_CLAIMS = Statement(
+    "SELECT partner_id, request_id, operation, fingerprint, result_id, refusal"
+    f" FROM idempotency_keys WHERE request_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
 )
 EXISTING_CLAIM = Statement(
     "SELECT fingerprint, result_id, refusal FROM idempotency_keys"

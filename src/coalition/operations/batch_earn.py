@@ -21,10 +21,10 @@ SELECT ... FOR UPDATE in account-id order, so concurrent batches never deadlock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 
@@ -66,7 +66,6 @@ from coalition.referrals import rewards as referral_rewards
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
 from coalition.store.schema import (
-    idempotency_keys,
     journal_transactions,
     partner_links,
 )
@@ -80,14 +79,14 @@ OPERATION = "earn"
 class BatchItemOutcome:
     result: LedgerResult | None = None
     error: CoalitionError | None = None
+    # Whether the partner that asked may see the member's balance (identity/privacy.py), read
+    # in the same transaction: an answer carries the balance only then.
+    balance_visible: bool = False
 
 
 @dataclass(frozen=True)
 class BatchEarnResult:
     outcomes: tuple[BatchItemOutcome, ...]
-    # Members whose balance the calling partner may see (identity/privacy.py), read in the
-    # same transaction: an answer carries a balance only for them.
-    balance_visible: frozenset[str] = frozenset()
 
     @property
     def applied_count(self) -> int:
@@ -105,7 +104,7 @@ class BatchEarnResult:
 def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
     """One earn: a group of one through the same path as a batch and the hub's group commit
     (operations/group_commit.py), so all three claim, refuse and write alike."""
-    (outcome,) = earn_many(uow, partner_id, [command], now).outcomes
+    (outcome,) = earn_many(uow, [(partner_id, command)], now).outcomes
     if outcome.error is not None:
         raise outcome.error
     assert outcome.result is not None
@@ -113,11 +112,26 @@ def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) 
 
 
 def earn_many(
-    uow: UnitOfWork, partner_id: str, commands: Sequence[EarnCommand], now: datetime
+    uow: UnitOfWork, earns: Sequence[tuple[str, EarnCommand]], now: datetime
 ) -> BatchEarnResult:
-    """Independent earns of one partner in one unit of work, each with its own answer: a
-    refusal of one is kept under its request id and never rolls back another."""
-    return batch_earn(uow, partner_id, commands, False, now)
+    """Independent earns, each (partner, command), in one unit of work, each with its own
+    answer: a refusal of one is kept under its request id and never rolls back another.
+
+    Earns of partners the programme adds nothing to go set-based together, whatever their
+    partners; an earn the programme may add to goes item by item, so such earns come one
+    partner at a time (`shares_a_group`)."""
+    assert earns and len({shares_a_group(partner_id) for partner_id, _ in earns}) == 1
+    return _run(uow, earns, False, now)
+
+
+def shares_a_group(partner_id: str) -> str:
+    """The group key of a partner's earns: partners the programme adds nothing to share one."""
+    if _programme_adds_nothing(active_programme(), partner_id):
+        return SET_BASED_GROUP
+    return partner_id
+
+
+SET_BASED_GROUP = ""  # no partner id is empty
 
 
 def overloaded(queue_length_max: int) -> Unavailable:
@@ -148,24 +162,49 @@ def batch_earn(
     now: datetime,
 ) -> BatchEarnResult:
     """Apply `items` (commands, or the error parsing that item found) in one unit of work."""
+    return _run(uow, [(partner_id, item) for item in items], all_or_nothing, now)
+
+
+def _run(
+    uow: UnitOfWork,
+    items: Sequence[tuple[str, EarnCommand | CoalitionError]],
+    all_or_nothing: bool,
+    now: datetime,
+) -> BatchEarnResult:
     assert 0 < len(items) <= BATCH_EARN_ITEMS_MAX, "the API bounds the batch size"
-    programme = active_programme()
+    partner_ids = {partner_id for partner_id, _ in items}
     with uow:
-        if _programme_adds_nothing(programme, partner_id):
-            outcomes = _SetBasedBatch(uow, partner_id, all_or_nothing, now).run(items)
+        if shares_a_group(next(iter(partner_ids))) == SET_BASED_GROUP:
+            outcomes = _SetBasedBatch(uow, all_or_nothing, now).run(items)
         else:
-            outcomes = _earn_item_by_item(uow, partner_id, items, all_or_nothing, now)
-        visible = _balance_visible(uow, partner_id, outcomes)
+            assert len(partner_ids) == 1, "item by item, one partner per call"
+            (partner_id,) = partner_ids
+            commands = [item for _, item in items]
+            outcomes = _earn_item_by_item(uow, partner_id, commands, all_or_nothing, now)
+        outcomes = _with_balance_sight(uow, [partner_id for partner_id, _ in items], outcomes)
         uow.commit()
-    return BatchEarnResult(tuple(outcomes), visible)
+    return BatchEarnResult(tuple(outcomes))
 
 
-def _balance_visible(
-    uow: UnitOfWork, partner_id: str, outcomes: Sequence[BatchItemOutcome]
-) -> frozenset[str]:
-    member_ids = {o.result.transaction.member_id for o in outcomes if o.result is not None}
-    seen = privacy.sights(uow, partner_id, member_ids)
-    return frozenset(member_id for member_id, sight in seen.items() if sight.sees(BALANCE))
+def _with_balance_sight(
+    uow: UnitOfWork, partner_ids: Sequence[str], outcomes: Sequence[BatchItemOutcome]
+) -> list[BatchItemOutcome]:
+    """Each applied outcome, told whether its partner may see the member's balance."""
+    pairs = {
+        (partner_id, outcome.result.transaction.member_id)
+        for partner_id, outcome in zip(partner_ids, outcomes, strict=True)
+        if outcome.result is not None
+    }
+    seen = privacy.sights_of_pairs(uow, pairs)
+    return [
+        replace(
+            outcome,
+            balance_visible=seen[(partner_id, outcome.result.transaction.member_id)].sees(BALANCE),
+        )
+        if outcome.result is not None
+        else outcome
+        for partner_id, outcome in zip(partner_ids, outcomes, strict=True)
+    ]
 
 
 def _programme_adds_nothing(programme: Programme, partner_id: str) -> bool:
@@ -196,6 +235,7 @@ def _replayed(record: TransactionRecord) -> LedgerResult:
 @dataclass
 class _Item:
     index: int
+    partner_id: str
     command: EarnCommand
     request: KeyedRequest
     error: CoalitionError | None = None  # found before any write
@@ -203,7 +243,11 @@ class _Item:
     rate: RateVersion | None = None
     points: int = 0
     member_id: str | None = None
-    row: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Request ids are the partner's own: (partner, request id) names one request."""
+        return (self.partner_id, self.command.request_id)
 
 
 USABLE_MEMBERS = Statement(
@@ -213,37 +257,39 @@ USABLE_MEMBERS = Statement(
 
 
 class _SetBasedBatch:
-    def __init__(self, uow: UnitOfWork, partner_id: str, all_or_nothing: bool, now: datetime):
+    """Earns of any partners the programme adds nothing to, in a fixed number of statements
+    whatever their number and partners."""
+
+    def __init__(self, uow: UnitOfWork, all_or_nothing: bool, now: datetime):
         self.uow = uow
         self.connection = uow.connection
-        self.partner_id = partner_id
         self.all_or_nothing = all_or_nothing
         self.now = now
         self.outcomes: list[BatchItemOutcome | None] = []
         self.referrers: dict[str, str] = {}  # referred member -> referrer, reward unpaid
 
-    def run(self, commands: Sequence[EarnCommand | CoalitionError]) -> list[BatchItemOutcome]:
+    def run(
+        self, commands: Sequence[tuple[str, EarnCommand | CoalitionError]]
+    ) -> list[BatchItemOutcome]:
         self.outcomes = [None] * len(commands)
         items, duplicates = self._parse(commands)
-        terms = partner_terms(self.uow, self.partner_id)
+        terms = {p: partner_terms(self.uow, p) for p in sorted({i.partner_id for i in items})}
         # In the order a single earn checks them: the time, the member, the rate and points.
-        self._check_times(terms.partner, items)
+        self._check_times(terms, items)
         self._resolve_members(items)
         self._compute(terms, items)
         # All-or-nothing remembers nothing: a failing item fails the call before any write.
         claimed = self._claim(
             [item for item in items if item.error is None or not self.all_or_nothing]
         )
-        self._settle_unclaimed([item for item in items if item.command.request_id not in claimed])
+        self._settle_unclaimed([item for item in items if item.key not in claimed])
         for item in items:
-            if item.command.request_id in claimed and item.error is not None:
+            if item.key in claimed and item.error is not None:
                 self._fail(item.index, item.error)  # claimed with its refusal, now final
-        applied = [
-            item for item in items if item.command.request_id in claimed and item.error is None
-        ]
+        applied = [item for item in items if item.key in claimed and item.error is None]
         applied = self._lock_members(applied)
         if applied:
-            self._write(terms.partner, applied)
+            self._write(terms, applied)
             self._reward_referrals(applied)
         self._settle_duplicates(items, duplicates)
         assert all(outcome is not None for outcome in self.outcomes)
@@ -255,62 +301,53 @@ class _SetBasedBatch:
         self.outcomes[index] = BatchItemOutcome(error=error)
 
     def _parse(
-        self, commands: Sequence[EarnCommand | CoalitionError]
-    ) -> tuple[list[_Item], list[tuple[int, EarnCommand]]]:
+        self, commands: Sequence[tuple[str, EarnCommand | CoalitionError]]
+    ) -> tuple[list[_Item], list[_Item]]:
         items: list[_Item] = []
-        duplicates: list[tuple[int, EarnCommand]] = []
-        seen: set[str] = set()
-        for index, command in enumerate(commands):
+        duplicates: list[_Item] = []
+        seen: set[tuple[str, str]] = set()
+        for index, (partner_id, command) in enumerate(commands):
             if isinstance(command, CoalitionError):
                 self._fail(index, command)
-            elif command.request_id in seen:
-                duplicates.append((index, command))  # judged against its first occurrence
+                continue
+            item = _Item(index, partner_id, command, _keyed_request(partner_id, command, self.now))
+            if item.key in seen:
+                duplicates.append(item)  # judged against its first occurrence
             else:
-                seen.add(command.request_id)
-                items.append(
-                    _Item(index, command, _keyed_request(self.partner_id, command, self.now))
-                )
+                seen.add(item.key)
+                items.append(item)
         return items, duplicates
 
-    def _check_times(self, partner: Partner, items: list[_Item]) -> None:
+    def _check_times(self, terms: Mapping[str, PartnerTerms], items: list[_Item]) -> None:
         for item in items:
             try:
+                partner = terms[item.partner_id].partner
                 item.occurred_at = _occurred_at(item.command.occurred_at, self.now, partner)
             except CoalitionError as error:
                 item.error = error
 
-    def _compute(self, terms: PartnerTerms, items: list[_Item]) -> None:
+    def _compute(self, terms: Mapping[str, PartnerTerms], items: list[_Item]) -> None:
         """Rates and points, in memory: past rate versions never change."""
         for item in items:
             if item.error is not None:
                 continue
             assert item.occurred_at is not None
+            partner_terms_of_item = terms[item.partner_id]
             try:
-                item.rate = terms.rate_at(item.occurred_at)
+                item.rate = partner_terms_of_item.rate_at(item.occurred_at)
                 item.points = _points_earned(
-                    terms.partner, item.rate, item.command.spend, item.command.native_points
+                    partner_terms_of_item.partner,
+                    item.rate,
+                    item.command.spend,
+                    item.command.native_points,
                 )
             except CoalitionError as error:
                 item.error = error
 
     def _resolve_members(self, items: list[_Item]) -> None:
-        """Member ids in two reads; anything unusual (unknown, merged, forgotten) is resolved
+        """Member ids in a few reads; anything unusual (unknown, merged, forgotten) is resolved
         one by one by `resolve`, so that it fails or redirects exactly as a single earn."""
-        by_customer_id = {
-            item.command.member.partner_customer_id
-            for item in items
-            if item.error is None and item.command.member.partner_customer_id is not None
-        }
-        linked: dict[str, str] = {}
-        if by_customer_id:
-            linked = dict(
-                self.connection.execute(
-                    select(partner_links.c.partner_customer_id, partner_links.c.member_id).where(
-                        partner_links.c.partner_id == self.partner_id,
-                        partner_links.c.partner_customer_id.in_(sorted(by_customer_id)),
-                    )
-                ).all()
-            )
+        linked = self._linked_customers(items)
         candidates: dict[int, str | None] = {}
         for item in items:
             if item.error is None:
@@ -318,7 +355,7 @@ class _SetBasedBatch:
                 candidates[item.index] = (
                     reference.member_id
                     if reference.member_id is not None
-                    else linked.get(reference.partner_customer_id or "")
+                    else linked.get((item.partner_id, reference.partner_customer_id or ""))
                 )
         member_ids = sorted({m for m in candidates.values() if m is not None})
         usable = (
@@ -334,38 +371,42 @@ class _SetBasedBatch:
                 item.member_id = candidate
                 continue
             try:
-                item.member_id = resolve(self.uow, self.partner_id, item.command.member)
+                item.member_id = resolve(self.uow, item.partner_id, item.command.member)
             except CoalitionError as error:
                 item.error = error
 
-    def _claim(self, items: list[_Item]) -> set[str]:
+    def _linked_customers(self, items: list[_Item]) -> dict[tuple[str, str], str]:
+        """(partner, partner customer id) -> member, for the items that name a customer id:
+        one read per partner that names any."""
+        by_partner: dict[str, set[str]] = defaultdict(set)
+        for item in items:
+            customer_id = item.command.member.partner_customer_id
+            if item.error is None and customer_id is not None:
+                by_partner[item.partner_id].add(customer_id)
+        linked: dict[tuple[str, str], str] = {}
+        for partner_id, customer_ids in sorted(by_partner.items()):
+            rows = self.connection.execute(
+                select(partner_links.c.partner_customer_id, partner_links.c.member_id).where(
+                    partner_links.c.partner_id == partner_id,
+                    partner_links.c.partner_customer_id.in_(sorted(customer_ids)),
+                )
+            )
+            linked.update(((partner_id, customer_id), member) for customer_id, member in rows)
+        return linked
+
+    def _claim(self, items: list[_Item]) -> set[tuple[str, str]]:
         """Claim the request ids, a failing item's with its refusal as its final answer
         (idempotency.py); the ids already claimed by a committed request are left alone."""
         if not items:
             return set()
-        claimed = idempotency.claim_many(self.uow, [(item.request, item.error) for item in items])
-        return {request_id for _, request_id in claimed}
+        return idempotency.claim_many(self.uow, [(item.request, item.error) for item in items])
 
     def _settle_unclaimed(self, items: list[_Item]) -> None:
         """Items whose request id was applied before are replayed or refused as a reuse, as a
         single earn would (its claim comes first); the rest fail with their own error."""
         if not items:
             return
-        claims = {
-            row.request_id: row
-            for row in self.connection.execute(
-                select(
-                    idempotency_keys.c.request_id,
-                    idempotency_keys.c.operation,
-                    idempotency_keys.c.fingerprint,
-                    idempotency_keys.c.result_id,
-                    idempotency_keys.c.refusal,
-                ).where(
-                    idempotency_keys.c.partner_id == self.partner_id,
-                    idempotency_keys.c.request_id.in_([i.command.request_id for i in items]),
-                )
-            )
-        }
+        claims = idempotency.existing_claims(self.uow, [item.key for item in items])
         # Only earns' results are transaction ids (an enrolment's is a member id); a claim of
         # another operation is refused as a reuse below.
         replayed_ids = sorted(
@@ -377,7 +418,7 @@ class _SetBasedBatch:
             record.transaction_id: record for record in _find_transactions(self.uow, replayed_ids)
         }
         for item in items:
-            claim = claims.get(item.command.request_id)
+            claim = claims.get(item.key)
             if claim is None:
                 assert item.error is not None, "an unclaimed request id is claimed by another"
                 self._fail(item.index, item.error)
@@ -424,12 +465,11 @@ class _SetBasedBatch:
                 self._fail(item.index, error)  # all-or-nothing: the call fails here
         return kept
 
-    def _write(self, partner: Partner, items: list[_Item]) -> None:
+    def _write(self, terms: Mapping[str, PartnerTerms], items: list[_Item]) -> None:
         """Every applied item through the ledger's one writer, in one call."""
         items.sort(key=lambda item: item.index)
-        entries = [self._entry(partner, item) for item in items]
-        claims = [(self.partner_id, item.command.request_id) for item in items]
-        records = writer.write(self.uow, entries, self.now, results=claims)
+        entries = [self._entry(terms[item.partner_id].partner, item) for item in items]
+        records = writer.write(self.uow, entries, self.now, results=[i.key for i in items])
         for item, record in zip(items, records, strict=True):
             result = LedgerResult(record, item.points, record.balance_points_after, False)
             self.outcomes[item.index] = BatchItemOutcome(result=result)
@@ -442,13 +482,13 @@ class _SetBasedBatch:
         spend = item.command.spend
         return JournalEntry(
             kind=OPERATION,
-            partner_id=self.partner_id,
+            partner_id=item.partner_id,
             member_id=item.member_id,
             request_id=item.command.request_id,
             occurred_at=item.occurred_at,
             postings=(
                 Posting(member_account_id(item.member_id), item.points),
-                Posting(partner_issuance_account_id(self.partner_id), -item.points),
+                Posting(partner_issuance_account_id(item.partner_id), -item.points),
             ),
             rate_version_id=item.rate.rate_version_id,
             amount_minor=spend.amount_minor if spend else None,
@@ -456,7 +496,7 @@ class _SetBasedBatch:
             native_points=item.command.native_points,
             partner_reference=item.command.partner_reference,
             lot=NewLot(
-                self.partner_id,
+                item.partner_id,
                 item.points,
                 rules.lot_expiry(item.occurred_at, partner.points_validity_months),
             ),
@@ -472,34 +512,31 @@ class _SetBasedBatch:
             if item.member_id in self.referrers and outcome is not None and outcome.result:
                 referral_rewards.reward_after_earn(self.uow, outcome.result.transaction, self.now)
 
-    def _settle_duplicates(
-        self, items: list[_Item], duplicates: list[tuple[int, EarnCommand]]
-    ) -> None:
+    def _settle_duplicates(self, items: list[_Item], duplicates: list[_Item]) -> None:
         """A request id repeated within the batch is judged against its first occurrence, as
         if the two had been sent one after the other."""
-        first_by_request_id = {item.command.request_id: item for item in items}
-        for index, command in duplicates:
-            first = first_by_request_id[command.request_id]
-            request = _keyed_request(self.partner_id, command, self.now)
+        first_by_key = {item.key: item for item in items}
+        for duplicate in duplicates:
+            first = first_by_key[duplicate.key]
             outcome = self.outcomes[first.index]
             assert outcome is not None
             try:
                 answer_of_existing_claim(
-                    command.request_id,
+                    duplicate.command.request_id,
                     first.request.canonical_fingerprint,
-                    request.canonical_fingerprint,
+                    duplicate.request.canonical_fingerprint,
                     None,
                 )
             except CoalitionError as reused:
-                self._fail(index, reused)
+                self._fail(duplicate.index, reused)
                 continue
             if outcome.result is not None:
-                self.outcomes[index] = BatchItemOutcome(
+                self.outcomes[duplicate.index] = BatchItemOutcome(
                     result=_replayed(outcome.result.transaction)
                 )
             else:
                 assert outcome.error is not None
-                self._fail(index, outcome.error)
+                self._fail(duplicate.index, outcome.error)
 
 
 def _find_transactions(uow: UnitOfWork, transaction_ids: list[int]) -> list[TransactionRecord]:

@@ -8,9 +8,9 @@ by all its earns:
 
 - a request waits for nothing when the hub is idle: the committer takes whatever is queued the
   moment it is free; `GROUP_WINDOW_SECONDS` (default 0) may add a wait to gather more;
-- a group holds at most `GROUP_SIZE_MAX` earns, all of one partner (a group's claims and
-  results are keyed by partner, and its members are locked in one ordered statement, so
-  concurrent groups never deadlock);
+- a group holds at most `GROUP_SIZE_MAX` earns, of any partners the programme adds nothing
+  to (the set-based path), or of one partner it adds to (item by item); its members are
+  locked in one ordered statement, so concurrent groups never deadlock;
 - a refusal of one earn (NO_POINTS_EARNED, RATE_NOT_FOUND, ...) is that earn's answer, kept
   under its request id in the same transaction, and never rolls back the others;
 - no answer leaves before its group's transaction committed; a database fault answers every
@@ -63,6 +63,7 @@ class _Pending:
     partner_id: str
     command: EarnCommand
     deadline_monotonic: float
+    group_key: str  # batch_earn.shares_a_group
     answer: Future[EarnAnswer] = field(default_factory=Future)
 
 
@@ -96,7 +97,9 @@ class EarnCommitter:
         self, partner_id: str, command: EarnCommand, timeout_seconds: float | None
     ) -> EarnAnswer:
         """Queue the earn, wait for its group to commit, and return its answer (or raise)."""
-        pending = _Pending(partner_id, command, _deadline(timeout_seconds))
+        pending = _Pending(
+            partner_id, command, _deadline(timeout_seconds), batch_earn.shares_a_group(partner_id)
+        )
         with self._ready:
             assert not self._stopping, "the hub is stopping"
             if len(self._queue) >= QUEUE_LENGTH_MAX:
@@ -136,12 +139,12 @@ class EarnCommitter:
                 self._ready.wait()
             if self._window_seconds and len(self._queue) < self._group_size_max:
                 self._ready.wait(self._window_seconds)
-            partner_id = self._queue[0].partner_id
+            group_key = self._queue[0].group_key
             group: list[_Pending] = []
             kept: deque[_Pending] = deque()
             while self._queue:
                 pending = self._queue.popleft()
-                if pending.partner_id == partner_id and len(group) < self._group_size_max:
+                if pending.group_key == group_key and len(group) < self._group_size_max:
                     group.append(pending)
                 else:
                     kept.append(pending)
@@ -168,8 +171,7 @@ class EarnCommitter:
         with deadlines.call_deadline(deadline - time.monotonic()):
             result = batch_earn.earn_many(
                 self._unit_of_work(),
-                group[0].partner_id,
-                [pending.command for pending in group],
+                [(pending.partner_id, pending.command) for pending in group],
                 now,
             )
         for pending, outcome in zip(group, result.outcomes, strict=True):
@@ -177,9 +179,7 @@ class EarnCommitter:
                 pending.answer.set_exception(outcome.error)
             else:
                 assert outcome.result is not None
-                member_id = outcome.result.transaction.member_id
-                visible = member_id in result.balance_visible
-                pending.answer.set_result(EarnAnswer(outcome.result, visible))
+                pending.answer.set_result(EarnAnswer(outcome.result, outcome.balance_visible))
 
 
 def _deadline(timeout_seconds: float | None) -> float:

@@ -1,0 +1,162 @@
+"""Group commit against real SQLite and PostgreSQL: earns of several partners share one
+transaction, each keeps its own answer, refusal, request id and sight of the balance."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, text
+
+from coalition.domain.errors import CoalitionError
+from coalition.domain.points import Money
+from coalition.identity import members
+from coalition.identity.members import MemberReference
+from coalition.operations import batch_earn
+from coalition.operations.group_commit import EarnCommitter
+from coalition.operations.points import EarnCommand
+from coalition.store.unit_of_work import UnitOfWork
+from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals
+
+pytestmark = pytest.mark.integration
+
+# Partner -> currency of its spend (tests/conftest.py); every one earns 1 point per unit or
+# more at today's rates, so 10 units earn points everywhere.
+CURRENCY_OF = {"test-coffee": "CNY", "test-air": "EUR", "test-cinema": "GBP"}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def enroll_at_coffee(engine: Engine) -> str:
+    enrolment = members.enroll(
+        UnitOfWork(engine), "test-coffee", uuid.uuid4().hex, uuid.uuid4().hex, "Ana", now()
+    )
+    return enrolment.member.member_id
+
+
+def earn(member_id: str, partner_id: str, request_id: str = "", currency: str = "") -> EarnCommand:
+    return EarnCommand(
+        request_id=request_id or uuid.uuid4().hex,
+        member=MemberReference(member_id=member_id),
+        spend=Money(10_000, currency or CURRENCY_OF[partner_id]),
+    )
+
+
+def commit_ids(engine: Engine) -> Counter[int]:
+    """Events per committing transaction id (PostgreSQL records it on every event)."""
+    with engine.connect() as connection:
+        return Counter(connection.execute(text("SELECT commit_xid FROM events")).scalars())
+
+
+def test_earns_of_three_partners_share_one_transaction_and_keep_their_own_answers(
+    engine: Engine,
+) -> None:
+    member_id = enroll_at_coffee(engine)  # linked at coffee only
+    shared_request_id = uuid.uuid4().hex  # request ids are each partner's own
+    earns = [
+        ("test-coffee", earn(member_id, "test-coffee", shared_request_id)),
+        ("test-air", earn(member_id, "test-air", shared_request_id)),
+        ("test-cinema", earn(member_id, "test-cinema", currency="CNY")),  # refused
+        ("test-cinema", earn(member_id, "test-cinema")),
+    ]
+    events_before = commit_ids(engine)
+
+    result = batch_earn.earn_many(UnitOfWork(engine), earns, now())
+
+    coffee, air, refused, cinema = result.outcomes
+    assert refused.error is not None and refused.error.reason == "CURRENCY_MISMATCH"
+    applied = [coffee, air, cinema]
+    assert all(outcome.result is not None for outcome in applied)
+    records = [outcome.result.transaction for outcome in applied if outcome.result]
+    assert [record.partner_id for record in records] == ["test-coffee", "test-air", "test-cinema"]
+    # Each answer's balance is the member's right after its own earn, in order.
+    running = 0
+    for outcome in applied:
+        assert outcome.result is not None
+        running += outcome.result.points
+        assert outcome.result.balance_points == running
+    # Only the partner the member is linked at may see the balance.
+    assert [outcome.balance_visible for outcome in applied] == [True, False, False]
+    refused_request = earns[2][1].request_id
+    assert remembered_refusals(engine)[("test-cinema", refused_request)] == "CURRENCY_MISMATCH"
+    new_events = commit_ids(engine) - events_before
+    assert sum(new_events.values()) == 3
+    if engine.dialect.name == "postgresql":
+        assert len(new_events) == 1, "one transaction for the three partners' earns"
+    assert_ledger_sound(engine)
+
+
+def test_a_group_replays_each_partners_request_ids_apart(engine: Engine) -> None:
+    member_id = enroll_at_coffee(engine)
+    request_id = uuid.uuid4().hex
+    first = [
+        ("test-coffee", earn(member_id, "test-coffee", request_id)),
+        ("test-air", earn(member_id, "test-air", request_id)),
+    ]
+    applied = batch_earn.earn_many(UnitOfWork(engine), first, now())
+    again = batch_earn.earn_many(UnitOfWork(engine), list(reversed(first)), now())
+
+    assert [o.result.replayed for o in applied.outcomes if o.result] == [False, False]
+    assert [o.result.replayed for o in again.outcomes if o.result] == [True, True]
+    assert [o.result.transaction.transaction_id for o in again.outcomes if o.result] == [
+        o.result.transaction.transaction_id for o in reversed(applied.outcomes) if o.result
+    ]
+    assert_ledger_sound(engine)
+
+
+def test_the_committer_gathers_concurrent_earns_of_every_partner(engine: Engine) -> None:
+    member_ids = [enroll_at_coffee(engine) for _ in range(4)]
+    partners = sorted(CURRENCY_OF)
+    calls = [
+        (partners[n % 3], earn(member_ids[n % 4], partners[n % 3], currency="")) for n in range(48)
+    ]
+    calls.append(("test-air", earn(member_ids[0], "test-air", currency="GBP")))  # refused
+    events_before = commit_ids(engine)
+    # A 20 ms window lets a group gather what 16 threads send at once.
+    committer = EarnCommitter(lambda: UnitOfWork(engine), window_seconds=0.02)
+    try:
+
+        def call(partner_and_command: tuple[str, EarnCommand]) -> object:
+            partner_id, command = partner_and_command
+            try:
+                return committer.earn(partner_id, command, 30.0)
+            except CoalitionError as error:
+                return error
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(call, calls))
+    finally:
+        committer.stop()
+
+    *earned, refused = answers
+    assert isinstance(refused, CoalitionError) and refused.reason == "CURRENCY_MISMATCH"
+    assert not any(isinstance(answer, CoalitionError) for answer in earned)
+    visible = {
+        partner_id: {
+            answer.balance_visible
+            for (p, _), answer in zip(calls[:-1], earned, strict=True)
+            if p == partner_id
+        }
+        for partner_id in partners
+    }
+    assert visible == {"test-air": {False}, "test-cinema": {False}, "test-coffee": {True}}
+    new_events = commit_ids(engine) - events_before
+    assert sum(new_events.values()) == 48
+    if engine.dialect.name == "postgresql":
+        assert len(new_events) < 48, "concurrent earns shared transactions"
+    with engine.connect() as connection:
+        balances = dict(
+            connection.execute(
+                text("SELECT member_id, balance_points FROM accounts WHERE member_id IS NOT NULL")
+            ).all()
+        )
+    earned_points = Counter()
+    for (_, command), answer in zip(calls[:-1], earned, strict=True):
+        earned_points[command.member.member_id] += answer.result.points
+    assert {m: balances[m] for m in member_ids} == dict(earned_points)
+    assert_ledger_sound(engine)
