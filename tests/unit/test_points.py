@@ -125,3 +125,45 @@ def test_lot_expiry_is_later_and_within_the_target_month(earned_at: datetime, mo
     expires_at = rules.lot_expiry(earned_at, months)
     assert expires_at is not None and expires_at > earned_at
     assert (expires_at.year - earned_at.year) * 12 + expires_at.month - earned_at.month == months
+
+
+def test_request_fingerprints_keep_the_stored_shape() -> None:
+    """Fingerprints are stored with each claim and compared on every retry, so their shape is
+    a stored format: a change would make a retry after an upgrade REQUEST_ID_REUSED."""
+    from coalition.domain.points import Money
+    from coalition.identity.members import MemberReference
+    from coalition.operations.points import (
+        BurnCommand,
+        EarnCommand,
+        ReverseCommand,
+        _fingerprint,
+    )
+
+    occurred_at = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    earn = EarnCommand(
+        "r1",
+        MemberReference(partner_customer_id="c-9"),
+        Money(1250, "CNY"),
+        None,
+        occurred_at,
+        "till-4",
+    )
+    burn = BurnCommand("r2", MemberReference(member_id="m1"), points=40)
+    reverse = ReverseCommand("r3", 17, 0, "refund")
+
+    assert _fingerprint(earn) == {
+        "member.partner_customer_id": "c-9",
+        "spend.amount_minor": 1250,
+        "spend.currency": "CNY",
+        "native_points": None,
+        "occurred_at": "2026-03-01T12:30:00+00:00",
+        "partner_reference": "till-4",
+    }
+    assert _fingerprint(burn) == {
+        "member.member_id": "m1",
+        "points": 40,
+        "value": None,
+        "occurred_at": None,
+        "partner_reference": None,
+    }
+    assert _fingerprint(reverse) == {"transaction_id": 17, "points": 0, "reason": "refund"}

@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import TypeVar
 
 from coalition.domain.errors import (
@@ -46,7 +47,7 @@ class KeyedRequest:
     fingerprint: Fingerprint
     now: datetime
 
-    @property
+    @cached_property
     def canonical_fingerprint(self) -> str:
         return canonical_fingerprint(self.operation, self.fingerprint)
 
@@ -132,8 +133,8 @@ RECORD_RESULT = Statement(
 CLAIM_MANY = (
     "INSERT INTO idempotency_keys"
     " (partner_id, request_id, operation, fingerprint, refusal, create_time)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-    " %s::timestamptz[]) ON CONFLICT DO NOTHING RETURNING request_id"
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+    " %b::timestamptz[]) ON CONFLICT DO NOTHING RETURNING request_id"
 )
 RELEASE = Statement(
     "DELETE FROM idempotency_keys WHERE partner_id = %s AND request_id = %s"

@@ -20,7 +20,8 @@ from sqlalchemy.exc import DBAPIError
 from coalition.store.unit_of_work import UnitOfWork
 
 # `column IN_LIST` matches any value of one list parameter, in one statement text whatever
-# the list's length: `= ANY(array)` on PostgreSQL, `json_each` of the list as JSON on SQLite.
+# the list's length: `= ANY(array)` on PostgreSQL (the array sent in binary, which psycopg
+# dumps several times faster than quoted text), `json_each` of the list as JSON on SQLite.
 IN_LIST = "IN_LIST"
 
 
@@ -29,7 +30,7 @@ class Statement:
 
     def __init__(self, sql: str) -> None:
         assert "?" not in sql, "write placeholders as %s"
-        self.postgresql = sql.replace(f"{IN_LIST} %s", "= ANY(%s)")
+        self.postgresql = sql.replace(f"{IN_LIST} %s", "= ANY(%b)")
         self.sqlite = sql.replace(f"{IN_LIST} %s", "IN (SELECT value FROM json_each(%s))")
         self.sqlite = self.sqlite.replace("%s", "?")
 
