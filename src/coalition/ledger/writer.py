@@ -366,6 +366,11 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [[row[index] for row in rows] for index in range(width)]
 
 
+# psycopg parses a query again on every call when it has more parameters than this
+# (psycopg._queries.MAX_CACHED_STATEMENT_PARAMS); the writer's statement stays within it.
+PSYCOPG_CACHED_PARAMETERS_MAX = 50
+
+
 class _PostgresStatements:
     """Two statements whatever the number of entries: one reads the balances and takes the
     transaction ids, one writes every row (data-modifying CTEs; foreign keys are checked at the
@@ -420,8 +425,8 @@ class _PostgresStatements:
         " INSERT INTO events (partner_id, commit_xid, kind, member_id, transaction_id,"
         " points_delta, balance_points_after, create_time)"
         " SELECT p, pg_current_xact_id()::text::bigint, k, m, t, d, b, %(now)s"
-        " FROM unnest(%(e0)b::text[], %(e1)b::text[], %(e2)b::text[], %(e3)b::bigint[],"
-        " %(e4)b::bigint[], %(e5)b::bigint[]) WITH ORDINALITY AS x(p, k, m, t, d, b, n)"
+        " FROM unnest(%(j2)b::text[], %(event_kinds)b::text[], %(j3)b::text[], %(j0)b::bigint[],"
+        " %(j4)b::bigint[], %(j5)b::bigint[]) WITH ORDINALITY AS x(p, k, m, t, d, b, n)"
         " ORDER BY n RETURNING 1),"
         " qualified AS ("
         " INSERT INTO tier_qualifying_months (member_id, calendar_month, points)"
@@ -466,10 +471,13 @@ class _PostgresStatements:
             **_named("c", _columns(rows.lot_moves, 5)),
             **_named("d", _columns(rows.lot_deltas, 3)),
             **_named("b", _columns(rows.bonuses, 5)),
-            **_named("e", _columns(rows.events, 6)),
+            # An event per journal row, from the journal's own arrays (fewer parameters keep
+            # the statement in psycopg's cache of parsed queries, MAX_CACHED_STATEMENT_PARAMS).
+            "event_kinds": [EVENT_KIND_OF_TRANSACTION[row["kind"]] for row in plan.journal_rows],
             **_named("q", _columns(rows.qualifying, 3)),
             **_named("r", _columns(rows.results, 3)),
         }
+        assert len(parameters) <= PSYCOPG_CACHED_PARAMETERS_MAX, "parsed once, not per call"
         moved, recorded, lots_moved, _ = (
             connection.cursor().execute(self.WRITE, parameters).fetchone()
         )
