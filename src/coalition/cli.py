@@ -121,7 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep the demo's ledger in this database (default: a temporary SQLite file)",
     )
-    demo_command.add_argument("--partners", default="partners", help="partner manifests DIR")
+    demo_command.add_argument(
+        "--partners",
+        default=None,
+        type=Path,
+        help="partner manifests DIR (default: the demo's own, shipped with the package)",
+    )
+    demo_command.add_argument(
+        "--out",
+        default=None,
+        type=Path,
+        metavar="DIR",
+        help="write statements, keys, reconciliation and report here (default: a new "
+        "temporary directory, kept and printed)",
+    )
     jobs.add_jobs_parser(commands, _add_database_option)
     reconcile_commands.add_reconcile_parser(commands, _add_database_option)
     bench_command.add_bench_parser(commands)
@@ -303,7 +316,8 @@ def _keys_revoke(arguments: argparse.Namespace) -> int:
 def _demo(arguments: argparse.Namespace) -> int:
     return demo.run(
         arguments.database_url or os.environ.get(DATABASE_URL_ENVIRONMENT_VARIABLE),
-        Path(arguments.partners),
+        arguments.partners,
+        arguments.out,
     )
 
 
