@@ -3,7 +3,7 @@
 Exit codes (docs/reconciliation.md): 0 clean; 1 exceptions found / a check failed; 2 the job
 could not run (malformed report, bad arguments, unknown partner, timeout); 3 integrity proof
 incomplete (a check was skipped, none failed); 75 the same job is running elsewhere (EX_TEMPFAIL:
-retry later).
+retry later). Parsers: reconciliation/arguments.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
 
@@ -186,46 +185,33 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def add_reconcile_parser(
-    commands: Any, add_database_option: Callable[[argparse.ArgumentParser], None]
-) -> None:
-    reconcile = commands.add_parser("reconcile", help="partner reports and ledger integrity")
-    reconcile_commands = reconcile.add_subparsers(dest="reconcile_command", required=True)
-    run = reconcile_commands.add_parser("run", help="match a partner report against the ledger")
-    run.add_argument("--partner", required=True, help="the partner whose report FILE is")
-    run.add_argument("file", metavar="FILE", help="CSV or JSON Lines report")
-    run.add_argument("--format", choices=["csv", "jsonl"], default=None, help="default: suffix")
-    run.add_argument("--from", dest="window_start", default=None, help="RFC 3339, inclusive")
-    run.add_argument("--to", dest="window_end", default=None, help="RFC 3339, exclusive")
-    run.add_argument("--output-dir", default=".", help="where the CSV and JSON reports go")
-    run.add_argument(
-        "--exit-zero", action="store_true", help="exit 0 even when exceptions were found"
-    )
-    add_database_option(run)
-    integrity_command = reconcile_commands.add_parser(
-        "integrity", help="prove the ledger invariants"
-    )
-    integrity_command.add_argument("--from", dest="window_start", default=None, help="RFC 3339")
-    integrity_command.add_argument("--to", dest="window_end", default=None, help="RFC 3339")
-    add_database_option(integrity_command)
-
-
 def _run_command(engine: Engine, arguments: argparse.Namespace) -> int:
     migrate.prepare(engine)
-    return reconcile_run(
-        engine,
-        arguments.partner,
-        Path(arguments.file),
-        arguments.format,
-        (arguments.window_start, arguments.window_end),
-        Path(arguments.output_dir),
-        fail_on_exceptions=not arguments.exit_zero,
+    return _guarded(
+        lambda: reconcile_run(
+            engine,
+            arguments.partner,
+            Path(arguments.file),
+            arguments.format,
+            window_arguments(arguments),
+            Path(arguments.output_dir),
+            fail_on_exceptions=not arguments.exit_zero,
+        )
     )
 
 
 def _integrity_command(engine: Engine, arguments: argparse.Namespace) -> int:
     migrate.prepare(engine)
-    return reconcile_integrity(engine, (arguments.window_start, arguments.window_end))
+    return _guarded(lambda: reconcile_integrity(engine, window_arguments(arguments)))
+
+
+def window_arguments(arguments: argparse.Namespace) -> tuple[str | None, str | None]:
+    """`--period P` means `--from` P's start `--to` its end; the two forms do not mix."""
+    if arguments.period is None:
+        return arguments.window_start, arguments.window_end
+    if arguments.window_end is not None:
+        raise InvalidArgument([FieldViolation("--to", "give --period or --from/--to, not both")])
+    return rfc3339(arguments.period.start), rfc3339(arguments.period.end)
 
 
 RECONCILE_COMMANDS: dict[str, Callable[[Engine, argparse.Namespace], int]] = {
