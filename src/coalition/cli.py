@@ -336,9 +336,12 @@ def _partners_list(arguments: argparse.Namespace) -> int:
         for partner in catalog.list_partners(uow, "", PARTNERS_LISTED_MAX):
             print(f"{partner.partner_id}  {partner.kind}  {partner.currency}  {partner.name}")
             for version in catalog.list_rate_versions(uow, partner.partner_id):
+                # The last two are what settlement bills: docs/settlement.md, "Prices".
                 print(
                     f"    {version.rate_version_id}  earn {version.earn_points_per_unit}/unit"
                     f"  burn value {version.burn_value_minor_per_point} minor/point"
+                    f"  issuance price {version.issuance_price_minor_per_point} minor/point"
+                    f"  redemption price {version.redemption_price_minor_per_point} minor/point"
                 )
     return 0
 
@@ -430,6 +433,7 @@ COMMANDS: dict[str, Handler] = {
         for name in (
             "settle run",
             "settle export",
+            "settle summary",
             "settle verify",
             "keys signing generate",
             "keys signing rotate",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -91,7 +93,7 @@ def assert_closes_the_period(stdout: str, out: Path) -> None:
     """Settled and signed, verified offline, the planted discrepancies found, proven, reported."""
     period = re.search(r"^\d+\. Settlement of (\d{4}-\d{2}):", stdout, re.M)
     assert period is not None, stdout
-    statements = sorted(path.name for path in (out / "statements").iterdir())
+    statements = sorted(path.name for path in (out / "statements").iterdir() if path.is_dir())
     last_day = re.search(r"-(\d{8})$", statements[0])
     assert last_day is not None and last_day[1].startswith(period[1].replace("-", ""))
     assert [name.rsplit("-", 1)[0] for name in statements] == PARTNER_IDS
@@ -215,3 +217,49 @@ def test_the_health_checks_catch_a_corrupted_ledger(
     assert "postings sum to 1, not 0" in violations
     assert "balance cache" in violations
     assert "remaining points" in violations
+
+
+def test_settle_summary_of_the_demo_month_adds_up_its_statements_per_currency(
+    tmp_path: Path,
+) -> None:
+    """`coalition settle summary`, a real process, on the ledger a kept demo settled."""
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    out = tmp_path / "out"
+    result = demo("--db", url, "--out", str(out))
+    assert result.returncode == 0, explain(result)
+    period = re.search(r"^\d+\. Settlement of (\d{4}-\d{2}):", result.stdout, re.M)
+    assert period is not None
+
+    summary = run_coalition(
+        "settle", "summary", "--period", period[1], "--db", url, "--out", str(tmp_path / "s")
+    )
+
+    assert summary.returncode == 0, explain(summary)
+    expected: dict[str, list[int]] = {}
+    for statement in (out / "statements").glob("*/statement.json"):
+        body = json.loads(statement.read_bytes())["body"]
+        row = expected.setdefault(body["currency"], [0, 0, 0])
+        row[0] += 1
+        row[1] += int(body["money"]["owed_by_partner_minor"])
+        row[2] += int(body["money"]["owed_by_hub_minor"])
+        page = (statement.parent / "statement.html").read_text()
+        assert json.loads(statement.read_bytes())["statement_hash"] in page
+    printed = {
+        match["currency"]: [
+            int(match["partners"]),
+            round(Decimal(match["owed"].replace(",", "")) * 100),
+            round(Decimal(match["paid"].replace(",", "")) * 100),
+        ]
+        for match in re.finditer(
+            r"^(?P<currency>[A-Z]{3})  (?P<partners>\d+) partner\(s\) .* owed by partners "
+            r"(?P<owed>[\d,.]+) [A-Z]{3}  owed by the hub (?P<paid>[\d,.]+) [A-Z]{3}$",
+            summary.stdout,
+            re.M,
+        )
+    }
+    assert printed == expected, summary.stdout
+    assert (tmp_path / "s" / f"group-summary-{period[1]}.html").is_file()
+
+    nothing = run_coalition("settle", "summary", "--period", "2020-01", "--db", url)
+    assert nothing.returncode == 1
+    assert "no statement of the period ending 2020-01-31" in nothing.stderr

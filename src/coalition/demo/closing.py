@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from coalition.partners.manifest import PartnerManifest
 from coalition.reconciliation import commands as reconcile_commands
 from coalition.reports.build import build_report, write_report
 from coalition.reports.period import Period
-from coalition.settlement import export, keys, service, signing, verify
+from coalition.settlement import export, keys, readable, service, signing, verify
 from coalition.store.unit_of_work import UnitOfWork
 
 REPORT_COLUMNS = ("request_id", "type", "points", "occurred_at", "member")
@@ -39,7 +40,7 @@ def close_period(
     """Run the closing; the number of the next section."""
     section = first_section
     say(f"\n{section}. Settlement of {period.label}: every partner, signed and chained")
-    statement_directories = _settle(engine, period, out_directory)
+    statement_directories = _settle(engine, manifests, period, out_directory)
     section += 1
     say(f"\n{section}. The statements verified offline (files, public key and manifest only)")
     _verify(statement_directories, manifests, out_directory)
@@ -59,7 +60,9 @@ def close_period(
     return section + 1
 
 
-def _settle(engine: Engine, period: Period, out_directory: Path) -> list[Path]:
+def _settle(
+    engine: Engine, manifests: list[PartnerManifest], period: Period, out_directory: Path
+) -> list[Path]:
     key_path = out_directory / "keys" / signing.DEFAULT_SIGNING_KEY_PATH.name
     key = keys.generate(UnitOfWork(engine), key_path, datetime.now(UTC))
     key_path.with_suffix(".pub").write_bytes(signing.public_key_pem(key.public_key))
@@ -70,20 +73,32 @@ def _settle(engine: Engine, period: Period, out_directory: Path) -> list[Path]:
         lambda: UnitOfWork(engine), last_day, None, signer, datetime.now(UTC)
     )
     directories = []
+    documents = []
     for result in results:
         if isinstance(result, service.PartnerFailure):
             raise RuntimeError(f"{result.partner_id} not settled: {result.error.message}")
         statement = result.statement
         body = statement.body_document()
-        money = body["money"]
         directory = out_directory / "statements" / statement.statement_id
         export.export_statement(lambda: UnitOfWork(engine), statement.statement_id, directory)
         directories.append(directory)
+        documents.append(json.loads((directory / export.STATEMENT_FILE).read_bytes()))
         say(
-            f"   {statement.statement_id:<26} {statement.entry_count:>4} entries  net "
-            f"{_major(int(money['net_minor']))} {body['currency']} "
-            f"({money['net_direction'].replace('_', ' ')})  hash {statement.statement_hash[:16]}..."
+            f"   {statement.statement_id:<26} {statement.entry_count:>4} entries  "
+            f"{readable.net_sentence(body, statement.partner_id)}  "
+            f"hash {statement.statement_hash[:16]}..."
         )
+    say(f"   each beside its signed statement.json: {export.STATEMENT_HTML_FILE}, for a reader")
+    for totals in readable.group_totals([document["body"] for document in documents]):
+        say(
+            f"   group, {totals.currency}: {totals.partners} partner(s), owed by partners "
+            f"{readable.major(totals.owed_by_partners_minor, totals.currency)}, owed by the hub "
+            f"{readable.major(totals.owed_by_hub_minor, totals.currency)}"
+        )
+    names = {manifest.partner_id: manifest.name for manifest in manifests}
+    summary = out_directory / "statements" / f"group-summary-{period.label}.html"
+    summary.write_text(readable.group_summary_html(period.label, documents, names), "utf-8")
+    say(f"   group summary: {summary}")
     return directories
 
 
@@ -155,7 +170,3 @@ def _report(engine: Engine, period: Period, directory: Path) -> None:
     paths = write_report(report, directory)
     say(f"   {len(paths)} files in {directory}")
     say(f"   open {(directory / 'report.html').as_uri()} in a browser")
-
-
-def _major(amount_minor: int) -> str:
-    return f"{amount_minor / 100:,.2f}"

@@ -41,7 +41,17 @@ def add_settle_parser(
     run.add_argument("--partner", default=None, help="settle this partner only")
     _add_signing_key_option(run)
     database(run)
-    export_command = settle_commands.add_parser("export", help="write a statement to DIR")
+    summary = settle_commands.add_parser(
+        "summary", help="the group's totals per currency of a settled period (and its HTML)"
+    )
+    summary.add_argument("--period", required=True, type=period_argument, help=PERIOD_HELP)
+    summary.add_argument(
+        "--out", default=None, type=Path, metavar="DIR", help="also write the HTML and CSV here"
+    )
+    database(summary)
+    export_command = settle_commands.add_parser(
+        "export", help="write a statement (signed JSON, entries, readable HTML) to DIR"
+    )
     export_command.add_argument("statement_id", metavar="STATEMENT_ID")
     export_command.add_argument("--out", required=True, type=Path, metavar="DIR")
     database(export_command)

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from coalition.partners.catalog import get_partner
 from coalition.partners.manifest import ManifestError, PartnerManifest, load_manifest
-from coalition.settlement import export, keys, service, signing, verify
+from coalition.settlement import export, keys, readable, service, signing, verify
 from coalition.store import migrate
 from coalition.store.engine import create_database_engine
 from coalition.store.unit_of_work import UnitOfWork
@@ -41,6 +42,7 @@ def handlers(database_url: DatabaseUrl) -> dict[str, Handler]:
     return {
         "settle run": partial(_settle_run, database_url),
         "settle export": partial(_settle_export, database_url),
+        "settle summary": partial(_settle_summary, database_url),
         "settle verify": _settle_verify,
         "keys signing generate": partial(_signing_generate, database_url),
         "keys signing rotate": partial(_signing_rotate, database_url),
@@ -86,6 +88,43 @@ def _settle_run(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int
     if failures:
         print(f"error: {failures} of {len(results)} partner(s) not settled", file=sys.stderr)
         return 1
+    return 0
+
+
+def _settle_summary(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
+    period = arguments.period
+    with _unit_of_work(database_url, arguments) as unit_of_work, unit_of_work() as uow:
+        statements = service.statements_of_period(
+            uow, period.last_day, service.STATEMENTS_OF_PERIOD_MAX
+        )
+        names = {
+            statement.partner_id: get_partner(uow, statement.partner_id).name
+            for statement in statements
+        }
+    if not statements:
+        print(
+            f"error: no statement of the period ending {period.last_day}: "
+            f"run `coalition settle run --period {period.label}` first",
+            file=sys.stderr,
+        )
+        return 1
+    documents = [json.loads(export.statement_document(statement)) for statement in statements]
+    print(f"group summary of the period ending {period.last_day}: {len(statements)} statements")
+    for totals in readable.group_totals([document["body"] for document in documents]):
+        print(
+            f"{totals.currency}  {totals.partners} partner(s)  "
+            f"issued {totals.points['issued']:,}  redeemed {totals.points['redeemed']:,}  "
+            f"expired {totals.points['expired']:,}  "
+            f"owed by partners {readable.major(totals.owed_by_partners_minor, totals.currency)}  "
+            f"owed by the hub {readable.major(totals.owed_by_hub_minor, totals.currency)}"
+        )
+    if arguments.out is not None:
+        arguments.out.mkdir(parents=True, exist_ok=True)
+        path = arguments.out / f"group-summary-{period.label}.html"
+        path.write_text(
+            readable.group_summary_html(period.label, documents, names), encoding="utf-8"
+        )
+        print(f"written {path}")
     return 0
 
 
