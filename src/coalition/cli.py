@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     issue = keys_commands.add_parser("issue", help="issue an API key; it is printed once")
     issue.add_argument("principal_id", metavar="PARTNER_ID")
-    issue.add_argument("--role", required=True, choices=["partner", "merchant", "finance", "admin"])
+    issue.add_argument(
+        "--role", required=True, choices=["partner", "merchant", "finance", "admin", "operations"]
+    )
     _add_database_option(issue)
     revoke = keys_commands.add_parser("revoke", help="revoke an API key by its key id")
     revoke.add_argument("key_id")
@@ -217,9 +219,10 @@ def _command_path(arguments: argparse.Namespace) -> str:
         ),
         None,
     )
-    # `keys signing ...` nests one level deeper.
-    if getattr(arguments, "signing_command", None):
-        sub_command = f"{sub_command} {arguments.signing_command}"
+    # `keys signing ...` and `reconcile exceptions ...` nest one level deeper.
+    for nested in ("signing_command", "exceptions_command"):
+        if getattr(arguments, nested, None):
+            sub_command = f"{sub_command} {getattr(arguments, nested)}"
     return f"{arguments.command} {sub_command}" if sub_command else arguments.command
 
 
@@ -426,7 +429,12 @@ COMMANDS: dict[str, Handler] = {
     },
     **{
         name: _deferred(RECONCILE, "RECONCILE_COMMANDS", name, engine=True)
-        for name in ("reconcile run", "reconcile integrity")
+        for name in (
+            "reconcile run",
+            "reconcile integrity",
+            "reconcile exceptions list",
+            "reconcile exceptions resolve",
+        )
     },
     **{
         name: _deferred(SETTLE, "handlers", name)

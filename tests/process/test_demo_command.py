@@ -219,15 +219,23 @@ def test_the_health_checks_catch_a_corrupted_ledger(
     assert "remaining points" in violations
 
 
-def test_settle_summary_of_the_demo_month_adds_up_its_statements_per_currency(
-    tmp_path: Path,
-) -> None:
-    """`coalition settle summary`, a real process, on the ledger a kept demo settled."""
-    url = f"sqlite:///{tmp_path / 'demo.db'}"
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def settled_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
+    """(database URL, stdout, --out directory) of a demo kept in SQLite."""
+    directory = tmp_path_factory.mktemp("settled-demo")
+    url = f"sqlite:///{directory / 'demo.db'}"
+    out = directory / "out"
     result = demo("--db", url, "--out", str(out))
     assert result.returncode == 0, explain(result)
-    period = re.search(r"^\d+\. Settlement of (\d{4}-\d{2}):", result.stdout, re.M)
+    return url, result.stdout, out
+
+
+def test_settle_summary_of_the_demo_month_adds_up_its_statements_per_currency(
+    settled_demo: tuple[str, str, Path], tmp_path: Path
+) -> None:
+    """`coalition settle summary`, a real process, on the ledger a kept demo settled."""
+    url, stdout, out = settled_demo
+    period = re.search(r"^\d+\. Settlement of (\d{4}-\d{2}):", stdout, re.M)
     assert period is not None
 
     summary = run_coalition(
@@ -263,3 +271,35 @@ def test_settle_summary_of_the_demo_month_adds_up_its_statements_per_currency(
     nothing = run_coalition("settle", "summary", "--period", "2020-01", "--db", url)
     assert nothing.returncode == 1
     assert "no statement of the period ending 2020-01-31" in nothing.stderr
+
+
+def test_operations_lists_and_resolves_the_planted_exceptions(
+    settled_demo: tuple[str, str, Path],
+) -> None:
+    """`coalition reconcile exceptions list|resolve`, real processes, on the demo's run."""
+    url, stdout, _ = settled_demo
+    run = re.search(r"^run (rr_[0-9a-f]+)$", stdout, re.M)
+    assert run is not None, stdout
+
+    listed = run_coalition("reconcile", "exceptions", "list", run[1], "--open", "--db", url)
+
+    assert listed.returncode == 0, explain(listed)
+    lines = listed.stdout.splitlines()
+    assert sorted(line.split()[1] for line in lines) == ["mismatched", "missing_in_partner"]
+    mismatched = next(line for line in lines if line.split()[1] == "mismatched")
+    assert re.search(r"points: report \d+ hub \d+", mismatched), mismatched
+    exception_id = mismatched.split()[0]
+    resolve = ("reconcile", "exceptions", "resolve", exception_id, "--db", url)
+
+    resolved = run_coalition(*resolve, "--note", "POS double-counted", "--by", "ops-mei")
+
+    assert resolved.returncode == 0, explain(resolved)
+    assert "resolved" in resolved.stdout and "by ops-mei: POS double-counted" in resolved.stdout
+    still_open = run_coalition("reconcile", "exceptions", "list", run[1], "--open", "--db", url)
+    assert [line.split()[1] for line in still_open.stdout.splitlines()] == ["missing_in_partner"]
+    again = run_coalition(*resolve, "--note", "another story")
+    assert again.returncode == 2 and "EXCEPTION_ALREADY_RESOLVED" in again.stderr
+    unknown = run_coalition(
+        "reconcile", "exceptions", "resolve", "999999", "--note", "x", "--db", url
+    )
+    assert unknown.returncode == 2 and "EXCEPTION_NOT_FOUND" in unknown.stderr

@@ -79,6 +79,7 @@ SERVICE_NAMES = tuple(service.full_name for service in SERVICE_DESCRIPTORS)
 
 PARTNER = frozenset({"partner"})
 ADMIN = frozenset({"admin"})
+GROUP_RECONCILERS = frozenset({"finance", "operations"})
 # Who may call what. A method missing here is refused to everyone.
 ROLES_BY_METHOD: dict[str, frozenset[str]] = {
     **{
@@ -112,13 +113,11 @@ ROLES_BY_METHOD: dict[str, frozenset[str]] = {
         {"partner", "merchant", "finance", "admin"}
     ),
     # Reconciliation: a partner submits and reads only its own reports (the servicer scopes
-    # them); finance acts for any partner and alone resolves exceptions.
-    "/coalition.v1.ReconciliationService/SubmitPartnerReport": frozenset({"finance", "partner"}),
-    "/coalition.v1.ReconciliationService/GetReconciliationRun": frozenset({"finance", "partner"}),
-    "/coalition.v1.ReconciliationService/ListReconciliationExceptions": frozenset(
-        {"finance", "partner"}
-    ),
-    "/coalition.v1.ReconciliationService/ResolveReconciliationException": frozenset({"finance"}),
+    # them); finance and operations act for any partner and alone resolve exceptions.
+    "/coalition.v1.ReconciliationService/SubmitPartnerReport": GROUP_RECONCILERS | PARTNER,
+    "/coalition.v1.ReconciliationService/GetReconciliationRun": GROUP_RECONCILERS | PARTNER,
+    "/coalition.v1.ReconciliationService/ListReconciliationExceptions": GROUP_RECONCILERS | PARTNER,
+    "/coalition.v1.ReconciliationService/ResolveReconciliationException": GROUP_RECONCILERS,
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from coalition.domain.errors import CoalitionError, FieldViolation, InvalidArgument
-from coalition.reconciliation import integrity, jobs
+from coalition.reconciliation import integrity, jobs, runs
 from coalition.reconciliation.checks import CheckResult
 from coalition.reconciliation.export import export_run
 from coalition.reconciliation.jobs import JobAlreadyRunning, scheduled_job
@@ -214,7 +214,59 @@ def window_arguments(arguments: argparse.Namespace) -> tuple[str | None, str | N
     return rfc3339(arguments.period.start), rfc3339(arguments.period.end)
 
 
+def _exceptions_list(engine: Engine, arguments: argparse.Namespace) -> int:
+    def body() -> int:
+        records = runs.list_exceptions(
+            UnitOfWork(engine, read_only=True),
+            arguments.run_id,
+            None,
+            kind=arguments.kind,
+            open_only=arguments.open_only,
+            after_exception_id=arguments.after,
+            page_size=arguments.limit,
+        )
+        for record in records:
+            print(_exception_line(record))
+        if len(records) == arguments.limit:
+            print(f"more: --after {records[-1].exception_id}", file=sys.stderr)
+        return EXIT_CLEAN
+
+    return _guarded(body)
+
+
+def _exceptions_resolve(engine: Engine, arguments: argparse.Namespace) -> int:
+    def body() -> int:
+        if not arguments.note.strip():
+            raise InvalidArgument([FieldViolation("--note", "required: why it is resolved")])
+        record = runs.resolve_exception(
+            UnitOfWork(engine), arguments.exception_id, arguments.note, arguments.by, _now()
+        )
+        print(_exception_line(record))
+        return EXIT_CLEAN
+
+    return _guarded(body)
+
+
+def _exception_line(record: runs.ExceptionRecord) -> str:
+    differences = ", ".join(
+        f"{d.field}: report {d.report_value} hub {d.hub_value}" for d in record.differences
+    )
+    state = (
+        f"resolved {rfc3339(record.resolve_time)} by {record.resolved_by}: {record.resolution_note}"
+        if record.resolve_time is not None
+        else "open"
+    )
+    where = f"line {record.line_number}" if record.line_number is not None else "not in report"
+    transaction = f"tx #{record.transaction_id}" if record.transaction_id is not None else "no tx"
+    return (
+        f"{record.exception_id}  {record.kind:<18} request {record.request_id}  {where}  "
+        f"{transaction}  {differences or '-'}  {state}"
+    )
+
+
 RECONCILE_COMMANDS: dict[str, Callable[[Engine, argparse.Namespace], int]] = {
     "reconcile run": _run_command,
     "reconcile integrity": _integrity_command,
+    "reconcile exceptions list": _exceptions_list,
+    "reconcile exceptions resolve": _exceptions_resolve,
 }
