@@ -87,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--rate-limit-burst", type=int, default=None, help="token bucket size (default: the rate)"
     )
+    serve.add_argument(
+        "--jobs",
+        action="store_true",
+        help="run the scheduled jobs (holds, expire, tiers, integrity) in the hub, each under "
+        "a database lease so that one process of many runs it; see `coalition jobs status`",
+    )
+    serve.add_argument(
+        "--job-interval",
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help="with --jobs: run job NAME every SECONDS (defaults: holds 60, expire 3600, "
+        "tiers and integrity 86400)",
+    )
 
     database = commands.add_parser("db", help="database schema")
     database_commands = database.add_subparsers(dest="database_command", required=True)
@@ -278,6 +292,15 @@ def _serve(arguments: argparse.Namespace) -> int:
         programme_config.load_programme(Path(arguments.programme))
         os.environ[programme_config.PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE] = arguments.programme
     observability_process.export_serve_options(arguments)  # read back by every worker
+    if arguments.job_interval and not arguments.jobs:
+        raise RuntimeError("--job-interval needs --jobs")
+    if arguments.jobs:
+        from coalition.scheduler import runner
+
+        try:
+            runner.export_intervals(runner.parse_intervals(arguments.job_interval))
+        except ValueError as error:
+            raise RuntimeError(str(error)) from error
     _export_serve_guards(arguments)
     server.serve(
         partial(create_database_engine, database_url),
@@ -425,7 +448,7 @@ COMMANDS: dict[str, Handler] = {
     "report": _deferred("coalition.reports.command", "REPORT_COMMANDS", "report", engine=True),
     **{
         name: _deferred(JOBS, "JOB_COMMANDS", name, engine=True)
-        for name in ("jobs expire", "jobs holds", "jobs tiers")
+        for name in ("jobs expire", "jobs holds", "jobs tiers", "jobs status", "jobs run")
     },
     **{
         name: _deferred(RECONCILE, "RECONCILE_COMMANDS", name, engine=True)

@@ -4,9 +4,9 @@ what it uses when it runs (cli.py, `_deferred`)."""
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,7 +16,9 @@ pytestmark = pytest.mark.end_to_end
 
 # What the command line must not load to build its parser or print its help.
 HEAVY_PACKAGES = {"sqlalchemy", "grpc", "alembic", "prometheus_client", "google", "cryptography"}
-HELP_SECONDS_MAX = 0.3  # the issue's target, best of a few runs on a busy machine
+# The issue's target; measured as the child's CPU time (best of a few runs), which other
+# engineers' test suites on the same two cores do not inflate as they do wall-clock time.
+HELP_CPU_SECONDS_MAX = 0.3
 HELP_RUNS = 5
 
 PROBE = """
@@ -64,9 +66,9 @@ def test_the_probe_sees_a_heavy_import() -> None:
 
 
 def test_the_installed_command_prints_its_help_fast() -> None:
-    elapsed = []
+    cpu_seconds = []
     for _ in range(HELP_RUNS):
-        started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = subprocess.run(
             [*COALITION, "--help"],
             cwd=REPO_ROOT,
@@ -76,7 +78,8 @@ def test_the_installed_command_prints_its_help_fast() -> None:
             timeout=60,
             check=False,
         )
-        elapsed.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_seconds.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         assert result.returncode == 0, explain(result)
     assert "demo" in result.stdout and "reconcile" in result.stdout
-    assert min(elapsed) < HELP_SECONDS_MAX, elapsed
+    assert min(cpu_seconds) < HELP_CPU_SECONDS_MAX, cpu_seconds

@@ -36,6 +36,7 @@ from coalition.operations.group_commit import COMMITTER_THREADS, EarnCommitter
 from coalition.partners import credentials
 from coalition.partners.credentials import Principal
 from coalition.reconciliation.servicer import ReconciliationServicer
+from coalition.scheduler.runner import Scheduler, intervals_from_environment
 from coalition.settlement.service import Signer
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import (
@@ -333,6 +334,10 @@ def _serve_in_this_process(
         rate_limit=rate_limit_from_environment(),  # exported by `coalition serve`
         tls=tls_files_from_environment(),
     ).start()
+    intervals = intervals_from_environment()  # exported by `coalition serve --jobs`
+    scheduler = None if intervals is None else Scheduler(partial(UnitOfWork, engine), intervals)
+    if scheduler is not None:
+        scheduler.start()
     stopped = threading.Event()
 
     def shut_down(_signal_number: int, _frame: object) -> None:
@@ -342,5 +347,7 @@ def _serve_in_this_process(
     signal.signal(signal.SIGTERM, shut_down)
     signal.signal(signal.SIGINT, shut_down)
     stopped.wait()
+    if scheduler is not None:
+        scheduler.stop()
     hub.stop()
     engine.dispose()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 BATCH_SIZE_MAX = 5_000
+SCHEDULED_JOB_NAMES = ("holds", "expire", "tiers", "integrity")  # scheduler/catalogue.py
 
 
 def add_jobs_parser(
@@ -22,6 +23,16 @@ def add_jobs_parser(
     holds = jobs_commands.add_parser("holds", help="release burn holds past their TTL")
     tiers = jobs_commands.add_parser("tiers", help="downgrade members below their tier")
     tiers.add_argument("--programme", default=None, help="programme DIR (tiers.toml)")
+    jobs_commands.add_parser(
+        "status", help="every job's last run: when, outcome, duration, and who runs it now"
+    ).set_defaults(as_of=None)
+    run = jobs_commands.add_parser(
+        "run", help="run one scheduled job now, under its lease, recorded as the hub does"
+    )
+    run.add_argument("name", choices=SCHEDULED_JOB_NAMES)
+    for parser in jobs_commands.choices.values():
+        if parser not in (expire, holds, tiers):
+            add_database_option(parser)
     for parser in (expire, holds, tiers):
         parser.add_argument("--as-of", dest="as_of", type=instant, default=None, metavar="WHEN")
         parser.add_argument(

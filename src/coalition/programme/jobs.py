@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -29,6 +30,9 @@ from coalition.programme.config import (
     load_programme,
 )
 from coalition.programme.tiers import REVIEW_BATCH_SIZE_DEFAULT, review_tiers
+from coalition.scheduler.catalogue import JOBS
+from coalition.scheduler.runner import run_job
+from coalition.scheduler.status import last_runs
 from coalition.store import migrate
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -69,6 +73,35 @@ def run_tiers(engine: Engine, arguments: argparse.Namespace) -> int:
     return 0
 
 
+def run_status(engine: Engine, arguments: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    _unit_of_work(engine)  # migrates an empty database, refuses an outdated one
+    runs = last_runs(UnitOfWork(engine, read_only=True))
+    if not runs:
+        print("no job has run yet (coalition serve --jobs, or coalition jobs run NAME)")
+    for run in runs:
+        duration = "-" if run.duration_seconds is None else f"{run.duration_seconds:.2f} s"
+        lease = (
+            f"  running in {run.holder} (lease until {run.lease_expires_at.isoformat()})"
+            if run.lease_expires_at is not None and run.lease_expires_at > now
+            else ""
+        )
+        print(
+            f"{run.job_name:<24} {run.status:<10} started {run.start_time.isoformat()}  "
+            f"took {duration}  by {run.holder}  {run.detail or ''}{lease}"
+        )
+    return 0
+
+
+def run_scheduled(engine: Engine, arguments: argparse.Namespace) -> int:
+    status = run_job(_unit_of_work(engine), JOBS[arguments.name], lambda: datetime.now(UTC))
+    print(f"{arguments.name}: {status}")
+    if status == "busy":
+        print(f"error: JOB_ALREADY_RUNNING: {arguments.name} runs elsewhere", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    return 0 if status == "succeeded" else 1
+
+
 def _refuse_future(as_of: datetime, now: datetime) -> None:
     if as_of > now:
         raise RuntimeError("--as-of may not lie in the future")
@@ -93,8 +126,11 @@ def _disposing(
     return run_then_dispose
 
 
+EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL, as `coalition reconcile` (retry later)
 JOB_COMMANDS: dict[str, Callable[[Engine, argparse.Namespace], int]] = {
     "jobs expire": _disposing(run_expire),
     "jobs holds": _disposing(run_holds),
     "jobs tiers": _disposing(run_tiers),
+    "jobs status": _disposing(run_status),
+    "jobs run": _disposing(run_scheduled),
 }
