@@ -105,6 +105,11 @@ def assert_closes_the_period(stdout: str, out: Path) -> None:
     report_html = out / "report" / "report.html"
     assert report_html.is_file() and f"open {report_html.as_uri()} in a browser" in stdout
     assert (out / "keys" / "settlement-signing-key.pem").stat().st_mode & 0o077 == 0
+    by_hand = re.search(r"^   by hand: coalition (settle verify .+)$", stdout, re.M)
+    assert by_hand is not None, stdout
+    verified = run_coalition(*by_hand[1].split())
+    assert verified.returncode == 0, explain(verified)
+    assert "prices" in verified.stdout and "not checked" not in verified.stdout
 
 
 def test_demo_on_the_embedded_default_tells_the_story_and_leaves_only_its_output(

@@ -60,7 +60,7 @@ def run(database_url: str | None, partners_directory: Path | None, out: Path | N
             section = today.story(engine, manifests, month, first_section=7)
             _print_partner_totals(engine, section)
             section = closing.close_period(
-                engine, manifests, period, month, out_directory, section + 1
+                engine, manifests, partners_directory, period, month, out_directory, section + 1
             )
         finally:
             engine.dispose()

@@ -32,6 +32,7 @@ REPORT_COLUMNS = ("request_id", "type", "points", "occurred_at", "member")
 def close_period(
     engine: Engine,
     manifests: list[PartnerManifest],
+    partners_directory: Path,
     period: Period,
     month: LastMonth,
     out_directory: Path,
@@ -43,7 +44,7 @@ def close_period(
     statement_directories = _settle(engine, manifests, period, out_directory)
     section += 1
     say(f"\n{section}. The statements verified offline (files, public key and manifest only)")
-    _verify(statement_directories, manifests, out_directory)
+    _verify(statement_directories, manifests, partners_directory, out_directory)
     section += 1
     coffee = next(m for m in manifests if m.kind == "coffee_chain")
     say(
@@ -102,7 +103,12 @@ def _settle(
     return directories
 
 
-def _verify(directories: list[Path], manifests: list[PartnerManifest], out: Path) -> None:
+def _verify(
+    directories: list[Path],
+    manifests: list[PartnerManifest],
+    partners_directory: Path,
+    out: Path,
+) -> None:
     public_key = verify.read_public_key(out / "keys" / "settlement-signing-key.pub")
     by_id = {manifest.partner_id: manifest for manifest in manifests}
     for directory in directories:
@@ -111,6 +117,10 @@ def _verify(directories: list[Path], manifests: list[PartnerManifest], out: Path
         if not result.ok:
             raise RuntimeError(f"{directory}: {'; '.join(result.failures)}")
         say(f"   verified {directory.name:<26} ({', '.join(result.checked)})")
+    say(
+        f"   by hand: coalition settle verify {directories[0]} --public-key "
+        f"{out / 'keys' / 'settlement-signing-key.pub'} --partners {partners_directory}"
+    )
 
 
 def _reconcile(
