@@ -15,10 +15,10 @@ WORKDIR /src
 RUN pip install "grpcio-tools>=1.60"
 
 COPY . .
-# The same steps as `make proto`, then the wheel. `partners/` is created in case the checkout
-# has no manifest yet (git keeps no empty directory), so the copy below cannot fail.
+# The same steps as `make proto`, then the wheel (which carries the demo's manifests and
+# programme as package data; `partners/` in the checkout is a link to them).
 RUN rm -rf src/coalition/v1 \
-    && mkdir -p src/coalition/v1 partners \
+    && mkdir -p src/coalition/v1 \
     && python -m grpc_tools.protoc -Iprotos --python_out=src --grpc_python_out=src \
         --pyi_out=src protos/coalition/v1/*.proto \
     && touch src/coalition/v1/__init__.py \
@@ -42,7 +42,7 @@ COPY --from=build /wheels /tmp/wheels
 RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
 
 WORKDIR /app
-COPY --from=build /src/partners /app/partners
+COPY --from=build /src/src/coalition/demo/partners /app/partners
 
 # The coalition user created above, by number so that runtimes can tell it is not root.
 USER 10001:10001

@@ -1,36 +1,35 @@
-"""The `coalition` command: serve, migrate, sync partners, issue keys, run the demo."""
+"""The `coalition` command: serve, migrate, sync partners, issue keys, run the demo.
+
+Building the parser loads only the light `*arguments` modules; each command's handler imports
+what it uses when it runs (`_deferred`), so `coalition --help` and a one-shot command do not
+pay for gRPC, SQLAlchemy or the code of every other command.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
-from coalition import demo
-from coalition.api import rate_limits, server, tls
-from coalition.bench import command as bench_command
 from coalition.domain.errors import CoalitionError
-from coalition.observability import process as observability_process
-from coalition.partners import catalog, credentials
-from coalition.partners.manifest import ManifestError, load_manifests
-from coalition.partners.sync import SyncReport, sync_partners
-from coalition.programme import config as programme_config
-from coalition.programme import jobs
-from coalition.reconciliation import commands as reconcile_commands
-from coalition.reports import command as report_command
-from coalition.settlement import commands as settle_commands
-from coalition.store import migrate
-from coalition.store.engine import create_database_engine
-from coalition.store.unit_of_work import UnitOfWork
+from coalition.observability.arguments import add_serve_options
+from coalition.partners.manifest import ManifestError
+from coalition.programme.config import PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE
+from coalition.programme.job_arguments import add_jobs_parser
+from coalition.reconciliation.arguments import add_reconcile_parser
+from coalition.reports.arguments import add_report_parser
+from coalition.settlement import arguments as settle_arguments
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from coalition.partners.sync import SyncReport
 
 DEFAULT_DATABASE_URL = "sqlite:///coalition.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -67,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--programme",
         default=None,
         help="tiers.toml and promotions.toml from DIR "
-        f"(default: ${programme_config.PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE}, else none)",
+        f"(default: ${PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE}, else none)",
     )
-    observability_process.add_serve_options(serve)
+    add_serve_options(serve)
     serve.add_argument("--tls-cert", default=None, metavar="FILE", help="hub certificate (PEM)")
     serve.add_argument("--tls-key", default=None, metavar="FILE", help="hub private key (PEM)")
     serve.add_argument(
@@ -87,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--rate-limit-burst", type=int, default=None, help="token bucket size (default: the rate)"
+    )
+    serve.add_argument(
+        "--jobs",
+        action="store_true",
+        help="run the scheduled jobs (holds, expire, tiers, integrity) in the hub, each under "
+        "a database lease so that one process of many runs it; see `coalition jobs status`",
+    )
+    serve.add_argument(
+        "--job-interval",
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help="with --jobs: run job NAME every SECONDS (defaults: holds 60, expire 3600, "
+        "tiers and integrity 86400)",
     )
 
     database = commands.add_parser("db", help="database schema")
@@ -106,13 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     issue = keys_commands.add_parser("issue", help="issue an API key; it is printed once")
     issue.add_argument("principal_id", metavar="PARTNER_ID")
-    issue.add_argument("--role", required=True, choices=["partner", "merchant", "finance", "admin"])
+    issue.add_argument(
+        "--role", required=True, choices=["partner", "merchant", "finance", "admin", "operations"]
+    )
     _add_database_option(issue)
     revoke = keys_commands.add_parser("revoke", help="revoke an API key by its key id")
     revoke.add_argument("key_id")
     _add_database_option(revoke)
-    settle_commands.add_signing_parser(keys_commands, _add_database_option)
-    settle_commands.add_settle_parser(commands, _add_database_option)
+    settle_arguments.add_signing_parser(keys_commands, _add_database_option)
+    settle_arguments.add_settle_parser(commands, _add_database_option)
 
     demo_command = commands.add_parser("demo", help="the whole story, through real gRPC calls")
     demo_command.add_argument(
@@ -121,11 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep the demo's ledger in this database (default: a temporary SQLite file)",
     )
-    demo_command.add_argument("--partners", default="partners", help="partner manifests DIR")
-    jobs.add_jobs_parser(commands, _add_database_option)
-    reconcile_commands.add_reconcile_parser(commands, _add_database_option)
-    bench_command.add_bench_parser(commands)
-    report_command.add_report_parser(commands, _add_database_option)
+    demo_command.add_argument(
+        "--partners",
+        default=None,
+        type=Path,
+        help="partner manifests DIR (default: the demo's own, shipped with the package)",
+    )
+    demo_command.add_argument(
+        "--out",
+        default=None,
+        type=Path,
+        metavar="DIR",
+        help="write statements, keys, reconciliation and report here (default: a new "
+        "temporary directory, kept and printed)",
+    )
+    add_jobs_parser(commands, _add_database_option)
+    add_reconcile_parser(commands, _add_database_option)
+    # The bench's options are defaults of its harness: its parser is built when it runs.
+    commands.add_parser(
+        "bench", help="the hub against a pgbench baseline on the same PostgreSQL", add_help=False
+    )
+    add_report_parser(commands, _add_database_option)
     return parser
 
 
@@ -138,7 +169,12 @@ def database_url_from(arguments: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
+    parser = build_parser()
+    arguments, unparsed = parser.parse_known_args(argv)
+    if arguments.command == "bench":
+        arguments.bench_arguments = unparsed  # parsed by the bench's own parser (`_bench`)
+    elif unparsed:
+        parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
     # The server logs its life; one-shot commands speak only through their output and errors.
     logging.basicConfig(
         level=logging.INFO if arguments.command == "serve" else logging.WARNING,
@@ -153,8 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ManifestError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except (OperationalError, InterfaceError) as error:
+    except Exception as error:
         # Any command may find the database down: one line for the operator, not a traceback.
+        if not _is_database_unavailable(error):
+            raise
         print(f"error: DATABASE_UNAVAILABLE: {_unreachable(arguments, error)}", file=sys.stderr)
         return 1
     finally:
@@ -163,7 +201,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine.dispose()  # close pooled connections now, even when called in-process
 
 
-def _unreachable(arguments: argparse.Namespace, error: DBAPIError) -> str:
+def _is_database_unavailable(error: Exception) -> bool:
+    """SQLAlchemy's "cannot connect" errors; a command that never loaded SQLAlchemy raised none."""
+    exceptions = sys.modules.get("sqlalchemy.exc")
+    return exceptions is not None and isinstance(
+        error, (exceptions.OperationalError, exceptions.InterfaceError)
+    )
+
+
+def _unreachable(arguments: argparse.Namespace, error: Any) -> str:
+    from sqlalchemy.engine import make_url
+
     url = make_url(database_url_from(arguments)).render_as_string(hide_password=True)
     cause = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error)
     return f"the database {url} cannot be used: {cause}"
@@ -185,9 +233,10 @@ def _command_path(arguments: argparse.Namespace) -> str:
         ),
         None,
     )
-    # `keys signing ...` nests one level deeper.
-    if getattr(arguments, "signing_command", None):
-        sub_command = f"{sub_command} {arguments.signing_command}"
+    # `keys signing ...` and `reconcile exceptions ...` nest one level deeper.
+    for nested in ("signing_command", "exceptions_command"):
+        if getattr(arguments, nested, None):
+            sub_command = f"{sub_command} {getattr(arguments, nested)}"
     return f"{arguments.command} {sub_command}" if sub_command else arguments.command
 
 
@@ -198,6 +247,8 @@ def _engine(arguments: argparse.Namespace) -> Engine:
     """One engine per command, disposed by `main` when the command ends."""
     engine = getattr(arguments, ENGINE_ATTRIBUTE, None)
     if engine is None:
+        from coalition.store.engine import create_database_engine
+
         engine = create_database_engine(database_url_from(arguments))
         setattr(arguments, ENGINE_ATTRIBUTE, engine)
     return engine
@@ -206,12 +257,26 @@ def _engine(arguments: argparse.Namespace) -> Engine:
 def _prepared_engine(arguments: argparse.Namespace) -> Engine:
     """An engine on a database with the current schema: an empty one is migrated, an
     outdated one refused with a clear error instead of a traceback about missing tables."""
+    from coalition.store import migrate
+
     engine = _engine(arguments)
     migrate.prepare(engine)
     return engine
 
 
 def _serve(arguments: argparse.Namespace) -> int:
+    from functools import partial
+
+    from coalition.api import server
+    from coalition.observability import process as observability_process
+    from coalition.partners.manifest import load_manifests
+    from coalition.partners.sync import sync_partners
+    from coalition.programme import config as programme_config
+    from coalition.settlement import commands as settle_commands
+    from coalition.store import migrate
+    from coalition.store.engine import create_database_engine
+    from coalition.store.unit_of_work import UnitOfWork
+
     database_url = database_url_from(arguments)
     engine = create_database_engine(database_url)
     migrate.prepare(engine)
@@ -227,6 +292,15 @@ def _serve(arguments: argparse.Namespace) -> int:
         programme_config.load_programme(Path(arguments.programme))
         os.environ[programme_config.PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE] = arguments.programme
     observability_process.export_serve_options(arguments)  # read back by every worker
+    if arguments.job_interval and not arguments.jobs:
+        raise RuntimeError("--job-interval needs --jobs")
+    if arguments.jobs:
+        from coalition.scheduler import runner
+
+        try:
+            runner.export_intervals(runner.parse_intervals(arguments.job_interval))
+        except ValueError as error:
+            raise RuntimeError(str(error)) from error
     _export_serve_guards(arguments)
     server.serve(
         partial(create_database_engine, database_url),
@@ -239,6 +313,8 @@ def _serve(arguments: argparse.Namespace) -> int:
 
 def _export_serve_guards(arguments: argparse.Namespace) -> None:
     """TLS paths and the rate limit, checked here and read back by every worker."""
+    from coalition.api import rate_limits, tls
+
     files = tls.tls_files(arguments.tls_cert, arguments.tls_key, arguments.client_ca)
     if files is not None:
         files.export()
@@ -252,12 +328,18 @@ def _export_serve_guards(arguments: argparse.Namespace) -> None:
 
 
 def _database_upgrade(arguments: argparse.Namespace) -> int:
+    from coalition.store import migrate
+
     migrate.upgrade(_engine(arguments))
     print("database schema is up to date")
     return 0
 
 
 def _partners_sync(arguments: argparse.Namespace) -> int:
+    from coalition.partners.manifest import load_manifests
+    from coalition.partners.sync import sync_partners
+    from coalition.store.unit_of_work import UnitOfWork
+
     engine = _prepared_engine(arguments)
     manifests = load_manifests(Path(arguments.directory))
     _print_sync_report(sync_partners(UnitOfWork(engine), manifests, _now()))
@@ -273,18 +355,27 @@ def _print_sync_report(report: SyncReport) -> None:
 
 
 def _partners_list(arguments: argparse.Namespace) -> int:
+    from coalition.partners import catalog
+    from coalition.store.unit_of_work import UnitOfWork
+
     with UnitOfWork(_prepared_engine(arguments), read_only=True) as uow:
         for partner in catalog.list_partners(uow, "", PARTNERS_LISTED_MAX):
             print(f"{partner.partner_id}  {partner.kind}  {partner.currency}  {partner.name}")
             for version in catalog.list_rate_versions(uow, partner.partner_id):
+                # The last two are what settlement bills: docs/settlement.md, "Prices".
                 print(
                     f"    {version.rate_version_id}  earn {version.earn_points_per_unit}/unit"
                     f"  burn value {version.burn_value_minor_per_point} minor/point"
+                    f"  issuance price {version.issuance_price_minor_per_point} minor/point"
+                    f"  redemption price {version.redemption_price_minor_per_point} minor/point"
                 )
     return 0
 
 
 def _keys_issue(arguments: argparse.Namespace) -> int:
+    from coalition.partners import credentials
+    from coalition.store.unit_of_work import UnitOfWork
+
     issued = credentials.issue_key(
         UnitOfWork(_prepared_engine(arguments)), arguments.principal_id, arguments.role, _now()
     )
@@ -295,15 +386,21 @@ def _keys_issue(arguments: argparse.Namespace) -> int:
 
 
 def _keys_revoke(arguments: argparse.Namespace) -> int:
+    from coalition.partners import credentials
+    from coalition.store.unit_of_work import UnitOfWork
+
     credentials.revoke_key(UnitOfWork(_prepared_engine(arguments)), arguments.key_id, _now())
     print(f"revoked {arguments.key_id}")
     return 0
 
 
 def _demo(arguments: argparse.Namespace) -> int:
+    from coalition import demo
+
     return demo.run(
         arguments.database_url or os.environ.get(DATABASE_URL_ENVIRONMENT_VARIABLE),
-        Path(arguments.partners),
+        arguments.partners,
+        arguments.out,
     )
 
 
@@ -311,14 +408,35 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _with_engine(
-    run: Callable[[Engine, argparse.Namespace], int],
-) -> Callable[[argparse.Namespace], int]:
-    return lambda arguments: run(_prepared_engine(arguments), arguments)
+def _deferred(module: str, table: str, command: str, *, engine: bool = False) -> Handler:
+    """The handler `<module>.<table>[command]`, imported when the command runs."""
+
+    def run(arguments: argparse.Namespace) -> int:
+        handlers = getattr(importlib.import_module(module), table)
+        if callable(handlers):  # settle_commands.handlers(database_url_from)
+            handlers = handlers(database_url_from)
+        handler = handlers[command]
+        return int(
+            handler(_prepared_engine(arguments), arguments) if engine else handler(arguments)
+        )
+
+    return run
 
 
+def _bench(arguments: argparse.Namespace) -> int:
+    from coalition.bench import command as bench_command
+
+    parser = argparse.ArgumentParser(prog="coalition")
+    bench_command.add_bench_parser(parser.add_subparsers(dest="command", required=True))
+    return bench_command.run(parser.parse_args(["bench", *arguments.bench_arguments]))
+
+
+Handler = Callable[[argparse.Namespace], int]
 PARTNERS_LISTED_MAX = 1000
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+JOBS = "coalition.programme.jobs"
+RECONCILE = "coalition.reconciliation.commands"
+SETTLE = "coalition.settlement.commands"
+COMMANDS: dict[str, Handler] = {
     "serve": _serve,
     "db upgrade": _database_upgrade,
     "partners sync": _partners_sync,
@@ -326,13 +444,34 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "keys issue": _keys_issue,
     "keys revoke": _keys_revoke,
     "demo": _demo,
-    "bench": bench_command.run,
-    "report": _with_engine(report_command.run_report),
-    **{name: _with_engine(run) for name, run in jobs.JOB_COMMANDS.items()},
-    **{name: _with_engine(run) for name, run in reconcile_commands.RECONCILE_COMMANDS.items()},
-    **settle_commands.handlers(database_url_from),
+    "bench": _bench,
+    "report": _deferred("coalition.reports.command", "REPORT_COMMANDS", "report", engine=True),
+    **{
+        name: _deferred(JOBS, "JOB_COMMANDS", name, engine=True)
+        for name in ("jobs expire", "jobs holds", "jobs tiers", "jobs status", "jobs run")
+    },
+    **{
+        name: _deferred(RECONCILE, "RECONCILE_COMMANDS", name, engine=True)
+        for name in (
+            "reconcile run",
+            "reconcile integrity",
+            "reconcile exceptions list",
+            "reconcile exceptions resolve",
+        )
+    },
+    **{
+        name: _deferred(SETTLE, "handlers", name)
+        for name in (
+            "settle run",
+            "settle export",
+            "settle summary",
+            "settle verify",
+            "keys signing generate",
+            "keys signing rotate",
+            "keys signing list",
+        )
+    },
 }
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -39,6 +39,10 @@ def arguments_of(command: str, tmp_path: Path) -> list[str]:
         "settle export": ["--out", str(tmp_path / "out"), "1"],
         "keys signing generate": ["--signing-key", str(tmp_path / "key.pem")],
         "keys signing rotate": ["--signing-key", str(tmp_path / "key.pem")],
+        "settle summary": ["--period", "2026-03"],
+        "jobs run": ["holds"],
+        "reconcile exceptions list": ["rr_0123"],
+        "reconcile exceptions resolve": ["1", "--note", "checked"],
     }.get(command, [])
     return [*command.split(), *extra, "--db", DOWN_URL]
 

@@ -247,3 +247,13 @@ def test_partners_list_prints_partners_and_their_rate_versions(synced_url: str) 
     version_ids = {line.split()[0] for line in lines if line.startswith(" ")}
     assert version_ids == {row[0] for row in table_contents(synced_url)["rate_versions"]}
     assert "    larkspur-air@2027-01-01T00:00:00Z  earn 0.8/unit" in result.stdout
+    # The prices settlement bills at, as the database holds them.
+    prices = {
+        row[0]: (row[6], row[7])  # issuance_price_minor_per_point, redemption_price_...
+        for row in table_contents(synced_url)["rate_versions"]
+    }
+    for line in lines:
+        if line.startswith(" "):
+            issuance, redemption = prices[line.split()[0]]
+            assert f"issuance price {issuance} minor/point" in line, line
+            assert f"redemption price {redemption} minor/point" in line, line

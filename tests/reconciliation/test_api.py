@@ -13,7 +13,11 @@ from sqlalchemy import Engine, func, select
 
 from coalition.store.schema import reconciliation_exceptions, reconciliation_runs
 from coalition.v1 import reconciliation_service_pb2 as messages
-from coalition.v1 import reconciliation_service_pb2_grpc
+from coalition.v1 import (
+    reconciliation_service_pb2_grpc,
+    settlement_service_pb2,
+    settlement_service_pb2_grpc,
+)
 from tests.conftest import api_key
 from tests.reconciliation.conftest import PARTNER_ID, Ledger, as_csv, chunked, planted_report
 
@@ -219,3 +223,40 @@ def test_hostile_rows_are_refused_as_malformed_never_internal(
             grpc.StatusCode.INVALID_ARGUMENT, "REPORT_MALFORMED", fields
         )
     assert stored(ledger.engine) == (0, 0)
+
+
+def test_operations_reconciles_and_resolves_for_any_partner_without_finance_s_rights(
+    ledger: Ledger,
+    stub: reconciliation_service_pb2_grpc.ReconciliationServiceStub,
+    channel: grpc.Channel,
+) -> None:
+    operations = api_key(ledger.engine, "group-operations", "operations")
+    content = as_csv(planted_report(ledger).rows)
+    run = stub.SubmitPartnerReport(messages_of(content, PARTNER_ID), metadata=operations).run
+    listed = stub.ListReconciliationExceptions(
+        messages.ListReconciliationExceptionsRequest(run_id=run.run_id, open_only=True),
+        metadata=operations,
+    ).exceptions
+    assert len(listed) == 4
+    resolved = stub.ResolveReconciliationException(
+        messages.ResolveReconciliationExceptionRequest(
+            exception_id=listed[0].exception_id, note="checked with the POS vendor"
+        ),
+        metadata=operations,
+    ).exception
+    assert resolved.resolved_by == "group-operations"
+
+    settlement = settlement_service_pb2_grpc.SettlementServiceStub(channel)
+    for call, request in (
+        (
+            settlement.RunSettlement,
+            settlement_service_pb2.RunSettlementRequest(period="2026-01-31"),
+        ),
+        (settlement.ListSettlements, settlement_service_pb2.ListSettlementsRequest()),
+    ):
+        with pytest.raises(grpc.RpcError) as denied:
+            call(request, metadata=operations)
+        assert failure_of(denied.value).reason == "ROLE_NOT_ALLOWED"
+    with pytest.raises(grpc.RpcError) as no_partner:
+        stub.SubmitPartnerReport(messages_of(content), metadata=operations)
+    assert failure_of(no_partner.value).fields == ["header.partner_id"]

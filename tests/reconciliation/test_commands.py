@@ -15,6 +15,9 @@ import pytest
 from sqlalchemy import text
 
 from coalition.reconciliation import commands, jobs
+from coalition.reconciliation.arguments import add_reconcile_parser
+from coalition.reconciliation.runs import rfc3339
+from coalition.reports.period import month_period
 from coalition.store.unit_of_work import UnitOfWork
 from tests.reconciliation.conftest import PARTNER_ID, Ledger, as_csv, planted_report
 
@@ -23,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 def run_command(ledger: Ledger, *arguments: str) -> int:
     parser = argparse.ArgumentParser(prog="coalition")
-    commands.add_reconcile_parser(
+    add_reconcile_parser(
         parser.add_subparsers(dest="command", required=True),
         lambda sub: sub.add_argument("--db", dest="database_url", default=None),
     )
@@ -101,3 +104,27 @@ def test_integrity_is_proven_without_statements_and_fails_on_corruption(
         == commands.EXIT_FINDINGS
     )
     assert "FAILED  lot_remainders_match_balances" in capsys.readouterr().out
+
+
+def test_a_period_is_the_window_from_its_start_to_its_end(
+    ledger: Ledger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--period` takes the forms of `report` and `settle run`; it does not mix with --to."""
+    report = tmp_path / "coffee.csv"
+    report.write_bytes(as_csv(ledger.report_rows()))
+    month = ledger.window_end.strftime("%Y-%m")
+    period = month_period(ledger.window_end.year, ledger.window_end.month)
+    code = run_command(
+        ledger, "run", "--partner", PARTNER_ID, str(report), "--period", month,
+        "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code in (commands.EXIT_CLEAN, commands.EXIT_FINDINGS), err
+    assert f"window {rfc3339(period.start)} .. {rfc3339(period.end)}" in out
+
+    mixed = run_command(ledger, "integrity", "--period", month, "--to", "2100-01-01T00:00:00Z")
+    assert mixed == commands.EXIT_ERROR
+    assert "--to: give --period or --from/--to, not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        run_command(ledger, "integrity", "--period", month, "--from", "2020-01-01T00:00:00Z")
+    assert exited.value.code == 2

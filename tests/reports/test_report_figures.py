@@ -111,8 +111,13 @@ def test_json_equals_csv_and_partner_filter(
     assert all("test-air" in (row[0], row[1]) for row in read_csv(tmp_path, "flow_matrix")[1:])
 
 
-def test_bad_period_is_refused(database_url: str, tmp_path: Path, engine: Engine) -> None:
-    assert (
-        cli.main(["report", "--db", database_url, "--period", "2026-13", "--out", str(tmp_path)])
-        == 1
-    )
+def test_bad_period_is_refused(
+    database_url: str, tmp_path: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A usage error, as a bad --period of every other command (exit 2, nothing written)."""
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["report", "--db", database_url, "--period", "2026-13", "--out", str(out)])
+    assert exited.value.code == 2
+    assert "--period: period '2026-13': month must be 01..12" in capsys.readouterr().err
+    assert not out.exists()

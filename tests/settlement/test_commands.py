@@ -225,3 +225,29 @@ burn_value_minor_per_point = "5"
 issuance_price_minor_per_point = "6.0"
 redemption_price_minor_per_point = "4.5"
 """
+
+
+def test_a_month_is_the_period_of_its_last_day(
+    engine: Engine,
+    database_url: str,
+    ledger: Ledger,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--period` takes the forms of `report` and `reconcile`: YYYY-MM settles up to the end of
+    the month, the same statement as its last day."""
+    january_traffic(ledger)
+    key_path = tmp_path / "hub.pem"
+    assert (
+        run("keys", "signing", "generate", "--signing-key", str(key_path), "--db", database_url)
+        == 0
+    )
+    settle = ("settle", "run", "--partner", "test-coffee", "--signing-key", str(key_path))
+    assert run(*settle, "--period", "2026-01", "--db", database_url) == 0
+    assert "created  test-coffee-20260131" in capsys.readouterr().out
+    assert run(*settle, "--period", "2026-01-31", "--db", database_url) == 0
+    assert "existing  test-coffee-20260131" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        run(*settle, "--period", "2026-01-32", "--db", database_url)
+    assert exited.value.code == 2
+    assert "--period" in capsys.readouterr().err

@@ -24,6 +24,7 @@ ROLES = {
     messages.ROLE_MERCHANT: "merchant",
     messages.ROLE_FINANCE: "finance",
     messages.ROLE_ADMIN: "admin",
+    messages.ROLE_OPERATIONS: "operations",
 }
 
 

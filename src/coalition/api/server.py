@@ -36,6 +36,7 @@ from coalition.operations.group_commit import COMMITTER_THREADS, EarnCommitter
 from coalition.partners import credentials
 from coalition.partners.credentials import Principal
 from coalition.reconciliation.servicer import ReconciliationServicer
+from coalition.scheduler.runner import Scheduler, intervals_from_environment
 from coalition.settlement.service import Signer
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import (
@@ -79,6 +80,7 @@ SERVICE_NAMES = tuple(service.full_name for service in SERVICE_DESCRIPTORS)
 
 PARTNER = frozenset({"partner"})
 ADMIN = frozenset({"admin"})
+GROUP_RECONCILERS = frozenset({"finance", "operations"})
 # Who may call what. A method missing here is refused to everyone.
 ROLES_BY_METHOD: dict[str, frozenset[str]] = {
     **{
@@ -112,13 +114,11 @@ ROLES_BY_METHOD: dict[str, frozenset[str]] = {
         {"partner", "merchant", "finance", "admin"}
     ),
     # Reconciliation: a partner submits and reads only its own reports (the servicer scopes
-    # them); finance acts for any partner and alone resolves exceptions.
-    "/coalition.v1.ReconciliationService/SubmitPartnerReport": frozenset({"finance", "partner"}),
-    "/coalition.v1.ReconciliationService/GetReconciliationRun": frozenset({"finance", "partner"}),
-    "/coalition.v1.ReconciliationService/ListReconciliationExceptions": frozenset(
-        {"finance", "partner"}
-    ),
-    "/coalition.v1.ReconciliationService/ResolveReconciliationException": frozenset({"finance"}),
+    # them); finance and operations act for any partner and alone resolve exceptions.
+    "/coalition.v1.ReconciliationService/SubmitPartnerReport": GROUP_RECONCILERS | PARTNER,
+    "/coalition.v1.ReconciliationService/GetReconciliationRun": GROUP_RECONCILERS | PARTNER,
+    "/coalition.v1.ReconciliationService/ListReconciliationExceptions": GROUP_RECONCILERS | PARTNER,
+    "/coalition.v1.ReconciliationService/ResolveReconciliationException": GROUP_RECONCILERS,
 }
 
 
@@ -334,6 +334,10 @@ def _serve_in_this_process(
         rate_limit=rate_limit_from_environment(),  # exported by `coalition serve`
         tls=tls_files_from_environment(),
     ).start()
+    intervals = intervals_from_environment()  # exported by `coalition serve --jobs`
+    scheduler = None if intervals is None else Scheduler(partial(UnitOfWork, engine), intervals)
+    if scheduler is not None:
+        scheduler.start()
     stopped = threading.Event()
 
     def shut_down(_signal_number: int, _frame: object) -> None:
@@ -343,5 +347,7 @@ def _serve_in_this_process(
     signal.signal(signal.SIGTERM, shut_down)
     signal.signal(signal.SIGINT, shut_down)
     stopped.wait()
+    if scheduler is not None:
+        scheduler.stop()
     hub.stop()
     engine.dispose()

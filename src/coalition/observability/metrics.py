@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
-from prometheus_client import REGISTRY, Histogram, start_http_server
+from prometheus_client import REGISTRY, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
@@ -48,6 +48,12 @@ JOB_DURATION = Histogram(
     "Duration of batch jobs (settlement, reconciliation, expiry, tier review...).",
     ["job", "outcome"],
     buckets=JOB_BUCKETS_SECONDS,
+)
+
+JOB_LAST_END = Gauge(
+    "coalition_job_last_end_timestamp_seconds",
+    "When a scheduled job last ended in this process (Unix time), by outcome.",
+    ["job", "outcome"],
 )
 
 

@@ -48,21 +48,6 @@ def configure_process() -> int | None:
     raise OSError(f"no free metrics port from {listen}")
 
 
-def add_serve_options(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument(
-        "--metrics-listen",
-        default=None,
-        metavar="HOST:PORT",
-        help="serve Prometheus /metrics; worker i of --workers N takes PORT + i",
-    )
-    serve.add_argument(
-        "--log-format", choices=["text", "json"], default="text", help="log line format"
-    )
-    serve.add_argument(
-        "--access-log", action="store_true", help="log every RPC (method, status, latency)"
-    )
-
-
 def export_serve_options(arguments: argparse.Namespace) -> None:
     """Put the options where spawned workers find them, and apply them to this process."""
     if arguments.metrics_listen:

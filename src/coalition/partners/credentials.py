@@ -16,7 +16,7 @@ from coalition.store.schema import api_keys
 from coalition.store.unit_of_work import UnitOfWork
 
 API_KEY_PREFIX = "coal"
-ROLES = ("partner", "merchant", "finance", "admin")
+ROLES = ("partner", "merchant", "finance", "admin", "operations")
 PARTNER_SCOPED_ROLES = ("partner", "merchant")
 
 

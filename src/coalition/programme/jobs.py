@@ -1,4 +1,5 @@
-"""The `coalition jobs ...` commands: scheduled programme jobs, run by cron or a scheduler.
+"""The `coalition jobs ...` commands: scheduled programme jobs, run by cron or a scheduler
+(parsers: programme/job_arguments.py).
 
 - `coalition jobs expire [--as-of WHEN]`: expire lots due at WHEN (ledger/expiry.py);
 - `coalition jobs holds [--as-of WHEN]`: release burn holds past their TTL (ledger/holds.py);
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -28,58 +30,17 @@ from coalition.programme.config import (
     load_programme,
 )
 from coalition.programme.tiers import REVIEW_BATCH_SIZE_DEFAULT, review_tiers
+from coalition.scheduler.catalogue import JOBS
+from coalition.scheduler.runner import run_job
+from coalition.scheduler.status import last_runs
 from coalition.store import migrate
 from coalition.store.unit_of_work import UnitOfWork
-
-BATCH_SIZE_MAX = 5_000
-
-
-def add_jobs_parser(
-    commands: argparse._SubParsersAction,
-    add_database_option: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    jobs = commands.add_parser("jobs", help="scheduled programme jobs (idempotent)")
-    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
-    expire = jobs_commands.add_parser("expire", help="expire lots due at --as-of")
-    holds = jobs_commands.add_parser("holds", help="release burn holds past their TTL")
-    tiers = jobs_commands.add_parser("tiers", help="downgrade members below their tier")
-    tiers.add_argument("--programme", default=None, help="programme DIR (tiers.toml)")
-    for parser, batch_size in (
-        (expire, EXPIRY_BATCH_SIZE_DEFAULT),
-        (holds, RELEASE_BATCH_SIZE_DEFAULT),
-        (tiers, REVIEW_BATCH_SIZE_DEFAULT),
-    ):
-        parser.add_argument("--as-of", dest="as_of", type=instant, default=None, metavar="WHEN")
-        parser.add_argument("--batch-size", type=batch_size_argument, default=batch_size)
-        add_database_option(parser)
-
-
-def instant(text: str) -> datetime:
-    """An ISO date (00:00 UTC) or a date-time with an explicit offset."""
-    try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
-        moment = datetime.fromisoformat(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or date-time: {text!r}") from error
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError("a date-time needs an offset, e.g. 2027-03-01T00:00Z")
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as error:  # such as 0001-01-01T00:00+14:00
-        raise argparse.ArgumentTypeError(f"{text!r} lies outside years 1 to 9999 in UTC") from error
-
-
-def batch_size_argument(text: str) -> int:
-    value = int(text)
-    if not 0 < value <= BATCH_SIZE_MAX:
-        raise argparse.ArgumentTypeError(f"between 1 and {BATCH_SIZE_MAX}")
-    return value
 
 
 def run_expire(engine: Engine, arguments: argparse.Namespace) -> int:
     now = datetime.now(UTC)
-    report = expire_lots(_unit_of_work(engine), arguments.as_of or now, now, arguments.batch_size)
+    batch_size = arguments.batch_size or EXPIRY_BATCH_SIZE_DEFAULT
+    report = expire_lots(_unit_of_work(engine), arguments.as_of or now, now, batch_size)
     print(
         f"expired {report.points_expired} points in {report.lots_expired} lots "
         f"({report.batches} batches)"
@@ -91,7 +52,8 @@ def run_holds(engine: Engine, arguments: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     as_of = arguments.as_of or now
     _refuse_future(as_of, now)
-    report = release_expired_holds(_unit_of_work(engine), as_of, arguments.batch_size)
+    batch_size = arguments.batch_size or RELEASE_BATCH_SIZE_DEFAULT
+    report = release_expired_holds(_unit_of_work(engine), as_of, batch_size)
     print(f"released {report.holds_released} holds past their TTL ({report.batches} batches)")
     return 0
 
@@ -102,12 +64,42 @@ def run_tiers(engine: Engine, arguments: argparse.Namespace) -> int:
     _refuse_future(as_of, now)
     directory = arguments.programme or os.environ.get(PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE)
     ladder = load_programme(Path(directory)).ladder if directory else active_programme().ladder
-    report = review_tiers(_unit_of_work(engine), ladder, as_of, now, arguments.batch_size)
+    batch_size = arguments.batch_size or REVIEW_BATCH_SIZE_DEFAULT
+    report = review_tiers(_unit_of_work(engine), ladder, as_of, now, batch_size)
     print(
         f"reviewed {report.members_reviewed} members above the base tier, "
         f"downgraded {report.members_downgraded}"
     )
     return 0
+
+
+def run_status(engine: Engine, arguments: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    _unit_of_work(engine)  # migrates an empty database, refuses an outdated one
+    runs = last_runs(UnitOfWork(engine, read_only=True))
+    if not runs:
+        print("no job has run yet (coalition serve --jobs, or coalition jobs run NAME)")
+    for run in runs:
+        duration = "-" if run.duration_seconds is None else f"{run.duration_seconds:.2f} s"
+        lease = (
+            f"  running in {run.holder} (lease until {run.lease_expires_at.isoformat()})"
+            if run.lease_expires_at is not None and run.lease_expires_at > now
+            else ""
+        )
+        print(
+            f"{run.job_name:<24} {run.status:<10} started {run.start_time.isoformat()}  "
+            f"took {duration}  by {run.holder}  {run.detail or ''}{lease}"
+        )
+    return 0
+
+
+def run_scheduled(engine: Engine, arguments: argparse.Namespace) -> int:
+    status = run_job(_unit_of_work(engine), JOBS[arguments.name], lambda: datetime.now(UTC))
+    print(f"{arguments.name}: {status}")
+    if status == "busy":
+        print(f"error: JOB_ALREADY_RUNNING: {arguments.name} runs elsewhere", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    return 0 if status == "succeeded" else 1
 
 
 def _refuse_future(as_of: datetime, now: datetime) -> None:
@@ -134,8 +126,11 @@ def _disposing(
     return run_then_dispose
 
 
+EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL, as `coalition reconcile` (retry later)
 JOB_COMMANDS: dict[str, Callable[[Engine, argparse.Namespace], int]] = {
     "jobs expire": _disposing(run_expire),
     "jobs holds": _disposing(run_holds),
     "jobs tiers": _disposing(run_tiers),
+    "jobs status": _disposing(run_status),
+    "jobs run": _disposing(run_scheduled),
 }

@@ -8,7 +8,8 @@ import argparse
 import os
 import sys
 
-from coalition.reconciliation.commands import RECONCILE_COMMANDS, add_reconcile_parser
+from coalition.reconciliation.arguments import add_reconcile_parser
+from coalition.reconciliation.commands import RECONCILE_COMMANDS
 from coalition.store.engine import create_database_engine
 
 

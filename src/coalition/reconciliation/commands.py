@@ -3,7 +3,7 @@
 Exit codes (docs/reconciliation.md): 0 clean; 1 exceptions found / a check failed; 2 the job
 could not run (malformed report, bad arguments, unknown partner, timeout); 3 integrity proof
 incomplete (a check was skipped, none failed); 75 the same job is running elsewhere (EX_TEMPFAIL:
-retry later).
+retry later). Parsers: reconciliation/arguments.py.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
 
 from coalition.domain.errors import CoalitionError, FieldViolation, InvalidArgument
-from coalition.reconciliation import integrity, jobs
+from coalition.reconciliation import integrity, jobs, runs
 from coalition.reconciliation.checks import CheckResult
 from coalition.reconciliation.export import export_run
 from coalition.reconciliation.jobs import JobAlreadyRunning, scheduled_job
@@ -186,49 +185,88 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def add_reconcile_parser(
-    commands: Any, add_database_option: Callable[[argparse.ArgumentParser], None]
-) -> None:
-    reconcile = commands.add_parser("reconcile", help="partner reports and ledger integrity")
-    reconcile_commands = reconcile.add_subparsers(dest="reconcile_command", required=True)
-    run = reconcile_commands.add_parser("run", help="match a partner report against the ledger")
-    run.add_argument("--partner", required=True, help="the partner whose report FILE is")
-    run.add_argument("file", metavar="FILE", help="CSV or JSON Lines report")
-    run.add_argument("--format", choices=["csv", "jsonl"], default=None, help="default: suffix")
-    run.add_argument("--from", dest="window_start", default=None, help="RFC 3339, inclusive")
-    run.add_argument("--to", dest="window_end", default=None, help="RFC 3339, exclusive")
-    run.add_argument("--output-dir", default=".", help="where the CSV and JSON reports go")
-    run.add_argument(
-        "--exit-zero", action="store_true", help="exit 0 even when exceptions were found"
-    )
-    add_database_option(run)
-    integrity_command = reconcile_commands.add_parser(
-        "integrity", help="prove the ledger invariants"
-    )
-    integrity_command.add_argument("--from", dest="window_start", default=None, help="RFC 3339")
-    integrity_command.add_argument("--to", dest="window_end", default=None, help="RFC 3339")
-    add_database_option(integrity_command)
-
-
 def _run_command(engine: Engine, arguments: argparse.Namespace) -> int:
     migrate.prepare(engine)
-    return reconcile_run(
-        engine,
-        arguments.partner,
-        Path(arguments.file),
-        arguments.format,
-        (arguments.window_start, arguments.window_end),
-        Path(arguments.output_dir),
-        fail_on_exceptions=not arguments.exit_zero,
+    return _guarded(
+        lambda: reconcile_run(
+            engine,
+            arguments.partner,
+            Path(arguments.file),
+            arguments.format,
+            window_arguments(arguments),
+            Path(arguments.output_dir),
+            fail_on_exceptions=not arguments.exit_zero,
+        )
     )
 
 
 def _integrity_command(engine: Engine, arguments: argparse.Namespace) -> int:
     migrate.prepare(engine)
-    return reconcile_integrity(engine, (arguments.window_start, arguments.window_end))
+    return _guarded(lambda: reconcile_integrity(engine, window_arguments(arguments)))
+
+
+def window_arguments(arguments: argparse.Namespace) -> tuple[str | None, str | None]:
+    """`--period P` means `--from` P's start `--to` its end; the two forms do not mix."""
+    if arguments.period is None:
+        return arguments.window_start, arguments.window_end
+    if arguments.window_end is not None:
+        raise InvalidArgument([FieldViolation("--to", "give --period or --from/--to, not both")])
+    return rfc3339(arguments.period.start), rfc3339(arguments.period.end)
+
+
+def _exceptions_list(engine: Engine, arguments: argparse.Namespace) -> int:
+    def body() -> int:
+        records = runs.list_exceptions(
+            UnitOfWork(engine, read_only=True),
+            arguments.run_id,
+            None,
+            kind=arguments.kind,
+            open_only=arguments.open_only,
+            after_exception_id=arguments.after,
+            page_size=arguments.limit,
+        )
+        for record in records:
+            print(_exception_line(record))
+        if len(records) == arguments.limit:
+            print(f"more: --after {records[-1].exception_id}", file=sys.stderr)
+        return EXIT_CLEAN
+
+    return _guarded(body)
+
+
+def _exceptions_resolve(engine: Engine, arguments: argparse.Namespace) -> int:
+    def body() -> int:
+        if not arguments.note.strip():
+            raise InvalidArgument([FieldViolation("--note", "required: why it is resolved")])
+        record = runs.resolve_exception(
+            UnitOfWork(engine), arguments.exception_id, arguments.note, arguments.by, _now()
+        )
+        print(_exception_line(record))
+        return EXIT_CLEAN
+
+    return _guarded(body)
+
+
+def _exception_line(record: runs.ExceptionRecord) -> str:
+    differences = ", ".join(
+        f"{d.field}: report {d.report_value} hub {d.hub_value}" for d in record.differences
+    )
+    state = (
+        f"resolved {rfc3339(record.resolve_time)} by {record.resolved_by}: {record.resolution_note}"
+        if record.resolve_time is not None
+        else "open"
+    )
+    where = f"line {record.line_number}" if record.line_number is not None else "not in report"
+    transaction = f"tx #{record.transaction_id}" if record.transaction_id is not None else "no tx"
+    return (
+        f"{record.exception_id}  {record.kind:<18} request {record.request_id}  {where}  "
+        f"{transaction}  {differences or '-'}  {state}"
+    )
 
 
 RECONCILE_COMMANDS: dict[str, Callable[[Engine, argparse.Namespace], int]] = {
     "reconcile run": _run_command,
     "reconcile integrity": _integrity_command,
+    "reconcile exceptions list": _exceptions_list,
+    "reconcile exceptions resolve": _exceptions_resolve,
 }

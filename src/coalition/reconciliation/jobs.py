@@ -41,6 +41,10 @@ class JobAlreadyRunning(Unavailable):
         )
 
 
+class JobNotDue(Exception):
+    """The job ran (started) after the instant its caller asked about: nothing to do yet."""
+
+
 @dataclass
 class Job:
     """A running job: the caller sets `status` (succeeded or flagged) and `detail`."""
@@ -58,10 +62,14 @@ def job_holder() -> str:
 
 @contextmanager
 def scheduled_job(
-    unit_of_work: Callable[[], UnitOfWork], job_name: str, clock: Clock
+    unit_of_work: Callable[[], UnitOfWork],
+    job_name: str,
+    clock: Clock,
+    started_since: datetime | None = None,
 ) -> Iterator[Job]:
-    """Hold the job's lease for the block; record its end as the block sets it, or `failed`."""
-    job = acquire(unit_of_work(), job_name, job_holder(), clock())
+    """Hold the job's lease for the block; record its end as the block sets it, or `failed`.
+    With `started_since`: JobNotDue if a run started at or after it (see `acquire`)."""
+    job = acquire(unit_of_work(), job_name, job_holder(), clock(), started_since)
     try:
         yield job
     except BaseException as error:
@@ -71,7 +79,16 @@ def scheduled_job(
         release(unit_of_work(), job, clock())
 
 
-def acquire(uow: UnitOfWork, job_name: str, holder: str, now: datetime) -> Job:
+def acquire(
+    uow: UnitOfWork,
+    job_name: str,
+    holder: str,
+    now: datetime,
+    started_since: datetime | None = None,
+) -> Job:
+    """Take the job's lease and record its start. With `started_since`, a run that started at
+    or after it makes the job not due (JobNotDue): checked under the lease row's lock, so that
+    of several schedulers asking at once exactly one runs it per interval."""
     lease = reconciliation_leases.c
     with uow:
         existing = uow.connection.execute(
@@ -79,6 +96,8 @@ def acquire(uow: UnitOfWork, job_name: str, holder: str, now: datetime) -> Job:
         ).one_or_none()
         if existing is not None and existing.expires_at > now:
             raise JobAlreadyRunning(job_name, existing.holder, existing.expires_at)
+        if started_since is not None and _started_since(uow, job_name, started_since):
+            raise JobNotDue(job_name)
         job_id = uow.connection.execute(
             insert(reconciliation_jobs)
             .values(job_name=job_name, holder=holder, status="running", start_time=now)
@@ -91,6 +110,14 @@ def acquire(uow: UnitOfWork, job_name: str, holder: str, now: datetime) -> Job:
             _take_over(uow, existing.job_id, job_name, job_id, holder, expires_at, now)
         uow.commit()
     return Job(job_id=job_id, job_name=job_name, holder=holder)
+
+
+def _started_since(uow: UnitOfWork, job_name: str, since: datetime) -> bool:
+    job = reconciliation_jobs.c
+    latest = uow.connection.execute(
+        select(job.start_time).where(job.job_name == job_name).order_by(job.job_id.desc()).limit(1)
+    ).scalar_one_or_none()
+    return latest is not None and latest >= since
 
 
 def _insert_lease(

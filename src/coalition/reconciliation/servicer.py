@@ -1,7 +1,7 @@
 """ReconciliationService: submit partner reports, read runs, page and resolve exceptions.
 
-A partner acts on its own reports only (another partner's runs look absent); `finance` acts
-for any partner and alone resolves exceptions (server.ROLES_BY_METHOD).
+A partner acts on its own reports only (another partner's runs look absent); `finance` and
+`operations` act for any partner and alone resolve exceptions (server.ROLES_BY_METHOD).
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ KINDS = {
 KIND_MESSAGES = {name: value for value, name in KINDS.items()}
 CONTENT_CHUNK_BYTES_MAX = 1024 * 1024
 RESOLUTION_NOTE_LENGTH_MAX = 1000
+GROUP_ROLES = ("finance", "operations")  # roles that reconcile for every partner
 
 
 def _partner_scope() -> str | None:
-    """The only partner the caller may see, or None for finance (every partner)."""
+    """The only partner the caller may see, or None for finance and operations (every one)."""
     principal = current_principal()
-    return None if principal.role == "finance" else principal.partner_id
+    return None if principal.role in GROUP_ROLES else principal.partner_id
 
 
 def _now() -> datetime:
@@ -145,13 +146,13 @@ def _submission(first: messages.SubmitPartnerReportRequest | None) -> ReportSubm
     header = first.header
     principal = current_principal()
     partner_id = parser.identifier(header.partner_id, "header.partner_id", required=False)
-    if principal.role == "finance" and not partner_id:
-        parser.fault("header.partner_id", "required: finance names the partner")
+    if principal.role in GROUP_ROLES and not partner_id:
+        parser.fault("header.partner_id", f"required: {principal.role} names the partner")
     report_format = parser.choice(header.format, FORMATS, "header.format")
     window_start = parser.timestamp(header, "window_start")
     window_end = parser.timestamp(header, "window_end")
     parser.done()
-    if principal.role != "finance":
+    if principal.role not in GROUP_ROLES:
         assert principal.partner_id is not None, "partner keys belong to a partner"
         if partner_id and partner_id != principal.partner_id:
             raise NotFound(

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, text
 from coalition.partners.manifest import load_manifests
 from coalition.partners.sync import sync_partners
 from coalition.reports.command import run_report
+from coalition.reports.period import period_argument
 from coalition.store import migrate
 from coalition.store.engine import create_database_engine
 from coalition.store.unit_of_work import UnitOfWork
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coalition.reports.bench")
     parser.add_argument("--db", required=True, help="an empty PostgreSQL database")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--period", default="2026-06")
+    parser.add_argument("--period", default=period_argument("2026-06"), type=period_argument)
     parser.add_argument("--partners", default="partners")
     parser.add_argument("--skip-load", action="store_true")
     arguments = parser.parse_args(argv)

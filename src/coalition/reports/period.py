@@ -1,12 +1,14 @@
-"""Report periods: a calendar month (`YYYY-MM`) or one day (`YYYY-MM-DD`), in UTC.
+"""Periods: a calendar month (`YYYY-MM`) or one day (`YYYY-MM-DD`), in UTC.
 
 A period covers what the ledger committed (`create_time`) from its start, inclusive, to its
 end, exclusive: the same cut settlement uses, so a report and a statement of one period see
-the same journal entries.
+the same journal entries. Every command that takes `--period` (report, settle run, reconcile
+run) reads it with `period_argument`, so the forms are the same everywhere.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -21,6 +23,10 @@ class Period:
     start: datetime  # inclusive, UTC
     end: datetime  # exclusive, UTC
     is_month: bool
+
+    @property
+    def last_day(self) -> date:
+        return (self.end - timedelta(days=1)).date()
 
     def previous(self) -> Period:
         if self.is_month:
@@ -39,6 +45,17 @@ def parse_period(text: str) -> Period:
     if _DAY.match(text):
         return day_period(date.fromisoformat(text))
     raise ValueError(f"period {text!r}: expected YYYY-MM or YYYY-MM-DD")
+
+
+PERIOD_HELP = "YYYY-MM (a calendar month) or YYYY-MM-DD (a day), UTC"
+
+
+def period_argument(text: str) -> Period:
+    """`--period` of every command: `parse_period`, as argparse wants its errors."""
+    try:
+        return parse_period(text)
+    except (ValueError, OverflowError) as error:  # OverflowError: the day after 9999-12-31
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def month_period(year: int, month: int) -> Period:

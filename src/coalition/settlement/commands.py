@@ -1,6 +1,7 @@
-"""`coalition settle run|export|verify` and `coalition keys signing generate|rotate|list`.
+"""The handlers of `coalition settle run|export|verify` and `coalition keys signing ...`.
 
-The parsers and handlers live here, next to the code they drive; cli.py only mounts them.
+Their parsers are in settlement/arguments.py, which imports nothing heavy, so that `coalition
+--help` and other commands do not load the settlement code; cli.py mounts both.
 """
 
 from __future__ import annotations
@@ -12,95 +13,19 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from coalition.partners.catalog import get_partner
 from coalition.partners.manifest import ManifestError, PartnerManifest, load_manifest
-from coalition.settlement import export, keys, service, signing, verify
+from coalition.settlement import export, keys, readable, service, signing, verify
 from coalition.store import migrate
 from coalition.store.engine import create_database_engine
 from coalition.store.unit_of_work import UnitOfWork
 
 Handler = Callable[[argparse.Namespace], int]
-DatabaseOption = Callable[[argparse.ArgumentParser], None]
 DatabaseUrl = Callable[[argparse.Namespace], str]
-
-
-def _add_signing_key_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--signing-key",
-        default=None,
-        metavar="FILE",
-        help=f"private signing key file (default: ${signing.SIGNING_KEY_ENVIRONMENT_VARIABLE}, "
-        f"else {signing.DEFAULT_SIGNING_KEY_PATH})",
-    )
-
-
-def add_settle_parser(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], database: DatabaseOption
-) -> None:
-    settle = commands.add_parser("settle", help="signed settlement statements")
-    settle_commands = settle.add_subparsers(dest="settle_command", required=True)
-    run = settle_commands.add_parser("run", help="settle a period (idempotent)")
-    run.add_argument(
-        "--period",
-        required=True,
-        type=_period,
-        help="the period's last day, YYYY-MM-DD; it ends at 00:00 UTC the next day",
-    )
-    run.add_argument("--partner", default=None, help="settle this partner only")
-    _add_signing_key_option(run)
-    database(run)
-    export_command = settle_commands.add_parser("export", help="write a statement to DIR")
-    export_command.add_argument("statement_id", metavar="STATEMENT_ID")
-    export_command.add_argument("--out", required=True, type=Path, metavar="DIR")
-    database(export_command)
-    verify_command = settle_commands.add_parser("verify", help="verify an exported statement")
-    verify_command.add_argument("directory", type=Path, metavar="DIR")
-    verify_command.add_argument("--public-key", required=True, type=Path, metavar="FILE")
-    verify_command.add_argument("--previous", default=None, type=Path, metavar="DIR")
-    manifest = verify_command.add_mutually_exclusive_group()
-    manifest.add_argument(
-        "--manifest",
-        default=None,
-        type=Path,
-        metavar="FILE",
-        help="the partner's manifest (partners/<id>.toml): check prices, currency, the rate "
-        "version in force and the acknowledgement key against it",
-    )
-    manifest.add_argument(
-        "--partners",
-        default=None,
-        type=Path,
-        metavar="DIR",
-        help="a directory of manifests; the statement's partner's <id>.toml is used",
-    )
-
-
-def add_signing_parser(
-    keys_commands: argparse._SubParsersAction[argparse.ArgumentParser], database: DatabaseOption
-) -> None:
-    signing_parser = keys_commands.add_parser("signing", help="statement signing keys")
-    signing_commands = signing_parser.add_subparsers(dest="signing_command", required=True)
-    for name, help_text in (
-        ("generate", "create the first signing key (file mode 0600) and publish it"),
-        ("rotate", "replace the signing key; the old public key stays published, retired"),
-        ("list", "every published signing key with its validity range"),
-    ):
-        command = signing_commands.add_parser(name, help=help_text)
-        if name != "list":
-            _add_signing_key_option(command)
-        database(command)
-
-
-def _period(text: str) -> date:
-    try:
-        if len(text) == 10:
-            return date.fromisoformat(text)
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"{text!r} is not a date written YYYY-MM-DD")
 
 
 def serve_signing_key_path(configured: str | None) -> Path | None:
@@ -117,6 +42,7 @@ def handlers(database_url: DatabaseUrl) -> dict[str, Handler]:
     return {
         "settle run": partial(_settle_run, database_url),
         "settle export": partial(_settle_export, database_url),
+        "settle summary": partial(_settle_summary, database_url),
         "settle verify": _settle_verify,
         "keys signing generate": partial(_signing_generate, database_url),
         "keys signing rotate": partial(_signing_rotate, database_url),
@@ -142,7 +68,7 @@ def _settle_run(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int
     signer = service.Signer.from_file(signing.signing_key_path(arguments.signing_key))
     with _unit_of_work(database_url, arguments) as unit_of_work:
         results = service.run_settlement(
-            unit_of_work, arguments.period, arguments.partner, signer, datetime.now(UTC)
+            unit_of_work, arguments.period.last_day, arguments.partner, signer, datetime.now(UTC)
         )
     failures = 0
     for result in results:
@@ -162,6 +88,43 @@ def _settle_run(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int
     if failures:
         print(f"error: {failures} of {len(results)} partner(s) not settled", file=sys.stderr)
         return 1
+    return 0
+
+
+def _settle_summary(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
+    period = arguments.period
+    with _unit_of_work(database_url, arguments) as unit_of_work, unit_of_work() as uow:
+        statements = service.statements_of_period(
+            uow, period.last_day, service.STATEMENTS_OF_PERIOD_MAX
+        )
+        names = {
+            statement.partner_id: get_partner(uow, statement.partner_id).name
+            for statement in statements
+        }
+    if not statements:
+        print(
+            f"error: no statement of the period ending {period.last_day}: "
+            f"run `coalition settle run --period {period.label}` first",
+            file=sys.stderr,
+        )
+        return 1
+    documents = [json.loads(export.statement_document(statement)) for statement in statements]
+    print(f"group summary of the period ending {period.last_day}: {len(statements)} statements")
+    for totals in readable.group_totals([document["body"] for document in documents]):
+        print(
+            f"{totals.currency}  {totals.partners} partner(s)  "
+            f"issued {totals.points['issued']:,}  redeemed {totals.points['redeemed']:,}  "
+            f"expired {totals.points['expired']:,}  "
+            f"owed by partners {readable.major(totals.owed_by_partners_minor, totals.currency)}  "
+            f"owed by the hub {readable.major(totals.owed_by_hub_minor, totals.currency)}"
+        )
+    if arguments.out is not None:
+        arguments.out.mkdir(parents=True, exist_ok=True)
+        path = arguments.out / f"group-summary-{period.label}.html"
+        path.write_text(
+            readable.group_summary_html(period.label, documents, names), encoding="utf-8"
+        )
+        print(f"written {path}")
     return 0
 
 

@@ -111,6 +111,9 @@ class Acknowledgement:
     create_time: datetime
 
 
+STATEMENTS_OF_PERIOD_MAX = 10_000  # one per partner: far above any group's partner count
+
+
 def period_end_time(period_last_day: date) -> datetime:
     """A period named by its last day ends at 00:00 UTC the day after (exclusive)."""
     return datetime.combine(period_last_day + timedelta(days=1), time(0), tzinfo=UTC)
@@ -363,6 +366,20 @@ def list_statements(
     if after_statement_id is not None:
         statement = statement.where(settlement_statements.c.statement_id > after_statement_id)
     return [_statement_of(row) for row in uow.connection.execute(statement.limit(limit))]
+
+
+def statements_of_period(uow: UnitOfWork, period_last_day: date, limit: int) -> list[Statement]:
+    """Every partner's statement of the period ending `period_last_day`, by id; at most `limit`."""
+    assert 0 < limit <= STATEMENTS_OF_PERIOD_MAX
+    return [
+        _statement_of(row)
+        for row in uow.connection.execute(
+            select(settlement_statements)
+            .where(settlement_statements.c.period_last_day == period_last_day)
+            .order_by(settlement_statements.c.statement_id)
+            .limit(limit)
+        )
+    ]
 
 
 def stream_entries(

@@ -18,12 +18,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from coalition.settlement.key_files import (
+    DEFAULT_SIGNING_KEY_PATH,
+    SIGNING_KEY_ENVIRONMENT_VARIABLE,
+)
+
 # Domain separation: a signature over a statement can never be replayed as a signature over
 # anything else this key (or a partner's key) signs, and vice versa.
 STATEMENT_SIGNATURE_PREFIX = b"coalition.settlement.statement.v1\x00"
 ACKNOWLEDGEMENT_SIGNATURE_PREFIX = b"coalition.settlement.acknowledgement.v1\x00"
-SIGNING_KEY_ENVIRONMENT_VARIABLE = "COALITION_SIGNING_KEY"
-DEFAULT_SIGNING_KEY_PATH = Path("keys") / "settlement-signing-key.pem"
 PRIVATE_KEY_FILE_MODE = 0o600
 _PERMISSIONS_FORBIDDEN = stat.S_IRWXG | stat.S_IRWXO
 PUBLIC_KEY_BYTES = 32

@@ -116,7 +116,9 @@ api_keys = Table(
     Column("secret_sha256", String(64), nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
     Column("revoke_time", UtcDateTime, nullable=True),
-    CheckConstraint("role IN ('partner', 'merchant', 'finance', 'admin')", name="role"),
+    CheckConstraint(
+        "role IN ('partner', 'merchant', 'finance', 'admin', 'operations')", name="role"
+    ),
 )
 
 members = Table(
