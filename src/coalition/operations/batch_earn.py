@@ -35,6 +35,7 @@ from coalition.domain.errors import (
     Unavailable,
 )
 from coalition.domain.points import RateVersion
+from coalition.domain.promotions import Promotion
 from coalition.identity import privacy
 from coalition.identity.members import resolve
 from coalition.identity.privacy import BALANCE
@@ -50,6 +51,7 @@ from coalition.ledger.idempotency import (
 from coalition.ledger.idempotency import record_result as record_claim_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.writer import NewLot
+from coalition.operations import promotions
 from coalition.operations.points import (
     EarnCommand,
     LedgerResult,
@@ -151,10 +153,11 @@ def batch_earn(
     assert 0 < len(items) <= BATCH_EARN_ITEMS_MAX, "the API bounds the batch size"
     programme = active_programme()
     with uow:
-        if _programme_adds_nothing(programme, partner_id):
+        candidates = promotions.candidates(uow, programme, partner_id, now)
+        if _programme_adds_nothing(programme, candidates):
             outcomes = _SetBasedBatch(uow, partner_id, all_or_nothing, now).run(items)
         else:
-            outcomes = _earn_item_by_item(uow, partner_id, items, all_or_nothing, now)
+            outcomes = _earn_item_by_item(uow, partner_id, items, all_or_nothing, now, candidates)
         visible = _balance_visible(uow, partner_id, outcomes)
         uow.commit()
     return BatchEarnResult(tuple(outcomes), visible)
@@ -168,13 +171,9 @@ def _balance_visible(
     return frozenset(member_id for member_id, sight in seen.items() if sight.sees(BALANCE))
 
 
-def _programme_adds_nothing(programme: Programme, partner_id: str) -> bool:
+def _programme_adds_nothing(programme: Programme, candidates: tuple[Promotion, ...]) -> bool:
     tiers = programme.ladder.tiers
-    return (
-        not programme.promotions_for(partner_id)
-        and len(tiers) == 1
-        and tiers[0].earn_multiplier == 1
-    )
+    return not candidates and len(tiers) == 1 and tiers[0].earn_multiplier == 1
 
 
 def _for_item(index: int, error: CoalitionError) -> CoalitionError:
@@ -520,8 +519,10 @@ def _earn_item_by_item(
     items: Sequence[EarnCommand | CoalitionError],
     all_or_nothing: bool,
     now: datetime,
+    candidates: tuple[Promotion, ...],
 ) -> list[BatchItemOutcome]:
     _lock_in_order(uow, partner_id, items)
+    promotions.lock_budgets(uow, candidates)  # after the members', in one order
     outcomes: list[BatchItemOutcome] = []
     for index, command in enumerate(items):
         if isinstance(command, CoalitionError):

@@ -21,10 +21,15 @@ from fractions import Fraction
 
 from sqlalchemy import select
 
+from coalition.domain.hub_partner import HUB_PARTNER_ID
+from coalition.domain.points import Money
 from coalition.domain.promotions import (
     FUNDED_BY_COALITION,
     Bonus,
     EarnFacts,
+    Promotion,
+    PromotionGrant,
+    applies,
     bonuses_for_earn,
 )
 from coalition.ledger.accounts import member_account_id, partner_issuance_account_id
@@ -35,8 +40,12 @@ from coalition.ledger.system_accounts import (
     ensure_coalition_promotions_account,
 )
 from coalition.ledger.writer import Bonus as LedgerBonus
+from coalition.programme import promotion_catalogue as catalogue
 from coalition.programme import tiers
 from coalition.programme.config import Programme
+from coalition.programme.promotion_catalogue import CATALOGUE
+from coalition.store import driver
+from coalition.store.driver import Statement
 from coalition.store.schema import metadata
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -47,6 +56,7 @@ class EarnAward:
     partner_id: str
     base_points: int
     bonuses: tuple[Bonus, ...]
+    grants: tuple[PromotionGrant, ...] = ()
 
     @property
     def points_total(self) -> int:
@@ -79,6 +89,25 @@ class EarnAward:
         return tuple(postings)
 
 
+def candidates(
+    uow: UnitOfWork, programme: Programme, partner_id: str, now: datetime
+) -> tuple[Promotion, ...]:
+    """The promotions that may apply to an earn with this partner: from this process's
+    catalogue (one primary-key read at most every few seconds), never a read per earn."""
+    return tuple(
+        promotion
+        for promotion in CATALOGUE.promotions(uow, programme, now)
+        if promotion.partner_ids is None or partner_id in promotion.partner_ids
+    )
+
+
+def lock_budgets(uow: UnitOfWork, promotions: tuple[Promotion, ...]) -> None:
+    """Lock the budget rows of `promotions` in promotion id order, after the members' locks:
+    a group of earns takes them once, up front, in one order, so two groups never wait on
+    each other in a circle."""
+    catalogue.lock_budgets(uow, (p.promotion_id for p in promotions if p.budget_points))
+
+
 def award_for_earn(
     uow: UnitOfWork,
     programme: Programme,
@@ -86,23 +115,67 @@ def award_for_earn(
     member_id: str,
     occurred_at: datetime,
     base_points: int,
+    spend: Money | None = None,
+    now: datetime | None = None,
 ) -> EarnAward:
     """The earn's extras under the member's tier now and the promotions in force at
-    `occurred_at` (the member lock is held, so the tier cannot change underneath)."""
+    `occurred_at`, within each promotion's member cap and budget (the member lock is held, so
+    the tier, the first purchase and the caps cannot change underneath; the budgets are
+    locked by `lock_budgets`)."""
     tier = tiers.current_tier(uow, member_id, programme.ladder).tier
-    candidates = programme.promotions_for(partner_id)
-    needs_birthday = any(promotion.birthday_month for promotion in candidates)
+    promotions = candidates(uow, programme, partner_id, now or occurred_at)
+    first_at_partner, first_in_coalition = (
+        first_purchases(uow, member_id, partner_id)
+        if any(promotion.first_purchase for promotion in promotions)
+        else (False, False)
+    )
     facts = EarnFacts(
         partner_id=partner_id,
         occurred_at=occurred_at,
         tier_id=tier.tier_id,
-        birthday=member_birthday(uow, member_id) if needs_birthday else None,
+        birthday=(
+            member_birthday(uow, member_id)
+            if any(promotion.needs_birthday for promotion in promotions)
+            else None
+        ),
         base_points=base_points,
+        spend_amount_minor=spend.amount_minor if spend else None,
+        spend_currency=spend.currency if spend else None,
+        first_at_partner=first_at_partner,
+        first_in_coalition=first_in_coalition,
     )
-    award = EarnAward(member_id, partner_id, base_points, bonuses_for_earn(tier, candidates, facts))
+    matching = tuple(promotion for promotion in promotions if applies(promotion, facts))
+    capped = [p for p in matching if p.grants_per_member_max is not None]
+    grants = catalogue.grants_of_member(uow, member_id, (p.promotion_id for p in capped))
+    grants_so_far = {
+        p.promotion_id: grants.get((p.promotion_id, p.cap_period_of(occurred_at)), 0)
+        for p in capped
+    }
+    budget_left = catalogue.lock_budgets(
+        uow, (p.promotion_id for p in matching if p.budget_points is not None)
+    )
+    bonuses, promotion_grants = bonuses_for_earn(tier, matching, facts, grants_so_far, budget_left)
+    award = EarnAward(member_id, partner_id, base_points, bonuses, promotion_grants)
     if award.points_coalition_funded:
         ensure_coalition_promotions_account(uow)
     return award
+
+
+FIRST_PURCHASES = Statement(
+    "SELECT (SELECT count(*) FROM (SELECT 1 FROM journal_transactions WHERE member_id = %s"
+    " AND kind = 'earn' AND partner_id = %s LIMIT 1) AS here),"
+    " (SELECT count(*) FROM (SELECT 1 FROM journal_transactions WHERE member_id = %s"
+    " AND kind = 'earn' AND partner_id <> %s LIMIT 1) AS anywhere)"
+)
+
+
+def first_purchases(uow: UnitOfWork, member_id: str, partner_id: str) -> tuple[bool, bool]:
+    """Whether an earn now is the member's first at this partner, and first anywhere in the
+    coalition (hub-initiated referral bonuses are no purchase)."""
+    here, anywhere = driver.execute(
+        uow, FIRST_PURCHASES, (member_id, partner_id, member_id, HUB_PARTNER_ID)
+    ).fetchone()
+    return here == 0, anywhere == 0
 
 
 def member_birthday(uow: UnitOfWork, member_id: str) -> date | None:
@@ -147,15 +220,17 @@ def earn_reversal_postings(
     return tuple(posting for posting in postings if posting.points != 0)
 
 
-def upgrade_after_earn(
+def after_earn(
     uow: UnitOfWork,
     programme: Programme,
     award: EarnAward,
     record: TransactionRecord,
     now: datetime,
 ) -> None:
-    """Upgrade the member's tier when the earn (already counted) reached a higher one."""
+    """Count the promotions' grants (caps, budgets) and upgrade the member's tier when the
+    earn (already counted) reached a higher one."""
     assert record.points_delta == award.points_total, "the journal credited the award"
+    catalogue.record_grants(uow, award.member_id, award.grants)
     tiers.upgrade_after_earn(
         uow, award.member_id, award.partner_id, record.transaction_id, programme.ladder, now
     )
