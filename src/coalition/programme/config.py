@@ -185,13 +185,15 @@ def _promotions(
 def promotion_from_entry(
     where: str,
     entry: dict[str, Any],
-    tier_ids: set[str],
+    tier_ids: set[str] | None,
     owner_partner_id: str | None = None,
     version: int = 1,
     state: str = "active",
 ) -> Promotion:
     """A promotion from its definition (a TOML table, or what the API and the database hold:
-    the same keys, instants as datetimes); every fault names its key."""
+    the same keys, instants as datetimes); every fault names its key. `tier_ids`: the
+    ladder's, that a tier filter must name (None: not checked, for definitions already
+    stored: a tier removed from the ladder later makes its filter match no one)."""
     unknown = sorted(set(entry) - PROMOTION_KEYS)
     if unknown:
         raise PromotionFieldError(where, unknown[0], f"unknown keys {', '.join(unknown)}")
@@ -207,7 +209,7 @@ def promotion_from_entry(
     member_day = _count(where, entry, "member_day", 31)
     weekdays = _weekdays(where, entry)
     tiers = _id_set(where, entry, "tier_ids")
-    if tiers is not None and not tiers <= tier_ids:
+    if tiers is not None and tier_ids is not None and not tiers <= tier_ids:
         raise PromotionFieldError(where, "tier_ids", "tier_ids names tiers the ladder lacks")
     starts_at, ends_at = _instant(where, entry, "starts_at"), _instant(where, entry, "ends_at")
     if starts_at >= ends_at:

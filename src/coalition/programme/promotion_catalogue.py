@@ -78,14 +78,14 @@ def canonical_definition(promotion: Promotion) -> str:
     return json.dumps(definition_of(promotion), sort_keys=True, separators=(",", ":"))
 
 
-def promotion_of_row(row: Any, tier_ids: set[str]) -> Promotion:
+def promotion_of_row(row: Any) -> Promotion:
     entry = json.loads(row.definition)
     for key in INSTANT_KEYS:
         entry[key] = datetime.fromisoformat(entry[key])
     promotion = promotion_from_entry(
         f"promotion {row.promotion_id} version {row.version}",
         entry,
-        tier_ids,
+        None,
         owner_partner_id=row.owner_partner_id,
         version=int(row.version),
         state=row.state,
@@ -104,9 +104,9 @@ class StoredPromotion:
     update_time: datetime
 
 
-def stored_of_row(row: Any, tier_ids: set[str]) -> StoredPromotion:
+def stored_of_row(row: Any) -> StoredPromotion:
     return StoredPromotion(
-        promotion_of_row(row, tier_ids), int(row.spent_points), row.create_time, row.update_time
+        promotion_of_row(row), int(row.spent_points), row.create_time, row.update_time
     )
 
 
@@ -227,7 +227,6 @@ class Catalogue:
 
     @staticmethod
     def _load(uow: UnitOfWork, programme: Programme, version: int, now: datetime) -> _Cached:
-        tier_ids = {tier.tier_id for tier in programme.ladder.tiers}
         rows = uow.connection.execute(
             select(promotions)
             .where(promotions.c.ends_at > now - LOOKBACK)
@@ -235,7 +234,7 @@ class Catalogue:
             .limit(PROMOTIONS_MAX + 1)
         ).all()
         assert len(rows) <= PROMOTIONS_MAX, "creating a promotion keeps to PROMOTIONS_MAX"
-        loaded = tuple(promotion_of_row(row, tier_ids) for row in rows)
+        loaded = tuple(promotion_of_row(row) for row in rows)
         return _Cached(
             version=version,
             promotions=tuple(p for p in loaded if p.state == "active"),
