@@ -154,13 +154,48 @@ def batch_earn(
     programme = active_programme()
     with uow:
         candidates = promotions.candidates(uow, programme, partner_id, now)
+        explain_from_ledger: set[str] | None = None  # None: every earn's
         if _programme_adds_nothing(programme, candidates):
-            outcomes = _SetBasedBatch(uow, partner_id, all_or_nothing, now).run(items)
+            batch = _SetBasedBatch(uow, partner_id, all_or_nothing, now)
+            outcomes = batch.run(items)
+            explain_from_ledger = set(batch.referrers)  # a referral bonus may have been paid
         else:
             outcomes = _earn_item_by_item(uow, partner_id, items, all_or_nothing, now, candidates)
+        outcomes = _explained(uow, outcomes, explain_from_ledger)
         visible = _balance_visible(uow, partner_id, outcomes)
         uow.commit()
     return BatchEarnResult(tuple(outcomes), visible)
+
+
+def _explained(
+    uow: UnitOfWork, outcomes: list[BatchItemOutcome], from_ledger: set[str] | None
+) -> list[BatchItemOutcome]:
+    """Each earn's explanation: read from what the ledger recorded for replays and for earns
+    the programme may have added to (members in `from_ledger`, or all when None); an earn of
+    the set-based path without a referral is its base points alone, known in memory."""
+    read = [
+        o.result.transaction
+        for o in outcomes
+        if o.result is not None
+        and (
+            o.result.replayed
+            or from_ledger is None
+            or o.result.transaction.member_id in from_ledger
+        )
+    ]
+    explained = promotions.explanations(uow, read)
+    return [
+        o
+        if o.result is None
+        else BatchItemOutcome(
+            result=replace(
+                o.result,
+                explanation=explained.get(o.result.transaction.transaction_id)
+                or promotions.plain_explanation(o.result.transaction),
+            )
+        )
+        for o in outcomes
+    ]
 
 
 def _balance_visible(

@@ -94,6 +94,8 @@ class LedgerResult:
     points: int
     balance_points: int
     replayed: bool
+    # An earn's: what it credited (operations/promotions.py); None for other operations.
+    explanation: promotions.EarnExplanation | None = None
 
 
 @dataclass(frozen=True)

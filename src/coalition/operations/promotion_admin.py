@@ -51,7 +51,7 @@ from coalition.programme.promotion_catalogue import CATALOGUE, StoredPromotion
 from coalition.store.schema import promotion_versions, promotions
 from coalition.store.unit_of_work import UnitOfWork
 
-PAGE_SIZE_MAX = 100
+PAGE_SIZE_MAX = 500  # api/requests.py caps every page at this
 
 
 @dataclass(frozen=True)

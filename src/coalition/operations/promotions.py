@@ -45,7 +45,7 @@ from coalition.programme import tiers
 from coalition.programme.config import Programme
 from coalition.programme.promotion_catalogue import CATALOGUE
 from coalition.store import driver
-from coalition.store.driver import Statement
+from coalition.store.driver import IN_LIST, Statement
 from coalition.store.schema import metadata
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -234,3 +234,82 @@ def after_earn(
     tiers.upgrade_after_earn(
         uow, award.member_id, award.partner_id, record.transaction_id, programme.ladder, now
     )
+
+
+@dataclass(frozen=True)
+class EarnExplanation:
+    """What an earn credited, as its answer tells it: the base, every bonus (the referral
+    bonus it paid the member included), the tier change, the balance after all of it."""
+
+    base_points: int
+    bonuses: tuple[LedgerBonus, ...]  # funding partner None: the coalition's
+    tier_change: tuple[str, str] | None  # (before, after)
+    balance_points_after: int
+
+
+def plain_explanation(record: TransactionRecord) -> EarnExplanation:
+    """An earn the programme added nothing to (no bonus, no tier change, no referral)."""
+    return EarnExplanation(record.points_delta, (), None, record.balance_points_after)
+
+
+# Read only for earns the programme may have added to (and replays): three statements per
+# group, each by transaction ids of the group's members.
+EXPLAINED_BONUSES = Statement(
+    "SELECT transaction_id, rule_id, points, funding_partner_id FROM earn_bonuses"
+    f" WHERE member_id {IN_LIST} %s AND transaction_id {IN_LIST} %s"
+    " ORDER BY transaction_id, rule_id"
+)
+EXPLAINED_TIER_CHANGES = Statement(
+    "SELECT transaction_id, tier_id_before, tier_id_after FROM tier_changes"
+    f" WHERE member_id {IN_LIST} %s AND transaction_id {IN_LIST} %s"
+)
+EXPLAINED_REFERRALS = Statement(
+    "SELECT r.qualifying_transaction_id, r.bonus_points, j.balance_points_after"
+    " FROM referrals r JOIN journal_transactions j"
+    " ON j.transaction_id = r.referred_transaction_id"
+    f" WHERE r.referred_member_id {IN_LIST} %s AND r.qualifying_transaction_id {IN_LIST} %s"
+)
+REFERRED_RULE_ID = "referral:referred"
+
+
+def explanations(uow: UnitOfWork, records: list[TransactionRecord]) -> dict[int, EarnExplanation]:
+    """The explanation of each earn of `records`, from what the ledger recorded for it."""
+    if not records:
+        return {}
+    member_ids = sorted({record.member_id for record in records})
+    ids = sorted(record.transaction_id for record in records)
+    bonuses: dict[int, list[LedgerBonus]] = {}
+    for transaction_id, rule_id, points, funder in driver.execute(
+        uow, EXPLAINED_BONUSES, (member_ids, ids)
+    ).fetchall():
+        bonuses.setdefault(int(transaction_id), []).append(
+            LedgerBonus(rule_id, int(points), funder)
+        )
+    changes = {
+        int(transaction_id): (before, after)
+        for transaction_id, before, after in driver.execute(
+            uow, EXPLAINED_TIER_CHANGES, (member_ids, ids)
+        ).fetchall()
+    }
+    referrals = {
+        int(transaction_id): (int(points), int(balance))
+        for transaction_id, points, balance in driver.execute(
+            uow, EXPLAINED_REFERRALS, (member_ids, ids)
+        ).fetchall()
+    }
+    explained = {}
+    for record in records:
+        own = tuple(bonuses.get(record.transaction_id, ()))
+        balance = record.balance_points_after
+        referral = referrals.get(record.transaction_id)
+        if referral is not None:
+            own += (LedgerBonus(REFERRED_RULE_ID, referral[0], None),)
+            balance = referral[1]
+        explained[record.transaction_id] = EarnExplanation(
+            base_points=record.points_delta
+            - sum(b.points for b in own if b.rule_id != REFERRED_RULE_ID),
+            bonuses=own,
+            tier_change=changes.get(record.transaction_id),
+            balance_points_after=balance,
+        )
+    return explained
