@@ -157,6 +157,7 @@ PROMOTION_KEYS = {
 }
 BONUS_POINTS_MAX = 1_000_000_000
 BUDGET_POINTS_MAX = 10**15
+GRANTS_PER_MEMBER_MAX = 1_000_000
 
 
 class PromotionFieldError(ProgrammeConfigError):
@@ -264,7 +265,9 @@ def promotion_from_entry(
             spend_amount_minor_min=spend_min,
             spend_currency=spend_currency,
             first_purchase=first_purchase,
-            grants_per_member_max=_count(where, entry, "grants_per_member_max", 10**6),
+            grants_per_member_max=_count(
+                where, entry, "grants_per_member_max", GRANTS_PER_MEMBER_MAX
+            ),
             cap_period=cap_period,
             budget_points=_count(where, entry, "budget_points", BUDGET_POINTS_MAX),
             owner_partner_id=owner_partner_id,
