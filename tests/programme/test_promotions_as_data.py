@@ -248,3 +248,49 @@ def test_who_may_create_and_change_what(engine: Engine) -> None:
     assert [stored.promotion.promotion_id for stored in page] == ["air-own"]
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(promotions)).scalar_one() == 1
+
+
+def test_a_referral_campaign_pays_each_side_its_bonus_in_its_window(engine: Engine) -> None:
+    from coalition.identity.members import MemberReference
+    from coalition.identity.members import enroll as enroll_member
+    from coalition.referrals.service import get_referral_code
+
+    create(
+        engine,
+        COALITION,
+        promotion_id="spring-referrals",
+        funded_by="coalition",
+        referral_referred_points=300,
+        referral_referrer_points=100,
+        partner_ids=["test-air"],
+    )
+    error = refused(
+        lambda: create(
+            engine,
+            COALITION,
+            promotion_id="bad-referrals",
+            funded_by="coalition",
+            referral_referred_points=300,
+            referral_referrer_points=100,
+            budget_points=1_000,
+        )
+    )
+    assert error.field_violations[0].field == "promotion.budget_points"
+    referrer = enroll(engine, "test-air")
+    _, code = get_referral_code(
+        UnitOfWork(engine), "test-air", MemberReference(member_id=referrer), now()
+    )
+    referred = enroll_member(
+        UnitOfWork(engine), "test-air", "enrol-bob", "bob", "Bob", now(), referral_code=code
+    ).member.member_id
+    first = earn(engine, referred, 5_000)  # 50 points at test-air
+    assert first.explanation is not None
+    assert first.explanation.balance_points_after == 350  # the answer counts the bonus
+    assert [(b.rule_id, b.points) for b in first.explanation.bonuses] == [
+        ("referral:referred", 300)
+    ]
+    assert earn(engine, referred, 5_000).explanation.bonuses == ()  # once per referral
+    assert bonus_points(engine, "referral:referrer") == 100
+    assert posted(engine, COALITION_PROMOTIONS_ACCOUNT_ID) == -400
+    assert posted(engine, partner_issuance_account_id("test-air")) == -100
+    assert_programme_sound(engine)

@@ -94,6 +94,8 @@ BOUNDS: dict[str, str] = {
     f"{V1}.Promotion.bonus_points": at_most(BONUS_POINTS_MAX),
     f"{V1}.Promotion.budget_points": at_most(BUDGET_POINTS_MAX),
     f"{V1}.Promotion.grants_per_member_max": at_most(GRANTS_PER_MEMBER_MAX),
+    f"{V1}.ReferralReward.referred_points": at_most(BONUS_POINTS_MAX),
+    f"{V1}.ReferralReward.referrer_points": at_most(BONUS_POINTS_MAX),
 }
 
 

@@ -44,6 +44,8 @@ CAP_PERIODS: dict[int, str] = {
 }
 # A rule's key (docs/promotions.md, promotions.toml) where the proto names it otherwise.
 FIELD_OF_KEY = {
+    "referral_referred_points": "referral.referred_points",
+    "referral_referrer_points": "referral.referrer_points",
     "spend_amount_minor_min": "spend_min.amount_minor",
     "spend_currency": "spend_min.currency",
 }
@@ -83,7 +85,10 @@ def _entry(parser: RequestParser, message: messages.Promotion) -> dict[str, Any]
         "cap_period": _choice(parser, message.cap_period, CAP_PERIODS, "cap_period"),
     }
     reward = message.WhichOneof("reward")
-    if reward is not None:
+    if reward == "referral":
+        optional["referral_referred_points"] = message.referral.referred_points
+        optional["referral_referrer_points"] = message.referral.referrer_points
+    elif reward is not None:
         optional[reward] = getattr(message, reward)
     if message.HasField("spend_min"):
         optional["spend_amount_minor_min"] = message.spend_min.amount_minor
@@ -131,8 +136,11 @@ def _message(stored: StoredPromotion) -> messages.Promotion:
     )
     if promotion.multiplier is not None:
         message.multiplier = str(promotion.multiplier)
+    elif promotion.bonus_points is not None:
+        message.bonus_points = promotion.bonus_points
     else:
-        message.bonus_points = promotion.bonus_points or 0
+        message.referral.referred_points = promotion.referral_referred_points or 0
+        message.referral.referrer_points = promotion.referral_referrer_points or 0
     if promotion.spend_amount_minor_min is not None:
         message.spend_min.amount_minor = promotion.spend_amount_minor_min
         message.spend_min.currency = promotion.spend_currency or ""

@@ -58,6 +58,10 @@ class Promotion:
     grants_per_member_max: int | None = None  # in each cap_period
     cap_period: str = "promotion"
     budget_points: int | None = None  # None: no budget
+    # A referral campaign instead of an earn bonus: what each side of a referral gets at the
+    # referred member's first qualifying earn in the window (coalition-funded, hub-initiated).
+    referral_referred_points: int | None = None
+    referral_referrer_points: int | None = None
     owner_partner_id: str | None = None  # None: the coalition's own
     version: int = 1
     state: str = STATE_ACTIVE
@@ -66,7 +70,12 @@ class Promotion:
         assert self.starts_at.tzinfo is not None and self.ends_at.tzinfo is not None
         assert self.starts_at < self.ends_at
         assert self.funded_by in (FUNDED_BY_PARTNER, FUNDED_BY_COALITION)
-        assert (self.multiplier is None) != (self.bonus_points is None), "one kind of reward"
+        rewards = (self.multiplier, self.bonus_points, self.referral_referred_points)
+        assert sum(reward is not None for reward in rewards) == 1, "one kind of reward"
+        assert (self.referral_referred_points is None) == (self.referral_referrer_points is None)
+        if self.is_referral_campaign:
+            assert self.funded_by == FUNDED_BY_COALITION, "a referral bonus is hub-initiated"
+            assert self.budget_points is None and self.grants_per_member_max is None
         assert self.multiplier is None or self.multiplier > 1
         assert self.bonus_points is None or self.bonus_points > 0
         assert self.member_day is None or 1 <= self.member_day <= 31
@@ -87,6 +96,10 @@ class Promotion:
     @property
     def rule_id(self) -> str:
         return f"promotion:{self.promotion_id}"
+
+    @property
+    def is_referral_campaign(self) -> bool:
+        return self.referral_referred_points is not None
 
     @property
     def needs_birthday(self) -> bool:
@@ -140,10 +153,32 @@ class PromotionGrant:
     budgeted: bool
 
 
-def applies(promotion: Promotion, facts: EarnFacts) -> bool:
-    local = facts.occurred_at.astimezone(ZoneInfo(promotion.time_zone))
+def in_force(promotion: Promotion, partner_id: str, occurred_at: datetime) -> bool:
     return (
         promotion.state == STATE_ACTIVE
+        and promotion.starts_at <= occurred_at < promotion.ends_at
+        and (promotion.partner_ids is None or partner_id in promotion.partner_ids)
+    )
+
+
+def referral_campaign(
+    promotions: tuple[Promotion, ...], partner_id: str, occurred_at: datetime
+) -> Promotion | None:
+    """The referral campaign in force for a first qualifying earn (the first by id when
+    several overlap), or None."""
+    campaigns = sorted(
+        (p for p in promotions if p.is_referral_campaign and in_force(p, partner_id, occurred_at)),
+        key=lambda p: p.promotion_id,
+    )
+    return campaigns[0] if campaigns else None
+
+
+def applies(promotion: Promotion, facts: EarnFacts) -> bool:
+    """Whether the promotion's earn bonus applies (a referral campaign gives none)."""
+    local = facts.occurred_at.astimezone(ZoneInfo(promotion.time_zone))
+    return (
+        not promotion.is_referral_campaign
+        and promotion.state == STATE_ACTIVE
         and promotion.starts_at <= facts.occurred_at < promotion.ends_at
         and (promotion.partner_ids is None or facts.partner_id in promotion.partner_ids)
         and (promotion.tier_ids is None or facts.tier_id in promotion.tier_ids)

@@ -92,12 +92,14 @@ class EarnAward:
 def candidates(
     uow: UnitOfWork, programme: Programme, partner_id: str, now: datetime
 ) -> tuple[Promotion, ...]:
-    """The promotions that may apply to an earn with this partner: from this process's
+    """The promotions whose earn bonus may apply to an earn with this partner (referral
+    campaigns give none: referrals/rewards.py pays them): from this process's
     catalogue (one primary-key read at most every few seconds), never a read per earn."""
     return tuple(
         promotion
         for promotion in CATALOGUE.promotions(uow, programme, now)
-        if promotion.partner_ids is None or partner_id in promotion.partner_ids
+        if not promotion.is_referral_campaign
+        and (promotion.partner_ids is None or partner_id in promotion.partner_ids)
     )
 
 

@@ -154,7 +154,13 @@ PROMOTION_KEYS = {
     "grants_per_member_max",
     "cap_period",
     "budget_points",
+    "referral_referred_points",
+    "referral_referrer_points",
 }
+REFERRAL_KEYS = ("referral_referred_points", "referral_referrer_points")
+# What a referral campaign may say besides its reward: when, where, who pays.
+REFERRAL_CAMPAIGN_KEYS = {"promotion_id", "starts_at", "ends_at", "funded_by", "time_zone"}
+REFERRAL_CAMPAIGN_KEYS |= {"partner_ids", *REFERRAL_KEYS}
 BONUS_POINTS_MAX = 1_000_000_000
 BUDGET_POINTS_MAX = 10**15
 GRANTS_PER_MEMBER_MAX = 1_000_000
@@ -201,8 +207,13 @@ def promotion_from_entry(
     funded_by = entry.get("funded_by")
     if funded_by not in (FUNDED_BY_PARTNER, FUNDED_BY_COALITION):
         raise PromotionFieldError(where, "funded_by", "funded_by must be 'partner' or 'coalition'")
-    if ("multiplier" in entry) == ("bonus_points" in entry):
-        raise PromotionFieldError(where, "multiplier", "exactly one of multiplier or bonus_points")
+    referral = any(key in entry for key in REFERRAL_KEYS)
+    if sum(("multiplier" in entry, "bonus_points" in entry, referral)) != 1:
+        raise PromotionFieldError(
+            where, "multiplier", "exactly one of multiplier, bonus_points or a referral reward"
+        )
+    if referral:
+        _check_referral_campaign(where, entry, funded_by)
     multiplier = _decimal(where, entry, "multiplier") if "multiplier" in entry else None
     if multiplier is not None and (multiplier <= 1 or multiplier > 100):
         raise PromotionFieldError(where, "multiplier", "multiplier must be above 1, at most 100")
@@ -270,12 +281,33 @@ def promotion_from_entry(
             ),
             cap_period=cap_period,
             budget_points=_count(where, entry, "budget_points", BUDGET_POINTS_MAX),
+            referral_referred_points=_count(
+                where, entry, "referral_referred_points", BONUS_POINTS_MAX
+            ),
+            referral_referrer_points=_count(
+                where, entry, "referral_referrer_points", BONUS_POINTS_MAX
+            ),
             owner_partner_id=owner_partner_id,
             version=version,
             state=state,
         )
     except (ZoneInfoNotFoundError, ValueError) as error:
         raise PromotionFieldError(where, "time_zone", f"time_zone: {error}") from error
+
+
+def _check_referral_campaign(where: str, entry: dict[str, Any], funded_by: str) -> None:
+    """A referral campaign: both sides' bonuses, coalition-funded (the bonus is a
+    hub-initiated transaction, docs/programme.md), and no earn conditions."""
+    for key in REFERRAL_KEYS:
+        if key not in entry:
+            raise PromotionFieldError(where, key, f"{key} is required in a referral campaign")
+    others = sorted(set(entry) - REFERRAL_CAMPAIGN_KEYS)
+    if others:
+        raise PromotionFieldError(
+            where, others[0], f"a referral campaign has no {', '.join(others)}"
+        )
+    if funded_by != FUNDED_BY_COALITION:
+        raise PromotionFieldError(where, "funded_by", "a referral campaign is coalition-funded")
 
 
 def _count(where: str, entry: dict[str, Any], key: str, value_max: int) -> int | None:

@@ -53,7 +53,6 @@ def definition_of(promotion: Promotion) -> dict[str, Any]:
         "ends_at": promotion.ends_at.isoformat(),
         "funded_by": promotion.funded_by,
         "time_zone": promotion.time_zone,
-        "cap_period": promotion.cap_period,
     }
     optional: dict[str, Any] = {
         "partner_ids": sorted(promotion.partner_ids) if promotion.partner_ids else None,
@@ -68,7 +67,10 @@ def definition_of(promotion: Promotion) -> dict[str, Any]:
         "spend_currency": promotion.spend_currency,
         "first_purchase": promotion.first_purchase,
         "grants_per_member_max": promotion.grants_per_member_max,
+        "cap_period": None if promotion.cap_period == "promotion" else promotion.cap_period,
         "budget_points": promotion.budget_points,
+        "referral_referred_points": promotion.referral_referred_points,
+        "referral_referrer_points": promotion.referral_referrer_points,
     }
     entry.update({key: value for key, value in optional.items() if value is not None})
     return entry

@@ -735,7 +735,11 @@ referrals = Table(
     Column("referral_code", String(16), nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
     Column("reward_time", UtcDateTime, nullable=True),
-    Column("bonus_points", BigInteger, nullable=True),
+    Column("bonus_points", BigInteger, nullable=True),  # the referred member's
+    # The referrer's bonus and the referral campaign that paid both (migration 0012; NULL
+    # before it, when both sides got bonus_points under the environment's default).
+    Column("referrer_bonus_points", BigInteger, nullable=True),
+    Column("promotion_id", String(64), nullable=True),
     Column("qualifying_transaction_id", ForeignKey("journal_transactions.transaction_id")),
     Column("referred_transaction_id", ForeignKey("journal_transactions.transaction_id")),
     Column("referrer_transaction_id", ForeignKey("journal_transactions.transaction_id")),

@@ -1,5 +1,6 @@
 """Promotions as data: definitions with versions (the audit), a catalogue version every hub
-process polls, per-member grants for caps, and each promotion's budget counter
+process polls, per-member grants for caps, each promotion's budget counter, and which
+referral campaign paid a referral
 
 Revision ID: 0012
 Revises: 0011
@@ -72,8 +73,14 @@ def upgrade() -> None:
         sa.CheckConstraint("grants > 0", name="grants_positive"),
     )
 
+    op.add_column("referrals", sa.Column("referrer_bonus_points", sa.BigInteger, nullable=True))
+    op.add_column("referrals", sa.Column("promotion_id", sa.String(64), nullable=True))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("referrals") as batch:
+        batch.drop_column("promotion_id")
+        batch.drop_column("referrer_bonus_points")
     op.drop_table("promotion_member_grants")
     op.drop_table("promotion_catalogue")
     op.drop_table("promotion_versions")
