@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from coalition.domain.currency import MINOR_UNIT_EXPONENTS
 from coalition.reports import queries
 from coalition.reports.period import Period, trailing_periods
 from coalition.store.unit_of_work import UnitOfWork
@@ -26,6 +28,7 @@ class Table:
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
     definitions: dict[str, str] = field(default_factory=dict)  # row label -> definition
+    headline: str = ""  # one sentence a reader takes away
 
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -77,8 +80,35 @@ def build_report(uow: UnitOfWork, period: Period, partner_id: str | None, now: d
         ),
         _settlement_positions(uow, period, partner_id),
         _programme_metrics(uow, period, partner_id),
+        *_promotion_tables(uow, period, partner_id),
+        _spend_per_visit(uow, period, partner_id),
+        *_tier_tables(uow, period, now),
     ]
-    return Report(period, partner_id, now, {table.name: table for table in tables})
+    return Report(period, partner_id, now, {table.name: _with_headline(table) for table in tables})
+
+
+def _with_headline(table: Table) -> Table:
+    """The sentence a reader takes from a table that has none of its own."""
+    if table.headline:
+        return table
+    if table.name == "liability":
+        text = (
+            f"{sum(row[1] for row in table.rows):,} points outstanding at the period's end, "
+            f"issued by {len(table.rows)} partners."
+        )
+    elif table.name == "breakage_by_partner":
+        issued, expired = sum(row[1] for row in table.rows), sum(row[2] for row in table.rows)
+        rate = ratio(expired, issued) or "no"
+        text = f"{expired:,} of {issued:,} points issued have expired (rate {rate})."
+    elif table.name == "flow_matrix":
+        total = sum(row[2] for row in table.rows)
+        cross = sum(row[2] for row in table.rows if row[0] != row[1])
+        text = f"{cross:,} of {total:,} points redeemed in the period were issued at another brand."
+    elif table.name == "settlement_positions":
+        text = f"{len(table.rows)} partners issued or redeemed points in the period."
+    else:
+        return table
+    return replace(table, headline=text)
 
 
 def _liability(
@@ -239,6 +269,188 @@ def _programme_metrics(uow: UnitOfWork, period: Period, partner_id: str | None) 
         [(name, value) for name, value, _ in metrics],
         {name: definition for name, _, definition in metrics},
     )
+
+
+def major_units(amount_minor: int | Fraction, currency: str) -> str:
+    """Money in major units of its currency, as decimal text (half-even): 1999 CNY -> 19.99."""
+    if not currency:
+        return ""
+    exponent = MINOR_UNIT_EXPONENTS[currency]
+    value = Decimal(amount_minor.numerator) / Decimal(amount_minor.denominator)
+    quantum = Decimal(1).scaleb(-exponent)
+    return str((value / Decimal(10**exponent)).quantize(quantum, ROUND_HALF_EVEN))
+
+
+COALITION_GROUP = "coalition (group)"
+
+
+def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -> list[Table]:
+    """What each promotion cost and returned at each partner, and each funder's total.
+
+    Cost: the bonus points at the issuance price of the rate version of each earn (what the
+    funder pays per point issued there; for coalition-funded points, what the earning partner
+    would have paid). Return: the participants' spend on the promoted visits against the
+    comparison group, the same partner's other visits in the period (earns without that
+    promotion's bonus): incremental spend = promoted spend - promoted visits x the others'
+    spend per visit; ROI = (incremental spend - cost) / cost."""
+    prices = queries.rate_version_prices(uow)
+    currencies = queries.partner_currencies(uow)
+    members = queries.promotion_members(uow, period, partner_id)
+    spend = queries.spend_by_partner(uow, period, partner_id)
+    budgets = queries.promotion_budgets(uow)
+    rows: dict[tuple[str, str], list[Any]] = {}
+    for grant in queries.promotion_grants(uow, period, partner_id):
+        price = Fraction(prices.get(grant.rate_version_id or "", ("0", "0"))[0])
+        row = rows.setdefault(
+            (grant.rule_id, grant.partner_id), [grant.funding_partner_id, 0, 0, 0, Fraction(0)]
+        )
+        row[1] += grant.points
+        row[2] += grant.visits
+        row[3] += grant.spend_minor
+        row[4] += grant.points * price
+    table_rows = []
+    funders: dict[tuple[str, str], list[Any]] = {}
+    for (rule_id, partner), (funder, points, visits, spend_minor, cost) in sorted(rows.items()):
+        promotion_id = rule_id.removeprefix("promotion:")
+        currency = currencies.get(partner, "")
+        all_visits, all_spend, _ = spend.get(partner, (0, 0, 0))
+        other_visits, other_spend = all_visits - visits, all_spend - spend_minor
+        incremental = (
+            Fraction(spend_minor) - visits * Fraction(other_spend, other_visits)
+            if other_visits
+            else None
+        )
+        roi = (
+            "" if incremental is None or cost == 0 else _fraction_ratio((incremental - cost) / cost)
+        )
+        budget, spent, _ = budgets.get(promotion_id, (None, 0, None))
+        table_rows.append(
+            (
+                promotion_id,
+                funder or COALITION_GROUP,
+                partner,
+                members.get((rule_id, partner), 0),
+                visits,
+                points,
+                major_units(cost, currency),
+                major_units(spend_minor, currency),
+                "" if not visits else major_units(Fraction(spend_minor, visits), currency),
+                ""
+                if not other_visits
+                else major_units(Fraction(other_spend, other_visits), currency),
+                "" if incremental is None else major_units(incremental, currency),
+                roi,
+                currency,
+                "" if budget is None else budget,
+                "" if budget is None else budget - spent,
+            )
+        )
+        total = funders.setdefault((funder or COALITION_GROUP, currency), [0, Fraction(0)])
+        total[0] += points
+        total[1] += cost
+    granted = sum(row[5] for row in table_rows)
+    costs = Table(
+        "promotion_costs",
+        "What each promotion cost and returned, by partner where members earned",
+        (
+            "promotion_id",
+            "funded_by",
+            "partner_id",
+            "members_reached",
+            "promoted_visits",
+            "points_granted",
+            "cost",
+            "participant_spend",
+            "spend_per_promoted_visit",
+            "spend_per_other_visit",
+            "incremental_spend",
+            "roi",
+            "currency",
+            "budget_points",
+            "budget_left_points",
+        ),
+        table_rows,
+        headline=(
+            f"{len({row[0] for row in table_rows})} promotions granted {granted:,} points in "
+            "the period; ROI = (incremental spend - cost) / cost, against the same partner's "
+            "other visits in the period."
+            if table_rows
+            else "No promotion granted points in the period."
+        ),
+    )
+    outstanding = queries.coalition_funded_points_outstanding(uow, period.end)
+    funder_rows = [
+        (funder, currency, points, major_units(cost, currency))
+        for (funder, currency), (points, cost) in sorted(funders.items())
+    ]
+    funded = Table(
+        "promotion_funders",
+        "What each funder's promotions cost in the period (the coalition's as the group's)",
+        ("funder", "currency", "points_granted", "cost"),
+        funder_rows,
+        headline=(
+            f"The group (coalition:promotions) owes {outstanding:,} coalition-funded points "
+            "at the period's end (granted, net of reversals and expiries): its own liability, "
+            "never a partner's."
+        ),
+    )
+    return [costs, funded]
+
+
+def _fraction_ratio(value: Fraction) -> str:
+    decimal = Decimal(value.numerator) / Decimal(value.denominator)
+    return str(decimal.quantize(RATIO_PLACES, ROUND_HALF_EVEN))
+
+
+def _spend_per_visit(uow: UnitOfWork, period: Period, partner_id: str | None) -> Table:
+    currencies = queries.partner_currencies(uow)
+    rows = []
+    for partner, (visits, spend_minor, members) in sorted(
+        queries.spend_by_partner(uow, period, partner_id).items()
+    ):
+        currency = currencies.get(partner, "")
+        rows.append(
+            (
+                partner,
+                members,
+                visits,
+                major_units(spend_minor, currency),
+                "" if not visits else major_units(Fraction(spend_minor, visits), currency),
+                currency,
+            )
+        )
+    return Table(
+        "member_spend",
+        "Member spend per visit by partner (earns with a purchase amount)",
+        ("partner_id", "members", "visits", "spend", "spend_per_visit", "currency"),
+        rows,
+        headline=f"Members made {sum(row[2] for row in rows):,} visits with a purchase in the "
+        "period.",
+    )
+
+
+def _tier_tables(uow: UnitOfWork, period: Period, now: datetime) -> list[Table]:
+    held = queries.tier_distribution(uow)
+    base = queries.members_enrolled_before(uow, now) - sum(held.values())
+    distribution = [("(base tier)", max(base, 0)), *sorted(held.items())]
+    movements = queries.tier_movements(uow, period)
+    upgrades = sum(count for _, _, count in movements)
+    return [
+        Table(
+            "tier_distribution",
+            "Members by tier now (members without a tier row hold the base tier)",
+            ("tier_id", "members"),
+            distribution,
+            headline=f"{sum(held.values()):,} members hold a tier above the base tier.",
+        ),
+        Table(
+            "tier_movements",
+            "Tier movements in the period",
+            ("tier_before", "tier_after", "members"),
+            movements,
+            headline=f"{upgrades:,} tier changes in the period.",
+        ),
+    ]
 
 
 def write_report(report: Report, directory: Path) -> list[Path]:

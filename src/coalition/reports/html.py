@@ -19,6 +19,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #bbb; padding: 0.2em 0.6em; text-align: right; }
 th { background: #eee; }
 td.text, th.text { text-align: left; }
+p.headline { font-weight: bold; margin: 0.2em 0; }
 svg { background: #fafafa; border: 1px solid #ddd; margin: 0.5em 0; }
 svg text { font-size: 11px; font-family: sans-serif; }
 """
@@ -53,6 +54,17 @@ def render_html(report: Report) -> str:
         _table_html(tables["settlement_positions"]),
         "<h2>Programme metrics</h2>",
         _metrics_html(tables["programme_metrics"]),
+        "<h2>Promotions: what they cost and returned</h2>",
+        _headline(
+            "Money is in major units of the currency shown on each row (cost at the issuance "
+            "price of each earn's rate version)."
+        ),
+        _table_html(tables["promotion_costs"]),
+        _table_html(tables["promotion_funders"]),
+        "<h2>Members: spend, tiers</h2>",
+        _table_html(tables["member_spend"]),
+        _table_html(tables["tier_distribution"]),
+        _table_html(tables["tier_movements"]),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
@@ -74,8 +86,52 @@ def _is_decimal(value: Any) -> bool:
     return str(value) != ""
 
 
+# Column names as a reader says them; the CSV keeps the machine names (data-column too).
+COLUMN_WORDS = {
+    "partner_id": "Partner",
+    "issuer_partner_id": "Issued at",
+    "redeemer_partner_id": "Redeemed at",
+    "outstanding_points": "Outstanding points",
+    "redemption_price_minor_per_point": "Redemption price per point (minor units)",
+    "value_minor": "Value (minor units)",
+    "issued_points": "Points issued",
+    "expired_points": "Points expired",
+    "redeemed_points": "Points redeemed",
+    "breakage_rate": "Breakage rate",
+    "earn_month": "Earn month",
+    "owed_by_partner_minor": "Owed by the partner (minor units)",
+    "owed_to_partner_minor": "Owed to the partner (minor units)",
+    "net_owed_by_partner_minor": "Net owed by the partner (minor units)",
+    "promotion_id": "Promotion",
+    "funded_by": "Funded by",
+    "members_reached": "Members reached",
+    "promoted_visits": "Promoted visits",
+    "points_granted": "Points granted",
+    "cost": "Cost",
+    "participant_spend": "Participants' spend",
+    "spend_per_promoted_visit": "Spend per promoted visit",
+    "spend_per_other_visit": "Spend per other visit",
+    "incremental_spend": "Incremental spend",
+    "roi": "ROI",
+    "budget_points": "Budget (points)",
+    "budget_left_points": "Budget left (points)",
+    "spend_per_visit": "Spend per visit",
+    "tier_id": "Tier",
+    "tier_before": "From tier",
+    "tier_after": "To tier",
+}
+
+
+def _column_words(column: str) -> str:
+    return COLUMN_WORDS.get(column, column.replace("_", " ").capitalize())
+
+
+def _headline(text: str) -> str:
+    return f'<p class="headline">{escape(text)}</p>' if text else ""
+
+
 def _table_html(table: Table) -> str:
-    header = "".join(f"<th>{escape(column)}</th>" for column in table.columns)
+    header = "".join(f"<th>{escape(_column_words(column))}</th>" for column in table.columns)
     body = "".join(
         "<tr>"
         + "".join(_cell(table, index, c, v) for c, v in zip(table.columns, row, strict=True))
@@ -85,7 +141,8 @@ def _table_html(table: Table) -> str:
     if not table.rows:
         body = f'<tr><td colspan="{len(table.columns)}" class="text">no rows</td></tr>'
     return (
-        f'<h3>{escape(table.title)}</h3><table id="{table.name}"><thead><tr>{header}</tr>'
+        f"<h3>{escape(table.title)}</h3>{_headline(table.headline)}"
+        f'<table id="{table.name}"><thead><tr>{header}</tr>'
         f"</thead><tbody>{body}</tbody></table>"
     )
 
@@ -112,6 +169,10 @@ def _svg(width: int, height: int, label: str, body: list[str]) -> str:
 
 def _text(x: float, y: float, value: str, anchor: str = "middle", extra: str = "") -> str:
     return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{escape(value)}</text>'
+
+
+def _vertical(x: float, y: float) -> str:
+    return f' transform="rotate(-90 {x:.1f} {y:.1f})"'
 
 
 def _heat_map_svg(table: Table) -> str:
@@ -162,6 +223,13 @@ def _trend_svg(table: Table) -> str:
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_height}" stroke="#444"/>',
         _text(left - 6, top + 4, str(peak), "end"),
         _text(left - 6, top + plot_height + 4, "0", "end"),
+        _text(left + plot_width / 2, height - 2, "period (end of)"),
+        _text(
+            14,
+            top + plot_height / 2,
+            "outstanding points",
+            extra=_vertical(14, top + plot_height / 2),
+        ),
     ]
     for index, label in enumerate(periods):
         body.append(_text(left + index * step, height - 15, label))
@@ -194,6 +262,10 @@ def _cohort_svg(table: Table) -> str:
         f'y2="{top + plot_height}" stroke="#444"/>',
         _text(left - 6, top + 4, str(peak), "end"),
         _text(left - 6, top + plot_height + 4, "0", "end"),
+        _text((left + width) / 2, height - 4, "earn month (cohort)"),
+        _text(
+            12, top + plot_height / 2, "breakage rate", extra=_vertical(12, top + plot_height / 2)
+        ),
     ]
     for index, (cohort, rate) in enumerate(rows):
         bar_height = float(plot_height * rate / peak)
