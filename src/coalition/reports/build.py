@@ -87,6 +87,10 @@ def build_report(uow: UnitOfWork, period: Period, partner_id: str | None, now: d
     return Report(period, partner_id, now, {table.name: _with_headline(table) for table in tables})
 
 
+def _count_of(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def _with_headline(table: Table) -> Table:
     """The sentence a reader takes from a table that has none of its own."""
     if table.headline:
@@ -94,7 +98,7 @@ def _with_headline(table: Table) -> Table:
     if table.name == "liability":
         text = (
             f"{sum(row[1] for row in table.rows):,} points outstanding at the period's end, "
-            f"issued by {len(table.rows)} partners."
+            f"issued by {_count_of(len(table.rows), 'partner')}."
         )
     elif table.name == "breakage_by_partner":
         issued, expired = sum(row[1] for row in table.rows), sum(row[2] for row in table.rows)
@@ -105,7 +109,7 @@ def _with_headline(table: Table) -> Table:
         cross = sum(row[2] for row in table.rows if row[0] != row[1])
         text = f"{cross:,} of {total:,} points redeemed in the period were issued at another brand."
     elif table.name == "settlement_positions":
-        text = f"{len(table.rows)} partners issued or redeemed points in the period."
+        text = f"{_count_of(len(table.rows), 'partner')} issued or redeemed points in the period."
     else:
         return table
     return replace(table, headline=text)
@@ -371,7 +375,8 @@ def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -
         ),
         table_rows,
         headline=(
-            f"{len({row[0] for row in table_rows})} promotions granted {granted:,} points in "
+            f"{_count_of(len({row[0] for row in table_rows}), 'promotion')} granted {granted:,} "
+            "points in "
             "the period; ROI = (incremental spend - cost) / cost, against the same partner's "
             "other visits in the period."
             if table_rows

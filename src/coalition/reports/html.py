@@ -15,7 +15,7 @@ from coalition.reports.build import Report, Table
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 0.2em 0.6em; text-align: right; }
 th { background: #eee; }
 td.text, th.text { text-align: left; }
@@ -181,7 +181,8 @@ def _heat_map_svg(table: Table) -> str:
     cells = {(row[0], row[1]): int(row[2]) for row in table.rows}
     peak = max((abs(points) for points in cells.values()), default=0) or 1
     size, left, top = 70, 130, 110
-    width, height = left + size * len(names) + 20, top + size * len(names) + 20
+    width = max(left + size * len(names) + 20, 420)  # room for the caption
+    height = top + size * len(names) + 20
     body = [_text(20, 16, "rows: issuing partner; columns: redeeming partner", "start")]
     for column, name in enumerate(names):
         x = left + column * size + size / 2
@@ -255,7 +256,7 @@ def _cohort_svg(table: Table) -> str:
     rows = [(row[0], Decimal(row[3]) if row[3] != "" else Decimal(0)) for row in table.rows]
     peak = max((rate for _, rate in rows), default=Decimal(0)) or Decimal(1)
     bar, gap, left, top, plot_height = 36, 10, 60, 20, 200
-    width = left + (bar + gap) * max(len(rows), 1) + 20
+    width = max(left + (bar + gap) * max(len(rows), 1) + 20, 360)  # room for the axis labels
     height = top + plot_height + 50
     body = [
         f'<line x1="{left}" y1="{top + plot_height}" x2="{width - 10}" '
