@@ -189,3 +189,37 @@ def test_partners_and_the_coalition_run_their_own_promotions(
         timeout=TIMEOUT_SECONDS,
     ).promotion
     assert (budget.spent_points, budget.budget_points) == (100, 1_000)
+    performance = stub.GetPromotionPerformance(
+        messages.GetPromotionPerformanceRequest(
+            promotion_id="coalition-double", period=datetime.now(UTC).strftime("%Y-%m")
+        ),
+        metadata=coffee,  # the coalition's promotion, but only figures at test-coffee
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert list(performance.performance) == []
+    (at_air,) = stub.GetPromotionPerformance(
+        messages.GetPromotionPerformanceRequest(
+            promotion_id="coalition-double", period=datetime.now(UTC).strftime("%Y-%m")
+        ),
+        metadata=air,
+        timeout=TIMEOUT_SECONDS,
+    ).performance
+    # 100 points at test-air's issuance price of 1.2 cents; one visit of 100 euros, no other.
+    assert (at_air.partner_id, at_air.members_reached, at_air.points_granted) == (
+        "test-air",
+        1,
+        100,
+    )
+    assert (at_air.cost.amount_minor, at_air.cost.currency) == (120, "EUR")
+    assert at_air.participant_spend.amount_minor == 10_000
+    assert not at_air.HasField("incremental_spend") and at_air.roi == ""
+    expect_failure(
+        lambda: stub.GetPromotionPerformance(
+            messages.GetPromotionPerformanceRequest(promotion_id="air-weekend", period="2026-13"),
+            metadata=air,
+            timeout=TIMEOUT_SECONDS,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        ("period",),
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 from typing import Any
 
 import grpc
@@ -18,6 +20,8 @@ from coalition.operations import promotion_admin
 from coalition.operations.promotion_admin import Actor
 from coalition.programme.config import active_programme
 from coalition.programme.promotion_catalogue import StoredPromotion
+from coalition.reports.build import PromotionPerformance
+from coalition.reports.period import Period, parse_period
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import common_pb2, promotion_service_pb2_grpc
 from coalition.v1 import promotion_service_pb2 as messages
@@ -252,3 +256,44 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
             promotions=[_message(stored) for stored in page],
             next_page_token=page_token_for(last_id, query) if last_id else "",
         )
+
+    def GetPromotionPerformance(
+        self, request: messages.GetPromotionPerformanceRequest, context: grpc.ServicerContext
+    ) -> messages.GetPromotionPerformanceResponse:
+        parser = RequestParser()
+        promotion_id = parser.identifier(request.promotion_id, "promotion_id")
+        period: Period | None = None
+        try:
+            period = parse_period(request.period)
+        except ValueError:
+            parser.fault("period", 'a month "YYYY-MM" or a day "YYYY-MM-DD"')
+        parser.done()
+        assert period is not None
+        stored, rows = promotion_admin.promotion_performance(
+            self._unit_of_work(read_only=True), _actor(), promotion_id, period
+        )
+        return messages.GetPromotionPerformanceResponse(
+            promotion=_message(stored), performance=[_performance(row) for row in rows]
+        )
+
+
+def _performance(row: PromotionPerformance) -> messages.PromotionPerformance:
+    message = messages.PromotionPerformance(
+        partner_id=row.partner_id,
+        members_reached=row.members_reached,
+        promoted_visits=row.promoted_visits,
+        points_granted=row.points_granted,
+        cost=_money(row.cost_minor, row.currency),
+        participant_spend=_money(Fraction(row.participant_spend_minor), row.currency),
+        roi=row.roi,
+    )
+    incremental = row.incremental_spend_minor
+    if incremental is not None:
+        message.incremental_spend.CopyFrom(_money(incremental, row.currency))
+    return message
+
+
+def _money(amount_minor: Fraction, currency: str) -> common_pb2.Money:
+    exact = Decimal(amount_minor.numerator) / Decimal(amount_minor.denominator)
+    rounded = int(exact.to_integral_value(ROUND_HALF_EVEN))
+    return common_pb2.Money(amount_minor=rounded, currency=currency)

@@ -48,6 +48,9 @@ from coalition.programme.config import (
     promotion_from_entry,
 )
 from coalition.programme.promotion_catalogue import CATALOGUE, StoredPromotion
+from coalition.reports import build
+from coalition.reports.build import PromotionPerformance
+from coalition.reports.period import Period
 from coalition.store.schema import promotion_versions, promotions
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -198,6 +201,19 @@ def list_promotions(
         rows = uow.connection.execute(query).all()
     page = [catalogue.stored_of_row(row) for row in rows[:page_size]]
     return page, page[-1].promotion.promotion_id if len(rows) > page_size else ""
+
+
+def promotion_performance(
+    uow: UnitOfWork, actor: Actor, promotion_id: str, period: Period
+) -> tuple[StoredPromotion, list[PromotionPerformance]]:
+    """The promotion's cost and return in `period`: a partner sees its own promotions'
+    figures, and of the coalition's only those at itself."""
+    with uow:
+        stored = _stored(uow, promotion_id)
+        if stored is None or not _visible(actor, stored.promotion):
+            raise _not_found(promotion_id)
+        rows = build.promotion_performance(uow, period, actor.partner_id)
+    return stored, [row for row in rows if row.promotion_id == promotion_id]
 
 
 def _validated(

@@ -288,15 +288,52 @@ def major_units(amount_minor: int | Fraction, currency: str) -> str:
 COALITION_GROUP = "coalition (group)"
 
 
-def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -> list[Table]:
-    """What each promotion cost and returned at each partner, and each funder's total.
+@dataclass(frozen=True)
+class PromotionPerformance:
+    """What one promotion cost and returned at one partner in a period (docs/promotions.md)."""
+
+    promotion_id: str
+    funding_partner_id: str | None  # None: the coalition
+    partner_id: str
+    currency: str
+    members_reached: int
+    promoted_visits: int
+    points_granted: int
+    cost_minor: Fraction  # the points at each earn's issuance price
+    participant_spend_minor: int
+    other_visits: int
+    other_spend_minor: int
+    budget_points: int | None
+    budget_left_points: int | None
+
+    @property
+    def incremental_spend_minor(self) -> Fraction | None:
+        """Promoted spend less what as many of the partner's other visits spent."""
+        if not self.other_visits:
+            return None
+        baseline = Fraction(self.other_spend_minor, self.other_visits)
+        return self.participant_spend_minor - self.promoted_visits * baseline
+
+    @property
+    def roi(self) -> str:
+        """(incremental spend - cost) / cost, 4 places; empty when undefined."""
+        incremental = self.incremental_spend_minor
+        if incremental is None or self.cost_minor == 0:
+            return ""
+        return _fraction_ratio((incremental - self.cost_minor) / self.cost_minor)
+
+
+def promotion_performance(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> list[PromotionPerformance]:
+    """Every promotion's cost and return at each partner where members earned it, in the
+    period (by promotion, then partner).
 
     Cost: the bonus points at the issuance price of the rate version of each earn (what the
     funder pays per point issued there; for coalition-funded points, what the earning partner
     would have paid). Return: the participants' spend on the promoted visits against the
     comparison group, the same partner's other visits in the period (earns without that
-    promotion's bonus): incremental spend = promoted spend - promoted visits x the others'
-    spend per visit; ROI = (incremental spend - cost) / cost."""
+    promotion's bonus)."""
     prices = queries.rate_version_prices(uow)
     currencies = queries.partner_currencies(uow)
     members = queries.promotion_members(uow, period, partner_id)
@@ -312,46 +349,64 @@ def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -
         row[2] += grant.visits
         row[3] += grant.spend_minor
         row[4] += grant.points * price
-    table_rows = []
-    funders: dict[tuple[str, str], list[Any]] = {}
+    performance = []
     for (rule_id, partner), (funder, points, visits, spend_minor, cost) in sorted(rows.items()):
         promotion_id = rule_id.removeprefix("promotion:")
-        currency = currencies.get(partner, "")
         all_visits, all_spend, _ = spend.get(partner, (0, 0, 0))
-        other_visits, other_spend = all_visits - visits, all_spend - spend_minor
-        incremental = (
-            Fraction(spend_minor) - visits * Fraction(other_spend, other_visits)
-            if other_visits
-            else None
-        )
-        roi = (
-            "" if incremental is None or cost == 0 else _fraction_ratio((incremental - cost) / cost)
-        )
         budget, spent, _ = budgets.get(promotion_id, (None, 0, None))
+        performance.append(
+            PromotionPerformance(
+                promotion_id=promotion_id,
+                funding_partner_id=funder,
+                partner_id=partner,
+                currency=currencies.get(partner, ""),
+                members_reached=members.get((rule_id, partner), 0),
+                promoted_visits=visits,
+                points_granted=points,
+                cost_minor=cost,
+                participant_spend_minor=spend_minor,
+                other_visits=all_visits - visits,
+                other_spend_minor=all_spend - spend_minor,
+                budget_points=budget,
+                budget_left_points=None if budget is None else budget - spent,
+            )
+        )
+    return performance
+
+
+def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -> list[Table]:
+    """What each promotion cost and returned at each partner, and each funder's total."""
+    table_rows = []
+    funders: dict[tuple[str, str], list[Any]] = {}
+    for row in promotion_performance(uow, period, partner_id):
+        currency = row.currency
+        incremental = row.incremental_spend_minor
+        visits, spend_minor = row.promoted_visits, row.participant_spend_minor
         table_rows.append(
             (
-                promotion_id,
-                funder or COALITION_GROUP,
-                partner,
-                members.get((rule_id, partner), 0),
+                row.promotion_id,
+                row.funding_partner_id or COALITION_GROUP,
+                row.partner_id,
+                row.members_reached,
                 visits,
-                points,
-                major_units(cost, currency),
+                row.points_granted,
+                major_units(row.cost_minor, currency),
                 major_units(spend_minor, currency),
                 "" if not visits else major_units(Fraction(spend_minor, visits), currency),
                 ""
-                if not other_visits
-                else major_units(Fraction(other_spend, other_visits), currency),
+                if not row.other_visits
+                else major_units(Fraction(row.other_spend_minor, row.other_visits), currency),
                 "" if incremental is None else major_units(incremental, currency),
-                roi,
+                row.roi,
                 currency,
-                "" if budget is None else budget,
-                "" if budget is None else budget - spent,
+                "" if row.budget_points is None else row.budget_points,
+                "" if row.budget_left_points is None else row.budget_left_points,
             )
         )
-        total = funders.setdefault((funder or COALITION_GROUP, currency), [0, Fraction(0)])
-        total[0] += points
-        total[1] += cost
+        funder = row.funding_partner_id or COALITION_GROUP
+        total = funders.setdefault((funder, currency), [0, Fraction(0)])
+        total[0] += row.points_granted
+        total[1] += row.cost_minor
     granted = sum(row[5] for row in table_rows)
     costs = Table(
         "promotion_costs",
