@@ -49,11 +49,13 @@ def test_partners_and_the_coalition_run_their_own_promotions(
             timeout=TIMEOUT_SECONDS,
         )
 
-    own = create(air, promotion("air-weekend", bonus_points=25, weekdays=[6, 7]), "c-1")
+    own = create(air, promotion("test-air.weekend", bonus_points=25, weekdays=[6, 7]), "c-1")
     assert own.promotion.owner_partner_id == "test-air"
     assert own.promotion.funded_by == common_pb2.PROMOTION_FUNDING_PARTNER
     assert list(own.promotion.partner_ids) == ["test-air"]
-    assert create(air, promotion("air-weekend", bonus_points=25, weekdays=[6, 7]), "c-1") == own
+    assert (
+        create(air, promotion("test-air.weekend", bonus_points=25, weekdays=[6, 7]), "c-1") == own
+    )
 
     before = row_counts(engine)
     expect_failure(
@@ -68,7 +70,10 @@ def test_partners_and_the_coalition_run_their_own_promotions(
         lambda: create(
             air,
             promotion(
-                "x", bonus_points=1, weekdays=[8], spend_min=common_pb2.Money(amount_minor=5)
+                "test-air.x",
+                bonus_points=1,
+                weekdays=[8],
+                spend_min=common_pb2.Money(amount_minor=5),
             ),
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -76,19 +81,19 @@ def test_partners_and_the_coalition_run_their_own_promotions(
         ("promotion.weekdays",),
     )
     expect_failure(
-        lambda: create(air, messages.Promotion(promotion_id="x", bonus_points=1)),
+        lambda: create(air, messages.Promotion(promotion_id="test-air.x", bonus_points=1)),
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_FIELD",
         ("promotion.starts_at", "promotion.ends_at"),
     )
     expect_failure(
-        lambda: create(air, promotion("air-weekend", multiplier="2")),
+        lambda: create(air, promotion("test-air.weekend", multiplier="2")),
         grpc.StatusCode.ALREADY_EXISTS,
         "PROMOTION_EXISTS",
     )
     expect_failure(
         lambda: stub.GetPromotion(
-            messages.GetPromotionRequest(promotion_id="air-weekend"),
+            messages.GetPromotionRequest(promotion_id="test-air.weekend"),
             metadata=coffee,
             timeout=TIMEOUT_SECONDS,
         ),
@@ -97,7 +102,7 @@ def test_partners_and_the_coalition_run_their_own_promotions(
     )
     expect_failure(
         lambda: stub.PausePromotion(
-            messages.PausePromotionRequest(request_id=new_id(), promotion_id="air-weekend"),
+            messages.PausePromotionRequest(request_id=new_id(), promotion_id="test-air.weekend"),
             metadata=admin,
             timeout=TIMEOUT_SECONDS,
         ),
@@ -108,7 +113,7 @@ def test_partners_and_the_coalition_run_their_own_promotions(
         lambda: stub.UpdatePromotion(
             messages.UpdatePromotionRequest(
                 request_id=new_id(),
-                promotion=promotion("air-weekend", bonus_points=30),
+                promotion=promotion("test-air.weekend", bonus_points=30),
                 expected_version=5,
             ),
             metadata=air,
@@ -133,7 +138,7 @@ def test_partners_and_the_coalition_run_their_own_promotions(
     updated = stub.UpdatePromotion(
         messages.UpdatePromotionRequest(
             request_id=new_id(),
-            promotion=promotion("air-weekend", bonus_points=30),
+            promotion=promotion("test-air.weekend", bonus_points=30),
             expected_version=1,
         ),
         metadata=air,
@@ -148,15 +153,16 @@ def test_partners_and_the_coalition_run_their_own_promotions(
     listed = stub.ListPromotions(
         messages.ListPromotionsRequest(page_size=1), metadata=air, timeout=TIMEOUT_SECONDS
     )
-    assert [p.promotion_id for p in listed.promotions] == ["air-weekend"]
+    assert [p.promotion_id for p in listed.promotions] == ["coalition-double"]
     rest = stub.ListPromotions(
         messages.ListPromotionsRequest(page_size=1, page_token=listed.next_page_token),
         metadata=air,
         timeout=TIMEOUT_SECONDS,
     )
-    assert [p.promotion_id for p in rest.promotions] == ["coalition-double"]
+    assert [p.promotion_id for p in rest.promotions] == ["test-air.weekend"]
+    assert rest.next_page_token == ""
     paused = stub.PausePromotion(
-        messages.PausePromotionRequest(request_id=new_id(), promotion_id="air-weekend"),
+        messages.PausePromotionRequest(request_id=new_id(), promotion_id="test-air.weekend"),
         metadata=air,
         timeout=TIMEOUT_SECONDS,
     ).promotion
@@ -215,7 +221,9 @@ def test_partners_and_the_coalition_run_their_own_promotions(
     assert not at_air.HasField("incremental_spend") and at_air.roi == ""
     expect_failure(
         lambda: stub.GetPromotionPerformance(
-            messages.GetPromotionPerformanceRequest(promotion_id="air-weekend", period="2026-13"),
+            messages.GetPromotionPerformanceRequest(
+                promotion_id="test-air.weekend", period="2026-13"
+            ),
             metadata=air,
             timeout=TIMEOUT_SECONDS,
         ),

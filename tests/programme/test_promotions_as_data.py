@@ -166,7 +166,7 @@ def test_caps_weekdays_minimum_spend_and_first_purchase(engine: Engine) -> None:
     create(
         engine,
         AIR,
-        promotion_id="tuesday-big-spend",
+        promotion_id="test-air.tuesday-big-spend",
         bonus_points=7,
         weekdays=[2],
         spend_amount_minor_min=5_000,
@@ -202,36 +202,48 @@ def test_caps_weekdays_minimum_spend_and_first_purchase(engine: Engine) -> None:
 
 def test_who_may_create_and_change_what(engine: Engine) -> None:
     error = refused(
-        lambda: create(engine, COALITION, promotion_id="x", bonus_points=1, funded_by="partner")
+        lambda: create(
+            engine, COALITION, promotion_id="test-air.x", bonus_points=1, funded_by="partner"
+        )
     )
     assert (error.reason, error.field_violations[0].field) == (
         "INVALID_FIELD",
         "promotion.funded_by",
     )
     error = refused(
-        lambda: create(engine, AIR, promotion_id="x", bonus_points=1, funded_by="coalition")
+        lambda: create(
+            engine, AIR, promotion_id="test-air.x", bonus_points=1, funded_by="coalition"
+        )
     )
     assert error.reason == "INVALID_FIELD"
     error = refused(
         lambda: create(
-            engine, AIR, promotion_id="x", bonus_points=1, partner_ids=["test-air", "test-coffee"]
+            engine,
+            AIR,
+            promotion_id="test-air.x",
+            bonus_points=1,
+            partner_ids=["test-air", "test-coffee"],
         )
     )
     assert error.reason == "INVALID_FIELD"
-    own = create(engine, AIR, "create-1", promotion_id="air-own", bonus_points=3)
+    own = create(engine, AIR, "create-1", promotion_id="test-air.own", bonus_points=3)
     assert own.promotion.owner_partner_id == "test-air"
-    assert create(engine, AIR, "create-1", promotion_id="air-own", bonus_points=3) == own
-    error = refused(lambda: create(engine, AIR, "create-2", promotion_id="air-own", bonus_points=3))
+    assert create(engine, AIR, "create-1", promotion_id="test-air.own", bonus_points=3) == own
+    error = refused(
+        lambda: create(engine, AIR, "create-2", promotion_id="test-air.own", bonus_points=3)
+    )
     assert error.reason == "PROMOTION_EXISTS"
-    error = refused(lambda: promotion_admin.get_promotion(UnitOfWork(engine), COFFEE, "air-own"))
+    error = refused(
+        lambda: promotion_admin.get_promotion(UnitOfWork(engine), COFFEE, "test-air.own")
+    )
     assert error.reason == "PROMOTION_NOT_FOUND"
     error = refused(
         lambda: promotion_admin.set_promotion_state(
-            UnitOfWork(engine), COALITION, "air-own", "paused", None, now()
+            UnitOfWork(engine), COALITION, "test-air.own", "paused", None, now()
         )
     )
     assert error.reason == "PROMOTION_NOT_OWNED"
-    update = {**WINDOW, "promotion_id": "air-own", "bonus_points": 4}
+    update = {**WINDOW, "promotion_id": "test-air.own", "bonus_points": 4}
     error = refused(
         lambda: promotion_admin.update_promotion(
             UnitOfWork(engine), AIR, update, 7, None, PLAIN, now()
@@ -245,7 +257,7 @@ def test_who_may_create_and_change_what(engine: Engine) -> None:
     page, token = promotion_admin.list_promotions(UnitOfWork(engine), COFFEE, 10, "")
     assert (page, token) == ([], "")
     page, _ = promotion_admin.list_promotions(UnitOfWork(engine), AIR, 10, "")
-    assert [stored.promotion.promotion_id for stored in page] == ["air-own"]
+    assert [stored.promotion.promotion_id for stored in page] == ["test-air.own"]
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(promotions)).scalar_one() == 1
 

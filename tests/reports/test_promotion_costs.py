@@ -32,7 +32,7 @@ def test_cost_roi_budget_and_funders(engine: Engine, database_url: str, tmp_path
     for actor, entry in (
         (
             Actor("test-air", "test-air"),
-            {"promotion_id": "air-double", "multiplier": "2", "budget_points": 150},
+            {"promotion_id": "test-air.double", "multiplier": "2", "budget_points": 150},
         ),
         (
             Actor("marketing", None),
@@ -61,8 +61,8 @@ def test_cost_roi_budget_and_funders(engine: Engine, database_url: str, tmp_path
     # air-double: 150 points x 1.2 = 180 cents. Its visits spent 100 + 80 euros; the other
     # visits at test-air (20 and 40 euros) 30 a visit, so the increment is 180 - 2 x 30 = 120
     # euros and ROI = (12,000 - 180) / 180.
-    assert costs["air-double"] == {
-        "promotion_id": "air-double",
+    assert costs["test-air.double"] == {
+        "promotion_id": "test-air.double",
         "funded_by": "test-air",
         "partner_id": "test-air",
         "members_reached": "2",

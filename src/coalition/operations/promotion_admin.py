@@ -1,7 +1,8 @@
 """Promotions as marketing runs them: create, update, pause, resume, get, list.
 
 Who may do what (a partner's autonomy, the coalition's own programme):
-- a partner creates, changes and reads its own promotions: funded by it, run only at it;
+- a partner creates, changes and reads its own promotions: funded by it, run only at it, with
+  ids that begin with "<partner_id>.";
 - the coalition (role admin) creates and changes coalition-funded promotions, which may run at
   any partners; it never creates one funded by a partner (that would bill a partner for
   points it did not decide to give), and it cannot change a partner's;
@@ -220,6 +221,12 @@ def _validated(
     actor: Actor, entry: dict[str, Any], programme: Programme, version: int, state: str
 ) -> Promotion:
     if actor.partner_id is not None:  # a partner's own: funded by it, run at it
+        prefix = f"{actor.partner_id}."
+        if not str(entry.get("promotion_id", "")).startswith(prefix):
+            # Ids are one namespace: a partner's begin with its own id, so that no partner can
+            # learn another's promotion ids by colliding with them.
+            violation = FieldViolation("promotion.promotion_id", f"must begin with {prefix!r}")
+            raise InvalidArgument([violation])
         entry = {
             **entry,
             "funded_by": entry.get("funded_by", FUNDED_BY_PARTNER),
