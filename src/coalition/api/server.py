@@ -127,7 +127,7 @@ ROLES_BY_METHOD: dict[str, frozenset[str]] = {
     # the use cases check ownership (operations/promotion_admin.py).
     **{
         f"/coalition.v1.PromotionService/{method.name}": frozenset({"partner", "admin"})
-        for method in SERVICE_DESCRIPTORS[6].methods
+        for method in promotion_service_pb2.DESCRIPTOR.services_by_name["PromotionService"].methods
     },
 }
 
