@@ -25,6 +25,7 @@ from coalition.api.server import Hub
 from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest, RateVersionManifest
 from coalition.partners.sync import sync_partners
+from coalition.programme.promotion_catalogue import CATALOGUE
 from coalition.store import migrate
 from coalition.store.engine import create_database_engine, normalise_database_url
 from coalition.store.schema import metadata
@@ -137,6 +138,7 @@ def database_url(
         tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
+    CATALOGUE.invalidate()  # this process's promotions were the emptied database's
     yield url
 
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from coalition.partners.sync import SyncReport
+    from coalition.programme.config import Programme
 
 DEFAULT_DATABASE_URL = "sqlite:///coalition.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -114,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_option(sync)
     listing = partners_commands.add_parser("list", help="list partners and rate versions")
     _add_database_option(listing)
+
+    promotions = commands.add_parser("promotions", help="promotions (docs/promotions.md)")
+    promotions_commands = promotions.add_subparsers(dest="promotions_command", required=True)
+    seed = promotions_commands.add_parser(
+        "seed", help="write DIR/promotions.toml's promotions that the database lacks"
+    )
+    seed.add_argument("directory", metavar="DIR")
+    _add_database_option(seed)
 
     keys = commands.add_parser("keys", help="API keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -224,6 +233,7 @@ def _command_path(arguments: argparse.Namespace) -> str:
             for name in (
                 "database_command",
                 "partners_command",
+                "promotions_command",
                 "keys_command",
                 "jobs_command",
                 "reconcile_command",
@@ -284,13 +294,14 @@ def _serve(arguments: argparse.Namespace) -> int:
         _print_sync_report(
             sync_partners(UnitOfWork(engine), load_manifests(Path(arguments.partners)), _now())
         )
-    engine.dispose()
     if arguments.workers < 1:
         raise RuntimeError("--workers must be at least 1")
     if arguments.programme:
         # Checked here, so a bad file fails at once; workers load it through the environment.
-        programme_config.load_programme(Path(arguments.programme))
+        programme = programme_config.load_programme(Path(arguments.programme))
+        _seed_promotions(engine, programme, arguments.programme)
         os.environ[programme_config.PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE] = arguments.programme
+    engine.dispose()
     observability_process.export_serve_options(arguments)  # read back by every worker
     if arguments.job_interval and not arguments.jobs:
         raise RuntimeError("--job-interval needs --jobs")
@@ -308,6 +319,27 @@ def _serve(arguments: argparse.Namespace) -> int:
         arguments.workers,
         settle_commands.serve_signing_key_path(arguments.signing_key),
     )
+    return 0
+
+
+def _seed_promotions(engine: Engine, programme: Programme, source: str) -> None:
+    """Write the file's promotions the database lacks; those it holds are left as they are
+    (changed over the API since)."""
+    from coalition.programme import promotion_catalogue
+    from coalition.store.unit_of_work import UnitOfWork
+
+    with UnitOfWork(engine) as uow:
+        written = promotion_catalogue.seed(uow, programme, source, _now())
+        uow.commit()
+    for promotion_id in written:
+        print(f"promotion seeded: {promotion_id}")
+
+
+def _promotions_seed(arguments: argparse.Namespace) -> int:
+    from coalition.programme import config as programme_config
+
+    programme = programme_config.load_programme(Path(arguments.directory))
+    _seed_promotions(_prepared_engine(arguments), programme, arguments.directory)
     return 0
 
 
@@ -441,6 +473,7 @@ COMMANDS: dict[str, Handler] = {
     "db upgrade": _database_upgrade,
     "partners sync": _partners_sync,
     "partners list": _partners_list,
+    "promotions seed": _promotions_seed,
     "keys issue": _keys_issue,
     "keys revoke": _keys_revoke,
     "demo": _demo,

@@ -13,11 +13,13 @@ from sqlalchemy import Engine, text
 
 from coalition.domain.errors import CoalitionError
 from coalition.domain.points import Money
+from coalition.domain.promotions import Promotion
 from coalition.identity import members
 from coalition.identity.members import MemberReference
 from coalition.operations import batch_earn
 from coalition.operations.group_commit import EarnCommitter
 from coalition.operations.points import EarnCommand
+from coalition.programme.config import DEFAULT_PROGRAMME, Programme, using_programme
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals
 
@@ -159,4 +161,51 @@ def test_the_committer_gathers_concurrent_earns_of_every_partner(engine: Engine)
     for (_, command), answer in zip(calls[:-1], earned, strict=True):
         earned_points[command.member.member_id] += answer.result.points
     assert {m: balances[m] for m in member_ids} == dict(earned_points)
+    assert_ledger_sound(engine)
+
+
+def test_a_partner_with_a_promotion_goes_in_a_group_of_its_own(engine: Engine) -> None:
+    """Earns the programme adds to go item by item: the committer splits them from the
+    set-based group, and each earn gets its own bonus and explanation."""
+    bonus = Promotion(
+        promotion_id="test-coffee.double-days",
+        starts_at=datetime(2020, 1, 1, tzinfo=UTC),
+        ends_at=datetime(2100, 1, 1, tzinfo=UTC),
+        funded_by="partner",
+        time_zone="UTC",
+        partner_ids=frozenset({"test-coffee"}),
+        bonus_points=7,
+        owner_partner_id="test-coffee",
+    )
+    member_id = enroll_at_coffee(engine)
+    calls = [(p, earn(member_id, p)) for p in ("test-coffee", "test-air", "test-cinema") * 4]
+    events_before = commit_ids(engine)
+    with using_programme(Programme(DEFAULT_PROGRAMME.ladder, (bonus,))):
+        committer = EarnCommitter(engine, window_seconds=0.02)
+        try:
+            with ThreadPoolExecutor(12) as pool:
+                answers = list(pool.map(lambda call: committer.earn(*call, 30.0), calls))
+        finally:
+            committer.stop()
+
+    for (partner_id, _), answer in zip(calls, answers, strict=True):
+        explanation = answer.result.explanation
+        assert explanation is not None
+        bonus_points = [b.points for b in explanation.bonuses]
+        assert bonus_points == ([7] if partner_id == "test-coffee" else [])
+        assert answer.result.points == explanation.base_points + sum(bonus_points)
+    new_events = commit_ids(engine) - events_before
+    assert sum(new_events.values()) == 12
+    if engine.dialect.name == "postgresql":
+        transactions_of = {xid: set() for xid in new_events}
+        with engine.connect() as connection:
+            for xid, partner_id in connection.execute(
+                text("SELECT commit_xid, partner_id FROM events")
+            ):
+                if xid in transactions_of:
+                    transactions_of[xid].add(partner_id)
+        assert all(
+            "test-coffee" not in partners or partners == {"test-coffee"}
+            for partners in transactions_of.values()
+        ), "coffee's earns never share a transaction with the set-based group"
     assert_ledger_sound(engine)

@@ -31,6 +31,7 @@ def arguments_of(command: str, tmp_path: Path) -> list[str]:
     extra = {
         "serve": ["--listen", "127.0.0.1:0"],
         "partners sync": [str(cli.__file__)],
+        "promotions seed": [str(Path(cli.__file__).parents[2] / "config")],
         "keys issue": ["test-coffee", "--role", "partner"],
         "keys revoke": ["0123456789abcdef"],
         "report": ["--period", "2026-03", "--out", str(tmp_path / "out")],

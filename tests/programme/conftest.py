@@ -194,10 +194,31 @@ PROGRAMME_INVARIANTS = {
         JOIN journal_transactions j ON j.transaction_id = x.transaction_id
         WHERE j.kind <> 'expire' OR j.partner_id <> l.partner_id OR j.points_delta <> -x.points
     """,
+    # A referral bonus (hub-initiated) is all bonus; a partner's earn always has base points.
     "earn bonuses never exceed the earn": """
         SELECT b.transaction_id FROM earn_bonuses b
         JOIN journal_transactions j ON j.transaction_id = b.transaction_id
+        WHERE j.partner_id <> 'coalition-hub'
         GROUP BY b.transaction_id, j.points_delta HAVING SUM(b.points) >= j.points_delta
+    """,
+    "a referral bonus is exactly its bonus": """
+        SELECT b.transaction_id FROM earn_bonuses b
+        JOIN journal_transactions j ON j.transaction_id = b.transaction_id
+        WHERE j.partner_id = 'coalition-hub'
+        GROUP BY b.transaction_id, j.points_delta HAVING SUM(b.points) <> j.points_delta
+    """,
+    "no budget is overspent and every budget point is a granted bonus": """
+        SELECT p.promotion_id FROM promotions p
+        LEFT JOIN (SELECT rule_id, SUM(points) AS points FROM earn_bonuses GROUP BY rule_id) b
+          ON b.rule_id = 'promotion:' || p.promotion_id
+        WHERE p.budget_points IS NOT NULL
+          AND (p.spent_points > p.budget_points OR p.spent_points <> COALESCE(b.points, 0))
+    """,
+    "members' grants count every granted bonus of a capped promotion": """
+        SELECT g.promotion_id FROM promotion_member_grants g
+        GROUP BY g.promotion_id
+        HAVING SUM(g.points) <> (SELECT COALESCE(SUM(b.points), 0) FROM earn_bonuses b
+                                 WHERE b.rule_id = 'promotion:' || g.promotion_id)
     """,
 }
 

@@ -74,7 +74,7 @@ def test_every_extra_rounds_down_on_its_own(
     base_points: int, multiplier: Decimal, promotion_multiplier: Decimal
 ) -> None:
     tier = Tier("t", "T", 0, multiplier)
-    bonuses = bonuses_for_earn(
+    bonuses, _ = bonuses_for_earn(
         tier, (promotion("p", multiplier=promotion_multiplier),), facts(base_points=base_points)
     )
     exact_extra = base_points * (multiplier - 1) + base_points * (promotion_multiplier - 1)

@@ -61,11 +61,12 @@ from coalition.v1 import (
     member_service_pb2,
     partner_service_pb2,
     points_service_pb2,
+    promotion_service_pb2,
     reconciliation_service_pb2,
     settlement_service_pb2,
 )
 from tests.conftest import AIR, COFFEE, api_key
-from tests.end_to_end.support import by_id, expect_failure, failure_of, new_id
+from tests.end_to_end.support import by_id, expect_failure, failure_of, new_id, timestamp
 from tests.reconciliation.conftest import Ledger as ReportLedger
 from tests.reconciliation.conftest import as_csv
 from tests.reconciliation.test_api import messages_of
@@ -164,6 +165,19 @@ class World:
     b_last_transaction_id: str  # B's newest transaction when the cases start
 
 
+A_PROMOTION_ID, NO_SUCH_PROMOTION_ID = f"{A}.own", f"{A}.nothing"
+A_PROMOTION_REQUEST_ID = "a-promotion-1"
+
+
+def promotion_of_a(promotion_id: str = A_PROMOTION_ID) -> promotion_service_pb2.Promotion:
+    return promotion_service_pb2.Promotion(
+        promotion_id=promotion_id,
+        starts_at=timestamp(datetime(2020, 1, 1, tzinfo=UTC)),
+        ends_at=timestamp(datetime(2100, 1, 1, tzinfo=UTC)),
+        bonus_points=5,
+    )
+
+
 def partner_a_requests(customer_id: str) -> dict[str, Message]:
     member = by_customer(customer_id)
     return {
@@ -252,6 +266,12 @@ def build_partner_a(
         "GetSettlement", settlement_service_pb2.GetSettlementRequest(statement_id=statement_id)
     ).statement
     report, run_id = submit_report_of_a(a, engine)
+    a(
+        "CreatePromotion",
+        promotion_service_pb2.CreatePromotionRequest(
+            request_id=A_PROMOTION_REQUEST_ID, promotion=promotion_of_a()
+        ),
+    )
     return PartnerAData(
         member_id=member_id,
         customer_id=customer_id,
@@ -383,7 +403,11 @@ def view_of_a(world: World) -> dict[str, object]:
     """What A itself sees of its data through the API (reads only: nothing is audited)."""
     a, data = world.a, world.a_data
     balance = a("GetBalance", points_service_pb2.GetBalanceRequest(member=by_id(data.member_id)))
+    promotion = a(
+        "GetPromotion", promotion_service_pb2.GetPromotionRequest(promotion_id=A_PROMOTION_ID)
+    )
     return {
+        "promotion": promotion,
         "balance": (balance.balance_points, balance.held_points),
         "transactions": every_page(partial(transactions_page, a, None), "transactions"),
         "customers": [
@@ -807,6 +831,94 @@ def case_get_partner(world: World) -> Effect:
     return partner_record_of_a_looks_absent(world, "GetPartner", request)
 
 
+def promotion_of_a_looks_absent(world: World, call: Callable[[str], object]) -> Effect:
+    """A's promotion and an id nobody has get the same NOT_FOUND, and nothing is written."""
+    for target in (A_PROMOTION_ID, NO_SUCH_PROMOTION_ID):
+        refused_as_absent(
+            world, lambda target=target: call(target), "PROMOTION_NOT_FOUND", promotion_id=target
+        )
+    same_answer_as_for_nothing(call, A_PROMOTION_ID, NO_SUCH_PROMOTION_ID)
+    return Effect.NOTHING
+
+
+def case_create_promotion(world: World) -> Effect:
+    """B cannot create under A's id (nor learn that it exists: a partner's ids begin with its
+    own id), even with A's request id and payload."""
+    for promotion_id in (A_PROMOTION_ID, NO_SUCH_PROMOTION_ID):
+        request = promotion_service_pb2.CreatePromotionRequest(
+            request_id=A_PROMOTION_REQUEST_ID, promotion=promotion_of_a(promotion_id)
+        )
+        counts = row_counts(world.engine)
+        expect_failure(
+            lambda request=request: world.b("CreatePromotion", request),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_FIELD",
+            ("promotion.promotion_id",),
+        )
+        assert row_counts(world.engine) == counts
+    return Effect.NOTHING
+
+
+def case_update_promotion(world: World) -> Effect:
+    return promotion_of_a_looks_absent(
+        world,
+        lambda target: world.b(
+            "UpdatePromotion",
+            promotion_service_pb2.UpdatePromotionRequest(
+                request_id=A_PROMOTION_REQUEST_ID, promotion=promotion_of_a(target)
+            ),
+        ),
+    )
+
+
+def case_pause_promotion(world: World) -> Effect:
+    return promotion_of_a_looks_absent(
+        world,
+        lambda target: world.b(
+            "PausePromotion",
+            promotion_service_pb2.PausePromotionRequest(request_id=new_id(), promotion_id=target),
+        ),
+    )
+
+
+def case_resume_promotion(world: World) -> Effect:
+    return promotion_of_a_looks_absent(
+        world,
+        lambda target: world.b(
+            "ResumePromotion",
+            promotion_service_pb2.ResumePromotionRequest(request_id=new_id(), promotion_id=target),
+        ),
+    )
+
+
+def case_get_promotion(world: World) -> Effect:
+    return promotion_of_a_looks_absent(
+        world,
+        lambda target: world.b(
+            "GetPromotion", promotion_service_pb2.GetPromotionRequest(promotion_id=target)
+        ),
+    )
+
+
+def case_get_promotion_performance(world: World) -> Effect:
+    period = datetime.now(UTC).strftime("%Y-%m")
+    return promotion_of_a_looks_absent(
+        world,
+        lambda target: world.b(
+            "GetPromotionPerformance",
+            promotion_service_pb2.GetPromotionPerformanceRequest(
+                promotion_id=target, period=period
+            ),
+        ),
+    )
+
+
+def case_list_promotions(world: World) -> Effect:
+    listed = world.b("ListPromotions", promotion_service_pb2.ListPromotionsRequest())
+    assert A_PROMOTION_ID not in [p.promotion_id for p in listed.promotions]
+    return Effect.NOTHING
+
+
 def case_list_rate_versions(world: World) -> Effect:
     request = partner_service_pb2.ListRateVersionsRequest(partner_id=A)
     return partner_record_of_a_looks_absent(world, "ListRateVersions", request)
@@ -995,6 +1107,13 @@ CASES: dict[str, Case] = {
     path_of("SubmitPartnerReport"): case_submit_partner_report,
     path_of("GetReconciliationRun"): case_get_reconciliation_run,
     path_of("ListReconciliationExceptions"): case_list_reconciliation_exceptions,
+    path_of("CreatePromotion"): case_create_promotion,
+    path_of("UpdatePromotion"): case_update_promotion,
+    path_of("PausePromotion"): case_pause_promotion,
+    path_of("ResumePromotion"): case_resume_promotion,
+    path_of("GetPromotion"): case_get_promotion,
+    path_of("ListPromotions"): case_list_promotions,
+    path_of("GetPromotionPerformance"): case_get_promotion_performance,
 }
 
 

@@ -47,6 +47,7 @@ from coalition.v1 import (
     member_service_pb2,
     partner_service_pb2,
     points_service_pb2,
+    promotion_service_pb2,
     reconciliation_service_pb2,
     settlement_service_pb2,
 )
@@ -152,6 +153,10 @@ def answers_on_every_service(caller: Caller, a: PartnerA) -> dict[str, str]:
                 reconciliation_service_pb2.GetReconciliationRunRequest(run_id=a.run_id),
             ).run.partner_id
         ),
+        # A runs no promotion of its own here; the answer shows the key was served.
+        "PromotionService": lambda: len(
+            caller("ListPromotions", promotion_service_pb2.ListPromotionsRequest()).promotions
+        ),
     }
     assert set(probes) == set(SERVICES)
     answers = {}
@@ -172,6 +177,7 @@ def served_as_a(a: PartnerA) -> dict[str, str]:
         "EventService": a.earn_transaction_id,
         "SettlementService": "0",
         "ReconciliationService": A,
+        "PromotionService": "0",
     }
 
 

@@ -29,6 +29,11 @@ from coalition.domain.points import AMOUNT_MINOR_MAX, POINTS_PER_OPERATION_MAX
 from coalition.identity.consent import SOURCE_LENGTH_MAX
 from coalition.operations.batch_earn import BATCH_EARN_ITEMS_MAX
 from coalition.operations.holds import HOLD_TTL_MAX
+from coalition.programme.config import (
+    BONUS_POINTS_MAX,
+    BUDGET_POINTS_MAX,
+    GRANTS_PER_MEMBER_MAX,
+)
 from coalition.reconciliation.report import LINE_BYTES_MAX, REPORT_ROWS_MAX
 from coalition.reconciliation.servicer import CONTENT_CHUNK_BYTES_MAX, RESOLUTION_NOTE_LENGTH_MAX
 from tests.unit import contract_sources as sources
@@ -86,6 +91,11 @@ BOUNDS: dict[str, str] = {
     ),
     f"{V1}.ResolveReconciliationExceptionRequest.note": characters(RESOLUTION_NOTE_LENGTH_MAX),
     f"{V1}.EventService.Subscribe": f"at most {SUBSCRIPTIONS_MAX} streams per hub process",
+    f"{V1}.Promotion.bonus_points": at_most(BONUS_POINTS_MAX),
+    f"{V1}.Promotion.budget_points": at_most(BUDGET_POINTS_MAX),
+    f"{V1}.Promotion.grants_per_member_max": at_most(GRANTS_PER_MEMBER_MAX),
+    f"{V1}.ReferralReward.referred_points": at_most(BONUS_POINTS_MAX),
+    f"{V1}.ReferralReward.referrer_points": at_most(BONUS_POINTS_MAX),
 }
 
 

@@ -20,8 +20,8 @@ from coalition.operations import batch_earn
 from coalition.operations.group_commit import EarnCommitter
 from coalition.operations.points import LedgerResult
 from coalition.store.unit_of_work import UnitOfWork
+from coalition.v1 import common_pb2, points_service_pb2_grpc
 from coalition.v1 import points_service_pb2 as messages
-from coalition.v1 import points_service_pb2_grpc
 
 # BatchEarn's mode -> all or nothing.
 BATCH_EARN_MODES = {
@@ -47,7 +47,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
     ) -> messages.EarnResponse:
         command = _earn_command(request)
         answer = self._earns.earn(caller_partner_id(), command, context.time_remaining())
-        return messages.EarnResponse(**_ledger_fields(answer.result, answer.balance_visible))
+        return messages.EarnResponse(**_earn_fields(answer.result, answer.balance_visible))
 
     def BatchEarn(
         self, request: messages.BatchEarnRequest, context: grpc.ServicerContext
@@ -250,7 +250,7 @@ def _earn_command(request: messages.EarnRequest) -> operations.EarnCommand:
 def _batch_earn_result(outcome: batch_earn.BatchItemOutcome) -> messages.BatchEarnResult:
     if outcome.result is not None:
         return messages.BatchEarnResult(
-            earn=messages.EarnResponse(**_ledger_fields(outcome.result, outcome.balance_visible))
+            earn=messages.EarnResponse(**_earn_fields(outcome.result, outcome.balance_visible))
         )
     error = outcome.error
     assert error is not None
@@ -272,3 +272,30 @@ def _ledger_fields(result: LedgerResult, visible: bool) -> dict[str, Any]:
         "balance_points": result.balance_points if visible else 0,
         "replayed": result.replayed,
     }
+
+
+def _earn_fields(result: LedgerResult, visible: bool) -> dict[str, Any]:
+    """An earn's answer: what it credited, and the balance after all of it."""
+    fields = _ledger_fields(result, visible)
+    explanation = result.explanation
+    assert explanation is not None, "every earn is explained (operations/batch_earn.py)"
+    if visible:
+        fields["balance_points"] = explanation.balance_points_after
+    fields["base_points"] = explanation.base_points
+    fields["bonuses"] = [
+        messages.EarnBonus(
+            rule_id=bonus.rule_id,
+            promotion_id=bonus.rule_id.removeprefix("promotion:")
+            if bonus.rule_id.startswith("promotion:")
+            else "",
+            points=bonus.points,
+            funded_by=common_pb2.PROMOTION_FUNDING_COALITION
+            if bonus.funding_partner_id is None
+            else common_pb2.PROMOTION_FUNDING_PARTNER,
+        )
+        for bonus in explanation.bonuses
+    ]
+    if explanation.tier_change is not None:
+        before, after = explanation.tier_change
+        fields["tier_change"] = messages.TierChange(tier_id_before=before, tier_id_after=after)
+    return fields

@@ -25,6 +25,7 @@ from coalition.api.interceptors import HubInterceptor
 from coalition.api.members import MemberServicer
 from coalition.api.partners import PartnerServicer
 from coalition.api.points import PointsServicer
+from coalition.api.promotions import PromotionServicer
 from coalition.api.rate_limits import RateLimit, rate_limit_from_environment
 from coalition.api.settlement import SettlementServicer
 from coalition.api.tls import TlsFiles, tls_files_from_environment
@@ -48,6 +49,8 @@ from coalition.v1 import (
     partner_service_pb2_grpc,
     points_service_pb2,
     points_service_pb2_grpc,
+    promotion_service_pb2,
+    promotion_service_pb2_grpc,
     reconciliation_service_pb2,
     reconciliation_service_pb2_grpc,
     settlement_service_pb2,
@@ -75,6 +78,7 @@ SERVICE_DESCRIPTORS = (
     event_service_pb2.DESCRIPTOR.services_by_name["EventService"],
     settlement_service_pb2.DESCRIPTOR.services_by_name["SettlementService"],
     reconciliation_service_pb2.DESCRIPTOR.services_by_name["ReconciliationService"],
+    promotion_service_pb2.DESCRIPTOR.services_by_name["PromotionService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICE_DESCRIPTORS)
 
@@ -119,6 +123,12 @@ ROLES_BY_METHOD: dict[str, frozenset[str]] = {
     "/coalition.v1.ReconciliationService/GetReconciliationRun": GROUP_RECONCILERS | PARTNER,
     "/coalition.v1.ReconciliationService/ListReconciliationExceptions": GROUP_RECONCILERS | PARTNER,
     "/coalition.v1.ReconciliationService/ResolveReconciliationException": GROUP_RECONCILERS,
+    # Promotions: a partner its own (and reads the coalition's), the admin the coalition's;
+    # the use cases check ownership (operations/promotion_admin.py).
+    **{
+        f"/coalition.v1.PromotionService/{method.name}": frozenset({"partner", "admin"})
+        for method in promotion_service_pb2.DESCRIPTOR.services_by_name["PromotionService"].methods
+    },
 }
 
 
@@ -179,6 +189,9 @@ class Hub:
         )
         reconciliation_service_pb2_grpc.add_ReconciliationServiceServicer_to_server(
             ReconciliationServicer(unit_of_work), self._server
+        )
+        promotion_service_pb2_grpc.add_PromotionServiceServicer_to_server(
+            PromotionServicer(unit_of_work), self._server
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

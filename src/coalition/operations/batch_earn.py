@@ -22,7 +22,7 @@ SELECT ... FOR UPDATE in account-id order, so concurrent batches never deadlock.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -35,6 +35,7 @@ from coalition.domain.errors import (
     Unavailable,
 )
 from coalition.domain.points import RateVersion
+from coalition.domain.promotions import Promotion
 from coalition.identity import privacy
 from coalition.identity.members import resolve
 from coalition.identity.privacy import BALANCE
@@ -50,6 +51,7 @@ from coalition.ledger.idempotency import (
 from coalition.ledger.idempotency import record_result as record_claim_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.writer import NewLot
+from coalition.operations import promotions
 from coalition.operations.points import (
     EarnCommand,
     LedgerResult,
@@ -118,17 +120,29 @@ def earn_many(
     answer: a refusal of one is kept under its request id and never rolls back another.
 
     Earns of partners the programme adds nothing to go set-based together, whatever their
-    partners; an earn the programme may add to goes item by item, so such earns come one
-    partner at a time (`shares_a_group`)."""
-    assert earns and len({shares_a_group(partner_id) for partner_id, _ in earns}) == 1
+    partners; earns the programme may add to go item by item, one partner per call
+    (`group_keys`). A call whose partners no longer share a path (a promotion started since
+    the caller grouped them) raises `PathsDiffer`, before anything is written."""
     return _run(uow, earns, False, now)
 
 
-def shares_a_group(partner_id: str) -> str:
-    """The group key of a partner's earns: partners the programme adds nothing to share one."""
-    if _programme_adds_nothing(active_programme(), partner_id):
-        return SET_BASED_GROUP
-    return partner_id
+class PathsDiffer(Exception):
+    """The earns of one call no longer share a path: the caller splits them."""
+
+
+def group_keys(uow: UnitOfWork, partner_ids: Iterable[str], now: datetime) -> dict[str, str]:
+    """Each partner's group key: every partner the programme adds nothing to shares
+    SET_BASED_GROUP; any other is a group of its own (from the promotion catalogue's cache)."""
+    programme = active_programme()
+    with uow:
+        return {
+            partner_id: SET_BASED_GROUP
+            if _programme_adds_nothing(
+                programme, promotions.candidates(uow, programme, partner_id, now)
+            )
+            else partner_id
+            for partner_id in partner_ids
+        }
 
 
 SET_BASED_GROUP = ""  # no partner id is empty
@@ -172,15 +186,24 @@ def _run(
     now: datetime,
 ) -> BatchEarnResult:
     assert 0 < len(items) <= BATCH_EARN_ITEMS_MAX, "the API bounds the batch size"
-    partner_ids = {partner_id for partner_id, _ in items}
+    partner_ids = sorted({partner_id for partner_id, _ in items})
+    programme = active_programme()
     with uow:
-        if shares_a_group(next(iter(partner_ids))) == SET_BASED_GROUP:
-            outcomes = _SetBasedBatch(uow, all_or_nothing, now).run(items)
+        candidates = {p: promotions.candidates(uow, programme, p, now) for p in partner_ids}
+        explain_from_ledger: set[str] | None = None  # None: every earn's
+        if all(_programme_adds_nothing(programme, c) for c in candidates.values()):
+            batch = _SetBasedBatch(uow, all_or_nothing, now)
+            outcomes = batch.run(items)
+            explain_from_ledger = set(batch.referrers)  # a referral bonus may have been paid
         else:
-            assert len(partner_ids) == 1, "item by item, one partner per call"
+            if len(partner_ids) > 1:
+                raise PathsDiffer()
             (partner_id,) = partner_ids
             commands = [item for _, item in items]
-            outcomes = _earn_item_by_item(uow, partner_id, commands, all_or_nothing, now)
+            outcomes = _earn_item_by_item(
+                uow, partner_id, commands, all_or_nothing, now, candidates[partner_id]
+            )
+        outcomes = _explained(uow, outcomes, explain_from_ledger)
         outcomes = _with_balance_sight(uow, [partner_id for partner_id, _ in items], outcomes)
         uow.commit()
     return BatchEarnResult(tuple(outcomes))
@@ -207,13 +230,40 @@ def _with_balance_sight(
     ]
 
 
-def _programme_adds_nothing(programme: Programme, partner_id: str) -> bool:
+def _explained(
+    uow: UnitOfWork, outcomes: list[BatchItemOutcome], from_ledger: set[str] | None
+) -> list[BatchItemOutcome]:
+    """Each earn's explanation: read from what the ledger recorded for replays and for earns
+    the programme may have added to (members in `from_ledger`, or all when None); an earn of
+    the set-based path without a referral is its base points alone, known in memory."""
+    read = [
+        o.result.transaction
+        for o in outcomes
+        if o.result is not None
+        and (
+            o.result.replayed
+            or from_ledger is None
+            or o.result.transaction.member_id in from_ledger
+        )
+    ]
+    explained = promotions.explanations(uow, read)
+    return [
+        o
+        if o.result is None
+        else BatchItemOutcome(
+            result=replace(
+                o.result,
+                explanation=explained.get(o.result.transaction.transaction_id)
+                or promotions.plain_explanation(o.result.transaction),
+            )
+        )
+        for o in outcomes
+    ]
+
+
+def _programme_adds_nothing(programme: Programme, candidates: tuple[Promotion, ...]) -> bool:
     tiers = programme.ladder.tiers
-    return (
-        not programme.promotions_for(partner_id)
-        and len(tiers) == 1
-        and tiers[0].earn_multiplier == 1
-    )
+    return not candidates and len(tiers) == 1 and tiers[0].earn_multiplier == 1
 
 
 def _for_item(index: int, error: CoalitionError) -> CoalitionError:
@@ -557,8 +607,10 @@ def _earn_item_by_item(
     items: Sequence[EarnCommand | CoalitionError],
     all_or_nothing: bool,
     now: datetime,
+    candidates: tuple[Promotion, ...],
 ) -> list[BatchItemOutcome]:
     _lock_in_order(uow, partner_id, items)
+    promotions.lock_budgets(uow, candidates)  # after the members', in one order
     outcomes: list[BatchItemOutcome] = []
     for index, command in enumerate(items):
         if isinstance(command, CoalitionError):

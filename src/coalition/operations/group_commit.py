@@ -67,7 +67,6 @@ class _Pending:
     partner_id: str
     command: EarnCommand
     deadline_monotonic: float
-    group_key: str  # batch_earn.shares_a_group
     answer: Future[EarnAnswer] = field(default_factory=Future)
 
 
@@ -103,9 +102,7 @@ class EarnCommitter:
         self, partner_id: str, command: EarnCommand, timeout_seconds: float | None
     ) -> EarnAnswer:
         """Queue the earn, wait for its group to commit, and return its answer (or raise)."""
-        pending = _Pending(
-            partner_id, command, _deadline(timeout_seconds), batch_earn.shares_a_group(partner_id)
-        )
+        pending = _Pending(partner_id, command, _deadline(timeout_seconds))
         with self._ready:
             assert not self._stopping, "the hub is stopping"
             if len(self._queue) >= QUEUE_LENGTH_MAX:
@@ -134,10 +131,19 @@ class EarnCommitter:
 
     def _run(self) -> None:
         while True:
-            group = self._next_group()
-            if group is None:
+            taken = self._next_group()
+            if taken is None:
                 return
-            self._commit(group)
+            try:
+                groups = self._split(taken, _now())
+            except Exception as error:  # the database is down, say: every earn hears it
+                if not isinstance(error, CoalitionError | DBAPIError):
+                    logger.exception("grouping %d earns failed", len(taken))
+                for pending in taken:
+                    pending.answer.set_exception(error)
+                continue
+            for group in groups:
+                self._commit(group)
 
     def _next_group(self) -> list[_Pending] | None:
         with self._ready:
@@ -147,17 +153,19 @@ class EarnCommitter:
                 self._ready.wait()
             if self._window_seconds and len(self._queue) < self._group_size_max:
                 self._ready.wait(self._window_seconds)
-            group_key = self._queue[0].group_key
-            group: list[_Pending] = []
-            kept: deque[_Pending] = deque()
-            while self._queue:
-                pending = self._queue.popleft()
-                if pending.group_key == group_key and len(group) < self._group_size_max:
-                    group.append(pending)
-                else:
-                    kept.append(pending)
-            self._queue = kept
-            return group
+            count = min(len(self._queue), self._group_size_max)
+            return [self._queue.popleft() for _ in range(count)]
+
+    def _split(self, taken: list[_Pending], now: datetime) -> list[list[_Pending]]:
+        """The earns taken, as groups that share a path (batch_earn.group_keys): one of all
+        the partners the programme adds nothing to, one per partner it adds to."""
+        keys = batch_earn.group_keys(
+            UnitOfWork(self._engine), {pending.partner_id for pending in taken}, now
+        )
+        groups: dict[str, list[_Pending]] = {}
+        for pending in taken:
+            groups.setdefault(keys[pending.partner_id], []).append(pending)
+        return list(groups.values())
 
     def _commit(self, group: list[_Pending]) -> None:
         try:
@@ -165,6 +173,9 @@ class EarnCommitter:
         except (CoalitionError, DBAPIError) as error:
             for pending in group:  # the whole group failed alike: UNAVAILABLE, say
                 pending.answer.set_exception(error)
+        except batch_earn.PathsDiffer:
+            for pending in group:  # a promotion started since the split: one by one
+                self._commit([pending])
         except Exception as error:
             if len(group) == 1:
                 group[0].answer.set_exception(error)  # the interceptor logs it, INTERNAL

@@ -94,6 +94,8 @@ class LedgerResult:
     points: int
     balance_points: int
     replayed: bool
+    # An earn's: what it credited (operations/promotions.py); None for other operations.
+    explanation: promotions.EarnExplanation | None = None
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def post_earn(
     journal.lock_member_balance(uow, member_id)
     programme = active_programme()
     award = promotions.award_for_earn(
-        uow, programme, partner_id, member_id, occurred_at, points_earned
+        uow, programme, partner_id, member_id, occurred_at, points_earned, command.spend, now
     )
     _check_points_bound(award.points_total, earn_basis_field(command))
     entry = JournalEntry(
@@ -152,7 +154,7 @@ def post_earn(
         qualifying_month_of=occurred_at,
     )
     record = journal.post(uow, entry, now)
-    promotions.upgrade_after_earn(uow, programme, award, record, now)
+    promotions.after_earn(uow, programme, award, record, now)
     referral_rewards.reward_after_earn(uow, record, now)  # one primary-key read if none
     return record
 

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfoNotFoundError
 
-from coalition.domain.promotions import FUNDED_BY_COALITION, FUNDED_BY_PARTNER, Promotion
+from coalition.domain.promotions import (
+    CAP_PERIODS,
+    FIRST_PURCHASE_SCOPES,
+    FUNDED_BY_COALITION,
+    FUNDED_BY_PARTNER,
+    Promotion,
+)
 from coalition.domain.tiers import Tier, TierLadder
 
 PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE = "COALITION_PROGRAMME_DIR"
@@ -136,11 +142,37 @@ PROMOTION_KEYS = {
     "time_zone",
     "partner_ids",
     "member_day",
+    "weekdays",
     "birthday_month",
+    "birthday_day",
     "tier_ids",
     "multiplier",
     "bonus_points",
+    "spend_amount_minor_min",
+    "spend_currency",
+    "first_purchase",
+    "grants_per_member_max",
+    "cap_period",
+    "budget_points",
+    "referral_referred_points",
+    "referral_referrer_points",
 }
+REFERRAL_KEYS = ("referral_referred_points", "referral_referrer_points")
+# What a referral campaign may say besides its reward: when, where, who pays.
+REFERRAL_CAMPAIGN_KEYS = {"promotion_id", "starts_at", "ends_at", "funded_by", "time_zone"}
+REFERRAL_CAMPAIGN_KEYS |= {"partner_ids", *REFERRAL_KEYS}
+BONUS_POINTS_MAX = 1_000_000_000
+BUDGET_POINTS_MAX = 10**15
+GRANTS_PER_MEMBER_MAX = 1_000_000
+
+
+class PromotionFieldError(ProgrammeConfigError):
+    """A promotion's field is invalid: `key` names it, so that the API can say which."""
+
+    def __init__(self, where: str, key: str, description: str) -> None:
+        super().__init__(f"{where}: {description}")
+        self.key = key
+        self.description = description
 
 
 def _promotions(
@@ -149,7 +181,7 @@ def _promotions(
     if len(entries) > PROMOTIONS_MAX:
         raise ProgrammeConfigError(f"{path}: at most {PROMOTIONS_MAX} promotions")
     promotions = tuple(
-        _promotion(f"{path}: promotion {index + 1}", entry, tier_ids)
+        promotion_from_entry(f"{path}: promotion {index + 1}", entry, tier_ids)
         for index, entry in enumerate(entries)
     )
     if len({p.promotion_id for p in promotions}) != len(promotions):
@@ -157,28 +189,75 @@ def _promotions(
     return promotions
 
 
-def _promotion(where: str, entry: dict[str, Any], tier_ids: set[str]) -> Promotion:
-    _only_keys(where, entry, PROMOTION_KEYS)
+def promotion_from_entry(
+    where: str,
+    entry: dict[str, Any],
+    tier_ids: set[str] | None,
+    owner_partner_id: str | None = None,
+    version: int = 1,
+    state: str = "active",
+) -> Promotion:
+    """A promotion from its definition (a TOML table, or what the API and the database hold:
+    the same keys, instants as datetimes); every fault names its key. `tier_ids`: the
+    ladder's, that a tier filter must name (None: not checked, for definitions already
+    stored: a tier removed from the ladder later makes its filter match no one)."""
+    unknown = sorted(set(entry) - PROMOTION_KEYS)
+    if unknown:
+        raise PromotionFieldError(where, unknown[0], f"unknown keys {', '.join(unknown)}")
     funded_by = entry.get("funded_by")
     if funded_by not in (FUNDED_BY_PARTNER, FUNDED_BY_COALITION):
-        raise ProgrammeConfigError(f"{where}: funded_by must be 'partner' or 'coalition'")
-    if ("multiplier" in entry) == ("bonus_points" in entry):
-        raise ProgrammeConfigError(f"{where}: exactly one of multiplier or bonus_points")
+        raise PromotionFieldError(where, "funded_by", "funded_by must be 'partner' or 'coalition'")
+    referral = any(key in entry for key in REFERRAL_KEYS)
+    if sum(("multiplier" in entry, "bonus_points" in entry, referral)) != 1:
+        raise PromotionFieldError(
+            where, "multiplier", "exactly one of multiplier, bonus_points or a referral reward"
+        )
+    if referral:
+        _check_referral_campaign(where, entry, funded_by)
     multiplier = _decimal(where, entry, "multiplier") if "multiplier" in entry else None
-    if multiplier is not None and multiplier <= 1:
-        raise ProgrammeConfigError(f"{where}: multiplier must be above 1")
-    bonus_points = entry.get("bonus_points")
-    if bonus_points is not None and (not isinstance(bonus_points, int) or bonus_points <= 0):
-        raise ProgrammeConfigError(f"{where}: bonus_points must be a positive integer")
-    member_day = entry.get("member_day")
-    if member_day is not None and (not isinstance(member_day, int) or not 1 <= member_day <= 31):
-        raise ProgrammeConfigError(f"{where}: member_day must be a day of the month, 1 to 31")
+    if multiplier is not None and (multiplier <= 1 or multiplier > 100):
+        raise PromotionFieldError(where, "multiplier", "multiplier must be above 1, at most 100")
+    bonus_points = _count(where, entry, "bonus_points", BONUS_POINTS_MAX)
+    member_day = _count(where, entry, "member_day", 31)
+    weekdays = _weekdays(where, entry)
     tiers = _id_set(where, entry, "tier_ids")
-    if tiers is not None and not tiers <= tier_ids:
-        raise ProgrammeConfigError(f"{where}: tier_ids names tiers the ladder lacks")
+    if tiers is not None and tier_ids is not None and not tiers <= tier_ids:
+        raise PromotionFieldError(where, "tier_ids", "tier_ids names tiers the ladder lacks")
     starts_at, ends_at = _instant(where, entry, "starts_at"), _instant(where, entry, "ends_at")
     if starts_at >= ends_at:
-        raise ProgrammeConfigError(f"{where}: starts_at must be before ends_at")
+        raise PromotionFieldError(where, "ends_at", "starts_at must be before ends_at")
+    spend_min = _count(where, entry, "spend_amount_minor_min", 10**15)
+    spend_currency = entry.get("spend_currency")
+    if (spend_min is None) != (spend_currency is None) or (
+        spend_currency is not None
+        and not (
+            isinstance(spend_currency, str)
+            and len(spend_currency) == 3
+            and spend_currency.isupper()
+        )
+    ):
+        raise PromotionFieldError(
+            where,
+            "spend_currency",
+            "spend_amount_minor_min and spend_currency (ISO 4217) go together",
+        )
+    first_purchase = entry.get("first_purchase")
+    if first_purchase is not None and first_purchase not in FIRST_PURCHASE_SCOPES:
+        raise PromotionFieldError(
+            where, "first_purchase", "first_purchase must be 'partner' or 'coalition'"
+        )
+    cap_period = entry.get("cap_period", "promotion")
+    if cap_period not in CAP_PERIODS:
+        raise PromotionFieldError(
+            where, "cap_period", f"cap_period must be one of {', '.join(CAP_PERIODS)}"
+        )
+    partner_ids = _id_set(where, entry, "partner_ids")
+    if owner_partner_id is not None and (
+        funded_by != FUNDED_BY_PARTNER or partner_ids != frozenset({owner_partner_id})
+    ):
+        raise PromotionFieldError(
+            where, "funded_by", "a partner's own promotion is funded by it and runs only at it"
+        )
     try:
         return Promotion(
             promotion_id=_identifier(where, entry, "promotion_id"),
@@ -186,15 +265,80 @@ def _promotion(where: str, entry: dict[str, Any], tier_ids: set[str]) -> Promoti
             ends_at=ends_at,
             funded_by=funded_by,
             time_zone=str(entry.get("time_zone", "UTC")),
-            partner_ids=_id_set(where, entry, "partner_ids"),
+            partner_ids=partner_ids,
             member_day=member_day,
-            birthday_month=bool(entry.get("birthday_month", False)),
+            weekdays=weekdays,
+            birthday_month=_flag(where, entry, "birthday_month"),
+            birthday_day=_flag(where, entry, "birthday_day"),
             tier_ids=tiers,
             multiplier=multiplier,
             bonus_points=bonus_points,
+            spend_amount_minor_min=spend_min,
+            spend_currency=spend_currency,
+            first_purchase=first_purchase,
+            grants_per_member_max=_count(
+                where, entry, "grants_per_member_max", GRANTS_PER_MEMBER_MAX
+            ),
+            cap_period=cap_period,
+            budget_points=_count(where, entry, "budget_points", BUDGET_POINTS_MAX),
+            referral_referred_points=_count(
+                where, entry, "referral_referred_points", BONUS_POINTS_MAX
+            ),
+            referral_referrer_points=_count(
+                where, entry, "referral_referrer_points", BONUS_POINTS_MAX
+            ),
+            owner_partner_id=owner_partner_id,
+            version=version,
+            state=state,
         )
     except (ZoneInfoNotFoundError, ValueError) as error:
-        raise ProgrammeConfigError(f"{where}: time_zone: {error}") from error
+        raise PromotionFieldError(where, "time_zone", f"time_zone: {error}") from error
+
+
+def _check_referral_campaign(where: str, entry: dict[str, Any], funded_by: str) -> None:
+    """A referral campaign: both sides' bonuses, coalition-funded (the bonus is a
+    hub-initiated transaction, docs/programme.md), and no earn conditions."""
+    for key in REFERRAL_KEYS:
+        if key not in entry:
+            raise PromotionFieldError(where, key, f"{key} is required in a referral campaign")
+    others = sorted(set(entry) - REFERRAL_CAMPAIGN_KEYS)
+    if others:
+        raise PromotionFieldError(
+            where, others[0], f"a referral campaign has no {', '.join(others)}"
+        )
+    if funded_by != FUNDED_BY_COALITION:
+        raise PromotionFieldError(where, "funded_by", "a referral campaign is coalition-funded")
+
+
+def _count(where: str, entry: dict[str, Any], key: str, value_max: int) -> int | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= value_max:
+        raise PromotionFieldError(where, key, f"{key} must be an integer from 1 to {value_max:,}")
+    return value
+
+
+def _flag(where: str, entry: dict[str, Any], key: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):
+        raise PromotionFieldError(where, key, f"{key} must be true or false")
+    return value
+
+
+def _weekdays(where: str, entry: dict[str, Any]) -> frozenset[int] | None:
+    if "weekdays" not in entry:
+        return None
+    values = entry["weekdays"]
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 7 for v in values)
+    ):
+        raise PromotionFieldError(
+            where, "weekdays", "weekdays must be a non-empty list of 1 (Monday) to 7 (Sunday)"
+        )
+    return frozenset(values)
 
 
 def _only_keys(where: str, entry: dict[str, Any], allowed: set[str]) -> None:
@@ -206,9 +350,9 @@ def _only_keys(where: str, entry: dict[str, Any], allowed: set[str]) -> None:
 def _identifier(where: str, entry: dict[str, Any], key: str) -> str:
     value = entry.get(key)
     if not isinstance(value, str) or not value or len(value) > ID_LENGTH_MAX:
-        raise ProgrammeConfigError(f"{where}: {key} must be 1 to {ID_LENGTH_MAX} characters")
-    if not all(c.isalnum() or c in "-_." for c in value):
-        raise ProgrammeConfigError(f"{where}: {key} allows letters, digits, - _ . only")
+        raise PromotionFieldError(where, key, f"{key} must be 1 to {ID_LENGTH_MAX} characters")
+    if not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value):
+        raise PromotionFieldError(where, key, f"{key} allows letters, digits, - _ . only")
     return value
 
 
@@ -216,27 +360,31 @@ def _id_set(where: str, entry: dict[str, Any], key: str) -> frozenset[str] | Non
     if key not in entry:
         return None
     values = entry[key]
-    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
-        raise ProgrammeConfigError(f"{where}: {key} must be a non-empty list of ids")
+    if (
+        not isinstance(values, list)
+        or not 0 < len(values) <= PROMOTIONS_MAX
+        or not all(isinstance(v, str) and 0 < len(v) <= ID_LENGTH_MAX for v in values)
+    ):
+        raise PromotionFieldError(where, key, f"{key} must be a non-empty list of ids")
     return frozenset(values)
 
 
 def _decimal(where: str, entry: dict[str, Any], key: str) -> Decimal:
     # Decimal text, never a TOML float: "1.5", not 1.5.
     value = entry.get(key)
-    if not isinstance(value, str):
-        raise ProgrammeConfigError(f'{where}: {key} must be decimal text such as "1.5"')
+    if not isinstance(value, str) or len(value) > 32:
+        raise PromotionFieldError(where, key, f'{key} must be decimal text such as "1.5"')
     try:
         number = Decimal(value)
     except InvalidOperation as error:
-        raise ProgrammeConfigError(f"{where}: {key} is not a decimal: {value!r}") from error
+        raise PromotionFieldError(where, key, f"{key} is not a decimal: {value!r}") from error
     if not number.is_finite():
-        raise ProgrammeConfigError(f"{where}: {key} must be finite")
+        raise PromotionFieldError(where, key, f"{key} must be finite")
     return number
 
 
 def _instant(where: str, entry: dict[str, Any], key: str) -> datetime:
     value = entry.get(key)
     if not isinstance(value, datetime) or value.tzinfo is None:
-        raise ProgrammeConfigError(f"{where}: {key} must be a TOML datetime with an offset")
+        raise PromotionFieldError(where, key, f"{key} must be a TOML datetime with an offset")
     return value

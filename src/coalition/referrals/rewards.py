@@ -1,8 +1,10 @@
 """The dual referral reward, paid when a referred member's first qualifying earn posts.
 
 On the earn path this costs one primary-key lookup (`referrals` by referred member, pending
-only). When a referral is pending and the earn qualifies, both members get
-`referral_bonus_points()` in two journal transactions of kind `earn` (one per member), each
+only). When a referral is pending and the earn qualifies, both members get the bonus of the
+referral campaign in force (a promotion with referral rewards: window, partners, each side's
+points; `referral_reward`), or without any campaign the legacy COALITION_REFERRAL_BONUS_POINTS,
+in two journal transactions of kind `earn` (one per member), each
 
     member:<id>              + bonus
     coalition:promotions     - bonus
@@ -30,6 +32,7 @@ from sqlalchemy import update
 
 from coalition.domain import points as rules
 from coalition.domain.hub_partner import hub_request_id
+from coalition.domain.promotions import referral_campaign
 from coalition.ledger import journal
 from coalition.ledger.accounts import member_account_id
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
@@ -40,6 +43,8 @@ from coalition.ledger.system_accounts import (
 )
 from coalition.ledger.writer import Bonus, NewLot
 from coalition.partners.catalog import partner_terms
+from coalition.programme.config import active_programme
+from coalition.programme.promotion_catalogue import CATALOGUE
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
 from coalition.store.schema import referrals
@@ -58,6 +63,28 @@ def referral_bonus_points() -> int:
     )
     assert 0 <= points <= REFERRAL_BONUS_POINTS_MAX, "referral bonus out of bounds"
     return points
+
+
+def referral_reward(
+    uow: UnitOfWork, earn: TransactionRecord, now: datetime
+) -> tuple[int, int, str | None] | None:
+    """(referred's points, referrer's points, campaign id) for a first qualifying earn: the
+    referral campaign in force at the earn's partner and occurred_at (promotions as data,
+    docs/promotions.md); without any referral campaign, the legacy environment default for
+    both sides (campaign None); None when nothing is paid (no campaign in force, or 0)."""
+    promotions = CATALOGUE.promotions(uow, active_programme(), now)
+    campaign = referral_campaign(promotions, earn.partner_id, earn.occurred_at)
+    if campaign is not None:
+        assert campaign.referral_referred_points and campaign.referral_referrer_points
+        return (
+            campaign.referral_referred_points,
+            campaign.referral_referrer_points,
+            campaign.promotion_id,
+        )
+    if any(promotion.is_referral_campaign for promotion in promotions):
+        return None  # campaigns run the programme's referrals, and none is in force now
+    points = referral_bonus_points()
+    return None if points == 0 else (points, points, None)
 
 
 def qualifying_points_min() -> int:
@@ -93,13 +120,14 @@ def reward_after_earn(uow: UnitOfWork, earn: TransactionRecord, now: datetime) -
     referrer_member_id = None if row is None else row[0]
     if referrer_member_id is None or earn.points_delta < qualifying_points_min():
         return
-    bonus_points = referral_bonus_points()
-    if bonus_points == 0:
+    reward = referral_reward(uow, earn, now)
+    if reward is None:
         return
+    referred_points, referrer_points, campaign_id = reward
     ensure_coalition_promotions_account(uow)
-    referred = _credit(uow, earn, earn.member_id, "referred", bonus_points, now)
+    referred = _credit(uow, earn, earn.member_id, "referred", referred_points, now)
     journal.lock_member_balance(uow, str(referrer_member_id))
-    referrer = _credit(uow, earn, str(referrer_member_id), "referrer", bonus_points, now)
+    referrer = _credit(uow, earn, str(referrer_member_id), "referrer", referrer_points, now)
     claimed = uow.connection.execute(
         update(referrals)
         .where(referrals.c.referred_member_id == earn.member_id, referrals.c.reward_time.is_(None))
@@ -108,7 +136,9 @@ def reward_after_earn(uow: UnitOfWork, earn: TransactionRecord, now: datetime) -
             qualifying_transaction_id=earn.transaction_id,
             referred_transaction_id=referred.transaction_id,
             referrer_transaction_id=referrer.transaction_id,
-            bonus_points=bonus_points,
+            bonus_points=referred_points,
+            referrer_bonus_points=referrer_points,
+            promotion_id=campaign_id,
         )
     )
     assert claimed.rowcount == 1, "the referral is paid once (the member lock is held)"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from coalition.domain.currency import MINOR_UNIT_EXPONENTS
 from coalition.reports import queries
 from coalition.reports.period import Period, trailing_periods
 from coalition.store.unit_of_work import UnitOfWork
@@ -26,6 +28,7 @@ class Table:
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
     definitions: dict[str, str] = field(default_factory=dict)  # row label -> definition
+    headline: str = ""  # one sentence a reader takes away
 
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -77,8 +80,39 @@ def build_report(uow: UnitOfWork, period: Period, partner_id: str | None, now: d
         ),
         _settlement_positions(uow, period, partner_id),
         _programme_metrics(uow, period, partner_id),
+        *_promotion_tables(uow, period, partner_id),
+        _spend_per_visit(uow, period, partner_id),
+        *_tier_tables(uow, period, now),
     ]
-    return Report(period, partner_id, now, {table.name: table for table in tables})
+    return Report(period, partner_id, now, {table.name: _with_headline(table) for table in tables})
+
+
+def _count_of(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+def _with_headline(table: Table) -> Table:
+    """The sentence a reader takes from a table that has none of its own."""
+    if table.headline:
+        return table
+    if table.name == "liability":
+        text = (
+            f"{sum(row[1] for row in table.rows):,} points outstanding at the period's end, "
+            f"issued by {_count_of(len(table.rows), 'partner')}."
+        )
+    elif table.name == "breakage_by_partner":
+        issued, expired = sum(row[1] for row in table.rows), sum(row[2] for row in table.rows)
+        rate = ratio(expired, issued) or "no"
+        text = f"{expired:,} of {issued:,} points issued have expired (rate {rate})."
+    elif table.name == "flow_matrix":
+        total = sum(row[2] for row in table.rows)
+        cross = sum(row[2] for row in table.rows if row[0] != row[1])
+        text = f"{cross:,} of {total:,} points redeemed in the period were issued at another brand."
+    elif table.name == "settlement_positions":
+        text = f"{_count_of(len(table.rows), 'partner')} issued or redeemed points in the period."
+    else:
+        return table
+    return replace(table, headline=text)
 
 
 def _liability(
@@ -239,6 +273,244 @@ def _programme_metrics(uow: UnitOfWork, period: Period, partner_id: str | None) 
         [(name, value) for name, value, _ in metrics],
         {name: definition for name, _, definition in metrics},
     )
+
+
+def major_units(amount_minor: int | Fraction, currency: str) -> str:
+    """Money in major units of its currency, as decimal text (half-even): 1999 CNY -> 19.99."""
+    if not currency:
+        return ""
+    exponent = MINOR_UNIT_EXPONENTS[currency]
+    value = Decimal(amount_minor.numerator) / Decimal(amount_minor.denominator)
+    quantum = Decimal(1).scaleb(-exponent)
+    return str((value / Decimal(10**exponent)).quantize(quantum, ROUND_HALF_EVEN))
+
+
+COALITION_GROUP = "coalition (group)"
+
+
+@dataclass(frozen=True)
+class PromotionPerformance:
+    """What one promotion cost and returned at one partner in a period (docs/promotions.md)."""
+
+    promotion_id: str
+    funding_partner_id: str | None  # None: the coalition
+    partner_id: str
+    currency: str
+    members_reached: int
+    promoted_visits: int
+    points_granted: int
+    cost_minor: Fraction  # the points at each earn's issuance price
+    participant_spend_minor: int
+    other_visits: int
+    other_spend_minor: int
+    budget_points: int | None
+    budget_left_points: int | None
+
+    @property
+    def incremental_spend_minor(self) -> Fraction | None:
+        """Promoted spend less what as many of the partner's other visits spent."""
+        if not self.other_visits:
+            return None
+        baseline = Fraction(self.other_spend_minor, self.other_visits)
+        return self.participant_spend_minor - self.promoted_visits * baseline
+
+    @property
+    def roi(self) -> str:
+        """(incremental spend - cost) / cost, 4 places; empty when undefined."""
+        incremental = self.incremental_spend_minor
+        if incremental is None or self.cost_minor == 0:
+            return ""
+        return _fraction_ratio((incremental - self.cost_minor) / self.cost_minor)
+
+
+def promotion_performance(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> list[PromotionPerformance]:
+    """Every promotion's cost and return at each partner where members earned it, in the
+    period (by promotion, then partner).
+
+    Cost: the bonus points at the issuance price of the rate version of each earn (what the
+    funder pays per point issued there; for coalition-funded points, what the earning partner
+    would have paid). Return: the participants' spend on the promoted visits against the
+    comparison group, the same partner's other visits in the period (earns without that
+    promotion's bonus)."""
+    prices = queries.rate_version_prices(uow)
+    currencies = queries.partner_currencies(uow)
+    members = queries.promotion_members(uow, period, partner_id)
+    spend = queries.spend_by_partner(uow, period, partner_id)
+    budgets = queries.promotion_budgets(uow)
+    rows: dict[tuple[str, str], list[Any]] = {}
+    for grant in queries.promotion_grants(uow, period, partner_id):
+        price = Fraction(prices.get(grant.rate_version_id or "", ("0", "0"))[0])
+        row = rows.setdefault(
+            (grant.rule_id, grant.partner_id), [grant.funding_partner_id, 0, 0, 0, Fraction(0)]
+        )
+        row[1] += grant.points
+        row[2] += grant.visits
+        row[3] += grant.spend_minor
+        row[4] += grant.points * price
+    performance = []
+    for (rule_id, partner), (funder, points, visits, spend_minor, cost) in sorted(rows.items()):
+        promotion_id = rule_id.removeprefix("promotion:")
+        all_visits, all_spend, _ = spend.get(partner, (0, 0, 0))
+        budget, spent, _ = budgets.get(promotion_id, (None, 0, None))
+        performance.append(
+            PromotionPerformance(
+                promotion_id=promotion_id,
+                funding_partner_id=funder,
+                partner_id=partner,
+                currency=currencies.get(partner, ""),
+                members_reached=members.get((rule_id, partner), 0),
+                promoted_visits=visits,
+                points_granted=points,
+                cost_minor=cost,
+                participant_spend_minor=spend_minor,
+                other_visits=all_visits - visits,
+                other_spend_minor=all_spend - spend_minor,
+                budget_points=budget,
+                budget_left_points=None if budget is None else budget - spent,
+            )
+        )
+    return performance
+
+
+def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -> list[Table]:
+    """What each promotion cost and returned at each partner, and each funder's total."""
+    table_rows = []
+    funders: dict[tuple[str, str], list[Any]] = {}
+    for row in promotion_performance(uow, period, partner_id):
+        currency = row.currency
+        incremental = row.incremental_spend_minor
+        visits, spend_minor = row.promoted_visits, row.participant_spend_minor
+        table_rows.append(
+            (
+                row.promotion_id,
+                row.funding_partner_id or COALITION_GROUP,
+                row.partner_id,
+                row.members_reached,
+                visits,
+                row.points_granted,
+                major_units(row.cost_minor, currency),
+                major_units(spend_minor, currency),
+                "" if not visits else major_units(Fraction(spend_minor, visits), currency),
+                ""
+                if not row.other_visits
+                else major_units(Fraction(row.other_spend_minor, row.other_visits), currency),
+                "" if incremental is None else major_units(incremental, currency),
+                row.roi,
+                currency,
+                "" if row.budget_points is None else row.budget_points,
+                "" if row.budget_left_points is None else row.budget_left_points,
+            )
+        )
+        funder = row.funding_partner_id or COALITION_GROUP
+        total = funders.setdefault((funder, currency), [0, Fraction(0)])
+        total[0] += row.points_granted
+        total[1] += row.cost_minor
+    granted = sum(row[5] for row in table_rows)
+    costs = Table(
+        "promotion_costs",
+        "What each promotion cost and returned, by partner where members earned",
+        (
+            "promotion_id",
+            "funded_by",
+            "partner_id",
+            "members_reached",
+            "promoted_visits",
+            "points_granted",
+            "cost",
+            "participant_spend",
+            "spend_per_promoted_visit",
+            "spend_per_other_visit",
+            "incremental_spend",
+            "roi",
+            "currency",
+            "budget_points",
+            "budget_left_points",
+        ),
+        table_rows,
+        headline=(
+            f"{_count_of(len({row[0] for row in table_rows}), 'promotion')} granted {granted:,} "
+            "points in "
+            "the period; ROI = (incremental spend - cost) / cost, against the same partner's "
+            "other visits in the period."
+            if table_rows
+            else "No promotion granted points in the period."
+        ),
+    )
+    outstanding = queries.coalition_funded_points_outstanding(uow, period.end)
+    funder_rows = [
+        (funder, currency, points, major_units(cost, currency))
+        for (funder, currency), (points, cost) in sorted(funders.items())
+    ]
+    funded = Table(
+        "promotion_funders",
+        "What each funder's promotions cost in the period (the coalition's as the group's)",
+        ("funder", "currency", "points_granted", "cost"),
+        funder_rows,
+        headline=(
+            f"The group (coalition:promotions) owes {outstanding:,} coalition-funded points "
+            "at the period's end (granted, net of reversals and expiries): its own liability, "
+            "never a partner's."
+        ),
+    )
+    return [costs, funded]
+
+
+def _fraction_ratio(value: Fraction) -> str:
+    decimal = Decimal(value.numerator) / Decimal(value.denominator)
+    return str(decimal.quantize(RATIO_PLACES, ROUND_HALF_EVEN))
+
+
+def _spend_per_visit(uow: UnitOfWork, period: Period, partner_id: str | None) -> Table:
+    currencies = queries.partner_currencies(uow)
+    rows = []
+    for partner, (visits, spend_minor, members) in sorted(
+        queries.spend_by_partner(uow, period, partner_id).items()
+    ):
+        currency = currencies.get(partner, "")
+        rows.append(
+            (
+                partner,
+                members,
+                visits,
+                major_units(spend_minor, currency),
+                "" if not visits else major_units(Fraction(spend_minor, visits), currency),
+                currency,
+            )
+        )
+    return Table(
+        "member_spend",
+        "Member spend per visit by partner (earns with a purchase amount)",
+        ("partner_id", "members", "visits", "spend", "spend_per_visit", "currency"),
+        rows,
+        headline=f"Members made {sum(row[2] for row in rows):,} visits with a purchase in the "
+        "period.",
+    )
+
+
+def _tier_tables(uow: UnitOfWork, period: Period, now: datetime) -> list[Table]:
+    held = queries.tier_distribution(uow)
+    base = queries.members_enrolled_before(uow, now) - sum(held.values())
+    distribution = [("(base tier)", max(base, 0)), *sorted(held.items())]
+    movements = queries.tier_movements(uow, period)
+    upgrades = sum(count for _, _, count in movements)
+    return [
+        Table(
+            "tier_distribution",
+            "Members by tier now (members without a tier row hold the base tier)",
+            ("tier_id", "members"),
+            distribution,
+            headline=f"{sum(held.values()):,} members hold a tier above the base tier.",
+        ),
+        Table(
+            "tier_movements",
+            "Tier movements in the period",
+            ("tier_before", "tier_after", "members"),
+            movements,
+            headline=f"{upgrades:,} tier changes in the period.",
+        ),
+    ]
 
 
 def write_report(report: Report, directory: Path) -> list[Path]:

@@ -15,10 +15,11 @@ from coalition.reports.build import Report, Table
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 0.2em 0.6em; text-align: right; }
 th { background: #eee; }
 td.text, th.text { text-align: left; }
+p.headline { font-weight: bold; margin: 0.2em 0; }
 svg { background: #fafafa; border: 1px solid #ddd; margin: 0.5em 0; }
 svg text { font-size: 11px; font-family: sans-serif; }
 """
@@ -53,6 +54,17 @@ def render_html(report: Report) -> str:
         _table_html(tables["settlement_positions"]),
         "<h2>Programme metrics</h2>",
         _metrics_html(tables["programme_metrics"]),
+        "<h2>Promotions: what they cost and returned</h2>",
+        _headline(
+            "Money is in major units of the currency shown on each row (cost at the issuance "
+            "price of each earn's rate version)."
+        ),
+        _table_html(tables["promotion_costs"]),
+        _table_html(tables["promotion_funders"]),
+        "<h2>Members: spend, tiers</h2>",
+        _table_html(tables["member_spend"]),
+        _table_html(tables["tier_distribution"]),
+        _table_html(tables["tier_movements"]),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
@@ -74,8 +86,52 @@ def _is_decimal(value: Any) -> bool:
     return str(value) != ""
 
 
+# Column names as a reader says them; the CSV keeps the machine names (data-column too).
+COLUMN_WORDS = {
+    "partner_id": "Partner",
+    "issuer_partner_id": "Issued at",
+    "redeemer_partner_id": "Redeemed at",
+    "outstanding_points": "Outstanding points",
+    "redemption_price_minor_per_point": "Redemption price per point (minor units)",
+    "value_minor": "Value (minor units)",
+    "issued_points": "Points issued",
+    "expired_points": "Points expired",
+    "redeemed_points": "Points redeemed",
+    "breakage_rate": "Breakage rate",
+    "earn_month": "Earn month",
+    "owed_by_partner_minor": "Owed by the partner (minor units)",
+    "owed_to_partner_minor": "Owed to the partner (minor units)",
+    "net_owed_by_partner_minor": "Net owed by the partner (minor units)",
+    "promotion_id": "Promotion",
+    "funded_by": "Funded by",
+    "members_reached": "Members reached",
+    "promoted_visits": "Promoted visits",
+    "points_granted": "Points granted",
+    "cost": "Cost",
+    "participant_spend": "Participants' spend",
+    "spend_per_promoted_visit": "Spend per promoted visit",
+    "spend_per_other_visit": "Spend per other visit",
+    "incremental_spend": "Incremental spend",
+    "roi": "ROI",
+    "budget_points": "Budget (points)",
+    "budget_left_points": "Budget left (points)",
+    "spend_per_visit": "Spend per visit",
+    "tier_id": "Tier",
+    "tier_before": "From tier",
+    "tier_after": "To tier",
+}
+
+
+def _column_words(column: str) -> str:
+    return COLUMN_WORDS.get(column, column.replace("_", " ").capitalize())
+
+
+def _headline(text: str) -> str:
+    return f'<p class="headline">{escape(text)}</p>' if text else ""
+
+
 def _table_html(table: Table) -> str:
-    header = "".join(f"<th>{escape(column)}</th>" for column in table.columns)
+    header = "".join(f"<th>{escape(_column_words(column))}</th>" for column in table.columns)
     body = "".join(
         "<tr>"
         + "".join(_cell(table, index, c, v) for c, v in zip(table.columns, row, strict=True))
@@ -85,7 +141,8 @@ def _table_html(table: Table) -> str:
     if not table.rows:
         body = f'<tr><td colspan="{len(table.columns)}" class="text">no rows</td></tr>'
     return (
-        f'<h3>{escape(table.title)}</h3><table id="{table.name}"><thead><tr>{header}</tr>'
+        f"<h3>{escape(table.title)}</h3>{_headline(table.headline)}"
+        f'<table id="{table.name}"><thead><tr>{header}</tr>'
         f"</thead><tbody>{body}</tbody></table>"
     )
 
@@ -114,13 +171,18 @@ def _text(x: float, y: float, value: str, anchor: str = "middle", extra: str = "
     return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{escape(value)}</text>'
 
 
+def _vertical(x: float, y: float) -> str:
+    return f' transform="rotate(-90 {x:.1f} {y:.1f})"'
+
+
 def _heat_map_svg(table: Table) -> str:
     """Issuers down, redeemers across; darker cells moved more points."""
     names = sorted({row[0] for row in table.rows} | {row[1] for row in table.rows})
     cells = {(row[0], row[1]): int(row[2]) for row in table.rows}
     peak = max((abs(points) for points in cells.values()), default=0) or 1
     size, left, top = 70, 130, 110
-    width, height = left + size * len(names) + 20, top + size * len(names) + 20
+    width = max(left + size * len(names) + 20, 420)  # room for the caption
+    height = top + size * len(names) + 20
     body = [_text(20, 16, "rows: issuing partner; columns: redeeming partner", "start")]
     for column, name in enumerate(names):
         x = left + column * size + size / 2
@@ -162,6 +224,13 @@ def _trend_svg(table: Table) -> str:
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_height}" stroke="#444"/>',
         _text(left - 6, top + 4, str(peak), "end"),
         _text(left - 6, top + plot_height + 4, "0", "end"),
+        _text(left + plot_width / 2, height - 2, "period (end of)"),
+        _text(
+            14,
+            top + plot_height / 2,
+            "outstanding points",
+            extra=_vertical(14, top + plot_height / 2),
+        ),
     ]
     for index, label in enumerate(periods):
         body.append(_text(left + index * step, height - 15, label))
@@ -187,13 +256,17 @@ def _cohort_svg(table: Table) -> str:
     rows = [(row[0], Decimal(row[3]) if row[3] != "" else Decimal(0)) for row in table.rows]
     peak = max((rate for _, rate in rows), default=Decimal(0)) or Decimal(1)
     bar, gap, left, top, plot_height = 36, 10, 60, 20, 200
-    width = left + (bar + gap) * max(len(rows), 1) + 20
+    width = max(left + (bar + gap) * max(len(rows), 1) + 20, 360)  # room for the axis labels
     height = top + plot_height + 50
     body = [
         f'<line x1="{left}" y1="{top + plot_height}" x2="{width - 10}" '
         f'y2="{top + plot_height}" stroke="#444"/>',
         _text(left - 6, top + 4, str(peak), "end"),
         _text(left - 6, top + plot_height + 4, "0", "end"),
+        _text((left + width) / 2, height - 4, "earn month (cohort)"),
+        _text(
+            12, top + plot_height / 2, "breakage rate", extra=_vertical(12, top + plot_height / 2)
+        ),
     ]
     for index, (cohort, rate) in enumerate(rows):
         bar_height = float(plot_height * rate / peak)

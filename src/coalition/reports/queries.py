@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 
 from coalition.domain.hub_partner import HUB_PARTNER_ID
+from coalition.ledger.system_accounts import COALITION_PROMOTIONS_ACCOUNT_ID
 from coalition.reports.period import Period
 from coalition.store.schema import (
     accounts,
@@ -354,3 +355,140 @@ def referral_counts(uow: UnitOfWork, period: Period) -> tuple[int, int] | None:
         _count(uow, select(func.count()).select_from(referrals).where(made)),
         _count(uow, select(func.count()).select_from(referrals).where(converted)),
     )
+
+
+# --- promotions: what they cost and returned (docs/promotions.md, "Cost and return") ------
+
+
+@dataclass(frozen=True)
+class PromotionGrantTotal:
+    """The bonuses of one promotion at one partner and rate version in the period."""
+
+    rule_id: str
+    funding_partner_id: str | None  # None: the coalition
+    partner_id: str  # where the member earned
+    rate_version_id: str | None
+    points: int
+    visits: int  # earns with a purchase amount that got the bonus
+    spend_minor: int  # their purchases, in the partner's currency
+
+
+def promotion_grants(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> list[PromotionGrantTotal]:
+    """Promotion bonuses committed in the period, by promotion, partner and rate version."""
+    j = journal_transactions
+    statement = (
+        select(
+            earn_bonuses.c.rule_id,
+            earn_bonuses.c.funding_partner_id,
+            j.c.partner_id,
+            j.c.rate_version_id,
+            func.sum(earn_bonuses.c.points),
+            func.count(j.c.amount_minor),
+            func.coalesce(func.sum(j.c.amount_minor), 0),
+        )
+        .select_from(j.join(earn_bonuses, earn_bonuses.c.transaction_id == j.c.transaction_id))
+        .where(_in_period(period), j.c.kind == "earn", earn_bonuses.c.rule_id.like("promotion:%"))
+        .group_by(
+            earn_bonuses.c.rule_id,
+            earn_bonuses.c.funding_partner_id,
+            j.c.partner_id,
+            j.c.rate_version_id,
+        )
+    )
+    if partner_id is not None:
+        statement = statement.where(j.c.partner_id == partner_id)
+    return [
+        PromotionGrantTotal(row[0], row[1], row[2], row[3], int(row[4]), int(row[5]), int(row[6]))
+        for row in uow.connection.execute(statement)
+    ]
+
+
+def promotion_members(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> dict[tuple[str, str], int]:
+    """(promotion rule, partner) -> distinct members who got its bonus in the period."""
+    j = journal_transactions
+    statement = (
+        select(earn_bonuses.c.rule_id, j.c.partner_id, func.count(func.distinct(j.c.member_id)))
+        .select_from(j.join(earn_bonuses, earn_bonuses.c.transaction_id == j.c.transaction_id))
+        .where(_in_period(period), j.c.kind == "earn", earn_bonuses.c.rule_id.like("promotion:%"))
+        .group_by(earn_bonuses.c.rule_id, j.c.partner_id)
+    )
+    if partner_id is not None:
+        statement = statement.where(j.c.partner_id == partner_id)
+    return {(row[0], row[1]): int(row[2]) for row in uow.connection.execute(statement)}
+
+
+def spend_by_partner(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> dict[str, tuple[int, int, int]]:
+    """partner -> (earns with a purchase amount, their spend in minor units, members) in the
+    period: the visits of members and what they spent."""
+    j = journal_transactions
+    statement = (
+        select(
+            j.c.partner_id,
+            func.count(),
+            func.coalesce(func.sum(j.c.amount_minor), 0),
+            func.count(func.distinct(j.c.member_id)),
+        )
+        .where(
+            _in_period(period), j.c.kind == "earn", _of_partners(), j.c.amount_minor.is_not(None)
+        )
+        .group_by(j.c.partner_id)
+    )
+    if partner_id is not None:
+        statement = statement.where(j.c.partner_id == partner_id)
+    return {
+        row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in uow.connection.execute(statement)
+    }
+
+
+def promotion_budgets(uow: UnitOfWork) -> dict[str, tuple[int | None, int, str | None]]:
+    """promotion id -> (budget points or None, spent points, owner partner or None)."""
+    promotions = metadata.tables["promotions"]
+    statement = select(
+        promotions.c.promotion_id,
+        promotions.c.budget_points,
+        promotions.c.spent_points,
+        promotions.c.owner_partner_id,
+    )
+    return {
+        row[0]: (None if row[1] is None else int(row[1]), int(row[2]), row[3])
+        for row in uow.connection.execute(statement)
+    }
+
+
+def tier_distribution(uow: UnitOfWork) -> dict[str, int]:
+    """tier -> members holding it now (members without a tier row are in the base tier,
+    counted by the caller)."""
+    member_tiers = metadata.tables["member_tiers"]
+    statement = select(member_tiers.c.tier_id, func.count()).group_by(member_tiers.c.tier_id)
+    return {row[0]: int(row[1]) for row in uow.connection.execute(statement)}
+
+
+def tier_movements(uow: UnitOfWork, period: Period) -> list[tuple[str, str, int]]:
+    """(tier before, tier after, members moved) in the period."""
+    tier_changes = metadata.tables["tier_changes"]
+    statement = (
+        select(tier_changes.c.tier_id_before, tier_changes.c.tier_id_after, func.count())
+        .where(tier_changes.c.change_time >= period.start, tier_changes.c.change_time < period.end)
+        .group_by(tier_changes.c.tier_id_before, tier_changes.c.tier_id_after)
+        .order_by(tier_changes.c.tier_id_before, tier_changes.c.tier_id_after)
+    )
+    return [(row[0], row[1], int(row[2])) for row in uow.connection.execute(statement)]
+
+
+def members_enrolled_before(uow: UnitOfWork, at: datetime) -> int:
+    return _count(uow, select(func.count()).where(members.c.create_time < at))
+
+
+def coalition_funded_points_outstanding(uow: UnitOfWork, at: datetime) -> int:
+    """Points the coalition funded, net of what reversals and expiries gave back, posted
+    before `at`: what coalition:promotions owes, the group's own liability."""
+    statement = select(func.coalesce(func.sum(postings.c.points), 0)).where(
+        postings.c.account_id == COALITION_PROMOTIONS_ACCOUNT_ID, postings.c.create_time < at
+    )
+    return -_count(uow, statement)

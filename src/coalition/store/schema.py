@@ -737,11 +737,81 @@ referrals = Table(
     Column("referral_code", String(16), nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
     Column("reward_time", UtcDateTime, nullable=True),
-    Column("bonus_points", BigInteger, nullable=True),
+    Column("bonus_points", BigInteger, nullable=True),  # the referred member's
+    # The referrer's bonus and the referral campaign that paid both (migration 0012; NULL
+    # before it, when both sides got bonus_points under the environment's default).
+    Column("referrer_bonus_points", BigInteger, nullable=True),
+    Column("promotion_id", String(64), nullable=True),
     Column("qualifying_transaction_id", ForeignKey("journal_transactions.transaction_id")),
     Column("referred_transaction_id", ForeignKey("journal_transactions.transaction_id")),
     Column("referrer_transaction_id", ForeignKey("journal_transactions.transaction_id")),
     CheckConstraint("referred_member_id <> referrer_member_id", name="not_self"),
     Index(None, "referrer_member_id"),
     Index(None, "create_time"),
+)
+
+# Promotions as data (migration 0012, docs/promotions.md). The definition is canonical JSON of
+# the rules (programme/promotion_codec.py), so a new rule is a new key, not a migration; the
+# budget's counter is a column of the same row, moved by one guarded UPDATE under the row's
+# lock (spent never passes the budget).
+PROMOTION_STATES = ("active", "paused")
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("promotion_id", String(64), primary_key=True),
+    Column("owner_partner_id", ForeignKey("partners.partner_id"), nullable=True),  # NULL: hub
+    Column("version", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("ends_at", UtcDateTime, nullable=False),  # of the definition: which to load
+    Column("budget_points", BigInteger, nullable=True),  # NULL: no budget
+    Column("spent_points", BigInteger, nullable=False, default=0),
+    Column("create_time", UtcDateTime, nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
+    CheckConstraint(
+        f"state IN ({', '.join(repr(state) for state in PROMOTION_STATES)})", name="state"
+    ),
+    CheckConstraint("spent_points >= 0", name="spent_not_negative"),
+    CheckConstraint(
+        "budget_points IS NULL OR spent_points <= budget_points", name="budget_not_overspent"
+    ),
+    Index(None, "owner_partner_id"),
+    Index(None, "state", "ends_at"),
+)
+
+# Every version of every promotion, as it was written and by whom: the audit trail.
+promotion_versions = Table(
+    "promotion_versions",
+    metadata,
+    Column("promotion_id", ForeignKey("promotions.promotion_id"), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("change", String(16), nullable=False),  # create, update, pause, resume, seed
+    Column("actor", String(128), nullable=False),  # the principal, or "seed:<file>"
+    Column("request_id", String(128), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("change_time", UtcDateTime, nullable=False),
+    UniqueConstraint("promotion_id", "actor", "request_id"),
+)
+
+# One row: bumped by every change of any promotion, so that every hub process learns of a
+# change with one primary-key read every few seconds (operations/promotion_catalogue.py).
+promotion_catalogue = Table(
+    "promotion_catalogue",
+    metadata,
+    Column("catalogue_id", Integer, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
+# A member's grants of a promotion per cap period (the period as text, '' for the
+# promotion's whole life): caps are checked and counted under the member's lock.
+promotion_member_grants = Table(
+    "promotion_member_grants",
+    metadata,
+    Column("promotion_id", String(64), primary_key=True),
+    Column("member_id", String(40), primary_key=True),
+    Column("cap_period", String(16), primary_key=True),
+    Column("grants", BigInteger, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    CheckConstraint("grants > 0", name="grants_positive"),
 )
