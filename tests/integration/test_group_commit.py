@@ -118,7 +118,7 @@ def test_the_committer_gathers_concurrent_earns_of_every_partner(engine: Engine)
     calls.append(("test-air", earn(member_ids[0], "test-air", currency="GBP")))  # refused
     events_before = commit_ids(engine)
     # A 20 ms window lets a group gather what 16 threads send at once.
-    committer = EarnCommitter(lambda: UnitOfWork(engine), window_seconds=0.02)
+    committer = EarnCommitter(engine, window_seconds=0.02)
     try:
 
         def call(partner_and_command: tuple[str, EarnCommand]) -> object:

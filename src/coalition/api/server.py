@@ -163,7 +163,7 @@ class Hub:
         # Concurrent earns of this process share one database transaction (group commit).
         # SQLite serialises writers: more than one committer would only queue on its file.
         self._earns = EarnCommitter(
-            unit_of_work, threads=1 if engine.dialect.name == "sqlite" else COMMITTER_THREADS
+            engine, threads=1 if engine.dialect.name == "sqlite" else COMMITTER_THREADS
         )
         points_service_pb2_grpc.add_PointsServiceServicer_to_server(
             PointsServicer(unit_of_work, self._earns), self._server

@@ -133,6 +133,14 @@ def close_hold(
         postings.append(Posting(redemption, points_captured))
     if points_released:
         postings.append(Posting(member_account_id(hold.member_id), points_released))
+    # The hold's points go back to the lots it took them from; a capture then spends what it
+    # captures from the member's lots, earliest expiry first, as a burn would.
+    given_back = lots.restitution(uow, hold.hold_id, hold.points_held)
+    spent = (
+        lots.consumption(uow, hold.member_id, points_captured, given_back)
+        if points_captured
+        else ()
+    )
     entry = JournalEntry(
         kind="capture" if points_captured else "void",
         partner_id=hold.partner_id,
@@ -144,11 +152,9 @@ def close_hold(
         # (docs/settlement.md), and a close without one would make its partner unsettleable.
         rate_version_id=_hold_rate_version_id(uow, hold.hold_id),
         reason="hold expired" if status == "expired" else None,
+        lot_moves=given_back + spent,
     )
     record = journal.post(uow, entry, now)
-    lots.restore(uow, hold.member_id, hold.hold_id, record.transaction_id, hold.points_held)
-    if points_captured:
-        lots.consume(uow, hold.member_id, record.transaction_id, points_captured)
     _mark_closed(uow, hold.hold_id, status, points_captured or None, record, now)
     return record
 

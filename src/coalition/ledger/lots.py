@@ -6,46 +6,60 @@ Invariant: the remaining points of a member's lots sum to the member's balance.
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select, update
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
 
 from coalition.domain.errors import FailedPrecondition
+from coalition.ledger.writer import LotMove
+from coalition.store import driver
+from coalition.store.driver import IN_LIST, Statement
 from coalition.store.schema import lot_consumptions, lots
 from coalition.store.unit_of_work import UnitOfWork
 
-# Lots are read in pages while consuming, never all of a member's at once.
+# Lots are read in pages while planning a consumption, never all of a member's at once.
 LOT_PAGE_SIZE = 64
 
+# The member's lots a debit may take from, earliest expiry first (never-expiring last): those
+# with points left, and those the same entry gives points back to first.
+SPENDABLE_LOTS = Statement(
+    "SELECT lot_id, remaining_points FROM lots WHERE member_id = %s"
+    f" AND (remaining_points > 0 OR lot_id {IN_LIST} %s)"
+    " ORDER BY expires_at ASC NULLS LAST, lot_id LIMIT %s OFFSET %s"
+)
 
-def consume(uow: UnitOfWork, member_id: str, burn_transaction_id: int, points: int) -> None:
-    """Take `points` from the member's lots, earliest expiry first (never-expiring last)."""
-    assert points > 0
-    points_left = points
+
+def consumption(
+    uow: UnitOfWork, member_id: str, points: int, given_back: Sequence[LotMove] = ()
+) -> tuple[LotMove, ...]:
+    """The moves that take `points` from the member's lots, earliest expiry first, after the
+    same entry's `given_back` moves (a capture gives its hold back before it spends). The
+    ledger writer applies them with the entry."""
+    assert points > 0 and all(move.points < 0 for move in given_back)
+    returned: dict[int, int] = {}
+    for move in given_back:
+        returned[move.lot_id] = returned.get(move.lot_id, 0) - move.points
+    taken: list[LotMove] = []
+    points_left, offset = points, 0
     while points_left > 0:
-        page = uow.connection.execute(
-            select(lots.c.lot_id, lots.c.remaining_points)
-            .where(lots.c.member_id == member_id, lots.c.remaining_points > 0)
-            .order_by(lots.c.expires_at.asc().nulls_last(), lots.c.lot_id)
-            .limit(LOT_PAGE_SIZE)
-        ).all()
+        page = driver.execute(
+            uow, SPENDABLE_LOTS, (member_id, sorted(returned), LOT_PAGE_SIZE, offset)
+        ).fetchall()
         assert page, f"lots of member {member_id} hold less than its balance"
-        taken: list[tuple[int, int]] = []
         for lot_id, remaining_points in page:
-            points_taken = min(remaining_points, points_left)
-            taken.append((lot_id, points_taken))
-            points_left -= points_taken
+            points_taken = min(remaining_points + returned.get(lot_id, 0), points_left)
+            if points_taken > 0:
+                taken.append(LotMove(lot_id, points_taken))
+                points_left -= points_taken
             if points_left == 0:
                 break
-        _move_lots(uow, member_id, burn_transaction_id, burn_transaction_id, taken)
+        offset += LOT_PAGE_SIZE
+    return tuple(taken)
 
 
-def restore(
-    uow: UnitOfWork,
-    member_id: str,
-    burn_transaction_id: int,
-    reversal_transaction_id: int,
-    points: int,
-) -> None:
-    """Give back `points` of a burn to the lots it consumed, latest expiry first."""
+def restitution(uow: UnitOfWork, burn_transaction_id: int, points: int) -> tuple[LotMove, ...]:
+    """The moves that give back `points` of a burn (or hold) to the lots it consumed, latest
+    expiry first."""
     assert points > 0
     consumed = func.sum(lot_consumptions.c.points)
     rows = uow.connection.execute(
@@ -56,16 +70,16 @@ def restore(
         .having(consumed > 0)
         .order_by(lots.c.expires_at.desc().nulls_first(), lot_consumptions.c.lot_id.desc())
     ).all()
-    given_back: list[tuple[int, int]] = []
+    given_back: list[LotMove] = []
     points_left = points
     for lot_id, points_consumed in rows:
-        points_given = min(points_consumed, points_left)
-        given_back.append((lot_id, -points_given))
+        points_given = min(int(points_consumed), points_left)
+        given_back.append(LotMove(lot_id, -points_given, burn_transaction_id))
         points_left -= points_given
         if points_left == 0:
             break
     assert points_left == 0, f"burn {burn_transaction_id} consumed less than is being reversed"
-    _move_lots(uow, member_id, burn_transaction_id, reversal_transaction_id, given_back)
+    return tuple(given_back)
 
 
 def take_from_earned_lot(uow: UnitOfWork, earn_transaction_id: int, points: int) -> None:
@@ -82,35 +96,3 @@ def take_from_earned_lot(uow: UnitOfWork, earn_transaction_id: int, points: int)
             f"reverse at most what is left, or reverse the burns first",
             {"transaction_id": earn_transaction_id, "points_requested": points},
         )
-
-
-def _move_lots(
-    uow: UnitOfWork,
-    member_id: str,
-    burn_transaction_id: int,
-    transaction_id: int,
-    points_by_lot: list[tuple[int, int]],
-) -> None:
-    """Record consumption (positive) or restitution (negative) and update the lots."""
-    if not points_by_lot:
-        return
-    uow.connection.execute(
-        insert(lot_consumptions),
-        [
-            {
-                "transaction_id": transaction_id,
-                "member_id": member_id,
-                "burn_transaction_id": burn_transaction_id,
-                "lot_id": lot_id,
-                "points": points,
-            }
-            for lot_id, points in points_by_lot
-        ],
-    )
-    for lot_id, points in points_by_lot:
-        result = uow.connection.execute(
-            update(lots)
-            .where(lots.c.lot_id == lot_id, lots.c.remaining_points >= points)
-            .values(remaining_points=lots.c.remaining_points - points)
-        )
-        assert result.rowcount == 1, f"lot {lot_id} cannot give {points} points"

@@ -8,8 +8,10 @@ statement per table, whatever N is:
    never goes below zero, even if a caller forgot the member lock);
 2. insert the journal rows;
 3. insert their postings, each carrying the transaction's `member_id`;
-4. insert the lots the entries issue, the bonuses they record and the partners' events;
-5. add the qualifying points of tiers, per member and month.
+4. insert the lots the entries issue, and move the lots they spend or give back to (each
+   move recorded in lot_consumptions; the lots' remainders guarded, never below zero);
+5. insert the bonuses they record and the partners' events;
+6. add the qualifying points of tiers, per member and month, and record the claims' results.
 
 The statements are built once per dialect at import, never per request, and run on the
 driver's own cursor: on PostgreSQL as arrays (`unnest`), which psycopg prepares after a few
@@ -65,6 +67,16 @@ class NewLot:
 
 
 @dataclass(frozen=True)
+class LotMove:
+    """Points an entry takes from a lot (> 0) or gives back to it (< 0), on behalf of the
+    burn or hold `burn_transaction_id` (None: the entry itself) (ledger/lots.py plans them)."""
+
+    lot_id: int
+    points: int
+    burn_transaction_id: int | None = None
+
+
+@dataclass(frozen=True)
 class Bonus:
     """An extra an earn's points include, and who funds it (None: the coalition)."""
 
@@ -92,6 +104,7 @@ class JournalEntry:
     partner_reference: str | None = None
     reason: str | None = None
     lot: NewLot | None = None
+    lot_moves: tuple[LotMove, ...] = ()
     bonuses: tuple[Bonus, ...] = ()
     # Points that count towards tiers in the month of `qualifying_month_of` (an earn: +, a
     # reversed earn: -); 0 counts nothing.
@@ -111,6 +124,7 @@ class JournalEntry:
         # A capture of all that a hold held moves only member_hold:<id> (ledger/holds.py).
         assert self.member_points_delta != 0 or self.kind == "capture", "the balance moves"
         assert self.lot is None or self.lot.points > 0, "a lot issues points"
+        assert all(move.points != 0 for move in self.lot_moves), "no empty lot moves"
         assert all(bonus.points > 0 for bonus in self.bonuses), "a bonus adds points"
         assert not self.qualifying_points or self.qualifying_month_of is not None
 
@@ -254,6 +268,18 @@ class _Plan:
                 for e, t in pairs
                 if e.lot is not None
             ],
+            lot_moves=[
+                (
+                    t,
+                    e.member_id,
+                    t if m.burn_transaction_id is None else m.burn_transaction_id,
+                    m.lot_id,
+                    m.points,
+                )
+                for e, t in pairs
+                for m in e.lot_moves
+            ],
+            lot_deltas=_lot_deltas(self.entries),
             bonuses=[
                 (t, e.member_id, b.rule_id, b.points, b.funding_partner_id)
                 for e, t in pairs
@@ -284,10 +310,21 @@ class _Plan:
 class _Rows:
     postings: list[tuple[int, str, str, int]]
     lots: list[tuple[str, str, int, int, datetime | None]]
+    lot_moves: list[tuple[int, str, int, int, int]]  # transaction, member, burn, lot, points
+    lot_deltas: list[tuple[int, str, int]]  # lot, member, points taken in all (< 0: given)
     bonuses: list[tuple[int, str, str, int, str | None]]
     events: list[tuple[str, str, str, int, int, int]]
     qualifying: list[tuple[str, int, int]]
     results: list[tuple[str, str, str]]  # partner, request id, transaction id
+
+
+def _lot_deltas(entries: Sequence[JournalEntry]) -> list[tuple[int, str, int]]:
+    """Points taken from each lot moved, summed over the entries: one update per lot."""
+    deltas: dict[tuple[int, str], int] = defaultdict(int)
+    for entry in entries:
+        for move in entry.lot_moves:
+            deltas[(move.lot_id, entry.member_id)] += move.points
+    return [(lot_id, member_id, points) for (lot_id, member_id), points in sorted(deltas.items())]
 
 
 def _qualifying_rows(entries: Sequence[JournalEntry]) -> list[tuple[str, int, int]]:
@@ -364,6 +401,16 @@ class _PostgresStatements:
         " SELECT m, i, t, p, p, e, %(now)s FROM unnest(%(l0)s::text[], %(l1)s::text[],"
         " %(l2)s::bigint[], %(l3)s::bigint[], %(l4)s::timestamptz[]) AS x(m, i, t, p, e)"
         " RETURNING 1),"
+        " consumed AS ("
+        " INSERT INTO lot_consumptions (transaction_id, member_id, burn_transaction_id, lot_id,"
+        " points) SELECT * FROM unnest(%(c0)s::bigint[], %(c1)s::text[], %(c2)s::bigint[],"
+        " %(c3)s::bigint[], %(c4)s::bigint[]) RETURNING 1),"
+        " lots_moved AS ("
+        " UPDATE lots AS l SET remaining_points = l.remaining_points - d.points"
+        " FROM unnest(%(d0)s::bigint[], %(d1)s::text[], %(d2)s::bigint[])"
+        " AS d(lot_id, member_id, points)"
+        " WHERE l.lot_id = d.lot_id AND l.member_id = d.member_id"
+        " AND l.remaining_points - d.points >= 0 RETURNING 1),"
         " bonuses AS ("
         " INSERT INTO earn_bonuses (transaction_id, member_id, rule_id, points,"
         " funding_partner_id) SELECT * FROM unnest(%(b0)s::bigint[], %(b1)s::text[],"
@@ -387,8 +434,10 @@ class _PostgresStatements:
         " WHERE k.partner_id = r.partner_id AND k.request_id = r.request_id"
         " AND k.result_id IS NULL AND k.refusal IS NULL RETURNING 1)"
         " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM recorded),"
+        " (SELECT count(*) FROM lots_moved),"
         " (SELECT count(*) FROM journal) + (SELECT count(*) FROM posted)"
-        " + (SELECT count(*) FROM issued) + (SELECT count(*) FROM bonuses)"
+        " + (SELECT count(*) FROM issued) + (SELECT count(*) FROM consumed)"
+        " + (SELECT count(*) FROM bonuses)"
         " + (SELECT count(*) FROM evented) + (SELECT count(*) FROM qualified)"
     )
 
@@ -413,13 +462,18 @@ class _PostgresStatements:
             **_named("j", journal),
             **_named("p", _columns(rows.postings, 4)),
             **_named("l", _columns(rows.lots, 5)),
+            **_named("c", _columns(rows.lot_moves, 5)),
+            **_named("d", _columns(rows.lot_deltas, 3)),
             **_named("b", _columns(rows.bonuses, 5)),
             **_named("e", _columns(rows.events, 6)),
             **_named("q", _columns(rows.qualifying, 3)),
             **_named("r", _columns(rows.results, 3)),
         }
-        moved, recorded, _ = connection.cursor().execute(self.WRITE, parameters).fetchone()
+        moved, recorded, lots_moved, _ = (
+            connection.cursor().execute(self.WRITE, parameters).fetchone()
+        )
         assert moved == len(plan.deltas), "balances moved under their locks"
+        assert lots_moved == len(rows.lot_deltas), "lots moved under their members' locks"
         assert recorded == len(rows.results), "each result is recorded once, on its claim"
         return transaction_ids
 
@@ -448,6 +502,14 @@ class _SqliteStatements:
     INSERT_LOTS = (
         "INSERT INTO lots (member_id, partner_id, transaction_id, points, remaining_points,"
         " expires_at, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+    INSERT_LOT_MOVES = (
+        "INSERT INTO lot_consumptions (transaction_id, member_id, burn_transaction_id, lot_id,"
+        " points) VALUES (?, ?, ?, ?, ?)"
+    )
+    MOVE_LOT = (
+        "UPDATE lots SET remaining_points = remaining_points - ?"
+        " WHERE lot_id = ? AND member_id = ? AND remaining_points - ? >= 0"
     )
     INSERT_BONUSES = (
         "INSERT INTO earn_bonuses (transaction_id, member_id, rule_id, points, funding_partner_id)"
@@ -498,6 +560,10 @@ class _SqliteStatements:
             self.INSERT_LOTS,
             [(m, i, t, p, p, sqlite_value(e), now) for m, i, t, p, e in rows.lots],
         )
+        cursor.executemany(self.INSERT_LOT_MOVES, rows.lot_moves)
+        for lot_id, member_id, points in rows.lot_deltas:
+            cursor.execute(self.MOVE_LOT, (points, lot_id, member_id, points))
+            assert cursor.rowcount == 1, "lots move under their members' locks"
         cursor.executemany(self.INSERT_BONUSES, rows.bonuses)
         cursor.executemany(self.INSERT_EVENTS, [(*row, now) for row in rows.events])
         cursor.executemany(self.ADD_QUALIFYING_POINTS, rows.qualifying)

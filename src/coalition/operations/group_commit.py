@@ -25,17 +25,18 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from coalition.domain.errors import CoalitionError
 from coalition.operations import batch_earn
 from coalition.operations.points import EarnCommand, LedgerResult
 from coalition.store import deadlines
+from coalition.store.engine import create_committer_engine
 from coalition.store.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ GROUP_WINDOW_SECONDS = 0.0
 COMMITTER_THREADS = 1
 # How long a group may wait on locks when none of its callers set a deadline.
 GROUP_WAIT_SECONDS_MAX = 30.0
+# A group of callers with the longest deadlines waits on locks up to this much longer than
+# the earliest of them asked (it then hears EARN_NOT_COMMITTED_IN_TIME, as on any timeout).
+DEADLINE_SLACK_SECONDS = 1.0
 QUEUE_LENGTH_MAX = 4096  # earns waiting in one process; past it, callers are refused
 assert 0 < GROUP_SIZE_MAX <= batch_earn.BATCH_EARN_ITEMS_MAX, "a group is a batch"
 
@@ -68,18 +72,20 @@ class _Pending:
 
 
 class EarnCommitter:
-    """One committer thread per hub process (per engine); servicer threads wait on it."""
+    """The committer threads of one hub process, on connections of their own (store/engine.py,
+    `create_committer_engine`); servicer threads wait on them."""
 
     def __init__(
         self,
-        unit_of_work: Callable[[], UnitOfWork],
+        engine: Engine,
         group_size_max: int = GROUP_SIZE_MAX,
         window_seconds: float = GROUP_WINDOW_SECONDS,
         threads: int = COMMITTER_THREADS,
     ) -> None:
         assert 0 < group_size_max <= batch_earn.BATCH_EARN_ITEMS_MAX
         assert 0 <= window_seconds <= 0.1, "a window longer than 100 ms is a latency bug"
-        self._unit_of_work = unit_of_work
+        self._engine = create_committer_engine(engine, threads, GROUP_WAIT_SECONDS_MAX)
+        self._own_engine = self._engine is not engine
         self._group_size_max = group_size_max
         self._window_seconds = window_seconds
         self._queue: deque[_Pending] = deque()
@@ -123,6 +129,8 @@ class EarnCommitter:
             self._ready.notify_all()
         for thread in self._threads:
             thread.join()
+        if self._own_engine:
+            self._engine.dispose()
 
     def _run(self) -> None:
         while True:
@@ -166,11 +174,14 @@ class EarnCommitter:
                 self._commit([pending])
 
     def _answer(self, group: list[_Pending], now: datetime) -> None:
-        # The group waits on locks as long as its most patient caller (store/deadlines.py).
-        deadline = max(pending.deadline_monotonic for pending in group)
-        with deadlines.call_deadline(deadline - time.monotonic()):
+        # The group waits on locks as long as its most patient caller (store/deadlines.py);
+        # the committer's connections bound their waits at GROUP_WAIT_SECONDS_MAX themselves,
+        # so a group says so only when it must end sooner (a SET LOCAL round trip).
+        seconds_left = max(p.deadline_monotonic for p in group) - time.monotonic()
+        session_bound = seconds_left >= GROUP_WAIT_SECONDS_MAX - DEADLINE_SLACK_SECONDS
+        with deadlines.call_deadline(None if session_bound else seconds_left):
             result = batch_earn.earn_many(
-                self._unit_of_work(),
+                UnitOfWork(self._engine),
                 [(pending.partner_id, pending.command) for pending in group],
                 now,
             )

@@ -107,9 +107,9 @@ def _authorize_burn(
         amount_minor=command.value.amount_minor if command.value else None,
         currency=command.value.currency if command.value else None,
         partner_reference=command.partner_reference,
+        lot_moves=lots.consumption(uow, member_id, points_held),
     )
     record = journal.post(uow, entry, now)
-    lots.consume(uow, member_id, record.transaction_id, points_held)
     hold = _insert_hold(uow, record, points_held, now + command.ttl, now)
     record_result(uow, partner_id, command.request_id, str(record.transaction_id))
     uow.commit()

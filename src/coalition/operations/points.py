@@ -26,7 +26,7 @@ from coalition.ledger.accounts import (
 )
 from coalition.ledger.idempotency import KeyedRequest, apply_once
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
-from coalition.ledger.writer import NewLot
+from coalition.ledger.writer import LotMove, NewLot
 from coalition.operations import promotions
 from coalition.partners.catalog import Partner, partner_terms
 from coalition.programme.config import active_programme
@@ -184,9 +184,9 @@ def _burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime)
         amount_minor=command.value.amount_minor if command.value else None,
         currency=command.value.currency if command.value else None,
         partner_reference=command.partner_reference,
+        lot_moves=lots.consumption(uow, member_id, points_burned),
     )
     record = journal.post(uow, entry, now, result_of=(partner_id, command.request_id))
-    lots.consume(uow, member_id, record.transaction_id, points_burned)
     return _commit(uow, record)
 
 
@@ -215,6 +215,9 @@ def _reverse(
     )
     counter_postings: tuple[Posting, ...] = (Posting(counter_account, -sign * points_reversed),)
     qualifying_points = 0
+    lot_moves: tuple[LotMove, ...] = ()
+    if parent.kind == "burn":
+        lot_moves = lots.restitution(uow, parent.transaction_id, points_reversed)
     if parent.kind == "earn":
         lots.take_from_earned_lot(uow, parent.transaction_id, points_reversed)
         # Reversed earn points stop counting towards tiers, in the month the earn happened,
@@ -236,10 +239,9 @@ def _reverse(
         reason=command.reason,
         qualifying_points=qualifying_points,
         qualifying_month_of=parent.occurred_at,
+        lot_moves=lot_moves,
     )
     record = journal.post(uow, entry, now, result_of=(partner_id, command.request_id))
-    if parent.kind == "burn":
-        lots.restore(uow, member_id, parent.transaction_id, record.transaction_id, points_reversed)
     return _commit(uow, record)
 
 

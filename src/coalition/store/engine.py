@@ -41,6 +41,29 @@ def create_database_engine(database_url: str) -> Engine:
     raise ValueError(f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql")
 
 
+def create_committer_engine(engine: Engine, connections: int, wait_seconds_max: float) -> Engine:
+    """Connections of their own for the hub's group committers (operations/group_commit.py),
+    on the database of `engine`, tuned for a loop that commits group after group:
+
+    - no ping before each use: a connection the database dropped fails its group UNAVAILABLE
+      (clients retry) and is replaced (store/driver.py invalidates it), where a ping would
+      cost every group a round trip;
+    - lock and statement waits bounded by the session at `wait_seconds_max`, so that a group
+      sets its own bound only when a caller's deadline is shorter (store/deadlines.py).
+    """
+    if engine.dialect.name != "postgresql":
+        return engine  # SQLite: one writer at a time, on the file; nothing to tune
+    milliseconds = round(wait_seconds_max * 1000)
+    options = f"-c lock_timeout={milliseconds} -c statement_timeout={milliseconds}"
+    return create_engine(
+        engine.url,
+        pool_size=connections,
+        max_overflow=0,
+        isolation_level="READ COMMITTED",
+        connect_args={"options": options},
+    )
+
+
 def _create_sqlite_engine(database_url: str) -> Engine:
     engine = create_engine(
         database_url,
