@@ -14,7 +14,9 @@ from coalition.bench.report import table
 def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     defaults = BenchConfig()
     bench = commands.add_parser(
-        "bench", help="the hub against a pgbench baseline on the same PostgreSQL"
+        "bench",
+        help="the hub against same-shape baselines: pgbench on the same PostgreSQL, sqlite3 "
+        "in one process on the same SQLite file",
     )
     bench.add_argument(
         "--server",
@@ -28,14 +30,23 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--batch-size", type=int, default=defaults.batch_size)
     bench.add_argument("--concurrency", type=int, default=defaults.concurrency)
     bench.add_argument("--generator-processes", type=int, default=defaults.generator_processes)
-    bench.add_argument("--hub-workers", type=int, default=defaults.hub_workers)
+    bench.add_argument(
+        "--hub-workers",
+        type=int,
+        default=defaults.hub_workers,
+        help="hub processes of the PostgreSQL workloads (the SQLite ones run one)",
+    )
     bench.add_argument(
         "--duration", type=float, default=defaults.duration_seconds_max, help="seconds max each"
     )
     bench.add_argument(
         "--workloads", default=",".join(ALL_WORKLOADS), help=f"of {','.join(ALL_WORKLOADS)}"
     )
-    bench.add_argument("--keep-database", action="store_true")
+    bench.add_argument(
+        "--keep-database",
+        action="store_true",
+        help="keep the PostgreSQL database, and the SQLite file in the working directory",
+    )
     bench.add_argument("--out", default=None, help="write the results as JSON to FILE")
 
 

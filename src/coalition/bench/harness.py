@@ -1,6 +1,9 @@
-"""One bench run: set up the throwaway database, run the pgbench baseline, run the hub under
-the same load (unary earn, earn at half its maximum rate, the 80/15/5 mix over two hub
-processes on two ports, batch earn), check the ledger invariants, and report."""
+"""One bench run: set up the throwaway PostgreSQL database, run the pgbench baselines (the
+SQL of one earn, of one burn), run the hub under the same load (unary earn, earn at half its
+maximum rate, unary burn, the 80/15/5 mix over two hub processes on two ports, batch earn),
+check the ledger invariants; then the same on a SQLite file (the product's default: the hub
+against the same statements issued by Python's sqlite3 in one process), check its invariants,
+and report."""
 
 from __future__ import annotations
 
@@ -30,13 +33,38 @@ from coalition.bench.setup import (
     create_bench_database,
     drop_bench_database,
     prepare_bench_database,
+    sqlite_bench_database_url,
 )
+from coalition.bench.sqlite_baseline import SqliteBaselineResult, run_sqlite_baseline
 from coalition.store.engine import create_database_engine
 
 HUB_START_SECONDS_MAX = 60.0
 HUB_STOP_SECONDS_MAX = 30.0
-ALL_WORKLOADS = ("earn", "earn_half_rate", "mix", "batch_earn")
-RESULTS_FORMAT_VERSION = 1
+# The load each workload sends (load.py), the baseline its ratio is against, and its database.
+LOAD_OF_WORKLOAD = {
+    "earn": "earn",
+    "earn_half_rate": "earn",
+    "burn": "burn",
+    "mix": "mix",
+    "batch_earn": "batch_earn",
+    "sqlite_earn": "earn",
+    "sqlite_burn": "burn",
+}
+BASELINE_OF_WORKLOAD = {
+    "earn": "pgbench_earn",
+    "earn_half_rate": "pgbench_earn",
+    "burn": "pgbench_burn",
+    "mix": "pgbench_earn",
+    "batch_earn": "pgbench_earn",
+    "sqlite_earn": "sqlite_earn",
+    "sqlite_burn": "sqlite_burn",
+}
+ALL_WORKLOADS = tuple(LOAD_OF_WORKLOAD)
+SQLITE_WORKLOADS = ("sqlite_earn", "sqlite_burn")
+# One hub process on the SQLite file (serve's default): SQLite has one writer at a time, and
+# the processes of several workers would queue on its file lock.
+SQLITE_HUB_WORKERS = 1
+RESULTS_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -62,15 +90,29 @@ def run_bench(config: BenchConfig, progress: Any = print) -> dict[str, Any]:
         "config": asdict(config),
         "machine": _machine(),
         "load_average_before": list(cpu.load_average()),
+        "baselines": {},
         "workloads": {},
     }
+    if any(w not in SQLITE_WORKLOADS for w in config.workloads):
+        _postgres_run(config, results, progress)
+    if any(w in SQLITE_WORKLOADS for w in config.workloads):
+        _sqlite_run(config, results, progress)
+    results["load_average_after"] = list(cpu.load_average())
+    _ratios(results)
+    return results
+
+
+def _postgres_run(config: BenchConfig, results: dict[str, Any], progress: Any) -> None:
     started = time.perf_counter()
     url = create_bench_database(config.server_url, config.database_name)
     try:
         database = prepare_bench_database(url, config.members)
         results["setup_seconds"] = round(time.perf_counter() - started, 3)
         progress(f"database ready in {results['setup_seconds']} s; running the pgbench baseline")
-        results["baseline"] = _baseline(config, url)
+        results["baseline"] = results["baselines"]["pgbench_earn"] = _baseline(config, url, "earn")
+        if "burn" in config.workloads:
+            progress("running the pgbench burn baseline")
+            results["baselines"]["pgbench_burn"] = _baseline(config, url, "burn")
         with tempfile.TemporaryDirectory(prefix="coalition-bench-") as directory:
             _hub_workloads(
                 config, database.url, database.api_keys, Path(directory), results, progress
@@ -84,12 +126,52 @@ def run_bench(config: BenchConfig, progress: Any = print) -> dict[str, Any]:
     finally:
         if not config.keep_database:
             drop_bench_database(config.server_url, config.database_name)
-    results["load_average_after"] = list(cpu.load_average())
-    _ratios(results)
-    return results
 
 
-def _baseline(config: BenchConfig, url: str) -> dict[str, Any]:
+def _sqlite_run(config: BenchConfig, results: dict[str, Any], progress: Any) -> None:
+    """The hub on a SQLite file against the same statements in one process (sqlite3), each
+    on the same seeded file; with --keep-database the file stays in the working directory."""
+    with tempfile.TemporaryDirectory(prefix="coalition-bench-sqlite-") as scratch:
+        directory = Path.cwd() if config.keep_database else Path(scratch)
+        url = sqlite_bench_database_url(directory)
+        started = time.perf_counter()
+        database = prepare_bench_database(url, config.members)
+        sqlite: dict[str, Any] = {
+            "database": url,
+            "setup_seconds": round(time.perf_counter() - started, 3),
+        }
+        results["sqlite"] = sqlite
+        progress(f"SQLite file ready in {sqlite['setup_seconds']} s; running its baselines")
+        for workload in SQLITE_WORKLOADS:
+            if workload in config.workloads:
+                outcome = run_sqlite_baseline(
+                    url.removeprefix("sqlite:///"),
+                    config.members,
+                    config.requests,
+                    config.duration_seconds_max,
+                    LOAD_OF_WORKLOAD[workload],
+                )
+                results["baselines"][workload] = _sqlite_baseline_summary(outcome, workload)
+        port = _free_port()
+        with _hub(url, port, SQLITE_HUB_WORKERS, Path(scratch) / "hub-sqlite.log") as pid:
+            for workload in SQLITE_WORKLOADS:
+                if workload in config.workloads:
+                    spec = _spec(
+                        config, workload, (f"127.0.0.1:{port}",), database.api_keys, results
+                    )
+                    progress(f"workload {workload}: {spec.requests} calls")
+                    results["workloads"][workload] = _measured(
+                        spec, [pid], config.concurrency, on_postgres=False
+                    )
+        engine = create_database_engine(url)
+        try:
+            sqlite["invariant_violations"] = ledger_violations(engine)
+            sqlite["ledger_rows"] = _row_counts(engine)
+        finally:
+            engine.dispose()
+
+
+def _baseline(config: BenchConfig, url: str, script: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="coalition-pgbench-") as directory:
         postgres_before = cpu.postgres_cpu_seconds()
         outcome = run_pgbench(
@@ -100,9 +182,10 @@ def _baseline(config: BenchConfig, url: str) -> dict[str, Any]:
             transactions_total=config.requests,
             duration_seconds_max=config.duration_seconds_max,
             directory=Path(directory),
+            script=script,
         )
         postgres_seconds = cpu.postgres_cpu_seconds() - postgres_before
-    return _pgbench_summary(outcome, postgres_seconds, config.concurrency)
+    return _pgbench_summary(outcome, postgres_seconds, config.concurrency, script)
 
 
 def _hub_workloads(
@@ -113,7 +196,7 @@ def _hub_workloads(
     results: dict[str, Any],
     progress: Any,
 ) -> None:
-    unary = [w for w in config.workloads if w != "mix"]
+    unary = [w for w in config.workloads if w != "mix" and w not in SQLITE_WORKLOADS]
     if unary:
         port = _free_port()
         with _hub(url, port, config.hub_workers, directory / "hub.log") as pid:
@@ -150,7 +233,7 @@ def _spec(
         rate = max(1.0, earn["throughput_per_second"] / 2)
     batch = workload == "batch_earn"
     return LoadSpec(
-        workload="batch_earn" if batch else "earn" if workload.startswith("earn") else workload,
+        workload=LOAD_OF_WORKLOAD[workload],
         targets=targets,
         api_keys=api_keys,
         members=config.members,
@@ -168,17 +251,21 @@ def _spec(
     )
 
 
-def _measured(spec: LoadSpec, hub_pids: list[int], concurrency: int) -> dict[str, Any]:
+def _measured(
+    spec: LoadSpec, hub_pids: list[int], concurrency: int, on_postgres: bool = True
+) -> dict[str, Any]:
+    """Hub CPU is its process trees'; PostgreSQL's only where the hub uses it (on SQLite the
+    database runs inside the hub, and other databases' load would show up as its CPU)."""
     hub_before = sum(cpu.tree_cpu_seconds(pid) for pid in hub_pids)
-    postgres_before = cpu.postgres_cpu_seconds()
+    postgres_before = cpu.postgres_cpu_seconds() if on_postgres else 0.0
     load = run_load(spec)
     hub_seconds = sum(cpu.tree_cpu_seconds(pid) for pid in hub_pids) - hub_before
-    postgres_seconds = cpu.postgres_cpu_seconds() - postgres_before
+    postgres_seconds = cpu.postgres_cpu_seconds() - postgres_before if on_postgres else None
     return _load_summary(spec, load, hub_seconds, postgres_seconds)
 
 
 def _load_summary(
-    spec: LoadSpec, load: LoadResult, hub_seconds: float, postgres_seconds: float
+    spec: LoadSpec, load: LoadResult, hub_seconds: float, postgres_seconds: float | None
 ) -> dict[str, Any]:
     call_errors = sum(n for code, n in load.errors.items() if code != "BATCH_ITEM_FAILED")
     duration = max(load.duration_seconds, 1e-9)
@@ -198,18 +285,18 @@ def _load_summary(
         "latency_ms": _latency(load.latencies_ms),
         "cpu_seconds": {
             "hub": round(hub_seconds, 2),
-            "postgres": round(postgres_seconds, 2),
+            "postgres": None if postgres_seconds is None else round(postgres_seconds, 2),
             "load_generator": round(load.cpu_seconds, 2),
         },
     }
 
 
 def _pgbench_summary(
-    outcome: PgbenchResult, postgres_seconds: float, concurrency: int
+    outcome: PgbenchResult, postgres_seconds: float, concurrency: int, script: str
 ) -> dict[str, Any]:
     duration = max(outcome.duration_seconds, 1e-9)
     return {
-        "workload": "pgbench earn SQL",
+        "workload": f"pgbench {script} SQL",
         "concurrency": concurrency,
         "requests": outcome.transactions + outcome.errors,
         "ok": outcome.transactions,
@@ -225,6 +312,34 @@ def _pgbench_summary(
             "load_generator": round(outcome.cpu_seconds, 2),
         },
         "command": " ".join(outcome.command),
+    }
+
+
+def _sqlite_baseline_summary(outcome: SqliteBaselineResult, workload: str) -> dict[str, Any]:
+    """One process, one connection, closed loop: its CPU is SQLite's and the script's."""
+    duration = max(outcome.duration_seconds, 1e-9)
+    return {
+        "workload": f"sqlite3 {LOAD_OF_WORKLOAD[workload]} SQL, one process",
+        "concurrency": 1,
+        "requests": outcome.transactions + outcome.errors,
+        "ok": outcome.transactions,
+        "errors": outcome.errors,
+        "operations": outcome.transactions,
+        "duration_seconds": round(duration, 3),
+        "throughput_per_second": round(outcome.transactions / duration, 1),
+        "operations_per_second": round(outcome.transactions / duration, 1),
+        "latency_ms": _latency(outcome.latencies_ms),
+        "cpu_seconds": {
+            "hub": 0.0,
+            "postgres": None,
+            "load_generator": round(outcome.cpu_seconds, 2),
+        },
+        # The process is the whole embedded database: its CPU beside the hub's per operation.
+        "cpu_ms_per_transaction": (
+            round(outcome.cpu_seconds * 1e3 / outcome.transactions, 3)
+            if outcome.transactions
+            else None
+        ),
     }
 
 
@@ -245,11 +360,25 @@ def _latency(latencies_ms: list[float]) -> dict[str, float]:
 
 
 def _ratios(results: dict[str, Any]) -> None:
-    baseline = results.get("baseline", {}).get("operations_per_second") or 0.0
-    for summary in results["workloads"].values():
-        summary["ratio_to_baseline"] = (
-            round(summary["operations_per_second"] / baseline, 3) if baseline else None
+    """Each workload against its own baseline (BASELINE_OF_WORKLOAD); burn also against the
+    earn baseline. Hub CPU per operation, in milliseconds, beside them."""
+    for name, summary in results["workloads"].items():
+        baseline = BASELINE_OF_WORKLOAD[name]
+        summary["baseline"] = baseline
+        summary["ratio_to_baseline"] = _ratio(summary, results["baselines"].get(baseline))
+        if name == "burn":
+            summary["ratio_to_earn_baseline"] = _ratio(
+                summary, results["baselines"].get("pgbench_earn")
+            )
+        operations = summary["operations"]
+        summary["hub_cpu_ms_per_operation"] = (
+            round(summary["cpu_seconds"]["hub"] * 1e3 / operations, 3) if operations else None
         )
+
+
+def _ratio(summary: dict[str, Any], baseline: dict[str, Any] | None) -> float | None:
+    per_second = (baseline or {}).get("operations_per_second") or 0.0
+    return round(summary["operations_per_second"] / per_second, 3) if per_second else None
 
 
 @contextmanager
@@ -298,11 +427,16 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+LEDGER_TABLES = (
+    "journal_transactions", "postings", "lots", "lot_consumptions", "idempotency_keys", "events",
+)  # fmt: skip
+
+
 def _row_counts(engine: Any) -> dict[str, int]:
     with engine.connect() as connection:
         return {
             table: int(connection.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
-            for table in ("journal_transactions", "postings", "lots", "idempotency_keys", "events")
+            for table in LEDGER_TABLES
         }
 
 

@@ -19,15 +19,14 @@ from typing import Any
 
 import grpc
 
-from coalition.bench.setup import CURRENCIES, PARTNER_COUNT, member_id, partner_id
+from coalition.bench.setup import BURN_POINTS_MAX, CURRENCIES, PARTNER_COUNT, member_id, partner_id
 from coalition.client import NO_RETRY, HubClient, HubError
 from coalition.v1 import common_pb2, points_service_pb2
 
 EARN_SPEND_MINOR = 1000  # 10 points at the bench partners' rate
-BURN_POINTS_MAX = 5
 CALL_TIMEOUT_SECONDS = 30.0
 START_DELAY_SECONDS = 2.0
-WORKLOADS = ("earn", "mix", "batch_earn")
+WORKLOADS = ("earn", "burn", "mix", "batch_earn")
 
 
 @dataclass(frozen=True)
@@ -177,6 +176,8 @@ class _Generator:
             return "earn"
         if self.spec.workload == "batch_earn":
             return "batch_earn"
+        if self.spec.workload == "burn":
+            return "burn"
         draw = self.random.random()
         return "earn" if draw < 0.80 else "burn" if draw < 0.95 else "reverse"
 

@@ -1,9 +1,15 @@
-"""The baseline: pgbench running, per transaction, the SQL work of one earn, written by hand
-with nothing the hub adds (no lock read, no partner or rate lookup, no Python, no gRPC).
+"""The baselines: pgbench running, per transaction, the SQL work of one earn or of one burn,
+written by hand with nothing the hub adds (no lock read, no partner or rate lookup, no Python,
+no gRPC).
 
-Per transaction: claim the request id, move the member's balance cache (guarded, RETURNING
-the balance), insert the journal row (RETURNING its id), both postings in one INSERT, the
-lot, the partner event, and record the claim's result. Partner and member are random.
+Earn, per transaction: claim the request id, move the member's balance cache (guarded,
+RETURNING the balance), insert the journal row (RETURNING its id), both postings in one
+INSERT, the lot, the partner event, and record the claim's result.
+
+Burn, per transaction: claim the request id, debit the balance cache (guarded: never below
+zero), the journal row, both postings, the lot consumptions earliest expiry first (never-
+expiring last, in pages of the hub's size) with their lots' remaining points in one
+statement, the event, and the claim's result. Partner, member and points are random.
 """
 
 from __future__ import annotations
@@ -18,10 +24,18 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from coalition.bench.setup import CURRENCIES, PARTNER_COUNT, bench_rate_version_id, partner_id
+from coalition.bench.setup import (
+    BURN_POINTS_MAX,
+    CURRENCIES,
+    PARTNER_COUNT,
+    bench_rate_version_id,
+    partner_id,
+)
+from coalition.ledger.lots import LOT_PAGE_SIZE
 
 EARN_POINTS = 10
 EARN_SPEND_MINOR = 1000
+SCRIPTS = ("earn", "burn")
 PGBENCH_CANDIDATES = ("pgbench", "/usr/lib/postgresql/15/bin/pgbench")
 
 
@@ -67,6 +81,52 @@ END;
 """
 
 
+def burn_script(partner_number: int, members: int) -> str:
+    partner = partner_id(partner_number)
+    rate = _literal(bench_rate_version_id(partner_number))
+    redemption = _literal(f"partner:{partner}:redemption")
+    request = "'pgb-' || CAST(:client_id AS text) || '-' || CAST(:rid AS text)"
+    member = "'bm' || CAST(:member AS text)"
+    points = "CAST(:points AS bigint)"
+    fingerprint = json.dumps({"member.member_id": "bm", "operation": "burn", "points": 1})
+    return f"""\\set member random(1, {members})
+\\set rid random(1, 9000000000000000000)
+\\set points random(1, {BURN_POINTS_MAX})
+BEGIN;
+INSERT INTO idempotency_keys (partner_id, request_id, operation, fingerprint, create_time)
+  VALUES ('{partner}', {request}, 'burn', '{fingerprint}', now());
+UPDATE accounts SET balance_points = balance_points - {points}
+  WHERE account_id = 'member:' || {member} AND balance_points - {points} >= 0
+  RETURNING balance_points AS balance \\gset
+INSERT INTO journal_transactions (kind, partner_id, member_id, points_delta,
+  balance_points_after, occurred_at, create_time, request_id, rate_version_id)
+  VALUES ('burn', '{partner}', {member}, 0 - {points}, :balance, now(), now(), {request},
+  {rate})
+  RETURNING transaction_id AS tid \\gset
+INSERT INTO postings (transaction_id, member_id, account_id, points, create_time)
+  VALUES (:tid, {member}, 'member:' || {member}, 0 - {points}, now()),
+  (:tid, {member}, {redemption}, {points}, now());
+WITH page AS (SELECT lot_id, remaining_points, SUM(remaining_points)
+    OVER (ORDER BY expires_at ASC NULLS LAST, lot_id) - remaining_points AS points_before
+  FROM (SELECT lot_id, remaining_points, expires_at FROM lots
+    WHERE member_id = {member} AND remaining_points > 0
+    ORDER BY expires_at ASC NULLS LAST, lot_id LIMIT {LOT_PAGE_SIZE}) AS earliest),
+taken AS (INSERT INTO lot_consumptions (transaction_id, member_id, lot_id,
+    burn_transaction_id, points)
+  SELECT :tid, {member}, lot_id, :tid, LEAST(remaining_points, {points} - points_before)
+  FROM page WHERE points_before < {points} RETURNING lot_id, points)
+UPDATE lots SET remaining_points = lots.remaining_points - taken.points
+  FROM taken WHERE lots.lot_id = taken.lot_id;
+INSERT INTO events (partner_id, commit_xid, kind, member_id, transaction_id, points_delta,
+  balance_points_after, create_time)
+  VALUES ('{partner}', pg_current_xact_id()::text::bigint, 'burned', {member}, :tid,
+  0 - {points}, :balance, now());
+UPDATE idempotency_keys SET result_id = CAST(:tid AS text)
+  WHERE partner_id = '{partner}' AND request_id = {request} AND result_id IS NULL;
+END;
+"""
+
+
 def _literal(value: str) -> str:
     """A SQL string literal without `:name` inside, which pgbench would take for a variable."""
     return " || ':' || ".join(f"'{part}'" for part in value.split(":"))
@@ -98,12 +158,15 @@ def run_pgbench(
     transactions_total: int,
     duration_seconds_max: float,
     directory: Path,
+    script: str = "earn",
 ) -> PgbenchResult:
-    """Closed loop, `clients` connections, bounded by count (-t per client) and time."""
+    """Closed loop, `clients` connections, bounded by count (-t per client) and time;
+    `script` is one of SCRIPTS."""
+    build = {"earn": earn_script, "burn": burn_script}[script]
     scripts = []
     for number in range(1, PARTNER_COUNT + 1):
-        path = directory / f"earn-{number}.sql"
-        path.write_text(earn_script(number, members))
+        path = directory / f"{script}-{number}.sql"
+        path.write_text(build(number, members))
         scripts += ["-f", f"{path}@1"]
     url = make_url(database_url)
     per_client = max(1, transactions_total // clients)

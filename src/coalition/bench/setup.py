@@ -1,13 +1,15 @@
-"""The bench's own throwaway database: created on the server, migrated with coalition's
-migrations, four partners, N members (set-based inserts) with a starting balance, API keys."""
+"""The bench's own throwaway databases: a PostgreSQL database created on the server, or a
+SQLite file (the product's default); migrated with coalition's migrations, four partners, N
+members (set-based inserts) with a starting balance, API keys."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, bindparam, create_engine, text
 from sqlalchemy.engine import make_url
 
 from coalition.domain.points import Money
@@ -19,12 +21,16 @@ from coalition.partners.manifest import PartnerManifest, RateVersionManifest
 from coalition.partners.sync import rate_version_id, sync_partners
 from coalition.store import migrate
 from coalition.store.engine import create_database_engine, normalise_database_url
+from coalition.store.schema import UtcDateTime
 from coalition.store.unit_of_work import UnitOfWork
 
 RATES_EFFECTIVE_FROM = datetime(2020, 1, 1, tzinfo=UTC)
 PARTNER_COUNT = 4
 CURRENCIES = ("EUR", "CNY", "GBP", "EUR")
 SEED_SPEND_MINOR = 100_000  # 1,000 points per member at 1 point per major unit
+# Each burn of a run takes 1 to this many points: a member would need 200 burns in one run
+# to run dry (a default run makes at most ~60,000 burns over 100,000 members).
+BURN_POINTS_MAX = 5
 SEED_BATCH_SIZE = batch_earn.BATCH_EARN_ITEMS_MAX
 
 
@@ -83,6 +89,14 @@ def create_bench_database(server_url: str, name: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
+def sqlite_bench_database_url(directory: Path) -> str:
+    """A fresh SQLite file in `directory` (the product's default database)."""
+    path = directory / "coalition-bench.db"
+    for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
 def drop_bench_database(server_url: str, name: str) -> None:
     administration = create_engine(
         make_url(normalise_database_url(server_url)), isolation_level="AUTOCOMMIT"
@@ -113,24 +127,41 @@ def prepare_bench_database(url: str, members: int) -> BenchDatabase:
     return BenchDatabase(url, api_keys, members)
 
 
+# The numbers 1..:members (and 1..:partners) as a row source, per dialect: SQLite has no
+# generate_series outside its shell, so a recursive common table expression counts instead.
+_SERIES = {
+    "postgresql": (
+        "", "generate_series(1, :members) AS n", "generate_series(1, :partners) AS p"
+    ),
+    "sqlite": (
+        "WITH RECURSIVE n(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM n WHERE n < :members),"
+        " p(p) AS (SELECT 1 UNION ALL SELECT p + 1 FROM p WHERE p < :partners) ",
+        "n",
+        "p",
+    ),
+}  # fmt: skip
+
+
 def _insert_members(engine: Engine, members: int, now: datetime) -> None:
     """Members, their accounts and their links as enrolment creates them, in three set-based
     statements."""
+    series, numbers, partners = _SERIES[engine.dialect.name]
+    parameters = {"now": now, "members": members, "partners": PARTNER_COUNT}
+    stamp = bindparam("now", type_=UtcDateTime)  # as the schema stores a time, per dialect
     with engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO members (member_id, display_name, create_time) "
-                "SELECT 'bm' || n, 'Bench member', :now FROM generate_series(1, :members) n"
-            ),
-            {"now": now, "members": members},
+                f"{series}SELECT 'bm' || n, 'Bench member', :now FROM {numbers}"
+            ).bindparams(stamp),
+            parameters,
         )
         connection.execute(
             text(
                 "INSERT INTO accounts (account_id, kind, member_id, balance_points) "
-                "SELECT 'member:bm' || n, 'member', 'bm' || n, 0 "
-                "FROM generate_series(1, :members) n"
+                f"{series}SELECT 'member:bm' || n, 'member', 'bm' || n, 0 FROM {numbers}"
             ),
-            {"members": members},
+            parameters,
         )
         # Every member shops at every bench partner, as linked customers (bm<n>): burns and
         # balances are only for members linked to the caller (docs/identity.md, "Privacy
@@ -138,10 +169,10 @@ def _insert_members(engine: Engine, members: int, now: datetime) -> None:
         connection.execute(
             text(
                 "INSERT INTO partner_links (partner_id, partner_customer_id, member_id, "
-                "create_time) SELECT 'bench-' || p, 'bm' || n, 'bm' || n, :now "
-                "FROM generate_series(1, :members) n CROSS JOIN generate_series(1, :partners) p"
-            ),
-            {"now": now, "members": members, "partners": PARTNER_COUNT},
+                f"create_time) {series}SELECT 'bench-' || p, 'bm' || n, 'bm' || n, :now "
+                f"FROM {numbers} CROSS JOIN {partners}"
+            ).bindparams(stamp),
+            parameters,
         )
 
 
