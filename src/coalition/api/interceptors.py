@@ -23,6 +23,7 @@ from coalition.api.errors import internal_status, status_of
 from coalition.api.rate_limits import RateLimit, RateLimiter
 from coalition.domain.errors import (
     CoalitionError,
+    DeadlineExceeded,
     FieldViolation,
     InvalidArgument,
     PermissionDenied,
@@ -242,10 +243,11 @@ def _deadline_of(context: grpc.ServicerContext) -> AbstractContextManager[None]:
 def _database_status(error: DBAPIError, method: str) -> grpc.Status:
     if getattr(error.orig, "sqlstate", None) in deadlines.TIMEOUT_SQLSTATES:
         # The call's deadline passed while it waited (store/deadlines.py): the client has
-        # stopped listening, and the rollback applied nothing.
+        # stopped listening, and the rollback applied nothing. DEADLINE_EXCEEDED, as the
+        # client's own timer says, whichever of the two answers first.
         logger.info("deadline reached in %s while waiting on the database", method)
         return status_of(
-            Unavailable(
+            DeadlineExceeded(
                 "DEADLINE_REACHED",
                 "the call's deadline passed while it waited on the database; nothing was applied",
             )
