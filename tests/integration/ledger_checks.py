@@ -23,13 +23,13 @@ INVARIANTS = {
         WHERE NOT EXISTS (SELECT 1 FROM postings p WHERE p.transaction_id = j.transaction_id)
     """,
     "member balance caches equal their postings": """
-        SELECT a.account_id FROM accounts a
+        SELECT a.account_id FROM member_accounts a
         LEFT JOIN (SELECT account_id, SUM(points) AS points FROM postings GROUP BY account_id) s
           ON s.account_id = a.account_id
         WHERE a.kind = 'member' AND a.balance_points <> COALESCE(s.points, 0)
     """,
     "lot remainders equal member balances": """
-        SELECT a.account_id FROM accounts a
+        SELECT a.account_id FROM member_accounts a
         LEFT JOIN (SELECT member_id, SUM(remaining_points) AS points FROM lots GROUP BY member_id) l
           ON l.member_id = a.member_id
         WHERE a.kind = 'member' AND a.balance_points <> COALESCE(l.points, 0)

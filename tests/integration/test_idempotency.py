@@ -204,7 +204,7 @@ def test_an_earn_that_lost_a_race_with_a_merge_applies_to_the_survivor_on_retry(
         # Another session holds the duplicate's lock; the merge queues on it first, then the
         # earn, which has already resolved C-dup to the duplicate.
         holder.execute(
-            text("SELECT 1 FROM accounts WHERE account_id = :id FOR UPDATE"),
+            text("SELECT 1 FROM member_accounts WHERE account_id = :id FOR UPDATE"),
             {"id": f"member:{duplicate_id}"},
         )
         merged = pool.submit(

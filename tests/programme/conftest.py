@@ -156,7 +156,7 @@ def promotion(promotion_id: str, **fields: object) -> Promotion:
 # Invariants of the programme rules, on top of tests/integration/ledger_checks.py.
 PROGRAMME_INVARIANTS = {
     "hold accounts hold exactly the open holds": """
-        SELECT a.account_id FROM accounts a
+        SELECT a.account_id FROM member_accounts a
         LEFT JOIN (SELECT account_id, SUM(points) AS points FROM postings GROUP BY account_id) p
           ON p.account_id = a.account_id
         LEFT JOIN (SELECT member_id, SUM(points_held) AS points FROM holds

@@ -60,7 +60,7 @@ CORRUPTIONS = {
             AND other.transaction_id > :transaction_id AND other.kind = 'earn')
     """,
     "balance_caches_match_postings": """
-        UPDATE accounts SET balance_points = balance_points + 5 WHERE account_id = (
+        UPDATE member_accounts SET balance_points = balance_points + 5 WHERE account_id = (
           SELECT 'member:' || member_id FROM journal_transactions
           WHERE transaction_id = :transaction_id)
     """,

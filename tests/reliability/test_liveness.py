@@ -74,7 +74,7 @@ def test_one_locked_member_stalls_neither_other_members_nor_health(
     health = health_pb2_grpc.HealthStub(channel)
     with engine.connect() as holder, ThreadPoolExecutor(BURNS_ON_LOCKED_MEMBER) as pool:
         holder.execute(
-            text("SELECT 1 FROM accounts WHERE account_id = :id FOR UPDATE"),
+            text("SELECT 1 FROM member_accounts WHERE account_id = :id FOR UPDATE"),
             {"id": f"member:{locked_id}"},
         )
         burns = [

@@ -41,8 +41,9 @@ def earn_script(partner_number: int, members: int) -> str:
 BEGIN;
 INSERT INTO idempotency_keys (partner_id, request_id, operation, fingerprint, create_time)
   VALUES ('{partner}', {request}, 'earn', '{fingerprint}', now());
-UPDATE accounts SET balance_points = balance_points + {EARN_POINTS}
-  WHERE account_id = 'member:' || {member} AND balance_points + {EARN_POINTS} >= 0
+UPDATE member_accounts SET balance_points = balance_points + {EARN_POINTS}
+  WHERE member_id = {member} AND account_id = 'member:' || {member}
+  AND balance_points + {EARN_POINTS} >= 0
   RETURNING balance_points AS balance \\gset
 INSERT INTO journal_transactions (kind, partner_id, member_id, points_delta,
   balance_points_after, occurred_at, create_time, request_id, rate_version_id, amount_minor,

@@ -126,7 +126,7 @@ def _insert_members(engine: Engine, members: int, now: datetime) -> None:
         )
         connection.execute(
             text(
-                "INSERT INTO accounts (account_id, kind, member_id, balance_points) "
+                "INSERT INTO member_accounts (account_id, kind, member_id, balance_points) "
                 "SELECT 'member:bm' || n, 'member', 'bm' || n, 0 "
                 "FROM generate_series(1, :members) n"
             ),

@@ -24,8 +24,8 @@ from coalition.ledger.accounts import MEMBER, member_account_id
 from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.referrals import codes as referral_service
 from coalition.store.schema import (
-    accounts,
     identifier_keys,
+    member_accounts,
     member_identifiers,
     member_profiles,
     member_requests,
@@ -516,7 +516,7 @@ def _create_member(uow: UnitOfWork, display_name: str, now: datetime) -> Member:
     member = Member(f"mem_{uuid.uuid4().hex}", display_name, now)
     uow.connection.execute(insert(members).values(**member.__dict__))
     uow.connection.execute(
-        insert(accounts).values(
+        insert(member_accounts).values(
             account_id=member_account_id(member.member_id),
             kind=MEMBER,
             member_id=member.member_id,

@@ -20,18 +20,21 @@ from coalition.ledger.accounts import member_account_id
 from coalition.ledger.writer import JournalEntry, Posting, TransactionRecord
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
-from coalition.store.schema import accounts, journal_transactions
+from coalition.store.schema import journal_transactions, member_accounts
 from coalition.store.unit_of_work import UnitOfWork
 
 __all__ = ["JournalEntry", "Posting", "TransactionRecord"]
 
 
-READ_BALANCE = Statement("SELECT balance_points FROM accounts WHERE account_id = %s")
+# Every statement on member accounts names the member (one shard on Citus, docs/scaling.md).
+READ_BALANCE = Statement(
+    "SELECT balance_points FROM member_accounts WHERE member_id = %s AND account_id = %s"
+)
 LOCK_BALANCE = Statement(f"{READ_BALANCE.postgresql} FOR UPDATE")
 # FOR UPDATE with ORDER BY locks the rows in that order: concurrent groups never deadlock.
 READ_BALANCES = Statement(
-    f"SELECT account_id, balance_points FROM accounts WHERE account_id {IN_LIST} %s"
-    " ORDER BY account_id"
+    "SELECT account_id, balance_points FROM member_accounts"
+    f" WHERE member_id {IN_LIST} %s AND account_id {IN_LIST} %s ORDER BY account_id"
 )
 LOCK_BALANCES = Statement(f"{READ_BALANCES.postgresql} FOR UPDATE")
 MERGED = Statement(
@@ -49,7 +52,7 @@ def lock_member_balance(uow: UnitOfWork, member_id: str) -> int:
     a state no other request can change before commit.
     """
     statement = LOCK_BALANCE if uow.dialect_name == "postgresql" else READ_BALANCE
-    row = driver.execute(uow, statement, (member_account_id(member_id),)).fetchone()
+    row = driver.execute(uow, statement, (member_id, member_account_id(member_id))).fetchone()
     assert row is not None, f"member {member_id} has its account"
     balance_points = int(row[0])
     assert balance_points >= 0, f"negative balance cache for member {member_id}"
@@ -64,11 +67,12 @@ def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str
     Unlike `lock_member_balance` this does not refuse merged members: the caller does, for
     the members it is about to post to.
     """
-    account_ids = sorted({member_account_id(member_id) for member_id in member_ids})
+    members = sorted(set(member_ids))
+    account_ids = sorted(member_account_id(member_id) for member_id in members)
     if not account_ids:
         return {}
     statement = LOCK_BALANCES if uow.dialect_name == "postgresql" else READ_BALANCES
-    balances = dict(driver.execute(uow, statement, (account_ids,)).fetchall())
+    balances = dict(driver.execute(uow, statement, (members, account_ids)).fetchall())
     assert len(balances) == len(account_ids), "every member has its account"
     assert all(balance >= 0 for balance in balances.values()), "negative balance cache"
     return balances
@@ -98,8 +102,9 @@ def _refuse_merged_member(uow: UnitOfWork, member_id: str) -> None:
 def member_balance(uow: UnitOfWork, member_id: str) -> int:
     """The member's balance cache, without a lock (for reads)."""
     balance_points = uow.connection.execute(
-        select(accounts.c.balance_points).where(
-            accounts.c.account_id == member_account_id(member_id)
+        select(member_accounts.c.balance_points).where(
+            member_accounts.c.member_id == member_id,
+            member_accounts.c.account_id == member_account_id(member_id),
         )
     ).scalar_one()
     return int(balance_points)

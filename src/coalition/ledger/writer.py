@@ -336,15 +336,17 @@ class _PostgresStatements:
 
     PREPARE = (
         "SELECT (SELECT coalesce(json_object_agg(account_id, balance_points), '{}')"
-        " FROM accounts WHERE account_id = ANY(%s)),"
+        " FROM member_accounts WHERE member_id = ANY(%s) AND account_id = ANY(%s)),"
         " (SELECT array_agg(nextval('journal_transactions_transaction_id_seq'))"
         " FROM generate_series(1, %s))"
     )
     WRITE = (
         "WITH moved AS ("
-        " UPDATE accounts AS a SET balance_points = a.balance_points + m.delta"
-        " FROM unnest(%(account_ids)s::text[], %(deltas)s::bigint[]) AS m(account_id, delta)"
-        " WHERE a.account_id = m.account_id AND a.balance_points + m.delta >= 0"
+        " UPDATE member_accounts AS a SET balance_points = a.balance_points + m.delta"
+        " FROM unnest(%(member_ids)s::text[], %(account_ids)s::text[], %(deltas)s::bigint[])"
+        " AS m(member_id, account_id, delta)"
+        " WHERE a.member_id = m.member_id AND a.account_id = m.account_id"
+        " AND a.balance_points + m.delta >= 0"
         " RETURNING 1),"
         " journal AS ("
         f" INSERT INTO journal_transactions ({JOURNAL_COLUMNS})"
@@ -395,8 +397,11 @@ class _PostgresStatements:
     def prepare(
         self, connection: Any, account_ids: list[str], entry_count: int
     ) -> tuple[dict[str, int], list[int] | None]:
+        member_ids = [_member_of(account_id) for account_id in account_ids]
         balances, transaction_ids = (
-            connection.cursor().execute(self.PREPARE, (account_ids, entry_count)).fetchone()
+            connection.cursor()
+            .execute(self.PREPARE, (member_ids, account_ids, entry_count))
+            .fetchone()
         )
         return {account: int(points) for account, points in balances.items()}, transaction_ids
 
@@ -407,6 +412,7 @@ class _PostgresStatements:
             [row[name] for row in plan.journal_rows] for name in JOURNAL_FIELDS
         ]
         parameters: dict[str, Any] = {
+            "member_ids": [_member_of(account) for account, _ in plan.deltas],
             "account_ids": [account for account, _ in plan.deltas],
             "deltas": [delta for _, delta in plan.deltas],
             "now": plan.now,
@@ -424,6 +430,10 @@ class _PostgresStatements:
         return transaction_ids
 
 
+def _member_of(account_id: str) -> str:
+    return account_id.removeprefix(MEMBER_ACCOUNT_PREFIX)
+
+
 def _named(prefix: str, columns: list[list[Any]]) -> dict[str, list[Any]]:
     return {f"{prefix}{index}": column for index, column in enumerate(columns)}
 
@@ -432,10 +442,12 @@ class _SqliteStatements:
     """The same rows, statement by statement (an embedded database has no round trips to
     save); SQLite hands out a transaction id as its row is inserted."""
 
-    READ_BALANCE = "SELECT balance_points FROM accounts WHERE account_id = ?"
+    READ_BALANCE = (
+        "SELECT balance_points FROM member_accounts WHERE member_id = ? AND account_id = ?"
+    )
     MOVE_BALANCE = (
-        "UPDATE accounts SET balance_points = balance_points + ?"
-        " WHERE account_id = ? AND balance_points + ? >= 0"
+        "UPDATE member_accounts SET balance_points = balance_points + ?"
+        " WHERE member_id = ? AND account_id = ? AND balance_points + ? >= 0"
     )
     INSERT_JOURNAL = (
         f"INSERT INTO journal_transactions ({', '.join(JOURNAL_FIELDS)})"
@@ -474,7 +486,7 @@ class _SqliteStatements:
         cursor = connection.cursor()
         balances = {}
         for account_id in account_ids:
-            row = cursor.execute(self.READ_BALANCE, (account_id,)).fetchone()
+            row = cursor.execute(self.READ_BALANCE, (_member_of(account_id), account_id)).fetchone()
             assert row is not None, f"account {account_id} exists"
             balances[account_id] = row[0]
         return balances, None
@@ -483,7 +495,7 @@ class _SqliteStatements:
         assert transaction_ids is None, "SQLite numbers rows as it inserts them"
         cursor = connection.cursor()
         for account_id, delta in plan.deltas:
-            cursor.execute(self.MOVE_BALANCE, (delta, account_id, delta))
+            cursor.execute(self.MOVE_BALANCE, (delta, _member_of(account_id), account_id, delta))
             assert cursor.rowcount == 1, "balances move under their locks"
         transaction_ids = [
             cursor.execute(
