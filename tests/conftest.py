@@ -11,14 +11,15 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import URL, make_url
 
 from coalition.api import interceptors
 from coalition.api.server import Hub
@@ -90,25 +91,82 @@ CINEMA = PartnerManifest(
 TEST_PARTNERS = (COFFEE, AIR, CINEMA)
 
 
+# On Citus, shards per distributed table in the test database (each test truncates them all).
+CITUS_TEST_SHARD_COUNT = 4
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A database of this run's own on the test PostgreSQL server, migrated once."""
+    """A database of this run's own on the test PostgreSQL server, migrated once.
+
+    When that server is a Citus coordinator (its database has the extension), the database is
+    created on every worker too and joined into a cluster of its own: then the whole suite
+    runs on Citus, with the layout `coalition db upgrade` applies (store/citus.py)."""
     server_url = make_url(normalise_database_url(POSTGRES_URL))
     name = f"coalition_test_{uuid.uuid4().hex[:12]}"
     administration = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         with administration.connect() as connection:
+            workers = _citus_workers(connection)
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as error:  # the suite needs PostgreSQL: say so plainly
         pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}: {error}")
-    url = server_url.set(database=name).render_as_string(hide_password=False)
-    engine = create_database_engine(url)
+    url = server_url.set(database=name)
+    if workers is not None:
+        _join_citus_cluster(url, name, workers)
+    engine = create_database_engine(url.render_as_string(hide_password=False))
     migrate.upgrade(engine)
     engine.dispose()
-    yield url
+    yield url.render_as_string(hide_password=False)
     with administration.connect() as connection:
         connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     administration.dispose()
+    for host, port in workers or []:
+        with _on_node(url, "postgres", host, port) as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def _citus_workers(connection: Connection) -> list[tuple[str, int]] | None:
+    """The worker nodes of a Citus coordinator; None when the server is plain PostgreSQL."""
+    if connection.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).first():
+        rows = connection.execute(
+            text("SELECT node_name, node_port FROM citus_get_active_worker_nodes()")
+        )
+        return [(str(host), int(port)) for host, port in rows]
+    return None
+
+
+@contextmanager
+def _on_node(url: URL, database: str, host: str, port: int) -> Iterator[Connection]:
+    engine = create_engine(
+        url.set(host=host, port=port, database=database), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def _join_citus_cluster(url: URL, name: str, workers: list[tuple[str, int]]) -> None:
+    for host, port in workers:
+        with _on_node(url, "postgres", host, port) as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        with _on_node(url, name, host, port) as connection:
+            connection.execute(text("CREATE EXTENSION citus"))
+    with _on_node(url, name, str(url.host), int(url.port or 5432)) as connection:
+        connection.execute(text("CREATE EXTENSION citus"))
+        connection.execute(
+            text(f'ALTER DATABASE "{name}" SET citus.shard_count = {CITUS_TEST_SHARD_COUNT}')
+        )
+        connection.execute(
+            text("SELECT citus_set_coordinator_host(:host, :port)"),
+            {"host": url.host, "port": url.port or 5432},
+        )
+        for host, port in workers:
+            connection.execute(
+                text("SELECT citus_add_node(:host, :port)"), {"host": host, "port": port}
+            )
 
 
 @pytest.fixture(scope="session")

@@ -34,8 +34,10 @@ def burn_request(member_id: str, points: int, request_id: str) -> BurnCommand:
 
 
 def keyed(command: BurnCommand) -> KeyedRequest:
+    """The burn's keyed request, kept with its member as operations.burn keeps it."""
     fingerprint = points._fingerprint(command)
-    return KeyedRequest("test-coffee", command.request_id, "burn", fingerprint, now())
+    member_id = command.member.member_id or ""
+    return KeyedRequest("test-coffee", command.request_id, "burn", fingerprint, now(), member_id)
 
 
 def test_every_ledger_refusal_is_repeated_to_a_retry_with_nothing_applied(engine: Engine) -> None:

@@ -150,7 +150,7 @@ def test_statement_checks_pass_on_a_settled_ledger_and_fail_by_name(
     checked = len(statement_ids)
     assert f"PASSED  statements_verify: {checked} checked, 0 failed" in out
     assert f"PASSED  statements_match_ledger: {checked} checked, 0 failed" in out
-    assert "integrity PROVEN: 8 passed, 0 failed, 0 skipped" in out
+    assert "integrity PROVEN: 9 passed, 0 failed, 0 skipped" in out
     coffee_today = max(i for i in statement_ids if i.startswith("test-coffee-"))
     with ledger.engine.begin() as connection:
         connection.execute(

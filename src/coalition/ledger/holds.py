@@ -172,7 +172,11 @@ def _mark_closed(
     # The guard makes a second close impossible even if a caller skipped the member lock.
     closed = uow.connection.execute(
         update(holds)
-        .where(holds.c.hold_transaction_id == hold_id, holds.c.status == "open")
+        .where(
+            holds.c.member_id == record.member_id,
+            holds.c.hold_transaction_id == hold_id,
+            holds.c.status == "open",
+        )
         .values(
             status=status,
             points_captured=points_captured,

@@ -50,6 +50,8 @@ def restore(
     consumed = func.sum(lot_consumptions.c.points)
     rows = uow.connection.execute(
         select(lot_consumptions.c.lot_id, consumed.label("points"))
+        # By the burn alone: a merge since moved its lots to the survivor, while the
+        # consumptions stay with the burn's member (on Citus, a read of every shard).
         .join(lots, lots.c.lot_id == lot_consumptions.c.lot_id)
         .where(lot_consumptions.c.burn_transaction_id == burn_transaction_id)
         .group_by(lot_consumptions.c.lot_id, lots.c.expires_at)
@@ -68,11 +70,17 @@ def restore(
     _move_lots(uow, member_id, burn_transaction_id, reversal_transaction_id, given_back)
 
 
-def take_from_earned_lot(uow: UnitOfWork, earn_transaction_id: int, points: int) -> None:
-    """Remove `points` from the lot an earn created, for a reversal of that earn."""
+def take_from_earned_lot(
+    uow: UnitOfWork, member_id: str, earn_transaction_id: int, points: int
+) -> None:
+    """Remove `points` from the lot an earn created (now `member_id`'s), for a reversal."""
     result = uow.connection.execute(
         update(lots)
-        .where(lots.c.transaction_id == earn_transaction_id, lots.c.remaining_points >= points)
+        .where(
+            lots.c.member_id == member_id,
+            lots.c.transaction_id == earn_transaction_id,
+            lots.c.remaining_points >= points,
+        )
         .values(remaining_points=lots.c.remaining_points - points)
     )
     if result.rowcount != 1:
@@ -110,7 +118,11 @@ def _move_lots(
     for lot_id, points in points_by_lot:
         result = uow.connection.execute(
             update(lots)
-            .where(lots.c.lot_id == lot_id, lots.c.remaining_points >= points)
+            .where(
+                lots.c.member_id == member_id,
+                lots.c.lot_id == lot_id,
+                lots.c.remaining_points >= points,
+            )
             .values(remaining_points=lots.c.remaining_points - points)
         )
         assert result.rowcount == 1, f"lot {lot_id} cannot give {points} points"

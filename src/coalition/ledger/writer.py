@@ -272,9 +272,10 @@ class _Plan:
                 for row, t in zip(self.journal_rows, transaction_ids, strict=True)
             ],
             qualifying=_qualifying_rows(self.entries),
+            # A claim lives with the member the entry writes to (ledger/idempotency.py).
             results=[
-                (claim[0], claim[1], str(t))
-                for claim, t in zip(self.results, transaction_ids, strict=True)
+                (e.member_id, claim[0], claim[1], str(t))
+                for e, claim, t in zip(self.entries, self.results, transaction_ids, strict=True)
                 if claim is not None
             ],
         )
@@ -287,7 +288,7 @@ class _Rows:
     bonuses: list[tuple[int, str, str, int, str | None]]
     events: list[tuple[str, str, str, int, int, int]]
     qualifying: list[tuple[str, int, int]]
-    results: list[tuple[str, str, str]]  # partner, request id, transaction id
+    results: list[tuple[str, str, str, str]]  # member, partner, request id, transaction id
 
 
 def _qualifying_rows(entries: Sequence[JournalEntry]) -> list[tuple[str, int, int]]:
@@ -384,9 +385,10 @@ class _PostgresStatements:
         " DO UPDATE SET points = tier_qualifying_months.points + excluded.points RETURNING 1),"
         " recorded AS ("
         " UPDATE idempotency_keys AS k SET result_id = r.result_id"
-        " FROM unnest(%(r0)s::text[], %(r1)s::text[], %(r2)s::text[])"
-        " AS r(partner_id, request_id, result_id)"
-        " WHERE k.partner_id = r.partner_id AND k.request_id = r.request_id"
+        " FROM unnest(%(r0)s::text[], %(r1)s::text[], %(r2)s::text[], %(r3)s::text[])"
+        " AS r(member_id, partner_id, request_id, result_id)"
+        " WHERE k.member_id = r.member_id AND k.partner_id = r.partner_id"
+        " AND k.request_id = r.request_id"
         " AND k.result_id IS NULL AND k.refusal IS NULL RETURNING 1)"
         " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM recorded),"
         " (SELECT count(*) FROM journal) + (SELECT count(*) FROM posted)"
@@ -422,7 +424,7 @@ class _PostgresStatements:
             **_named("b", _columns(rows.bonuses, 5)),
             **_named("e", _columns(rows.events, 6)),
             **_named("q", _columns(rows.qualifying, 3)),
-            **_named("r", _columns(rows.results, 3)),
+            **_named("r", _columns(rows.results, 4)),
         }
         moved, recorded, _ = connection.cursor().execute(self.WRITE, parameters).fetchone()
         assert moved == len(plan.deltas), "balances moved under their locks"
@@ -476,8 +478,8 @@ class _SqliteStatements:
         " DO UPDATE SET points = tier_qualifying_months.points + excluded.points"
     )
     RECORD_RESULT = (
-        "UPDATE idempotency_keys SET result_id = ? WHERE partner_id = ? AND request_id = ?"
-        " AND result_id IS NULL AND refusal IS NULL"
+        "UPDATE idempotency_keys SET result_id = ? WHERE member_id = ? AND partner_id = ?"
+        " AND request_id = ? AND result_id IS NULL AND refusal IS NULL"
     )
 
     def prepare(
@@ -513,8 +515,8 @@ class _SqliteStatements:
         cursor.executemany(self.INSERT_BONUSES, rows.bonuses)
         cursor.executemany(self.INSERT_EVENTS, [(*row, now) for row in rows.events])
         cursor.executemany(self.ADD_QUALIFYING_POINTS, rows.qualifying)
-        for partner_id, request_id, result_id in rows.results:
-            cursor.execute(self.RECORD_RESULT, (result_id, partner_id, request_id))
+        for member_id, partner_id, request_id, result_id in rows.results:
+            cursor.execute(self.RECORD_RESULT, (result_id, member_id, partner_id, request_id))
             assert cursor.rowcount == 1, "each result is recorded once, on its claim"
         return transaction_ids
 

@@ -134,7 +134,7 @@ LEDGER_CHECKS = (
     ),
     LedgerCheck(
         "idempotency_keys_map_to_one_transaction",
-        "each applied request id's key names exactly its own transaction",
+        "each applied request id's key, kept with its member, names exactly its own transaction",
         f"""
         SELECT CAST(j.transaction_id AS VARCHAR(20)) AS subject,
                CASE WHEN k.result_id IS NULL
@@ -143,7 +143,8 @@ LEDGER_CHECKS = (
                     THEN 1 ELSE 0 END AS broken
         FROM journal_transactions j
         LEFT JOIN idempotency_keys k
-          ON k.partner_id = j.partner_id AND k.request_id = j.request_id
+          ON k.member_id = j.member_id AND k.partner_id = j.partner_id
+          AND k.request_id = j.request_id
         WHERE j.kind IN ({", ".join(repr(kind) for kind in KEYED_KINDS)})
           AND j.partner_id <> '{HUB_PARTNER_ID}' AND {_IN_WINDOW}
         """,

@@ -273,9 +273,10 @@ idempotency_keys = Table(
     Column("create_time", UtcDateTime, nullable=False),
     # A refused request's final answer (ledger/idempotency.py), as JSON; migration 0008.
     Column("refusal", Text, nullable=True),
-    # The member whose rows the request writes, when known at the claim (migration 0012): on
-    # Citus the key lives on that member's shard (docs/scaling.md).
-    Column("member_id", String(40), nullable=True),
+    # The member whose rows the request writes ('' when none is known at the claim, as for an
+    # enrolment), migration 0012: on Citus the key lives on that member's shard
+    # (docs/scaling.md).
+    Column("member_id", String(40), nullable=False, server_default=""),
 )
 
 # --- Unified identity (docs/identity.md), migration 0004 ---------------------------------

@@ -51,7 +51,16 @@ def upgrade() -> None:
         batch.drop_column("member_id")
         batch.drop_column("balance_points")
     with op.batch_alter_table("idempotency_keys") as batch:
-        batch.add_column(sa.Column("member_id", sa.String(40), nullable=True))
+        batch.add_column(sa.Column("member_id", sa.String(40), nullable=False, server_default=""))
+    # A key that has a journal transaction is kept with that transaction's member.
+    op.execute(
+        "UPDATE idempotency_keys SET member_id = (SELECT j.member_id FROM journal_transactions j"
+        " WHERE j.partner_id = idempotency_keys.partner_id"
+        " AND j.request_id = idempotency_keys.request_id)"
+        " WHERE EXISTS (SELECT 1 FROM journal_transactions j"
+        " WHERE j.partner_id = idempotency_keys.partner_id"
+        " AND j.request_id = idempotency_keys.request_id)"
+    )
 
 
 def downgrade() -> None:
