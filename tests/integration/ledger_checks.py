@@ -12,15 +12,18 @@ from coalition.store.schema import metadata
 INVARIANTS = {
     "a request id that kept a refusal applied nothing": """
         SELECT j.transaction_id FROM journal_transactions j
-        JOIN idempotency_keys k ON k.partner_id = j.partner_id AND k.request_id = j.request_id
+        JOIN idempotency_keys k ON k.member_id = j.member_id AND k.partner_id = j.partner_id
+         AND k.request_id = j.request_id
         WHERE k.refusal IS NOT NULL
     """,
     "postings of a transaction sum to zero": """
-        SELECT transaction_id FROM postings GROUP BY transaction_id HAVING SUM(points) <> 0
+        SELECT transaction_id FROM postings GROUP BY member_id, transaction_id
+        HAVING SUM(points) <> 0
     """,
     "every transaction has postings": """
         SELECT j.transaction_id FROM journal_transactions j
-        WHERE NOT EXISTS (SELECT 1 FROM postings p WHERE p.transaction_id = j.transaction_id)
+        WHERE NOT EXISTS (SELECT 1 FROM postings p
+                          WHERE p.member_id = j.member_id AND p.transaction_id = j.transaction_id)
     """,
     "member balance caches equal their postings": """
         SELECT a.account_id FROM member_accounts a
@@ -36,18 +39,21 @@ INVARIANTS = {
     """,
     "journal member deltas equal member postings": """
         SELECT j.transaction_id FROM journal_transactions j
-        JOIN postings p ON p.transaction_id = j.transaction_id
+        JOIN postings p ON p.member_id = j.member_id AND p.transaction_id = j.transaction_id
          AND p.account_id = 'member:' || j.member_id
-        GROUP BY j.transaction_id, j.points_delta HAVING SUM(p.points) <> j.points_delta
+        GROUP BY j.member_id, j.transaction_id, j.points_delta
+        HAVING SUM(p.points) <> j.points_delta
     """,
     "no balance was ever negative": """
         SELECT transaction_id FROM journal_transactions WHERE balance_points_after < 0
     """,
     "reversals never exceed their parent": """
         SELECT parent.transaction_id FROM journal_transactions parent
-        JOIN journal_transactions child ON child.parent_transaction_id = parent.transaction_id
-        GROUP BY parent.transaction_id, parent.points_delta
-        HAVING ABS(SUM(child.points_delta)) > ABS(parent.points_delta)
+        JOIN (SELECT parent_transaction_id, SUM(points_delta) AS points
+              FROM journal_transactions WHERE parent_transaction_id IS NOT NULL
+              GROUP BY parent_transaction_id) children
+          ON children.parent_transaction_id = parent.transaction_id
+        WHERE ABS(children.points) > ABS(parent.points_delta)
     """,
     "each request id applied at most once": """
         SELECT partner_id, request_id FROM journal_transactions

@@ -15,6 +15,7 @@ faults and refusals that tell the client to retry (`is_final`) are never kept.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -146,6 +147,20 @@ CLAIM_MANY = (
     " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
     " %s::timestamptz[], %s::text[]) ON CONFLICT DO NOTHING RETURNING request_id"
 )
+
+
+@functools.lru_cache(maxsize=256)
+def _claim_many_values(count: int) -> str:
+    """CLAIM_MANY for Citus, as `count` rows of VALUES: routed to the members' shards, where an
+    INSERT ... SELECT from `unnest` goes through COPY and two-phase commit (ledger/writer.py)."""
+    row = "(%s, %s, %s, %s, %s, %s::timestamptz, %s)"
+    return (
+        "INSERT INTO idempotency_keys"
+        " (partner_id, request_id, operation, fingerprint, refusal, create_time, member_id)"
+        f" VALUES {', '.join([row] * count)} ON CONFLICT DO NOTHING RETURNING request_id"
+    )
+
+
 RELEASE = Statement(
     "DELETE FROM idempotency_keys WHERE member_id = %s AND partner_id = %s AND request_id = %s"
     " AND result_id IS NULL AND refusal IS NULL"
@@ -164,10 +179,14 @@ def claim_many(
         for request, refusal in claims
     )
     if uow.dialect_name == "postgresql":
-        columns = [[row[index] for row in rows] for index in range(len(CLAIM_COLUMNS))]
+        if driver.is_citus(uow):
+            statement, parameters = _claim_many_values(len(rows)), [v for r in rows for v in r]
+        else:
+            statement = CLAIM_MANY
+            parameters = [[row[index] for row in rows] for index in range(len(CLAIM_COLUMNS))]
         with driver.driver_errors(uow):
             cursor = driver.cursor_of(uow)
-            request_ids = {row[0] for row in cursor.execute(CLAIM_MANY, columns).fetchall()}
+            request_ids = {row[0] for row in cursor.execute(statement, parameters).fetchall()}
         return {(str(row[0]), str(row[1])) for row in rows if row[1] in request_ids}
     claimed: set[tuple[str, str]] = set()
     for row in rows:

@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Label, Row, Select, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Row, Select, select
 
 from coalition.domain.errors import FailedPrecondition
 from coalition.ledger import writer
@@ -121,28 +120,38 @@ def post(
     return writer.write(uow, [entry], now, results=[result_of])[0]
 
 
-def _points_reversed_column() -> Label[Any]:
-    children = aliased(journal_transactions)
-    return (
-        select(func.coalesce(func.sum(children.c.points_delta), 0))
-        .where(children.c.parent_transaction_id == journal_transactions.c.transaction_id)
-        .scalar_subquery()
-        .label("children_points_delta")
-    )
+# The points reversed of each parent, by its children wherever they are: a reversal after a
+# merge posts to the survivor, so on Citus this reads every shard (docs/scaling.md).
+CHILDREN_POINTS_DELTA = Statement(
+    "SELECT parent_transaction_id, SUM(points_delta) FROM journal_transactions"
+    f" WHERE parent_transaction_id {IN_LIST} %s GROUP BY parent_transaction_id"
+)
 
 
 def select_transactions() -> Select[Any]:
-    """SELECT of transaction records, with the points already reversed of each."""
-    return select(journal_transactions, _points_reversed_column())
+    """SELECT of journal rows, to be made records by `records_from_rows`."""
+    return select(journal_transactions)
 
 
-def record_from_row(row: Row[Any]) -> TransactionRecord:
-    values = dict(row._mapping)
-    children_points_delta = values.pop("children_points_delta")
-    return TransactionRecord(points_reversed=abs(int(children_points_delta)), **values)
+def records_from_rows(uow: UnitOfWork, rows: Iterable[Row[Any]]) -> list[TransactionRecord]:
+    """Transaction records of journal rows, with the points already reversed of each (one
+    more statement for all of them)."""
+    rows = list(rows)
+    transaction_ids = [int(row.transaction_id) for row in rows]
+    children = (
+        dict(driver.execute(uow, CHILDREN_POINTS_DELTA, (transaction_ids,)).fetchall())
+        if transaction_ids
+        else {}
+    )
+    return [
+        TransactionRecord(
+            points_reversed=abs(int(children.get(row.transaction_id, 0))), **row._mapping
+        )
+        for row in rows
+    ]
 
 
 def find_transaction(uow: UnitOfWork, transaction_id: int) -> TransactionRecord | None:
     statement = select_transactions().where(journal_transactions.c.transaction_id == transaction_id)
-    row = uow.connection.execute(statement).one_or_none()
-    return None if row is None else record_from_row(row)
+    records = records_from_rows(uow, uow.connection.execute(statement))
+    return records[0] if records else None

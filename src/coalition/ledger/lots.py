@@ -6,6 +6,8 @@ Invariant: the remaining points of a member's lots sum to the member's balance.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import func, insert, select, update
 
 from coalition.domain.errors import FailedPrecondition
@@ -14,6 +16,7 @@ from coalition.store.unit_of_work import UnitOfWork
 
 # Lots are read in pages while consuming, never all of a member's at once.
 LOT_PAGE_SIZE = 64
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def consume(uow: UnitOfWork, member_id: str, burn_transaction_id: int, points: int) -> None:
@@ -45,19 +48,34 @@ def restore(
     reversal_transaction_id: int,
     points: int,
 ) -> None:
-    """Give back `points` of a burn to the lots it consumed, latest expiry first."""
+    """Give back `points` of a burn to the lots it consumed, latest expiry first.
+
+    The consumptions stay with the burn's member and a merge since moved the lots to
+    `member_id` (the survivor): two statements, not a join (on Citus the first reads every
+    shard, the second the member's)."""
     assert points > 0
     consumed = func.sum(lot_consumptions.c.points)
-    rows = uow.connection.execute(
-        select(lot_consumptions.c.lot_id, consumed.label("points"))
-        # By the burn alone: a merge since moved its lots to the survivor, while the
-        # consumptions stay with the burn's member (on Citus, a read of every shard).
-        .join(lots, lots.c.lot_id == lot_consumptions.c.lot_id)
-        .where(lot_consumptions.c.burn_transaction_id == burn_transaction_id)
-        .group_by(lot_consumptions.c.lot_id, lots.c.expires_at)
-        .having(consumed > 0)
-        .order_by(lots.c.expires_at.desc().nulls_first(), lot_consumptions.c.lot_id.desc())
+    by_lot = dict(
+        uow.connection.execute(
+            select(lot_consumptions.c.lot_id, consumed)
+            .where(lot_consumptions.c.burn_transaction_id == burn_transaction_id)
+            .group_by(lot_consumptions.c.lot_id)
+            .having(consumed > 0)
+        ).all()
+    )
+    expiries = uow.connection.execute(
+        select(lots.c.lot_id, lots.c.expires_at).where(
+            lots.c.member_id == member_id, lots.c.lot_id.in_(sorted(by_lot))
+        )
     ).all()
+    assert len(expiries) == len(by_lot), f"the lots of burn {burn_transaction_id} are the member's"
+    # Never-expiring lots first, then the latest expiry, then the latest lot.
+    rows = [
+        (lot_id, by_lot[lot_id])
+        for lot_id, _ in sorted(
+            expiries, key=lambda row: (row[1] is None, row[1] or _EARLIEST, row[0]), reverse=True
+        )
+    ]
     given_back: list[tuple[int, int]] = []
     points_left = points
     for lot_id, points_consumed in rows:

@@ -22,6 +22,7 @@ debit it refuses raises INSUFFICIENT_POINTS for the whole list.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ def write(
     assert not results or len(results) == len(entries), "one claim or None per entry"
     for entry in entries:
         entry.check()
-    statements = _STATEMENTS[uow.dialect_name]
+    statements = _STATEMENTS["citus" if driver.is_citus(uow) else uow.dialect_name]
     connection = uow.connection.connection.driver_connection
     deltas = _member_deltas(entries)
     with driver.driver_errors(uow):
@@ -347,7 +348,7 @@ class _PostgresStatements:
         " FROM unnest(%(member_ids)s::text[], %(account_ids)s::text[], %(deltas)s::bigint[])"
         " AS m(member_id, account_id, delta)"
         " WHERE a.member_id = m.member_id AND a.account_id = m.account_id"
-        " AND a.balance_points + m.delta >= 0"
+        " AND a.balance_points + m.delta >= 0 AND a.member_id = ANY(%(member_ids)s::text[])"
         " RETURNING 1),"
         " journal AS ("
         f" INSERT INTO journal_transactions ({JOURNAL_COLUMNS})"
@@ -388,7 +389,7 @@ class _PostgresStatements:
         " FROM unnest(%(r0)s::text[], %(r1)s::text[], %(r2)s::text[], %(r3)s::text[])"
         " AS r(member_id, partner_id, request_id, result_id)"
         " WHERE k.member_id = r.member_id AND k.partner_id = r.partner_id"
-        " AND k.request_id = r.request_id"
+        " AND k.request_id = r.request_id AND k.member_id = ANY(%(r0)s::text[])"
         " AND k.result_id IS NULL AND k.refusal IS NULL RETURNING 1)"
         " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM recorded),"
         " (SELECT count(*) FROM journal) + (SELECT count(*) FROM posted)"
@@ -430,6 +431,135 @@ class _PostgresStatements:
         assert moved == len(plan.deltas), "balances moved under their locks"
         assert recorded == len(rows.results), "each result is recorded once, on its claim"
         return transaction_ids
+
+
+class _CitusStatements(_PostgresStatements):
+    """PostgreSQL's two statements, with VALUES lists where PostgreSQL inserts from `unnest`.
+
+    Citus runs an INSERT ... SELECT from a function through the coordinator: it copies the rows
+    to their shards with COPY, which always commits in two phases (PREPARE TRANSACTION on every
+    worker written). An INSERT ... VALUES is routed to its member's shard like the guarded
+    UPDATEs (`member_id = ANY(...)` prunes them to the members' shards), so one member's write
+    commits on one worker in one phase. The statement text depends on the number of rows of
+    each table only: each shape is built once and kept (`_citus_write`).
+    """
+
+    def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
+        assert transaction_ids is not None and len(transaction_ids) == len(plan.entries)
+        rows = plan.rows_of(transaction_ids)
+        journal = [
+            (t, *(row[name] for name in JOURNAL_FIELDS))
+            for t, row in zip(transaction_ids, plan.journal_rows, strict=True)
+        ]
+        member_ids = [_member_of(account) for account, _ in plan.deltas]
+        account_ids = [account for account, _ in plan.deltas]
+        tables = (
+            journal,
+            [(*row, plan.now) for row in rows.postings],
+            [(m, i, t, p, p, e, plan.now) for m, i, t, p, e in rows.lots],
+            rows.bonuses,
+            [(*row, plan.now) for row in rows.events],
+            rows.qualifying,
+        )
+        results = _columns(rows.results, 4)
+        parameters = [
+            member_ids,
+            account_ids,
+            [delta for _, delta in plan.deltas],
+            member_ids,
+            *(value for table in tables for row in table for value in row),
+            *((*results, results[0]) if rows.results else ()),
+        ]
+        statement = _citus_write(tuple(len(table) for table in tables), bool(rows.results))
+        moved, recorded, _ = connection.cursor().execute(statement, parameters).fetchone()
+        assert moved == len(plan.deltas), "balances moved under their locks"
+        assert recorded == len(rows.results), "each result is recorded once, on its claim"
+        return transaction_ids
+
+
+# Each table's CTE on Citus: its name, its INSERT up to VALUES, one row's placeholders, and
+# what follows the VALUES.
+_CITUS_INSERTS = (
+    (
+        "journal",
+        f"INSERT INTO journal_transactions ({JOURNAL_COLUMNS}) VALUES",
+        "(%s::bigint, %s, %s, %s, %s::bigint, %s::bigint, %s::timestamptz, %s::timestamptz,"
+        " %s, %s, %s::bigint, %s::bigint, %s, %s::bigint, %s, %s)",
+        "",
+    ),
+    (
+        "posted",
+        "INSERT INTO postings (transaction_id, member_id, account_id, points, create_time) VALUES",
+        "(%s::bigint, %s, %s, %s::bigint, %s::timestamptz)",
+        "",
+    ),
+    (
+        "issued",
+        "INSERT INTO lots (member_id, partner_id, transaction_id, points, remaining_points,"
+        " expires_at, create_time) VALUES",
+        "(%s, %s, %s::bigint, %s::bigint, %s::bigint, %s::timestamptz, %s::timestamptz)",
+        "",
+    ),
+    (
+        "bonuses",
+        "INSERT INTO earn_bonuses (transaction_id, member_id, rule_id, points,"
+        " funding_partner_id) VALUES",
+        "(%s::bigint, %s, %s, %s::bigint, %s)",
+        "",
+    ),
+    (
+        "evented",
+        "INSERT INTO events (partner_id, commit_xid, kind, member_id, transaction_id,"
+        " points_delta, balance_points_after, create_time) VALUES",
+        "(%s, pg_current_xact_id()::text::bigint, %s, %s, %s::bigint, %s::bigint, %s::bigint,"
+        " %s::timestamptz)",
+        "",
+    ),
+    (
+        "qualified",
+        "INSERT INTO tier_qualifying_months (member_id, calendar_month, points) VALUES",
+        "(%s, %s::integer, %s::bigint)",
+        " ON CONFLICT (member_id, calendar_month)"
+        " DO UPDATE SET points = tier_qualifying_months.points + excluded.points",
+    ),
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _citus_write(row_counts: tuple[int, ...], records_results: bool) -> str:
+    """The Citus WRITE statement for these numbers of rows per table (`_CITUS_INSERTS` order):
+    PostgreSQL's moved and recorded CTEs, and one INSERT ... VALUES per table with rows (an
+    UPDATE whose `member_id = ANY` names no member would visit every shard: none is issued)."""
+    moved = (
+        "moved AS (UPDATE member_accounts AS a SET balance_points = a.balance_points + m.delta"
+        " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS m(member_id, account_id, delta)"
+        " WHERE a.member_id = m.member_id AND a.account_id = m.account_id"
+        " AND a.balance_points + m.delta >= 0 AND a.member_id = ANY(%s::text[]) RETURNING 1)"
+    )
+    recorded = (
+        "recorded AS (UPDATE idempotency_keys AS k SET result_id = r.result_id"
+        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+        " AS r(member_id, partner_id, request_id, result_id)"
+        " WHERE k.member_id = r.member_id AND k.partner_id = r.partner_id"
+        " AND k.request_id = r.request_id AND k.result_id IS NULL AND k.refusal IS NULL"
+        " AND k.member_id = ANY(%s::text[]) RETURNING 1)"
+        if records_results
+        else "recorded AS (SELECT 1 WHERE false)"
+    )
+    inserts = [
+        f"{name} AS ({insert} {', '.join([row] * count)}{tail} RETURNING 1)"
+        for (name, insert, row, tail), count in zip(_CITUS_INSERTS, row_counts, strict=True)
+        if count
+    ]
+    written = " + ".join(
+        f"(SELECT count(*) FROM {name})"
+        for (name, *_), count in zip(_CITUS_INSERTS, row_counts, strict=True)
+        if count
+    )
+    return (
+        f"WITH {', '.join([moved, *inserts, recorded])}"
+        f" SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM recorded), {written}"
+    )
 
 
 def _member_of(account_id: str) -> str:
@@ -523,5 +653,6 @@ class _SqliteStatements:
 
 _STATEMENTS: dict[str, _Statements] = {
     "postgresql": _PostgresStatements(),
+    "citus": _CitusStatements(),
     "sqlite": _SqliteStatements(),
 }

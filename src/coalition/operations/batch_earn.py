@@ -511,7 +511,7 @@ def _find_transactions(uow: UnitOfWork, transaction_ids: list[int]) -> list[Tran
     statement = journal.select_transactions().where(
         journal_transactions.c.transaction_id.in_(transaction_ids)
     )
-    return [journal.record_from_row(row) for row in uow.connection.execute(statement)]
+    return journal.records_from_rows(uow, uow.connection.execute(statement))
 
 
 # --- item-by-item path ----------------------------------------------------------------------

@@ -325,7 +325,7 @@ def list_transactions(
                 journal_transactions.c.transaction_id < before_transaction_id
             )
         statement = statement.order_by(journal_transactions.c.transaction_id.desc()).limit(limit)
-        return [journal.record_from_row(row) for row in uow.connection.execute(statement)]
+        return journal.records_from_rows(uow, uow.connection.execute(statement))
 
 
 def _applied_once(

@@ -78,9 +78,8 @@ LEDGER_CHECKS = (
                CASE WHEN a.balance_points IS NULL OR a.balance_points <> COALESCE(s.points, 0)
                     THEN 1 ELSE 0 END AS broken
         FROM member_accounts a
-        LEFT JOIN (SELECT member_id, account_id, SUM(points) AS points FROM postings
-                   GROUP BY member_id, account_id) s
-          ON s.member_id = a.member_id AND s.account_id = a.account_id
+        LEFT JOIN (SELECT account_id, SUM(points) AS points FROM postings GROUP BY account_id) s
+          ON s.account_id = a.account_id
         WHERE a.kind = 'member'
         """,
     ),
@@ -93,8 +92,7 @@ LEDGER_CHECKS = (
                  AS broken
         FROM journal_transactions j
         JOIN postings p ON p.member_id = j.member_id AND p.transaction_id = j.transaction_id
-        LEFT JOIN member_accounts m
-          ON m.member_id = p.member_id AND m.account_id = p.account_id
+        LEFT JOIN (SELECT account_id FROM member_accounts) m ON m.account_id = p.account_id
         LEFT JOIN accounts a ON a.account_id = p.account_id
         WHERE {_IN_WINDOW}
         """,
@@ -109,9 +107,8 @@ LEDGER_CHECKS = (
         FROM member_accounts a
         LEFT JOIN (SELECT member_id, SUM(remaining_points) AS points FROM lots
                    GROUP BY member_id) l ON l.member_id = a.member_id
-        LEFT JOIN (SELECT member_id, account_id, SUM(points) AS points FROM postings
-                   GROUP BY member_id, account_id) s
-          ON s.member_id = a.member_id AND s.account_id = a.account_id
+        LEFT JOIN (SELECT account_id, SUM(points) AS points FROM postings GROUP BY account_id) s
+          ON s.account_id = a.account_id
         WHERE a.kind = 'member'
         """,
     ),
