@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, TextClause, text
 
 from coalition.store.schema import metadata
 
@@ -60,6 +60,18 @@ INVARIANTS = {
         GROUP BY partner_id, request_id HAVING COUNT(*) > 1
     """,
 }
+
+
+def lock_waiters_query(connection: Connection) -> TextClause:
+    """Sessions of this database waiting on a lock; on Citus those of every node (a request's
+    lock waits are on the worker of its member's shard)."""
+    activity = "pg_stat_activity"
+    if connection.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).first():
+        activity = "citus_stat_activity"
+    return text(
+        f"SELECT COUNT(*) FROM {activity}"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
 
 
 def ledger_violations(engine: Engine) -> dict[str, list[object]]:

@@ -89,10 +89,13 @@ def resolve(uow: UnitOfWork, partner_id: str, reference: MemberReference) -> str
     if reference.member_id is not None:
         state = state.where(members.c.member_id == reference.member_id)
     else:
-        state = state.join(partner_links, partner_links.c.member_id == members.c.member_id).where(
+        # A subquery, not a join: links and members are distributed by different columns on
+        # Citus, which runs the link lookup on its shard first (docs/scaling.md).
+        linked = select(partner_links.c.member_id).where(
             partner_links.c.partner_id == partner_id,
             partner_links.c.partner_customer_id == reference.partner_customer_id,
         )
+        state = state.where(members.c.member_id == linked.scalar_subquery())
     row = uow.connection.execute(state).one_or_none()
     if row is None:
         described = (
