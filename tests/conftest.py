@@ -11,22 +11,21 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 
 from coalition.api import interceptors
 from coalition.api.server import Hub
 from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest, RateVersionManifest
 from coalition.partners.sync import sync_partners
-from coalition.store import migrate
+from coalition.store import citus, migrate
 from coalition.store.engine import create_database_engine, normalise_database_url
 from coalition.store.schema import metadata
 from coalition.store.unit_of_work import UnitOfWork
@@ -107,13 +106,13 @@ def postgres_url() -> Iterator[str]:
     administration = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         with administration.connect() as connection:
-            workers = _citus_workers(connection)
+            workers = citus.worker_nodes(connection)
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as error:  # the suite needs PostgreSQL: say so plainly
         pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}: {error}")
     url = server_url.set(database=name)
     if workers is not None:
-        _join_citus_cluster(url, name, workers)
+        citus.join_cluster(url, name, workers, CITUS_TEST_SHARD_COUNT)
     engine = create_database_engine(url.render_as_string(hide_password=False))
     migrate.upgrade(engine)
     engine.dispose()
@@ -121,52 +120,7 @@ def postgres_url() -> Iterator[str]:
     with administration.connect() as connection:
         connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     administration.dispose()
-    for host, port in workers or []:
-        with _on_node(url, "postgres", host, port) as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-
-
-def _citus_workers(connection: Connection) -> list[tuple[str, int]] | None:
-    """The worker nodes of a Citus coordinator; None when the server is plain PostgreSQL."""
-    if connection.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).first():
-        rows = connection.execute(
-            text("SELECT node_name, node_port FROM citus_get_active_worker_nodes()")
-        )
-        return [(str(host), int(port)) for host, port in rows]
-    return None
-
-
-@contextmanager
-def _on_node(url: URL, database: str, host: str, port: int) -> Iterator[Connection]:
-    engine = create_engine(
-        url.set(host=host, port=port, database=database), isolation_level="AUTOCOMMIT"
-    )
-    try:
-        with engine.connect() as connection:
-            yield connection
-    finally:
-        engine.dispose()
-
-
-def _join_citus_cluster(url: URL, name: str, workers: list[tuple[str, int]]) -> None:
-    for host, port in workers:
-        with _on_node(url, "postgres", host, port) as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        with _on_node(url, name, host, port) as connection:
-            connection.execute(text("CREATE EXTENSION citus"))
-    with _on_node(url, name, str(url.host), int(url.port or 5432)) as connection:
-        connection.execute(text("CREATE EXTENSION citus"))
-        connection.execute(
-            text(f'ALTER DATABASE "{name}" SET citus.shard_count = {CITUS_TEST_SHARD_COUNT}')
-        )
-        connection.execute(
-            text("SELECT citus_set_coordinator_host(:host, :port)"),
-            {"host": url.host, "port": url.port or 5432},
-        )
-        for host, port in workers:
-            connection.execute(
-                text("SELECT citus_add_node(:host, :port)"), {"host": host, "port": port}
-            )
+    citus.drop_on_workers(url, name, workers or [])
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,10 @@ a member's rows to `members`. Idempotent: tables already in Citus's metadata are
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import URL, Connection, create_engine, text
 
 REFERENCE_TABLES = (
     "partners",
@@ -164,3 +167,59 @@ def _key_by(connection: Connection, table: str, column: str) -> None:
         connection.execute(
             text(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {constraint} ({keyed})')
         )
+
+
+def worker_nodes(connection: Connection) -> list[tuple[str, int]] | None:
+    """The active workers of a Citus coordinator; None when the server is not one."""
+    if not is_citus(connection):
+        return None
+    rows = connection.execute(
+        text("SELECT node_name, node_port FROM citus_get_active_worker_nodes()")
+    )
+    return [(str(host), int(port)) for host, port in rows]
+
+
+def join_cluster(
+    url: URL, name: str, workers: list[tuple[str, int]], shard_count: int | None = None
+) -> None:
+    """Make the new database `name` of a coordinator (at `url`) a Citus cluster of its own:
+    the database and the extension on every worker, and the nodes registered in it (Citus's
+    metadata is per database). `shard_count` sets the shards of its distributed tables."""
+    for host, port in workers:
+        with _on_node(url, "postgres", host, port) as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        with _on_node(url, name, host, port) as connection:
+            connection.execute(text("CREATE EXTENSION citus"))
+    with _on_node(url, name, str(url.host), int(url.port or 5432)) as connection:
+        connection.execute(text("CREATE EXTENSION citus"))
+        if shard_count is not None:
+            connection.execute(
+                text(f'ALTER DATABASE "{name}" SET citus.shard_count = {int(shard_count)}')
+            )
+        connection.execute(
+            text("SELECT citus_set_coordinator_host(:host, :port)"),
+            {"host": url.host, "port": url.port or 5432},
+        )
+        for host, port in workers:
+            connection.execute(
+                text("SELECT citus_add_node(:host, :port)"), {"host": host, "port": port}
+            )
+
+
+def drop_on_workers(url: URL, name: str, workers: list[tuple[str, int]]) -> None:
+    for host, port in workers:
+        with _on_node(url, "postgres", host, port) as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def _on_node(url: URL, database: str, host: str, port: int) -> Iterator[Connection]:
+    engine = create_engine(
+        url.set(host=host, port=port, database=database), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
