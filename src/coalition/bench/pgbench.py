@@ -39,8 +39,9 @@ def earn_script(partner_number: int, members: int) -> str:
     return f"""\\set member random(1, {members})
 \\set rid random(1, 9000000000000000000)
 BEGIN;
-INSERT INTO idempotency_keys (partner_id, request_id, operation, fingerprint, create_time)
-  VALUES ('{partner}', {request}, 'earn', '{fingerprint}', now());
+INSERT INTO idempotency_keys (partner_id, request_id, operation, fingerprint, create_time,
+  member_id)
+  VALUES ('{partner}', {request}, 'earn', '{fingerprint}', now(), {member});
 UPDATE member_accounts SET balance_points = balance_points + {EARN_POINTS}
   WHERE member_id = {member} AND account_id = 'member:' || {member}
   AND balance_points + {EARN_POINTS} >= 0
@@ -63,7 +64,8 @@ INSERT INTO events (partner_id, commit_xid, kind, member_id, transaction_id, poi
   VALUES ('{partner}', pg_current_xact_id()::text::bigint, 'earned', {member}, :tid,
   {EARN_POINTS}, :balance, now());
 UPDATE idempotency_keys SET result_id = CAST(:tid AS text)
-  WHERE partner_id = '{partner}' AND request_id = {request} AND result_id IS NULL;
+  WHERE member_id = {member} AND partner_id = '{partner}' AND request_id = {request}
+  AND result_id IS NULL;
 END;
 """
 
