@@ -75,15 +75,15 @@ def downgrade() -> None:
     )
     with op.batch_alter_table("accounts") as batch:
         batch.create_foreign_key(
-            "fk_accounts_member_id_members", "members", ["member_id"], ["member_id"]
+            op.f("fk_accounts_member_id_members"), "members", ["member_id"], ["member_id"]
         )
         batch.create_check_constraint(
-            "ck_accounts_balance_cache_of_members_only",
+            op.f("ck_accounts_balance_cache_of_members_only"),
             "(kind = 'member' AND member_id IS NOT NULL AND balance_points >= 0)"
             " OR (kind <> 'member' AND balance_points IS NULL)",
         )
     with op.batch_alter_table("postings") as batch:
         batch.create_foreign_key(
-            "fk_postings_account_id_accounts", "accounts", ["account_id"], ["account_id"]
+            op.f("fk_postings_account_id_accounts"), "accounts", ["account_id"], ["account_id"]
         )
     op.drop_table("member_accounts")
