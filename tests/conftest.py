@@ -26,7 +26,7 @@ from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest, RateVersionManifest
 from coalition.partners.sync import sync_partners
 from coalition.programme.promotion_catalogue import CATALOGUE
-from coalition.store import migrate
+from coalition.store import citus, migrate
 from coalition.store.engine import create_database_engine, normalise_database_url
 from coalition.store.schema import metadata
 from coalition.store.unit_of_work import UnitOfWork
@@ -91,25 +91,37 @@ CINEMA = PartnerManifest(
 TEST_PARTNERS = (COFFEE, AIR, CINEMA)
 
 
+# On Citus, shards per distributed table in the test database (each test truncates them all).
+CITUS_TEST_SHARD_COUNT = 4
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A database of this run's own on the test PostgreSQL server, migrated once."""
+    """A database of this run's own on the test PostgreSQL server, migrated once.
+
+    When that server is a Citus coordinator (its database has the extension), the database is
+    created on every worker too and joined into a cluster of its own: then the whole suite
+    runs on Citus, with the layout `coalition db upgrade` applies (store/citus.py)."""
     server_url = make_url(normalise_database_url(POSTGRES_URL))
     name = f"coalition_test_{uuid.uuid4().hex[:12]}"
     administration = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         with administration.connect() as connection:
+            workers = citus.worker_nodes(connection)
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as error:  # the suite needs PostgreSQL: say so plainly
         pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}: {error}")
-    url = server_url.set(database=name).render_as_string(hide_password=False)
-    engine = create_database_engine(url)
+    url = server_url.set(database=name)
+    if workers is not None:
+        citus.join_cluster(url, name, workers, CITUS_TEST_SHARD_COUNT)
+    engine = create_database_engine(url.render_as_string(hide_password=False))
     migrate.upgrade(engine)
     engine.dispose()
-    yield url
+    yield url.render_as_string(hide_password=False)
     with administration.connect() as connection:
         connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     administration.dispose()
+    citus.drop_on_workers(url, name, workers or [])
 
 
 @pytest.fixture(scope="session")

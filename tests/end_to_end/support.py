@@ -25,6 +25,7 @@ from coalition.store.schema import (
     journal_transactions,
     lot_consumptions,
     lots,
+    member_accounts,
     members,
     partner_links,
     postings,
@@ -53,6 +54,7 @@ WRITTEN_TABLES = (
     members,
     partner_links,
     accounts,
+    member_accounts,
     api_keys,
 )
 

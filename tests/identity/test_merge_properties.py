@@ -19,7 +19,7 @@ from coalition.identity import members, merge
 from coalition.identity.members import MemberReference
 from coalition.ledger.journal import member_balance
 from coalition.operations.points import BurnCommand, EarnCommand
-from coalition.store.schema import accounts, lots
+from coalition.store.schema import lots, member_accounts
 from coalition.store.schema import members as members_table
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound, row_counts
@@ -52,8 +52,8 @@ def enrol(engine: Engine) -> str:
 def member_points_total(engine: Engine) -> int:
     with engine.connect() as connection:
         total = connection.execute(
-            select(func.coalesce(func.sum(accounts.c.balance_points), 0)).where(
-                accounts.c.kind == "member"
+            select(func.coalesce(func.sum(member_accounts.c.balance_points), 0)).where(
+                member_accounts.c.kind == "member"
             )
         ).scalar_one()
     return int(total)

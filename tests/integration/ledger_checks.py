@@ -5,55 +5,73 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, TextClause, text
 
 from coalition.store.schema import metadata
 
 INVARIANTS = {
     "a request id that kept a refusal applied nothing": """
         SELECT j.transaction_id FROM journal_transactions j
-        JOIN idempotency_keys k ON k.partner_id = j.partner_id AND k.request_id = j.request_id
+        JOIN idempotency_keys k ON k.member_id = j.member_id AND k.partner_id = j.partner_id
+         AND k.request_id = j.request_id
         WHERE k.refusal IS NOT NULL
     """,
     "postings of a transaction sum to zero": """
-        SELECT transaction_id FROM postings GROUP BY transaction_id HAVING SUM(points) <> 0
+        SELECT transaction_id FROM postings GROUP BY member_id, transaction_id
+        HAVING SUM(points) <> 0
     """,
     "every transaction has postings": """
         SELECT j.transaction_id FROM journal_transactions j
-        WHERE NOT EXISTS (SELECT 1 FROM postings p WHERE p.transaction_id = j.transaction_id)
+        WHERE NOT EXISTS (SELECT 1 FROM postings p
+                          WHERE p.member_id = j.member_id AND p.transaction_id = j.transaction_id)
     """,
     "member balance caches equal their postings": """
-        SELECT a.account_id FROM accounts a
+        SELECT a.account_id FROM member_accounts a
         LEFT JOIN (SELECT account_id, SUM(points) AS points FROM postings GROUP BY account_id) s
           ON s.account_id = a.account_id
         WHERE a.kind = 'member' AND a.balance_points <> COALESCE(s.points, 0)
     """,
     "lot remainders equal member balances": """
-        SELECT a.account_id FROM accounts a
+        SELECT a.account_id FROM member_accounts a
         LEFT JOIN (SELECT member_id, SUM(remaining_points) AS points FROM lots GROUP BY member_id) l
           ON l.member_id = a.member_id
         WHERE a.kind = 'member' AND a.balance_points <> COALESCE(l.points, 0)
     """,
     "journal member deltas equal member postings": """
         SELECT j.transaction_id FROM journal_transactions j
-        JOIN postings p ON p.transaction_id = j.transaction_id
+        JOIN postings p ON p.member_id = j.member_id AND p.transaction_id = j.transaction_id
          AND p.account_id = 'member:' || j.member_id
-        GROUP BY j.transaction_id, j.points_delta HAVING SUM(p.points) <> j.points_delta
+        GROUP BY j.member_id, j.transaction_id, j.points_delta
+        HAVING SUM(p.points) <> j.points_delta
     """,
     "no balance was ever negative": """
         SELECT transaction_id FROM journal_transactions WHERE balance_points_after < 0
     """,
     "reversals never exceed their parent": """
         SELECT parent.transaction_id FROM journal_transactions parent
-        JOIN journal_transactions child ON child.parent_transaction_id = parent.transaction_id
-        GROUP BY parent.transaction_id, parent.points_delta
-        HAVING ABS(SUM(child.points_delta)) > ABS(parent.points_delta)
+        JOIN (SELECT parent_transaction_id, SUM(points_delta) AS points
+              FROM journal_transactions WHERE parent_transaction_id IS NOT NULL
+              GROUP BY parent_transaction_id) children
+          ON children.parent_transaction_id = parent.transaction_id
+        WHERE ABS(children.points) > ABS(parent.points_delta)
     """,
     "each request id applied at most once": """
         SELECT partner_id, request_id FROM journal_transactions
         GROUP BY partner_id, request_id HAVING COUNT(*) > 1
     """,
 }
+
+
+def lock_waiters_query(connection: Connection) -> TextClause:
+    """Sessions of this database waiting on a lock; on Citus those of every node (a request's
+    lock waits are on the worker of its member's shard)."""
+    activity = "pg_stat_activity"
+    if connection.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).first():
+        activity = "citus_stat_activity"
+    return text(
+        f"SELECT COUNT(*) FROM {activity}"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
 
 
 def ledger_violations(engine: Engine) -> dict[str, list[object]]:

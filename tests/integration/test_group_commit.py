@@ -154,7 +154,7 @@ def test_the_committer_gathers_concurrent_earns_of_every_partner(engine: Engine)
     with engine.connect() as connection:
         balances = dict(
             connection.execute(
-                text("SELECT member_id, balance_points FROM accounts WHERE member_id IS NOT NULL")
+                text("SELECT member_id, balance_points FROM member_accounts WHERE kind = 'member'")
             ).all()
         )
     earned_points = Counter()

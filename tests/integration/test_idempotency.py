@@ -21,7 +21,12 @@ from coalition.ledger.idempotency import KeyedRequest
 from coalition.operations import points
 from coalition.operations.points import BurnCommand, EarnCommand
 from coalition.store.unit_of_work import UnitOfWork
-from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals, row_counts
+from tests.integration.ledger_checks import (
+    assert_ledger_sound,
+    lock_waiters_query,
+    remembered_refusals,
+    row_counts,
+)
 from tests.integration.test_ledger import earn, enroll, now
 
 pytestmark = pytest.mark.integration
@@ -34,8 +39,10 @@ def burn_request(member_id: str, points: int, request_id: str) -> BurnCommand:
 
 
 def keyed(command: BurnCommand) -> KeyedRequest:
+    """The burn's keyed request, kept with its member as operations.burn keeps it."""
     fingerprint = points._fingerprint(command)
-    return KeyedRequest("test-coffee", command.request_id, "burn", fingerprint, now())
+    member_id = command.member.member_id or ""
+    return KeyedRequest("test-coffee", command.request_id, "burn", fingerprint, now(), member_id)
 
 
 def test_every_ledger_refusal_is_repeated_to_a_retry_with_nothing_applied(engine: Engine) -> None:
@@ -149,13 +156,9 @@ def test_a_refusal_waits_for_an_uncommitted_attempt_and_then_replays_it(
 def wait_for_a_lock_wait(engine: Engine, timeout_seconds: float = 10.0) -> bool:
     """Whether some session of this database is seen waiting on a lock within the timeout."""
     deadline = time.monotonic() + timeout_seconds
-    query = text(
-        "SELECT COUNT(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
     while time.monotonic() < deadline:
         with engine.connect() as connection:
-            if connection.execute(query).scalar_one() > 0:
+            if connection.execute(lock_waiters_query(connection)).scalar_one() > 0:
                 return True
         time.sleep(0.01)
     return False
@@ -204,8 +207,11 @@ def test_an_earn_that_lost_a_race_with_a_merge_applies_to_the_survivor_on_retry(
         # Another session holds the duplicate's lock; the merge queues on it first, then the
         # earn, which has already resolved C-dup to the duplicate.
         holder.execute(
-            text("SELECT 1 FROM accounts WHERE account_id = :id FOR UPDATE"),
-            {"id": f"member:{duplicate_id}"},
+            text(
+                "SELECT 1 FROM member_accounts WHERE member_id = :member"
+                " AND account_id = :id FOR UPDATE"
+            ),
+            {"member": duplicate_id, "id": f"member:{duplicate_id}"},
         )
         merged = pool.submit(
             merge.merge_members,
@@ -233,13 +239,9 @@ def test_an_earn_that_lost_a_race_with_a_merge_applies_to_the_survivor_on_retry(
 def wait_for_lock_waits(engine: Engine, sessions: int, timeout_seconds: float = 10.0) -> bool:
     """Whether `sessions` sessions of this database are seen waiting on locks in time."""
     deadline = time.monotonic() + timeout_seconds
-    query = text(
-        "SELECT COUNT(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
     while time.monotonic() < deadline:
         with engine.connect() as connection:
-            if connection.execute(query).scalar_one() >= sessions:
+            if connection.execute(lock_waiters_query(connection)).scalar_one() >= sessions:
                 return True
         time.sleep(0.01)
     return False

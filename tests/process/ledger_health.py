@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, and_, func, or_, select
 
 from coalition.ledger.accounts import MEMBER
-from coalition.store.schema import accounts, journal_transactions, lots, members, postings
+from coalition.store.schema import journal_transactions, lots, member_accounts, members, postings
 from tests.process.commands import database_engine
 
 VIOLATIONS_SHOWN_MAX = 20
@@ -33,8 +33,8 @@ def ledger_size(database_url: str) -> LedgerSize:
             postings=_count(connection, postings),
             points_outstanding=int(
                 connection.execute(
-                    select(func.coalesce(func.sum(accounts.c.balance_points), 0)).where(
-                        accounts.c.kind == MEMBER
+                    select(func.coalesce(func.sum(member_accounts.c.balance_points), 0)).where(
+                        member_accounts.c.kind == MEMBER
                     )
                 ).scalar_one()
             ),
@@ -86,8 +86,8 @@ def _transactions_without_double_entry(connection: Connection) -> list[str]:
 def _member_postings_differing_from_delta(connection: Connection) -> list[str]:
     member_points = (
         select(postings.c.transaction_id, func.sum(postings.c.points).label("points"))
-        .join(accounts, accounts.c.account_id == postings.c.account_id)
-        .where(accounts.c.kind == MEMBER)
+        .join(member_accounts, member_accounts.c.account_id == postings.c.account_id)
+        .where(member_accounts.c.kind == MEMBER)
         .group_by(postings.c.transaction_id)
         .subquery()
     )
@@ -116,11 +116,14 @@ def _balance_caches_differing_from_postings(connection: Connection) -> list[str]
     )
     posted_total = func.coalesce(posted.c.points, 0)
     rows = connection.execute(
-        select(accounts.c.account_id, accounts.c.balance_points, posted_total)
-        .outerjoin(posted, posted.c.account_id == accounts.c.account_id)
+        select(member_accounts.c.account_id, member_accounts.c.balance_points, posted_total)
+        .outerjoin(posted, posted.c.account_id == member_accounts.c.account_id)
         .where(
-            accounts.c.kind == MEMBER,
-            or_(accounts.c.balance_points.is_(None), accounts.c.balance_points != posted_total),
+            member_accounts.c.kind == MEMBER,
+            or_(
+                member_accounts.c.balance_points.is_(None),
+                member_accounts.c.balance_points != posted_total,
+            ),
         )
         .limit(VIOLATIONS_SHOWN_MAX)
     ).all()
@@ -138,18 +141,23 @@ def _lots_differing_from_balances(connection: Connection) -> list[str]:
     )
     remaining_total = func.coalesce(remaining.c.points, 0)
     rows = connection.execute(
-        select(accounts.c.member_id, accounts.c.balance_points, remaining_total)
-        .outerjoin(remaining, remaining.c.member_id == accounts.c.member_id)
-        .where(accounts.c.kind == MEMBER, accounts.c.balance_points != remaining_total)
+        select(member_accounts.c.member_id, member_accounts.c.balance_points, remaining_total)
+        .outerjoin(remaining, remaining.c.member_id == member_accounts.c.member_id)
+        .where(
+            member_accounts.c.kind == MEMBER, member_accounts.c.balance_points != remaining_total
+        )
         .limit(VIOLATIONS_SHOWN_MAX)
     ).all()
     orphans = connection.execute(
         select(remaining.c.member_id, remaining.c.points)
         .outerjoin(
-            accounts,
-            and_(accounts.c.member_id == remaining.c.member_id, accounts.c.kind == MEMBER),
+            member_accounts,
+            and_(
+                member_accounts.c.member_id == remaining.c.member_id,
+                member_accounts.c.kind == MEMBER,
+            ),
         )
-        .where(accounts.c.account_id.is_(None), remaining.c.points != 0)
+        .where(member_accounts.c.account_id.is_(None), remaining.c.points != 0)
         .limit(VIOLATIONS_SHOWN_MAX)
     ).all()
     return [
@@ -168,8 +176,8 @@ def _negative_balances(connection: Connection) -> list[str]:
         .limit(VIOLATIONS_SHOWN_MAX)
     ).all()
     caches = connection.execute(
-        select(accounts.c.account_id, accounts.c.balance_points)
-        .where(accounts.c.balance_points < 0)
+        select(member_accounts.c.account_id, member_accounts.c.balance_points)
+        .where(member_accounts.c.balance_points < 0)
         .limit(VIOLATIONS_SHOWN_MAX)
     ).all()
     return [

@@ -13,7 +13,7 @@ from subprocess import CompletedProcess
 import pytest
 from sqlalchemy import func, select, update
 
-from coalition.store.schema import accounts, journal_transactions, lots, members, postings
+from coalition.store.schema import journal_transactions, lots, member_accounts, members, postings
 from tests.process.commands import (
     PARTNERS_DIRECTORY,
     database_engine,
@@ -181,9 +181,9 @@ def test_a_kept_demo_printed_what_its_ledger_holds(kept_demo: tuple[str, str]) -
         )
         balance_by_name: dict[str, int] = dict(
             connection.execute(
-                select(members.c.display_name, accounts.c.balance_points)
-                .join(accounts, accounts.c.member_id == members.c.member_id)
-                .where(accounts.c.kind == "member")  # not Mei's hold account
+                select(members.c.display_name, member_accounts.c.balance_points)
+                .join(member_accounts, member_accounts.c.member_id == members.c.member_id)
+                .where(member_accounts.c.kind == "member")  # not Mei's hold account
             ).all()
         )
 

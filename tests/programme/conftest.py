@@ -156,7 +156,7 @@ def promotion(promotion_id: str, **fields: object) -> Promotion:
 # Invariants of the programme rules, on top of tests/integration/ledger_checks.py.
 PROGRAMME_INVARIANTS = {
     "hold accounts hold exactly the open holds": """
-        SELECT a.account_id FROM accounts a
+        SELECT a.account_id FROM member_accounts a
         LEFT JOIN (SELECT account_id, SUM(points) AS points FROM postings GROUP BY account_id) p
           ON p.account_id = a.account_id
         LEFT JOIN (SELECT member_id, SUM(points_held) AS points FROM holds
@@ -164,42 +164,48 @@ PROGRAMME_INVARIANTS = {
         WHERE a.kind = 'member_hold' AND COALESCE(p.points, 0) <> COALESCE(h.points, 0)
     """,
     "every lot's points are remaining, consumed or expired": """
+        WITH c AS MATERIALIZED (
+               SELECT lot_id, SUM(points) AS points FROM lot_consumptions GROUP BY lot_id),
+             x AS MATERIALIZED (
+               SELECT lot_id, SUM(points) AS points FROM lot_expiries GROUP BY lot_id),
+             -- what reversals took back from the earn that issued the lot
+             r AS MATERIALIZED (
+               SELECT parent_transaction_id AS transaction_id, -SUM(points_delta) AS points
+               FROM journal_transactions WHERE parent_transaction_id IS NOT NULL
+               GROUP BY parent_transaction_id)
         SELECT l.lot_id FROM lots l
-        LEFT JOIN (SELECT lot_id, SUM(points) AS points FROM lot_consumptions GROUP BY lot_id) c
-          ON c.lot_id = l.lot_id
-        LEFT JOIN (SELECT lot_id, SUM(points) AS points FROM lot_expiries GROUP BY lot_id) x
-          ON x.lot_id = l.lot_id
-        LEFT JOIN (SELECT parent.transaction_id, -SUM(child.points_delta) AS points
-                   FROM journal_transactions parent
-                   JOIN journal_transactions child
-                     ON child.parent_transaction_id = parent.transaction_id
-                   WHERE parent.kind = 'earn' GROUP BY parent.transaction_id) r
-          ON r.transaction_id = l.transaction_id
+        LEFT JOIN c ON c.lot_id = l.lot_id
+        LEFT JOIN x ON x.lot_id = l.lot_id
+        LEFT JOIN r ON r.transaction_id = l.transaction_id
         WHERE l.points <> l.remaining_points + COALESCE(c.points, 0) + COALESCE(x.points, 0)
                           + COALESCE(r.points, 0)
     """,
     "every journal transaction has exactly one event": """
         SELECT j.transaction_id FROM journal_transactions j
-        LEFT JOIN events e ON e.transaction_id = j.transaction_id
-        GROUP BY j.transaction_id HAVING COUNT(e.event_id) <> 1
+        LEFT JOIN events e ON e.member_id = j.member_id AND e.transaction_id = j.transaction_id
+        GROUP BY j.member_id, j.transaction_id HAVING COUNT(e.event_id) <> 1
     """,
     "an event goes to the transaction's partner": """
         SELECT e.event_id FROM events e
-        JOIN journal_transactions j ON j.transaction_id = e.transaction_id
-        WHERE e.partner_id <> j.partner_id OR e.member_id <> j.member_id
+        JOIN journal_transactions j
+          ON j.member_id = e.member_id AND j.transaction_id = e.transaction_id
+        WHERE e.partner_id <> j.partner_id
     """,
     "expiries post the lot's remainder to its issuer or the coalition": """
         SELECT x.transaction_id FROM lot_expiries x
-        JOIN lots l ON l.lot_id = x.lot_id
-        JOIN journal_transactions j ON j.transaction_id = x.transaction_id
+        JOIN lots l ON l.member_id = x.member_id AND l.lot_id = x.lot_id
+        JOIN journal_transactions j
+          ON j.member_id = x.member_id AND j.transaction_id = x.transaction_id
         WHERE j.kind <> 'expire' OR j.partner_id <> l.partner_id OR j.points_delta <> -x.points
     """,
     # A referral bonus (hub-initiated) is all bonus; a partner's earn always has base points.
     "earn bonuses never exceed the earn": """
         SELECT b.transaction_id FROM earn_bonuses b
-        JOIN journal_transactions j ON j.transaction_id = b.transaction_id
+        JOIN journal_transactions j
+          ON j.member_id = b.member_id AND j.transaction_id = b.transaction_id
         WHERE j.partner_id <> 'coalition-hub'
-        GROUP BY b.transaction_id, j.points_delta HAVING SUM(b.points) >= j.points_delta
+        GROUP BY b.member_id, b.transaction_id, j.points_delta
+        HAVING SUM(b.points) >= j.points_delta
     """,
     "a referral bonus is exactly its bonus": """
         SELECT b.transaction_id FROM earn_bonuses b

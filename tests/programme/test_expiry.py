@@ -243,7 +243,11 @@ def test_a_lot_past_its_expiry_is_never_spent_or_counted_though_the_job_has_not_
     with engine.connect() as connection:
         consumed_from = connection.execute(
             select(lots.c.partner_id, func.sum(lot_consumptions.c.points))
-            .join(lots, lots.c.lot_id == lot_consumptions.c.lot_id)
+            .join(
+                lots,
+                (lots.c.member_id == lot_consumptions.c.member_id)
+                & (lots.c.lot_id == lot_consumptions.c.lot_id),
+            )
             .where(lot_consumptions.c.burn_transaction_id == burned.transaction.transaction_id)
             .group_by(lots.c.partner_id)
         ).all()

@@ -94,7 +94,7 @@ def test_integrity_is_proven_without_statements_and_fails_on_corruption(
     out = capsys.readouterr().out
     assert "PASSED  postings_sum_to_zero" in out
     assert "PASSED  statements_verify: 0 checked, 0 failed" in out
-    assert "integrity PROVEN: 8 passed, 0 failed, 0 skipped" in out
+    assert "integrity PROVEN: 9 passed, 0 failed, 0 skipped" in out
     with ledger.engine.begin() as connection:
         connection.execute(text("UPDATE lots SET remaining_points = remaining_points - 1"))
     assert (

@@ -60,7 +60,7 @@ CORRUPTIONS = {
             AND other.transaction_id > :transaction_id AND other.kind = 'earn')
     """,
     "balance_caches_match_postings": """
-        UPDATE accounts SET balance_points = balance_points + 5 WHERE account_id = (
+        UPDATE member_accounts SET balance_points = balance_points + 5 WHERE account_id = (
           SELECT 'member:' || member_id FROM journal_transactions
           WHERE transaction_id = :transaction_id)
     """,
@@ -150,7 +150,7 @@ def test_statement_checks_pass_on_a_settled_ledger_and_fail_by_name(
     checked = len(statement_ids)
     assert f"PASSED  statements_verify: {checked} checked, 0 failed" in out
     assert f"PASSED  statements_match_ledger: {checked} checked, 0 failed" in out
-    assert "integrity PROVEN: 8 passed, 0 failed, 0 skipped" in out
+    assert "integrity PROVEN: 9 passed, 0 failed, 0 skipped" in out
     coffee_today = max(i for i in statement_ids if i.startswith("test-coffee-"))
     with ledger.engine.begin() as connection:
         connection.execute(

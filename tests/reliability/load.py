@@ -285,7 +285,7 @@ def replay_journal(rows: list[JournalRow]) -> dict[str, int]:
 def cached_balances(engine: Engine) -> dict[str, int]:
     with engine.connect() as connection:
         rows = connection.execute(
-            text("SELECT member_id, balance_points FROM accounts WHERE kind = 'member'")
+            text("SELECT member_id, balance_points FROM member_accounts WHERE kind = 'member'")
         )
         return {member_id: int(points) for member_id, points in rows}
 

@@ -32,6 +32,7 @@ from tests.end_to_end.support import (
     issue_key,
     revoke_key,
 )
+from tests.integration.ledger_checks import lock_waiters_query
 
 pytestmark = pytest.mark.end_to_end
 
@@ -41,12 +42,8 @@ UNRELATED_SECONDS_MAX = 3.0
 
 
 def lock_waiters(engine: Engine) -> int:
-    query = text(
-        "SELECT COUNT(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
     with engine.connect() as connection:
-        return int(connection.execute(query).scalar_one())
+        return int(connection.execute(lock_waiters_query(connection)).scalar_one())
 
 
 def burn_outcome(coffee: PartnerClient, member_id: str) -> Any:
@@ -74,8 +71,11 @@ def test_one_locked_member_stalls_neither_other_members_nor_health(
     health = health_pb2_grpc.HealthStub(channel)
     with engine.connect() as holder, ThreadPoolExecutor(BURNS_ON_LOCKED_MEMBER) as pool:
         holder.execute(
-            text("SELECT 1 FROM accounts WHERE account_id = :id FOR UPDATE"),
-            {"id": f"member:{locked_id}"},
+            text(
+                "SELECT 1 FROM member_accounts WHERE member_id = :member"
+                " AND account_id = :id FOR UPDATE"
+            ),
+            {"member": locked_id, "id": f"member:{locked_id}"},
         )
         burns = [
             pool.submit(burn_outcome, coffee, locked_id) for _ in range(BURNS_ON_LOCKED_MEMBER)

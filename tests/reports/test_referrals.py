@@ -17,10 +17,10 @@ from coalition.identity.members import MemberReference, enroll
 from coalition.referrals.rewards import REFERRAL_BONUS_POINTS_DEFAULT
 from coalition.referrals.service import get_referral_code
 from coalition.store.schema import (
-    accounts,
     earn_bonuses,
     journal_transactions,
     lots,
+    member_accounts,
     postings,
     referrals,
 )
@@ -67,8 +67,8 @@ def balance(engine: Engine, member_id: str) -> int:
     with engine.connect() as connection:
         return int(
             connection.execute(
-                select(accounts.c.balance_points).where(
-                    accounts.c.account_id == f"member:{member_id}"
+                select(member_accounts.c.balance_points).where(
+                    member_accounts.c.account_id == f"member:{member_id}"
                 )
             ).scalar_one()
         )

@@ -32,7 +32,8 @@ from coalition.cli import DATABASE_URL_ENVIRONMENT_VARIABLE, build_parser
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "docker-compose.yml"
+# The PostgreSQL set-up and the Citus one (docs/scaling.md) run the same hub services.
+COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "docker-compose.citus.yml")
 DOCKERFILE = ROOT / "Dockerfile"
 PYPROJECT = ROOT / "pyproject.toml"
 SCHEMA_FILE = Path(__file__).resolve().parent / "compose_spec" / "compose-spec.json"
@@ -42,11 +43,17 @@ SCHEMA_SHA256 = "d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116da3ed10e6
 HUB_SERVICES = {"migrate": ("db", "upgrade"), "hub": ("serve",)}
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    document = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
-    assert isinstance(document, dict), "docker-compose.yml is not a mapping"
+@pytest.fixture(scope="module", params=COMPOSE_FILES, ids=lambda path: path.name)
+def compose(request: pytest.FixtureRequest) -> dict[str, Any]:
+    document = yaml.safe_load(request.param.read_text(encoding="utf-8"))
+    assert isinstance(document, dict), f"{request.param.name} is not a mapping"
     return document
+
+
+def _database_service(compose: dict[str, Any]) -> str:
+    """The service the hub's database URL names (PostgreSQL, or the Citus coordinator)."""
+    url = _environment(compose["services"]["migrate"])[DATABASE_URL_ENVIRONMENT_VARIABLE]
+    return urlsplit(url).hostname or ""
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +85,20 @@ def test_compose_file_conforms_to_the_compose_specification(
 @pytest.mark.parametrize(
     ("service", "key", "value"),
     [
-        ("migrate", "depends_on", {"postgres": {"condition": "service_is_healthy"}}),
+        ("migrate", "depends_on", {"database": {"condition": "service_is_healthy"}}),
         ("hub", "comand", ["serve"]),
         ("hub", "ports", {"50051": "50051"}),
-        ("postgres", "healthcheck", {"test": ["CMD-SHELL", "pg_isready"], "interval": 5}),
+        ("database", "healthcheck", {"test": ["CMD-SHELL", "pg_isready"], "interval": 5}),
     ],
 )
 def test_schema_rejects_a_broken_compose_file(
     compose: dict[str, Any], schema: dict[str, Any], service: str, key: str, value: Any
 ) -> None:
     """The validation above has teeth: one wrong key or value in the real file is refused."""
+    if service == "database":
+        service = _database_service(compose)
+    if isinstance(value, dict) and "database" in value:
+        value = {_database_service(compose): value["database"]}
     broken = json.loads(json.dumps(compose))
     broken["services"][service][key] = value
     assert _schema_errors(schema, broken) != []
@@ -269,9 +280,22 @@ def test_hub_publishes_the_port_it_listens_on(compose: dict[str, Any]) -> None:
 
 
 def test_hub_starts_only_after_the_migration_succeeded(compose: dict[str, Any]) -> None:
+    """And the migration only once the database is healthy: directly, or on Citus after the
+    step that registered the workers, which waits for every node's health check."""
     services = compose["services"]
     assert services["hub"]["depends_on"]["migrate"]["condition"] == (
         "service_completed_successfully"
     )
-    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert "pg_isready" in " ".join(_words(services["postgres"]["healthcheck"]["test"]))
+    database = _database_service(compose)
+    waited = services["migrate"]["depends_on"]
+    if "cluster" in waited:
+        assert waited["cluster"]["condition"] == "service_completed_successfully"
+        waited = services["cluster"]["depends_on"]
+        nodes = {name for name, s in services.items() if s.get("image", "").startswith("citus")}
+        assert set(waited) == nodes - {"cluster"}
+        command = " ".join(services["cluster"]["command"])
+        assert all(f"citus_add_node('{node}'" in command for node in set(waited) - {database})
+    assert waited[database]["condition"] == "service_healthy"
+    for name in waited:
+        assert waited[name]["condition"] == "service_healthy"
+        assert "pg_isready" in " ".join(_words(services[name]["healthcheck"]["test"]))

@@ -53,10 +53,12 @@ def earn_script(partner_number: int, members: int) -> str:
     return f"""\\set member random(1, {members})
 \\set rid random(1, 9000000000000000000)
 BEGIN;
-INSERT INTO idempotency_keys (partner_id, request_id, operation, fingerprint, create_time)
-  VALUES ('{partner}', {request}, 'earn', '{fingerprint}', now());
-UPDATE accounts SET balance_points = balance_points + {EARN_POINTS}
-  WHERE account_id = 'member:' || {member} AND balance_points + {EARN_POINTS} >= 0
+INSERT INTO idempotency_keys (partner_id, request_id, operation, fingerprint, create_time,
+  member_id)
+  VALUES ('{partner}', {request}, 'earn', '{fingerprint}', now(), {member});
+UPDATE member_accounts SET balance_points = balance_points + {EARN_POINTS}
+  WHERE member_id = {member} AND account_id = 'member:' || {member}
+  AND balance_points + {EARN_POINTS} >= 0
   RETURNING balance_points AS balance \\gset
 INSERT INTO journal_transactions (kind, partner_id, member_id, points_delta,
   balance_points_after, occurred_at, create_time, request_id, rate_version_id, amount_minor,
@@ -76,7 +78,8 @@ INSERT INTO events (partner_id, commit_xid, kind, member_id, transaction_id, poi
   VALUES ('{partner}', pg_current_xact_id()::text::bigint, 'earned', {member}, :tid,
   {EARN_POINTS}, :balance, now());
 UPDATE idempotency_keys SET result_id = CAST(:tid AS text)
-  WHERE partner_id = '{partner}' AND request_id = {request} AND result_id IS NULL;
+  WHERE member_id = {member} AND partner_id = '{partner}' AND request_id = {request}
+  AND result_id IS NULL;
 END;
 """
 
@@ -93,10 +96,12 @@ def burn_script(partner_number: int, members: int) -> str:
 \\set rid random(1, 9000000000000000000)
 \\set points random(1, {BURN_POINTS_MAX})
 BEGIN;
-INSERT INTO idempotency_keys (partner_id, request_id, operation, fingerprint, create_time)
-  VALUES ('{partner}', {request}, 'burn', '{fingerprint}', now());
-UPDATE accounts SET balance_points = balance_points - {points}
-  WHERE account_id = 'member:' || {member} AND balance_points - {points} >= 0
+INSERT INTO idempotency_keys (partner_id, request_id, operation, fingerprint, create_time,
+  member_id)
+  VALUES ('{partner}', {request}, 'burn', '{fingerprint}', now(), {member});
+UPDATE member_accounts SET balance_points = balance_points - {points}
+  WHERE member_id = {member} AND account_id = 'member:' || {member}
+  AND balance_points - {points} >= 0
   RETURNING balance_points AS balance \\gset
 INSERT INTO journal_transactions (kind, partner_id, member_id, points_delta,
   balance_points_after, occurred_at, create_time, request_id, rate_version_id)
@@ -116,13 +121,14 @@ taken AS (INSERT INTO lot_consumptions (transaction_id, member_id, lot_id,
   SELECT :tid, {member}, lot_id, :tid, LEAST(remaining_points, {points} - points_before)
   FROM page WHERE points_before < {points} RETURNING lot_id, points)
 UPDATE lots SET remaining_points = lots.remaining_points - taken.points
-  FROM taken WHERE lots.lot_id = taken.lot_id;
+  FROM taken WHERE lots.member_id = {member} AND lots.lot_id = taken.lot_id;
 INSERT INTO events (partner_id, commit_xid, kind, member_id, transaction_id, points_delta,
   balance_points_after, create_time)
   VALUES ('{partner}', pg_current_xact_id()::text::bigint, 'burned', {member}, :tid,
   0 - {points}, :balance, now());
 UPDATE idempotency_keys SET result_id = CAST(:tid AS text)
-  WHERE partner_id = '{partner}' AND request_id = {request} AND result_id IS NULL;
+  WHERE member_id = {member} AND partner_id = '{partner}' AND request_id = {request}
+  AND result_id IS NULL;
 END;
 """
 

@@ -19,7 +19,7 @@ from coalition.operations.points import EarnCommand
 from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest, RateVersionManifest
 from coalition.partners.sync import rate_version_id, sync_partners
-from coalition.store import migrate
+from coalition.store import citus, migrate
 from coalition.store.engine import create_database_engine, normalise_database_url
 from coalition.store.schema import UtcDateTime
 from coalition.store.unit_of_work import UnitOfWork
@@ -79,13 +79,17 @@ class BenchDatabase:
 
 
 def create_bench_database(server_url: str, name: str) -> str:
-    """A fresh database `name` on the server (dropped first if it exists)."""
+    """A fresh database `name` on the server (dropped first if it exists); on a Citus
+    coordinator, a cluster of its own over the coordinator's workers (store/citus.py)."""
     url = make_url(normalise_database_url(server_url))
     administration = create_engine(url, isolation_level="AUTOCOMMIT")
     with administration.connect() as connection:
+        workers = citus.worker_nodes(connection)
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     administration.dispose()
+    if workers is not None:
+        citus.join_cluster(url, name, workers)
     return url.set(database=name).render_as_string(hide_password=False)
 
 
@@ -102,8 +106,10 @@ def drop_bench_database(server_url: str, name: str) -> None:
         make_url(normalise_database_url(server_url)), isolation_level="AUTOCOMMIT"
     )
     with administration.connect() as connection:
+        workers = citus.worker_nodes(connection)
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     administration.dispose()
+    citus.drop_on_workers(make_url(normalise_database_url(server_url)), name, workers or [])
 
 
 def prepare_bench_database(url: str, members: int) -> BenchDatabase:
@@ -158,7 +164,7 @@ def _insert_members(engine: Engine, members: int, now: datetime) -> None:
         )
         connection.execute(
             text(
-                "INSERT INTO accounts (account_id, kind, member_id, balance_points) "
+                "INSERT INTO member_accounts (account_id, kind, member_id, balance_points) "
                 f"{series}SELECT 'member:bm' || n, 'member', 'bm' || n, 0 FROM {numbers}"
             ),
             parameters,

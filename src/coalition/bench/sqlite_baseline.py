@@ -37,12 +37,13 @@ RATE_VERSION_IDS = {n: bench_rate_version_id(n) for n in range(1, PARTNER_COUNT 
 LOT_VALIDITY = timedelta(days=730)  # the bench partners' 24 months, near enough for a lot
 
 CLAIM = (
-    "INSERT INTO idempotency_keys (partner_id, request_id, operation, fingerprint, create_time)"
-    " VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO idempotency_keys (partner_id, request_id, operation, fingerprint, create_time,"
+    " member_id) VALUES (?, ?, ?, ?, ?, ?)"
 )
 MOVE_BALANCE = (
-    "UPDATE accounts SET balance_points = balance_points + ?"
-    " WHERE account_id = ? AND balance_points + ? >= 0 RETURNING balance_points"
+    "UPDATE member_accounts SET balance_points = balance_points + ?"
+    " WHERE member_id = ? AND account_id = ? AND balance_points + ? >= 0"
+    " RETURNING balance_points"
 )
 INSERT_JOURNAL = (
     "INSERT INTO journal_transactions (kind, partner_id, member_id, points_delta,"
@@ -184,8 +185,10 @@ def _earn(
     now = datetime.now(UTC)
     stamp = sqlite_value(now)
     account = f"member:{member}"
-    cursor.execute(CLAIM, (partner, request_id, "earn", EARN_FINGERPRINT, stamp))
-    (balance,) = cursor.execute(MOVE_BALANCE, (EARN_POINTS, account, EARN_POINTS)).fetchone()
+    cursor.execute(CLAIM, (partner, request_id, "earn", EARN_FINGERPRINT, stamp, member))
+    (balance,) = cursor.execute(
+        MOVE_BALANCE, (EARN_POINTS, member, account, EARN_POINTS)
+    ).fetchone()
     (transaction_id,) = cursor.execute(
         INSERT_JOURNAL,
         ("earn", partner, member, EARN_POINTS, balance, stamp, stamp, request_id,
@@ -213,8 +216,8 @@ def _burn(
     points = draw.randint(1, BURN_POINTS_MAX)
     stamp = sqlite_value(datetime.now(UTC))
     account = f"member:{member}"
-    cursor.execute(CLAIM, (partner, request_id, "burn", BURN_FINGERPRINT, stamp))
-    row = cursor.execute(MOVE_BALANCE, (-points, account, -points)).fetchone()
+    cursor.execute(CLAIM, (partner, request_id, "burn", BURN_FINGERPRINT, stamp, member))
+    row = cursor.execute(MOVE_BALANCE, (-points, member, account, -points)).fetchone()
     if row is None:
         raise sqlite3.IntegrityError(f"{member} holds fewer than {points} points")
     (balance,) = row

@@ -80,7 +80,12 @@ def read_events(uow: UnitOfWork, partner_id: str, after: Cursor, limit: int) -> 
     assert 0 < limit <= EVENTS_PER_READ_MAX
     statement = (
         select(events, tier_changes.c.tier_id_before, tier_changes.c.tier_id_after)
-        .outerjoin(tier_changes, tier_changes.c.tier_change_id == events.c.tier_change_id)
+        # On the member too: a tier change and its events are the member's (co-located on Citus).
+        .outerjoin(
+            tier_changes,
+            (tier_changes.c.member_id == events.c.member_id)
+            & (tier_changes.c.tier_change_id == events.c.tier_change_id),
+        )
         .where(
             events.c.partner_id == partner_id,
             tuple_(events.c.commit_xid, events.c.event_id)

@@ -52,7 +52,9 @@ def claim(
             detail=PENDING_DETAIL,
             create_time=now,
         )
-        .on_conflict_do_nothing(index_elements=["principal_id", "request_id"])
+        # No conflict target: the unique key is (principal_id, request_id), and on Citus
+        # (member_id, principal_id, request_id) (store/citus.py).
+        .on_conflict_do_nothing()
         .returning(member_audit_events.c.event_id)
     ).first()
     if claimed is not None:

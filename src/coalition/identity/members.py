@@ -24,8 +24,8 @@ from coalition.ledger.accounts import MEMBER, member_account_id
 from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.referrals import codes as referral_service
 from coalition.store.schema import (
-    accounts,
     identifier_keys,
+    member_accounts,
     member_identifiers,
     member_profiles,
     member_requests,
@@ -89,10 +89,13 @@ def resolve(uow: UnitOfWork, partner_id: str, reference: MemberReference) -> str
     if reference.member_id is not None:
         state = state.where(members.c.member_id == reference.member_id)
     else:
-        state = state.join(partner_links, partner_links.c.member_id == members.c.member_id).where(
+        # A subquery, not a join: links and members are distributed by different columns on
+        # Citus, which runs the link lookup on its shard first (docs/scaling.md).
+        linked = select(partner_links.c.member_id).where(
             partner_links.c.partner_id == partner_id,
             partner_links.c.partner_customer_id == reference.partner_customer_id,
         )
+        state = state.where(members.c.member_id == linked.scalar_subquery())
     row = uow.connection.execute(state).one_or_none()
     if row is None:
         described = (
@@ -516,7 +519,7 @@ def _create_member(uow: UnitOfWork, display_name: str, now: datetime) -> Member:
     member = Member(f"mem_{uuid.uuid4().hex}", display_name, now)
     uow.connection.execute(insert(members).values(**member.__dict__))
     uow.connection.execute(
-        insert(accounts).values(
+        insert(member_accounts).values(
             account_id=member_account_id(member.member_id),
             kind=MEMBER,
             member_id=member.member_id,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Row, delete, select, update
+from sqlalchemy import Column, Row, delete, insert, literal, select, update
 
 from coalition.domain.errors import (
     FailedPrecondition,
@@ -38,6 +38,7 @@ from coalition.ledger.accounts import member_account_id
 from coalition.ledger.idempotency import request_id_reused
 from coalition.ledger.journal import JournalEntry, Posting
 from coalition.ledger.system_accounts import ensure_hub_partner
+from coalition.store import citus, driver
 from coalition.store.schema import (
     holds,
     lots,
@@ -226,10 +227,23 @@ def _move_member_data(
 def _repoint(
     uow: UnitOfWork, column: Column[Any], survivor_member_id: str, duplicate_member_id: str
 ) -> int:
+    table = column.table
+    if driver.is_citus(uow) and citus.MEMBER_TABLES.get(table.name) == column.name:
+        # Citus never changes a row's distribution column: the rows are copied to the
+        # survivor's shard and removed from the duplicate's (keys include member_id there).
+        columns = [c for c in table.c if c is not column]
+        uow.connection.execute(
+            insert(table).from_select(
+                [column, *columns],
+                select(literal(survivor_member_id, column.type), *columns).where(
+                    column == duplicate_member_id
+                ),
+            )
+        )
+        result = uow.connection.execute(delete(table).where(column == duplicate_member_id))
+        return int(result.rowcount)
     result = uow.connection.execute(
-        update(column.table)
-        .where(column == duplicate_member_id)
-        .values({column.name: survivor_member_id})
+        update(table).where(column == duplicate_member_id).values({column.name: survivor_member_id})
     )
     return int(result.rowcount)
 

@@ -81,8 +81,14 @@ def _released_to_due_lots(uow: UnitOfWork, member_id: str, now: datetime) -> int
     points = uow.connection.execute(
         select(func.coalesce(func.sum(lot_consumptions.c.points), 0))
         .select_from(lot_consumptions)
-        .join(lots, lots.c.lot_id == lot_consumptions.c.lot_id)
+        # All the member's: a merge refuses a member with open holds (identity/merge.py).
+        .join(
+            lots,
+            (lots.c.member_id == lot_consumptions.c.member_id)
+            & (lots.c.lot_id == lot_consumptions.c.lot_id),
+        )
         .where(
+            lot_consumptions.c.member_id == member_id,
             lot_consumptions.c.burn_transaction_id.in_(released_holds.scalar_subquery()),
             lots.c.member_id == member_id,
             lots.c.expires_at <= now,

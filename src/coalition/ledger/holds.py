@@ -135,7 +135,7 @@ def close_hold(
         postings.append(Posting(member_account_id(hold.member_id), points_released))
     # The hold's points go back to the lots it took them from; a capture then spends what it
     # captures from the member's lots, earliest expiry first, as a burn would.
-    given_back = lots.restitution(uow, hold.hold_id, hold.points_held)
+    given_back = lots.restitution(uow, hold.member_id, hold.hold_id, hold.points_held)
     spent = (
         lots.consumption(uow, hold.member_id, points_captured, given_back)
         if points_captured
@@ -178,7 +178,11 @@ def _mark_closed(
     # The guard makes a second close impossible even if a caller skipped the member lock.
     closed = uow.connection.execute(
         update(holds)
-        .where(holds.c.hold_transaction_id == hold_id, holds.c.status == "open")
+        .where(
+            holds.c.member_id == record.member_id,
+            holds.c.hold_transaction_id == hold_id,
+            holds.c.status == "open",
+        )
         .values(
             status=status,
             points_captured=points_captured,

@@ -15,9 +15,11 @@ faults and refusals that tell the client to retry (`is_final`) are never kept.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
 from typing import TypeVar
@@ -46,6 +48,9 @@ class KeyedRequest:
     operation: str
     fingerprint: Fingerprint
     now: datetime
+    # The member whose rows the request writes, when known before it applies ('' otherwise):
+    # the claim lives with that member's rows (one shard on Citus, docs/scaling.md).
+    member_id: str = ""
 
     @cached_property
     def canonical_fingerprint(self) -> str:
@@ -64,13 +69,20 @@ def apply_once(
     request: KeyedRequest,
     apply: Callable[[], Result],
     replay: Callable[[str], Result],
+    member_of: Callable[[], str] | None = None,
 ) -> Result:
     """Run `apply` (which records its result and commits) in one unit of work under the
     request's claim, or `replay` the result of the attempt that applied it first.
 
+    `member_of` names the member the request writes to, read in the same unit of work before
+    the claim, which is kept with that member's rows; a refusal it raises is raised again by
+    `apply`, and kept as the answer like any other.
     A refusal from `apply` becomes the request's final answer (see the module docstring).
     """
     with uow:
+        if member_of is not None:
+            with suppress(CoalitionError):
+                request = replace(request, member_id=member_of())
         claim = claim_request(uow, request)
         if claim.replayed_result_id is not None:
             return replay(claim.replayed_result_id)
@@ -125,19 +137,33 @@ def is_final(error: CoalitionError) -> bool:
 
 
 RECORD_RESULT = Statement(
-    "UPDATE idempotency_keys SET result_id = %s"
-    " WHERE partner_id = %s AND request_id = %s AND result_id IS NULL AND refusal IS NULL"
+    "UPDATE idempotency_keys SET result_id = %s WHERE member_id = %s"
+    " AND partner_id = %s AND request_id = %s AND result_id IS NULL AND refusal IS NULL"
 )
 
 
 CLAIM_MANY = (
     "INSERT INTO idempotency_keys"
-    " (partner_id, request_id, operation, fingerprint, refusal, create_time)"
+    " (partner_id, request_id, operation, fingerprint, refusal, create_time, member_id)"
     " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
-    " %b::timestamptz[]) ON CONFLICT DO NOTHING RETURNING request_id"
+    " %b::timestamptz[], %b::text[]) ON CONFLICT DO NOTHING RETURNING request_id"
 )
+
+
+@functools.lru_cache(maxsize=256)
+def _claim_many_values(count: int) -> str:
+    """CLAIM_MANY for Citus, as `count` rows of VALUES: routed to the members' shards, where an
+    INSERT ... SELECT from `unnest` goes through COPY and two-phase commit (ledger/writer.py)."""
+    row = "(%s, %s, %s, %s, %s, %s::timestamptz, %s)"
+    return (
+        "INSERT INTO idempotency_keys"
+        " (partner_id, request_id, operation, fingerprint, refusal, create_time, member_id)"
+        f" VALUES {', '.join([row] * count)} ON CONFLICT DO NOTHING RETURNING request_id"
+    )
+
+
 RELEASE = Statement(
-    "DELETE FROM idempotency_keys WHERE partner_id = %s AND request_id = %s"
+    "DELETE FROM idempotency_keys WHERE member_id = %s AND partner_id = %s AND request_id = %s"
     " AND result_id IS NULL AND refusal IS NULL"
 )
 
@@ -154,10 +180,14 @@ def claim_many(
         for request, refusal in claims
     )
     if uow.dialect_name == "postgresql":
-        columns = [[row[index] for row in rows] for index in range(len(CLAIM_COLUMNS))]
+        if driver.is_citus(uow):
+            statement, parameters = _claim_many_values(len(rows)), [v for r in rows for v in r]
+        else:
+            statement = CLAIM_MANY
+            parameters = [[row[index] for row in rows] for index in range(len(CLAIM_COLUMNS))]
         with driver.driver_errors(uow):
             cursor = driver.cursor_of(uow)
-            request_ids = {row[0] for row in cursor.execute(CLAIM_MANY, columns).fetchall()}
+            request_ids = {row[0] for row in cursor.execute(statement, parameters).fetchall()}
         return {(str(row[0]), str(row[1])) for row in rows if row[1] in request_ids}
     claimed: set[tuple[str, str]] = set()
     for row in rows:
@@ -194,16 +224,28 @@ def existing_claims(
 
 def release_claim(uow: UnitOfWork, request: KeyedRequest) -> None:
     """Give up this unit of work's claim of `request` (a refusal that is no final answer)."""
-    cursor = driver.execute(uow, RELEASE, (request.partner_id, request.request_id))
+    cursor = driver.execute(
+        uow, RELEASE, (request.member_id, request.partner_id, request.request_id)
+    )
     assert cursor.rowcount == 1, "only a claim of this unit of work, still open, is released"
 
 
-def record_result(uow: UnitOfWork, partner_id: str, request_id: str, result_id: str) -> None:
-    cursor = driver.execute(uow, RECORD_RESULT, (result_id, partner_id, request_id))
+def record_result(
+    uow: UnitOfWork, partner_id: str, request_id: str, result_id: str, member_id: str = ""
+) -> None:
+    cursor = driver.execute(uow, RECORD_RESULT, (result_id, member_id, partner_id, request_id))
     assert cursor.rowcount == 1, "the result is recorded once, on the claim of this request"
 
 
-CLAIM_COLUMNS = ("partner_id", "request_id", "operation", "fingerprint", "refusal", "create_time")
+CLAIM_COLUMNS = (
+    "partner_id",
+    "request_id",
+    "operation",
+    "fingerprint",
+    "refusal",
+    "create_time",
+    "member_id",
+)
 
 
 def claim_values(request: KeyedRequest, refusal: CoalitionError | None) -> dict[str, object]:
@@ -215,6 +257,7 @@ def claim_values(request: KeyedRequest, refusal: CoalitionError | None) -> dict[
         "fingerprint": request.canonical_fingerprint,
         "refusal": None if refusal is None else _refusal_record(refusal),
         "create_time": request.now,
+        "member_id": request.member_id,
     }
 
 
@@ -246,14 +289,20 @@ def canonical_fingerprint(operation: str, fingerprint: Fingerprint) -> str:
 
 CLAIM = Statement(
     "INSERT INTO idempotency_keys"
-    " (partner_id, request_id, operation, fingerprint, refusal, create_time)"
-    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING request_id"
+    " (partner_id, request_id, operation, fingerprint, refusal, create_time, member_id)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING request_id"
 )
 EXISTING_CLAIMS = Statement(
     "SELECT partner_id, request_id, operation, fingerprint, result_id, refusal"
     f" FROM idempotency_keys WHERE request_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
 )
+# The claim of the same member first (on Citus, the only one a claim can conflict with, read
+# on its shard); else, where request ids are unique per partner, another member's.
 EXISTING_CLAIM = Statement(
+    "SELECT fingerprint, result_id, refusal FROM idempotency_keys"
+    " WHERE member_id = %s AND partner_id = %s AND request_id = %s"
+)
+EXISTING_CLAIM_OF_PARTNER = Statement(
     "SELECT fingerprint, result_id, refusal FROM idempotency_keys"
     " WHERE partner_id = %s AND request_id = %s"
 )
@@ -264,9 +313,10 @@ def _claim(uow: UnitOfWork, request: KeyedRequest, refusal: CoalitionError | Non
     claimed = driver.execute(uow, CLAIM, [values[column] for column in CLAIM_COLUMNS]).fetchone()
     if claimed is not None:
         return Claim(replayed_result_id=None)
-    existing = driver.execute(
-        uow, EXISTING_CLAIM, (request.partner_id, request.request_id)
-    ).fetchone()
+    key = (request.partner_id, request.request_id)
+    existing = driver.execute(uow, EXISTING_CLAIM, (request.member_id, *key)).fetchone()
+    if existing is None:
+        existing = driver.execute(uow, EXISTING_CLAIM_OF_PARTNER, key).fetchone()
     assert existing is not None, "a conflicting claim exists once its writer committed"
     fingerprint, result_id, existing_refusal = existing
     answer_of_existing_claim(

@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Label, Row, Select, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Row, Select, select
 
 from coalition.domain.errors import FailedPrecondition
 from coalition.ledger import writer
@@ -20,18 +19,21 @@ from coalition.ledger.accounts import member_account_id
 from coalition.ledger.writer import JournalEntry, Posting, TransactionRecord
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
-from coalition.store.schema import accounts, journal_transactions
+from coalition.store.schema import journal_transactions, member_accounts
 from coalition.store.unit_of_work import UnitOfWork
 
 __all__ = ["JournalEntry", "Posting", "TransactionRecord"]
 
 
-READ_BALANCE = Statement("SELECT balance_points FROM accounts WHERE account_id = %s")
+# Every statement on member accounts names the member (one shard on Citus, docs/scaling.md).
+READ_BALANCE = Statement(
+    "SELECT balance_points FROM member_accounts WHERE member_id = %s AND account_id = %s"
+)
 LOCK_BALANCE = Statement(f"{READ_BALANCE.postgresql} FOR UPDATE")
 # FOR UPDATE with ORDER BY locks the rows in that order: concurrent groups never deadlock.
 READ_BALANCES = Statement(
-    f"SELECT account_id, balance_points FROM accounts WHERE account_id {IN_LIST} %s"
-    " ORDER BY account_id"
+    "SELECT account_id, balance_points FROM member_accounts"
+    f" WHERE member_id {IN_LIST} %s AND account_id {IN_LIST} %s ORDER BY account_id"
 )
 LOCK_BALANCES = Statement(f"{READ_BALANCES.postgresql} FOR UPDATE")
 MERGED = Statement(
@@ -49,7 +51,7 @@ def lock_member_balance(uow: UnitOfWork, member_id: str) -> int:
     a state no other request can change before commit.
     """
     statement = LOCK_BALANCE if uow.dialect_name == "postgresql" else READ_BALANCE
-    row = driver.execute(uow, statement, (member_account_id(member_id),)).fetchone()
+    row = driver.execute(uow, statement, (member_id, member_account_id(member_id))).fetchone()
     assert row is not None, f"member {member_id} has its account"
     balance_points = int(row[0])
     assert balance_points >= 0, f"negative balance cache for member {member_id}"
@@ -64,11 +66,12 @@ def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str
     Unlike `lock_member_balance` this does not refuse merged members: the caller does, for
     the members it is about to post to.
     """
-    account_ids = sorted({member_account_id(member_id) for member_id in member_ids})
+    members = sorted(set(member_ids))
+    account_ids = sorted(member_account_id(member_id) for member_id in members)
     if not account_ids:
         return {}
     statement = LOCK_BALANCES if uow.dialect_name == "postgresql" else READ_BALANCES
-    balances = dict(driver.execute(uow, statement, (account_ids,)).fetchall())
+    balances = dict(driver.execute(uow, statement, (members, account_ids)).fetchall())
     assert len(balances) == len(account_ids), "every member has its account"
     assert all(balance >= 0 for balance in balances.values()), "negative balance cache"
     return balances
@@ -98,8 +101,9 @@ def _refuse_merged_member(uow: UnitOfWork, member_id: str) -> None:
 def member_balance(uow: UnitOfWork, member_id: str) -> int:
     """The member's balance cache, without a lock (for reads)."""
     balance_points = uow.connection.execute(
-        select(accounts.c.balance_points).where(
-            accounts.c.account_id == member_account_id(member_id)
+        select(member_accounts.c.balance_points).where(
+            member_accounts.c.member_id == member_id,
+            member_accounts.c.account_id == member_account_id(member_id),
         )
     ).scalar_one()
     return int(balance_points)
@@ -116,28 +120,38 @@ def post(
     return writer.write(uow, [entry], now, results=[result_of])[0]
 
 
-def _points_reversed_column() -> Label[Any]:
-    children = aliased(journal_transactions)
-    return (
-        select(func.coalesce(func.sum(children.c.points_delta), 0))
-        .where(children.c.parent_transaction_id == journal_transactions.c.transaction_id)
-        .scalar_subquery()
-        .label("children_points_delta")
-    )
+# The points reversed of each parent, by its children wherever they are: a reversal after a
+# merge posts to the survivor, so on Citus this reads every shard (docs/scaling.md).
+CHILDREN_POINTS_DELTA = Statement(
+    "SELECT parent_transaction_id, SUM(points_delta) FROM journal_transactions"
+    f" WHERE parent_transaction_id {IN_LIST} %s GROUP BY parent_transaction_id"
+)
 
 
 def select_transactions() -> Select[Any]:
-    """SELECT of transaction records, with the points already reversed of each."""
-    return select(journal_transactions, _points_reversed_column())
+    """SELECT of journal rows, to be made records by `records_from_rows`."""
+    return select(journal_transactions)
 
 
-def record_from_row(row: Row[Any]) -> TransactionRecord:
-    values = dict(row._mapping)
-    children_points_delta = values.pop("children_points_delta")
-    return TransactionRecord(points_reversed=abs(int(children_points_delta)), **values)
+def records_from_rows(uow: UnitOfWork, rows: Iterable[Row[Any]]) -> list[TransactionRecord]:
+    """Transaction records of journal rows, with the points already reversed of each (one
+    more statement for all of them)."""
+    rows = list(rows)
+    transaction_ids = [int(row.transaction_id) for row in rows]
+    children = (
+        dict(driver.execute(uow, CHILDREN_POINTS_DELTA, (transaction_ids,)).fetchall())
+        if transaction_ids
+        else {}
+    )
+    return [
+        TransactionRecord(
+            points_reversed=abs(int(children.get(row.transaction_id, 0))), **row._mapping
+        )
+        for row in rows
+    ]
 
 
 def find_transaction(uow: UnitOfWork, transaction_id: int) -> TransactionRecord | None:
     statement = select_transactions().where(journal_transactions.c.transaction_id == transaction_id)
-    row = uow.connection.execute(statement).one_or_none()
-    return None if row is None else record_from_row(row)
+    records = records_from_rows(uow, uow.connection.execute(statement))
+    return records[0] if records else None

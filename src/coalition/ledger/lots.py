@@ -7,6 +7,7 @@ Invariant: the remaining points of a member's lots sum to the member's balance.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 
@@ -19,6 +20,7 @@ from coalition.store.unit_of_work import UnitOfWork
 
 # Lots are read in pages while planning a consumption, never all of a member's at once.
 LOT_PAGE_SIZE = 64
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 # The member's lots a debit may take from, earliest expiry first (never-expiring last): those
 # with points left, and those the same entry gives points back to first.
@@ -57,19 +59,38 @@ def consumption(
     return tuple(taken)
 
 
-def restitution(uow: UnitOfWork, burn_transaction_id: int, points: int) -> tuple[LotMove, ...]:
+def restitution(
+    uow: UnitOfWork, member_id: str, burn_transaction_id: int, points: int
+) -> tuple[LotMove, ...]:
     """The moves that give back `points` of a burn (or hold) to the lots it consumed, latest
-    expiry first."""
+    expiry first.
+
+    The consumptions stay with the burn's member and a merge since moved the lots to
+    `member_id` (the survivor): two statements, not a join (on Citus the first reads every
+    shard, the second the member's)."""
     assert points > 0
     consumed = func.sum(lot_consumptions.c.points)
-    rows = uow.connection.execute(
-        select(lot_consumptions.c.lot_id, consumed.label("points"))
-        .join(lots, lots.c.lot_id == lot_consumptions.c.lot_id)
-        .where(lot_consumptions.c.burn_transaction_id == burn_transaction_id)
-        .group_by(lot_consumptions.c.lot_id, lots.c.expires_at)
-        .having(consumed > 0)
-        .order_by(lots.c.expires_at.desc().nulls_first(), lot_consumptions.c.lot_id.desc())
+    by_lot = dict(
+        uow.connection.execute(
+            select(lot_consumptions.c.lot_id, consumed)
+            .where(lot_consumptions.c.burn_transaction_id == burn_transaction_id)
+            .group_by(lot_consumptions.c.lot_id)
+            .having(consumed > 0)
+        ).all()
+    )
+    expiries = uow.connection.execute(
+        select(lots.c.lot_id, lots.c.expires_at).where(
+            lots.c.member_id == member_id, lots.c.lot_id.in_(sorted(by_lot))
+        )
     ).all()
+    assert len(expiries) == len(by_lot), f"the lots of burn {burn_transaction_id} are the member's"
+    # Never-expiring lots first, then the latest expiry, then the latest lot.
+    rows = [
+        (lot_id, by_lot[lot_id])
+        for lot_id, _ in sorted(
+            expiries, key=lambda row: (row[1] is None, row[1] or _EARLIEST, row[0]), reverse=True
+        )
+    ]
     given_back: list[LotMove] = []
     points_left = points
     for lot_id, points_consumed in rows:
@@ -82,11 +103,17 @@ def restitution(uow: UnitOfWork, burn_transaction_id: int, points: int) -> tuple
     return tuple(given_back)
 
 
-def take_from_earned_lot(uow: UnitOfWork, earn_transaction_id: int, points: int) -> None:
-    """Remove `points` from the lot an earn created, for a reversal of that earn."""
+def take_from_earned_lot(
+    uow: UnitOfWork, member_id: str, earn_transaction_id: int, points: int
+) -> None:
+    """Remove `points` from the lot an earn created (now `member_id`'s), for a reversal."""
     result = uow.connection.execute(
         update(lots)
-        .where(lots.c.transaction_id == earn_transaction_id, lots.c.remaining_points >= points)
+        .where(
+            lots.c.member_id == member_id,
+            lots.c.transaction_id == earn_transaction_id,
+            lots.c.remaining_points >= points,
+        )
         .values(remaining_points=lots.c.remaining_points - points)
     )
     if result.rowcount != 1:

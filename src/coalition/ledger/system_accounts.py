@@ -7,16 +7,19 @@
 | `coalition:promotions` | coalition_promotions | coalition-funded bonuses (tier and promotions) |
 
 None has a balance cache (only `member:<id>` accounts do); their totals come from postings.
+Member hold accounts live in `member_accounts` with the member's other rows, the others in
+`accounts` (reference data, created once).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from coalition.domain.hub_partner import HUB_PARTNER_ID, HUB_PARTNER_ROW
-from coalition.store.schema import accounts, partners
+from coalition.store.schema import accounts, member_accounts, partners
 from coalition.store.unit_of_work import UnitOfWork
 
 MEMBER_HOLD = "member_hold"
@@ -35,7 +38,8 @@ def partner_breakage_account_id(partner_id: str) -> str:
 
 def ensure_member_hold_account(uow: UnitOfWork, member_id: str) -> str:
     account_id = member_hold_account_id(member_id)
-    _ensure(uow, {"account_id": account_id, "kind": MEMBER_HOLD, "member_id": member_id})
+    row = {"account_id": account_id, "kind": MEMBER_HOLD, "member_id": member_id}
+    _ensure(uow, row, member_accounts)
     return account_id
 
 
@@ -58,8 +62,8 @@ def ensure_hub_partner(uow: UnitOfWork, now: datetime) -> str:
     return HUB_PARTNER_ID
 
 
-def _ensure(uow: UnitOfWork, row: dict[str, str]) -> None:
+def _ensure(uow: UnitOfWork, row: dict[str, str], table: Table = accounts) -> None:
     # ON CONFLICT DO NOTHING takes no lock on an existing row, so concurrent requests that
     # find the account already there never wait on each other.
     dialect = postgresql if uow.dialect_name == "postgresql" else sqlite
-    uow.connection.execute(dialect.insert(accounts).values(row).on_conflict_do_nothing())
+    uow.connection.execute(dialect.insert(table).values(row).on_conflict_do_nothing())

@@ -24,6 +24,7 @@ debit it refuses raises INSUFFICIENT_POINTS for the whole list.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ def write(
     assert not results or len(results) == len(entries), "one claim or None per entry"
     for entry in entries:
         entry.check()
-    statements = _STATEMENTS[uow.dialect_name]
+    statements = _STATEMENTS["citus" if driver.is_citus(uow) else uow.dialect_name]
     connection = uow.connection.connection.driver_connection
     deltas = _member_deltas(entries)
     with driver.driver_errors(uow):
@@ -298,9 +299,10 @@ class _Plan:
                 for row, t in zip(self.journal_rows, transaction_ids, strict=True)
             ],
             qualifying=_qualifying_rows(self.entries),
+            # A claim lives with the member the entry writes to (ledger/idempotency.py).
             results=[
-                (claim[0], claim[1], str(t))
-                for claim, t in zip(self.results, transaction_ids, strict=True)
+                (e.member_id, claim[0], claim[1], str(t))
+                for e, claim, t in zip(self.entries, self.results, transaction_ids, strict=True)
                 if claim is not None
             ],
         )
@@ -315,7 +317,7 @@ class _Rows:
     bonuses: list[tuple[int, str, str, int, str | None]]
     events: list[tuple[str, str, str, int, int, int]]
     qualifying: list[tuple[str, int, int]]
-    results: list[tuple[str, str, str]]  # partner, request id, transaction id
+    results: list[tuple[str, str, str, str]]  # member, partner, request id, transaction id
 
 
 def _lot_deltas(entries: Sequence[JournalEntry]) -> list[tuple[int, str, int]]:
@@ -379,15 +381,17 @@ class _PostgresStatements:
 
     PREPARE = (
         "SELECT (SELECT coalesce(json_object_agg(account_id, balance_points), '{}')"
-        " FROM accounts WHERE account_id = ANY(%b)),"
+        " FROM member_accounts WHERE member_id = ANY(%b) AND account_id = ANY(%b)),"
         " (SELECT array_agg(nextval('journal_transactions_transaction_id_seq'))"
         " FROM generate_series(1, %s))"
     )
     WRITE = (
         "WITH moved AS ("
-        " UPDATE accounts AS a SET balance_points = a.balance_points + m.delta"
-        " FROM unnest(%(account_ids)b::text[], %(deltas)b::bigint[]) AS m(account_id, delta)"
-        " WHERE a.account_id = m.account_id AND a.balance_points + m.delta >= 0"
+        " UPDATE member_accounts AS a SET balance_points = a.balance_points + m.delta"
+        " FROM unnest(%(member_ids)b::text[], %(account_ids)b::text[], %(deltas)b::bigint[])"
+        " AS m(member_id, account_id, delta)"
+        " WHERE a.member_id = m.member_id AND a.account_id = m.account_id"
+        " AND a.balance_points + m.delta >= 0 AND a.member_id = ANY(%(member_ids)b::text[])"
         " RETURNING 1),"
         " journal AS ("
         f" INSERT INTO journal_transactions ({JOURNAL_COLUMNS})"
@@ -435,9 +439,10 @@ class _PostgresStatements:
         " DO UPDATE SET points = tier_qualifying_months.points + excluded.points RETURNING 1),"
         " recorded AS ("
         " UPDATE idempotency_keys AS k SET result_id = r.result_id"
-        " FROM unnest(%(r0)b::text[], %(r1)b::text[], %(r2)b::text[])"
-        " AS r(partner_id, request_id, result_id)"
-        " WHERE k.partner_id = r.partner_id AND k.request_id = r.request_id"
+        " FROM unnest(%(r0)b::text[], %(r1)b::text[], %(r2)b::text[], %(r3)b::text[])"
+        " AS r(member_id, partner_id, request_id, result_id)"
+        " WHERE k.member_id = r.member_id AND k.partner_id = r.partner_id"
+        " AND k.request_id = r.request_id AND k.member_id = ANY(%(r0)b::text[])"
         " AND k.result_id IS NULL AND k.refusal IS NULL RETURNING 1)"
         " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM recorded),"
         " (SELECT count(*) FROM lots_moved),"
@@ -450,8 +455,11 @@ class _PostgresStatements:
     def prepare(
         self, connection: Any, account_ids: list[str], entry_count: int
     ) -> tuple[dict[str, int], list[int] | None]:
+        member_ids = [_member_of(account_id) for account_id in account_ids]
         balances, transaction_ids = (
-            connection.cursor().execute(self.PREPARE, (account_ids, entry_count)).fetchone()
+            connection.cursor()
+            .execute(self.PREPARE, (member_ids, account_ids, entry_count))
+            .fetchone()
         )
         return {account: int(points) for account, points in balances.items()}, transaction_ids
 
@@ -462,6 +470,7 @@ class _PostgresStatements:
             [row[name] for row in plan.journal_rows] for name in JOURNAL_FIELDS
         ]
         parameters: dict[str, Any] = {
+            "member_ids": [_member_of(account) for account, _ in plan.deltas],
             "account_ids": [account for account, _ in plan.deltas],
             "deltas": [delta for _, delta in plan.deltas],
             "now": plan.now,
@@ -475,7 +484,7 @@ class _PostgresStatements:
             # the statement in psycopg's cache of parsed queries, MAX_CACHED_STATEMENT_PARAMS).
             "event_kinds": [EVENT_KIND_OF_TRANSACTION[row["kind"]] for row in plan.journal_rows],
             **_named("q", _columns(rows.qualifying, 3)),
-            **_named("r", _columns(rows.results, 3)),
+            **_named("r", _columns(rows.results, 4)),
         }
         assert len(parameters) <= PSYCOPG_CACHED_PARAMETERS_MAX, "parsed once, not per call"
         moved, recorded, lots_moved, _ = (
@@ -487,6 +496,164 @@ class _PostgresStatements:
         return transaction_ids
 
 
+class _CitusStatements(_PostgresStatements):
+    """PostgreSQL's two statements, with VALUES lists where PostgreSQL inserts from `unnest`.
+
+    Citus runs an INSERT ... SELECT from a function through the coordinator: it copies the rows
+    to their shards with COPY, which always commits in two phases (PREPARE TRANSACTION on every
+    worker written). An INSERT ... VALUES is routed to its member's shard like the guarded
+    UPDATEs (`member_id = ANY(...)` prunes them to the members' shards), so one member's write
+    commits on one worker in one phase. The statement text depends on the number of rows of
+    each table only: each shape is built once and kept (`_citus_write`).
+    """
+
+    def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
+        assert transaction_ids is not None and len(transaction_ids) == len(plan.entries)
+        rows = plan.rows_of(transaction_ids)
+        journal = [
+            (t, *(row[name] for name in JOURNAL_FIELDS))
+            for t, row in zip(transaction_ids, plan.journal_rows, strict=True)
+        ]
+        member_ids = [_member_of(account) for account, _ in plan.deltas]
+        account_ids = [account for account, _ in plan.deltas]
+        tables = (
+            journal,
+            [(*row, plan.now) for row in rows.postings],
+            [(m, i, t, p, p, e, plan.now) for m, i, t, p, e in rows.lots],
+            rows.lot_moves,
+            rows.bonuses,
+            [(*row, plan.now) for row in rows.events],
+            rows.qualifying,
+        )
+        results = _columns(rows.results, 4)
+        lot_deltas = _columns(rows.lot_deltas, 3)
+        parameters = [
+            member_ids,
+            account_ids,
+            [delta for _, delta in plan.deltas],
+            member_ids,
+            *(value for table in tables for row in table for value in row),
+            *((*lot_deltas, lot_deltas[1]) if rows.lot_deltas else ()),
+            *((*results, results[0]) if rows.results else ()),
+        ]
+        statement = _citus_write(
+            tuple(len(table) for table in tables), bool(rows.lot_deltas), bool(rows.results)
+        )
+        moved, recorded, lots_moved, _ = (
+            connection.cursor().execute(statement, parameters).fetchone()
+        )
+        assert moved == len(plan.deltas), "balances moved under their locks"
+        assert lots_moved == len(rows.lot_deltas), "lots moved under their members' locks"
+        assert recorded == len(rows.results), "each result is recorded once, on its claim"
+        return transaction_ids
+
+
+# Each table's CTE on Citus: its name, its INSERT up to VALUES, one row's placeholders, and
+# what follows the VALUES.
+_CITUS_INSERTS = (
+    (
+        "journal",
+        f"INSERT INTO journal_transactions ({JOURNAL_COLUMNS}) VALUES",
+        "(%s::bigint, %s, %s, %s, %s::bigint, %s::bigint, %s::timestamptz, %s::timestamptz,"
+        " %s, %s, %s::bigint, %s::bigint, %s, %s::bigint, %s, %s)",
+        "",
+    ),
+    (
+        "posted",
+        "INSERT INTO postings (transaction_id, member_id, account_id, points, create_time) VALUES",
+        "(%s::bigint, %s, %s, %s::bigint, %s::timestamptz)",
+        "",
+    ),
+    (
+        "issued",
+        "INSERT INTO lots (member_id, partner_id, transaction_id, points, remaining_points,"
+        " expires_at, create_time) VALUES",
+        "(%s, %s, %s::bigint, %s::bigint, %s::bigint, %s::timestamptz, %s::timestamptz)",
+        "",
+    ),
+    (
+        "consumed",
+        "INSERT INTO lot_consumptions (transaction_id, member_id, burn_transaction_id, lot_id,"
+        " points) VALUES",
+        "(%s::bigint, %s, %s::bigint, %s::bigint, %s::bigint)",
+        "",
+    ),
+    (
+        "bonuses",
+        "INSERT INTO earn_bonuses (transaction_id, member_id, rule_id, points,"
+        " funding_partner_id) VALUES",
+        "(%s::bigint, %s, %s, %s::bigint, %s)",
+        "",
+    ),
+    (
+        "evented",
+        "INSERT INTO events (partner_id, commit_xid, kind, member_id, transaction_id,"
+        " points_delta, balance_points_after, create_time) VALUES",
+        "(%s, pg_current_xact_id()::text::bigint, %s, %s, %s::bigint, %s::bigint, %s::bigint,"
+        " %s::timestamptz)",
+        "",
+    ),
+    (
+        "qualified",
+        "INSERT INTO tier_qualifying_months (member_id, calendar_month, points) VALUES",
+        "(%s, %s::integer, %s::bigint)",
+        " ON CONFLICT (member_id, calendar_month)"
+        " DO UPDATE SET points = tier_qualifying_months.points + excluded.points",
+    ),
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _citus_write(row_counts: tuple[int, ...], moves_lots: bool, records_results: bool) -> str:
+    """The Citus WRITE statement for these numbers of rows per table (`_CITUS_INSERTS` order):
+    PostgreSQL's moved, lots_moved and recorded CTEs, and one INSERT ... VALUES per table with
+    rows (an UPDATE whose `member_id = ANY` names no member would visit every shard: none is
+    issued)."""
+    moved = (
+        "moved AS (UPDATE member_accounts AS a SET balance_points = a.balance_points + m.delta"
+        " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS m(member_id, account_id, delta)"
+        " WHERE a.member_id = m.member_id AND a.account_id = m.account_id"
+        " AND a.balance_points + m.delta >= 0 AND a.member_id = ANY(%s::text[]) RETURNING 1)"
+    )
+    recorded = (
+        "recorded AS (UPDATE idempotency_keys AS k SET result_id = r.result_id"
+        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+        " AS r(member_id, partner_id, request_id, result_id)"
+        " WHERE k.member_id = r.member_id AND k.partner_id = r.partner_id"
+        " AND k.request_id = r.request_id AND k.result_id IS NULL AND k.refusal IS NULL"
+        " AND k.member_id = ANY(%s::text[]) RETURNING 1)"
+        if records_results
+        else "recorded AS (SELECT 1 WHERE false)"
+    )
+    lots_moved = (
+        "lots_moved AS (UPDATE lots AS l SET remaining_points = l.remaining_points - d.points"
+        " FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS d(lot_id, member_id, points)"
+        " WHERE l.lot_id = d.lot_id AND l.member_id = d.member_id"
+        " AND l.remaining_points - d.points >= 0 AND l.member_id = ANY(%s::text[]) RETURNING 1)"
+        if moves_lots
+        else "lots_moved AS (SELECT 1 WHERE false)"
+    )
+    inserts = [
+        f"{name} AS ({insert} {', '.join([row] * count)}{tail} RETURNING 1)"
+        for (name, insert, row, tail), count in zip(_CITUS_INSERTS, row_counts, strict=True)
+        if count
+    ]
+    written = " + ".join(
+        f"(SELECT count(*) FROM {name})"
+        for (name, *_), count in zip(_CITUS_INSERTS, row_counts, strict=True)
+        if count
+    )
+    return (
+        f"WITH {', '.join([moved, *inserts, lots_moved, recorded])}"
+        f" SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM recorded),"
+        f" (SELECT count(*) FROM lots_moved), {written}"
+    )
+
+
+def _member_of(account_id: str) -> str:
+    return account_id.removeprefix(MEMBER_ACCOUNT_PREFIX)
+
+
 def _named(prefix: str, columns: list[list[Any]]) -> dict[str, list[Any]]:
     return {f"{prefix}{index}": column for index, column in enumerate(columns)}
 
@@ -495,10 +662,12 @@ class _SqliteStatements:
     """The same rows, statement by statement (an embedded database has no round trips to
     save); SQLite hands out a transaction id as its row is inserted."""
 
-    READ_BALANCE = "SELECT balance_points FROM accounts WHERE account_id = ?"
+    READ_BALANCE = (
+        "SELECT balance_points FROM member_accounts WHERE member_id = ? AND account_id = ?"
+    )
     MOVE_BALANCE = (
-        "UPDATE accounts SET balance_points = balance_points + ?"
-        " WHERE account_id = ? AND balance_points + ? >= 0"
+        "UPDATE member_accounts SET balance_points = balance_points + ?"
+        " WHERE member_id = ? AND account_id = ? AND balance_points + ? >= 0"
     )
     INSERT_JOURNAL = (
         f"INSERT INTO journal_transactions ({', '.join(JOURNAL_FIELDS)})"
@@ -535,8 +704,8 @@ class _SqliteStatements:
         " DO UPDATE SET points = tier_qualifying_months.points + excluded.points"
     )
     RECORD_RESULT = (
-        "UPDATE idempotency_keys SET result_id = ? WHERE partner_id = ? AND request_id = ?"
-        " AND result_id IS NULL AND refusal IS NULL"
+        "UPDATE idempotency_keys SET result_id = ? WHERE member_id = ? AND partner_id = ?"
+        " AND request_id = ? AND result_id IS NULL AND refusal IS NULL"
     )
 
     def prepare(
@@ -545,7 +714,7 @@ class _SqliteStatements:
         cursor = connection.cursor()
         balances = {}
         for account_id in account_ids:
-            row = cursor.execute(self.READ_BALANCE, (account_id,)).fetchone()
+            row = cursor.execute(self.READ_BALANCE, (_member_of(account_id), account_id)).fetchone()
             assert row is not None, f"account {account_id} exists"
             balances[account_id] = row[0]
         return balances, None
@@ -554,7 +723,7 @@ class _SqliteStatements:
         assert transaction_ids is None, "SQLite numbers rows as it inserts them"
         cursor = connection.cursor()
         for account_id, delta in plan.deltas:
-            cursor.execute(self.MOVE_BALANCE, (delta, account_id, delta))
+            cursor.execute(self.MOVE_BALANCE, (delta, _member_of(account_id), account_id, delta))
             assert cursor.rowcount == 1, "balances move under their locks"
         transaction_ids = [
             cursor.execute(
@@ -576,13 +745,14 @@ class _SqliteStatements:
         cursor.executemany(self.INSERT_BONUSES, rows.bonuses)
         cursor.executemany(self.INSERT_EVENTS, [(*row, now) for row in rows.events])
         cursor.executemany(self.ADD_QUALIFYING_POINTS, rows.qualifying)
-        for partner_id, request_id, result_id in rows.results:
-            cursor.execute(self.RECORD_RESULT, (result_id, partner_id, request_id))
+        for member_id, partner_id, request_id, result_id in rows.results:
+            cursor.execute(self.RECORD_RESULT, (result_id, member_id, partner_id, request_id))
             assert cursor.rowcount == 1, "each result is recorded once, on its claim"
         return transaction_ids
 
 
 _STATEMENTS: dict[str, _Statements] = {
     "postgresql": _PostgresStatements(),
+    "citus": _CitusStatements(),
     "sqlite": _SqliteStatements(),
 }

@@ -449,6 +449,9 @@ class _SetBasedBatch:
         (idempotency.py); the ids already claimed by a committed request are left alone."""
         if not items:
             return set()
+        # Each claim is kept with its member (ledger/idempotency.py), resolved just before.
+        for item in items:
+            item.request = replace(item.request, member_id=item.member_id or "")
         return idempotency.claim_many(self.uow, [(item.request, item.error) for item in items])
 
     def _settle_unclaimed(self, items: list[_Item]) -> None:
@@ -595,7 +598,7 @@ def _find_transactions(uow: UnitOfWork, transaction_ids: list[int]) -> list[Tran
     statement = journal.select_transactions().where(
         journal_transactions.c.transaction_id.in_(transaction_ids)
     )
-    return [journal.record_from_row(row) for row in uow.connection.execute(statement)]
+    return journal.records_from_rows(uow, uow.connection.execute(statement))
 
 
 # --- item-by-item path ----------------------------------------------------------------------
@@ -630,7 +633,7 @@ def _earn_item_by_item(
             result = _earn_one(uow, partner_id, command, now)
         except CoalitionError as error:
             savepoint.rollback()
-            outcomes.append(_refused(uow, _keyed_request(partner_id, command, now), error))
+            outcomes.append(_refused(uow, _member_request(uow, partner_id, command, now), error))
         else:
             savepoint.commit()
             outcomes.append(BatchItemOutcome(result=result))
@@ -673,15 +676,29 @@ def _keyed_request(partner_id: str, command: EarnCommand, now: datetime) -> Keye
     return KeyedRequest(partner_id, command.request_id, OPERATION, _fingerprint(command), now)
 
 
+def _member_request(
+    uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime
+) -> KeyedRequest:
+    """The earn's keyed request with the member it names, whose rows keep the claim ('' when
+    it names none: the earn refuses it, and the refusal is kept there)."""
+    request = _keyed_request(partner_id, command, now)
+    try:
+        return replace(request, member_id=resolve(uow, partner_id, command.member))
+    except CoalitionError:
+        return request
+
+
 def _earn_one(
     uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime
 ) -> LedgerResult:
     """`operations.earn` without its own unit of work (the batch commits once)."""
-    claim = claim_request(uow, _keyed_request(partner_id, command, now))
+    claim = claim_request(uow, _member_request(uow, partner_id, command, now))
     if claim.replayed_result_id is not None:
         record = journal.find_transaction(uow, int(claim.replayed_result_id))
         assert record is not None, "an idempotency key points at its transaction"
         return _replayed(record)
     record = post_earn(uow, partner_id, command, now)
-    record_claim_result(uow, partner_id, command.request_id, str(record.transaction_id))
+    record_claim_result(
+        uow, partner_id, command.request_id, str(record.transaction_id), record.member_id
+    )
     return LedgerResult(record, abs(record.points_delta), record.balance_points_after, False)

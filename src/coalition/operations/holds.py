@@ -80,6 +80,7 @@ def authorize_burn(
         request,
         lambda: _authorize_burn(uow, partner_id, command, now),
         lambda result_id: _replay_authorize(uow, int(result_id)),
+        member_of=lambda: resolve(uow, partner_id, command.member),
     )
 
 
@@ -111,7 +112,7 @@ def _authorize_burn(
     )
     record = journal.post(uow, entry, now)
     hold = _insert_hold(uow, record, points_held, now + command.ttl, now)
-    record_result(uow, partner_id, command.request_id, str(record.transaction_id))
+    record_result(uow, partner_id, command.request_id, str(record.transaction_id), member_id)
     uow.commit()
     return HoldResult(record, hold, points_held, 0, record.balance_points_after, False)
 
@@ -132,6 +133,7 @@ def capture_burn(
         request,
         lambda: _capture_burn(uow, partner_id, command, now),
         lambda result_id: _replay_close(uow, int(result_id), command.hold_id),
+        member_of=lambda: _member_of_hold(uow, partner_id, command.hold_id),
     )
 
 
@@ -171,7 +173,14 @@ def void_burn(uow: UnitOfWork, partner_id: str, command: VoidCommand, now: datet
         request,
         lambda: _void_burn(uow, partner_id, command, now),
         lambda result_id: _replay_close(uow, int(result_id), command.hold_id),
+        member_of=lambda: _member_of_hold(uow, partner_id, command.hold_id),
     )
+
+
+def _member_of_hold(uow: UnitOfWork, partner_id: str, hold_id: int) -> str:
+    """The member of the caller's hold ('' when there is none: the close refuses it)."""
+    hold = find_hold(uow, hold_id)
+    return hold.member_id if hold is not None and hold.partner_id == partner_id else ""
 
 
 def _void_burn(uow: UnitOfWork, partner_id: str, command: VoidCommand, now: datetime) -> HoldResult:
@@ -233,7 +242,7 @@ def _insert_hold(
 def _commit_close(
     uow: UnitOfWork, partner_id: str, request_id: str, record: TransactionRecord, hold_id: int
 ) -> HoldResult:
-    record_result(uow, partner_id, request_id, str(record.transaction_id))
+    record_result(uow, partner_id, request_id, str(record.transaction_id), record.member_id)
     hold = find_hold(uow, hold_id)
     assert hold is not None
     uow.commit()

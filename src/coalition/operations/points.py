@@ -219,9 +219,9 @@ def _reverse(
     qualifying_points = 0
     lot_moves: tuple[LotMove, ...] = ()
     if parent.kind == "burn":
-        lot_moves = lots.restitution(uow, parent.transaction_id, points_reversed)
+        lot_moves = lots.restitution(uow, member_id, parent.transaction_id, points_reversed)
     if parent.kind == "earn":
-        lots.take_from_earned_lot(uow, parent.transaction_id, points_reversed)
+        lots.take_from_earned_lot(uow, member_id, parent.transaction_id, points_reversed)
         # Reversed earn points stop counting towards tiers, in the month the earn happened,
         # for the member holding them now (after a merge: the survivor).
         qualifying_points = -points_reversed
@@ -329,7 +329,7 @@ def list_transactions(
                 journal_transactions.c.transaction_id < before_transaction_id
             )
         statement = statement.order_by(journal_transactions.c.transaction_id.desc()).limit(limit)
-        return [journal.record_from_row(row) for row in uow.connection.execute(statement)]
+        return journal.records_from_rows(uow, uow.connection.execute(statement))
 
 
 def _applied_once(
@@ -340,14 +340,24 @@ def _applied_once(
     now: datetime,
     apply: Callable[[UnitOfWork, str, Command, datetime], LedgerResult],
 ) -> LedgerResult:
-    """`apply` under the command's request id (idempotency.apply_once), or its replay."""
+    """`apply` under the command's request id (idempotency.apply_once), or its replay; the
+    claim is kept with the member the command writes to."""
     request = KeyedRequest(partner_id, command.request_id, operation, _fingerprint(command), now)
     return apply_once(
         uow,
         request,
         lambda: apply(uow, partner_id, command, now),
         lambda result_id: _replay(uow, result_id),
+        member_of=lambda: _member_of(uow, partner_id, command),
     )
+
+
+def _member_of(uow: UnitOfWork, partner_id: str, command: Command) -> str:
+    """The member a command posts to: the one it names, or the parent's (its survivor)."""
+    if isinstance(command, ReverseCommand):
+        parent = _own_transaction(uow, partner_id, command.transaction_id)
+        return surviving_member_id(uow, parent.member_id)
+    return resolve(uow, partner_id, command.member)
 
 
 def _commit(uow: UnitOfWork, record: TransactionRecord) -> LedgerResult:

@@ -49,9 +49,10 @@ LEDGER_CHECKS = (
                CASE WHEN COUNT(p.posting_id) = 0 OR SUM(p.points) <> 0 THEN 1 ELSE 0 END
                  AS broken
         FROM journal_transactions j
-        LEFT JOIN postings p ON p.transaction_id = j.transaction_id
+        LEFT JOIN postings p
+          ON p.member_id = j.member_id AND p.transaction_id = j.transaction_id
         WHERE {_IN_WINDOW}
-        GROUP BY j.transaction_id
+        GROUP BY j.member_id, j.transaction_id
         """,
     ),
     LedgerCheck(
@@ -63,9 +64,10 @@ LEDGER_CHECKS = (
                  AS broken
         FROM journal_transactions j
         LEFT JOIN postings p
-          ON p.transaction_id = j.transaction_id AND p.account_id = 'member:' || j.member_id
+          ON p.member_id = j.member_id AND p.transaction_id = j.transaction_id
+          AND p.account_id = 'member:' || j.member_id
         WHERE {_IN_WINDOW}
-        GROUP BY j.transaction_id, j.points_delta
+        GROUP BY j.member_id, j.transaction_id, j.points_delta
         """,
     ),
     LedgerCheck(
@@ -75,10 +77,24 @@ LEDGER_CHECKS = (
         SELECT a.account_id AS subject,
                CASE WHEN a.balance_points IS NULL OR a.balance_points <> COALESCE(s.points, 0)
                     THEN 1 ELSE 0 END AS broken
-        FROM accounts a
+        FROM member_accounts a
         LEFT JOIN (SELECT account_id, SUM(points) AS points FROM postings GROUP BY account_id) s
           ON s.account_id = a.account_id
         WHERE a.kind = 'member'
+        """,
+    ),
+    LedgerCheck(
+        "postings_name_accounts",
+        "every posting names an account of its member or a partner or coalition account",
+        f"""
+        SELECT CAST(p.posting_id AS VARCHAR(20)) AS subject,
+               CASE WHEN m.account_id IS NULL AND a.account_id IS NULL THEN 1 ELSE 0 END
+                 AS broken
+        FROM journal_transactions j
+        JOIN postings p ON p.member_id = j.member_id AND p.transaction_id = j.transaction_id
+        LEFT JOIN (SELECT account_id FROM member_accounts) m ON m.account_id = p.account_id
+        LEFT JOIN accounts a ON a.account_id = p.account_id
+        WHERE {_IN_WINDOW}
         """,
     ),
     LedgerCheck(
@@ -88,7 +104,7 @@ LEDGER_CHECKS = (
         SELECT a.account_id AS subject,
                CASE WHEN COALESCE(l.points, 0) <> COALESCE(s.points, 0) THEN 1 ELSE 0 END
                  AS broken
-        FROM accounts a
+        FROM member_accounts a
         LEFT JOIN (SELECT member_id, SUM(remaining_points) AS points FROM lots
                    GROUP BY member_id) l ON l.member_id = a.member_id
         LEFT JOIN (SELECT account_id, SUM(points) AS points FROM postings GROUP BY account_id) s
@@ -115,7 +131,7 @@ LEDGER_CHECKS = (
     ),
     LedgerCheck(
         "idempotency_keys_map_to_one_transaction",
-        "each applied request id's key names exactly its own transaction",
+        "each applied request id's key, kept with its member, names exactly its own transaction",
         f"""
         SELECT CAST(j.transaction_id AS VARCHAR(20)) AS subject,
                CASE WHEN k.result_id IS NULL
@@ -124,7 +140,8 @@ LEDGER_CHECKS = (
                     THEN 1 ELSE 0 END AS broken
         FROM journal_transactions j
         LEFT JOIN idempotency_keys k
-          ON k.partner_id = j.partner_id AND k.request_id = j.request_id
+          ON k.member_id = j.member_id AND k.partner_id = j.partner_id
+          AND k.request_id = j.request_id
         WHERE j.kind IN ({", ".join(repr(kind) for kind in KEYED_KINDS)})
           AND j.partner_id <> '{HUB_PARTNER_ID}' AND {_IN_WINDOW}
         """,

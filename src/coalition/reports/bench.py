@@ -50,7 +50,7 @@ LOAD_STATEMENTS = [
     f"""INSERT INTO members (member_id, display_name, create_time)
         SELECT 'bm' || g, 'bench member', TIMESTAMPTZ '{START}' + (g % 500) * INTERVAL '1 day'
         FROM generate_series(0, {MEMBERS - 1}) g""",
-    f"""INSERT INTO accounts (account_id, kind, member_id, balance_points)
+    f"""INSERT INTO member_accounts (account_id, kind, member_id, balance_points)
         SELECT 'member:bm' || g, 'member', 'bm' || g, 0 FROM generate_series(0, {MEMBERS - 1}) g""",
     # earns: transaction ids 1..EARNS
     f"""INSERT INTO journal_transactions (transaction_id, kind, partner_id, member_id,

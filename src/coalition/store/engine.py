@@ -16,6 +16,8 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 POOL_SIZE = 8
 POOL_OVERFLOW_MAX = 16  # with POOL_SIZE, one connection per worker thread (api/server.py)
 READ_ONLY_OPTION = "coalition_read_only"
+CITUS_INFO_KEY = "coalition_citus"  # in a connection's info: the database runs Citus
+CITUS_QUERY = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
 
 
 def normalise_database_url(database_url: str) -> str:
@@ -31,13 +33,23 @@ def create_database_engine(database_url: str) -> Engine:
     if url.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url.render_as_string(hide_password=False))
     if url.get_backend_name() == "postgresql":
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=POOL_SIZE,
             max_overflow=POOL_OVERFLOW_MAX,
             pool_pre_ping=True,
             isolation_level="READ COMMITTED",
         )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, record: Any) -> None:
+            # Statements that Citus would run in two phases have a variant (ledger/writer.py).
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(CITUS_QUERY)
+                record.info[CITUS_INFO_KEY] = bool(cursor.fetchone()[0])
+            dbapi_connection.rollback()
+
+        return engine
     raise ValueError(f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql")
 
 

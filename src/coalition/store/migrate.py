@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
+from coalition.store import citus
+
 MIGRATIONS_DIRECTORY = Path(__file__).parent / "migrations"
 
 
@@ -21,11 +23,15 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Apply every migration not yet applied; a no-op on an up-to-date database."""
+    """Apply every migration not yet applied, then, on Citus, the distributed layout
+    (store/citus.py); a no-op on an up-to-date database."""
     config = alembic_config(engine)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "heads")
+    with engine.begin() as connection:
+        if citus.is_citus(connection):
+            citus.distribute(connection)
 
 
 def is_up_to_date(engine: Engine) -> bool:

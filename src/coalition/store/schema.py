@@ -143,19 +143,29 @@ partner_links = Table(
     Index(None, "member_id"),
 )
 
-# Ledger accounts. Only member accounts carry a balance cache (never negative, always equal
-# to the sum of their postings). Partner accounts have none on purpose: a counter row that
-# every request of a partner updated would serialise all of that partner's traffic.
+# Partner and coalition accounts (migration 0012): reference data that no request updates.
+# None carries a balance cache: a counter row that every request of a partner updated would
+# serialise all of that partner's traffic; their totals come from postings.
 accounts = Table(
     "accounts",
     metadata,
     Column("account_id", String(100), primary_key=True),
     Column("kind", String(32), nullable=False),
-    Column("member_id", ForeignKey("members.member_id"), nullable=True),
     Column("partner_id", ForeignKey("partners.partner_id"), nullable=True),
+)
+
+# The accounts of one member (migration 0012): `member:<id>`, whose balance cache is never
+# negative and always equal to the sum of its postings, and `member_hold:<id>`. Keyed by
+# member first, so that every statement on them names the member (one shard on Citus).
+member_accounts = Table(
+    "member_accounts",
+    metadata,
+    Column("member_id", ForeignKey("members.member_id"), primary_key=True),
+    Column("account_id", String(100), primary_key=True),
+    Column("kind", String(32), nullable=False),
     Column("balance_points", BigInteger, nullable=True),
     CheckConstraint(
-        "(kind = 'member' AND member_id IS NOT NULL AND balance_points >= 0)"
+        "(kind = 'member' AND balance_points >= 0)"
         " OR (kind <> 'member' AND balance_points IS NULL)",
         name="balance_cache_of_members_only",
     ),
@@ -202,7 +212,9 @@ postings = Table(
     # statements filter by member (docs/scaling.md). No foreign key: the journal row has it,
     # and a per-row trigger on the hottest table would cost every write.
     Column("member_id", String(40), nullable=False),
-    Column("account_id", ForeignKey("accounts.account_id"), nullable=False),
+    # An account of `accounts` or of `member_accounts` (no foreign key since migration 0012:
+    # it names one of two tables; the integrity proof checks that it exists).
+    Column("account_id", String(100), nullable=False),
     Column("points", BigInteger, nullable=False),
     Column("create_time", UtcDateTime, nullable=False),
     CheckConstraint("points <> 0", name="points_not_zero"),
@@ -263,6 +275,10 @@ idempotency_keys = Table(
     Column("create_time", UtcDateTime, nullable=False),
     # A refused request's final answer (ledger/idempotency.py), as JSON; migration 0008.
     Column("refusal", Text, nullable=True),
+    # The member whose rows the request writes ('' when none is known at the claim, as for an
+    # enrolment), migration 0012: on Citus the key lives on that member's shard
+    # (docs/scaling.md).
+    Column("member_id", String(40), nullable=False, server_default=""),
 )
 
 # --- Unified identity (docs/identity.md), migration 0004 ---------------------------------
