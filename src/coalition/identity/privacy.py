@@ -86,36 +86,42 @@ def sights(uow: UnitOfWork, partner_id: str, member_ids: Collection[str]) -> dic
 def sights_of_pairs(
     uow: UnitOfWork, pairs: Collection[tuple[str, str]]
 ) -> dict[tuple[str, str], Sight]:
-    """Each (partner, member) pair's sight, in one statement whatever their number and
-    partners (a group of earns of several partners asks once)."""
+    """Each (partner, member) pair's sight, in two statements whatever their number and
+    partners (a group of earns of several partners asks once). Two, not a join: on Citus
+    links are distributed by customer id and decisions by member (docs/scaling.md)."""
     assert len(pairs) <= MEMBERS_PER_LOOKUP_MAX
     if not pairs:
         return {}
     partner_ids = sorted({partner_id for partner_id, _ in pairs})
     member_ids = sorted({member_id for _, member_id in pairs})
-    linked: set[tuple[str, str]] = set()
+    linked = {
+        pair
+        for pair in driver.execute(uow, LINKED_PAIRS, (partner_ids, member_ids))
+        if pair in pairs
+    }
     decisions: dict[tuple[str, str], dict[str, bool]] = {pair: {} for pair in pairs}
-    for partner_id, member_id, scope, granted in driver.execute(
-        uow, LINKS_AND_DECISIONS, (partner_ids, member_ids)
-    ):
-        pair = (partner_id, member_id)
-        if pair in decisions:
-            linked.add(pair)
-            if scope is not None:
-                decisions[pair][scope] = bool(granted)
+    if linked:
+        linked_members = sorted({member_id for _, member_id in linked})
+        rows = driver.execute(uow, DECISIONS, (linked_members, partner_ids))
+        for partner_id, member_id, scope, granted in rows:
+            # A partner's decisions count only where it is linked (a link removed, or
+            # decisions carried by a merge, show nothing).
+            if (partner_id, member_id) in linked:
+                decisions[(partner_id, member_id)][scope] = bool(granted)
     return {
         pair: Sight(pair[1], pair in linked, *scopes_in_force(pair in linked, decisions[pair]))
         for pair in pairs
     }
 
 
-# On every earn's path: built once, on the driver (store/driver.py). A partner's decisions
-# count only where it is linked (a link removed, or decisions carried by a merge, show nothing).
-LINKS_AND_DECISIONS = Statement(
-    "SELECT l.partner_id, l.member_id, c.scope, c.granted FROM partner_links AS l"
-    " LEFT JOIN member_consents AS c"
-    " ON c.partner_id = l.partner_id AND c.member_id = l.member_id"
-    f" WHERE l.partner_id {IN_LIST} %s AND l.member_id {IN_LIST} %s"
+# On every earn's path: statements built once, on the driver (store/driver.py).
+LINKED_PAIRS = Statement(
+    "SELECT DISTINCT partner_id, member_id FROM partner_links"
+    f" WHERE partner_id {IN_LIST} %s AND member_id {IN_LIST} %s"
+)
+DECISIONS = Statement(
+    "SELECT partner_id, member_id, scope, granted FROM member_consents"
+    f" WHERE member_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
 )
 
 
