@@ -421,3 +421,25 @@ def test_a_money_budget_is_the_funders_and_stays_once_spent(engine: Engine) -> N
     raised = update(budget_amount_minor=120, budget_currency="EUR")
     assert (raised.promotion.version, raised.spent_amount_minor) == (2, 120)
     assert earn(engine, enroll(engine), 1_000).points == 10  # the budget is spent
+    assert_programme_sound(engine)
+
+
+def test_a_money_budget_rounds_each_grant_up_and_cuts_the_last(engine: Engine) -> None:
+    """test-cinema issues at 1.02 pence a point: 7 points cost 7.14, spent as 8; of 20 pence,
+    after 8 + 8 the 4 left pay for 3 points (3.06, spent as 4), then nothing."""
+    cinema = Actor("test-cinema-key", "test-cinema")
+    create(
+        engine,
+        cinema,
+        promotion_id="test-cinema.premiere",
+        bonus_points=7,
+        budget_amount_minor=20,
+        budget_currency="GBP",
+    )
+    member_id = enroll(engine, "test-cinema")
+    bonuses = [
+        earn(engine, member_id, 1_000, partner_id="test-cinema").points - 10 for _ in range(4)
+    ]
+    assert bonuses == [7, 7, 3, 0]
+    assert money_spent(engine, "test-cinema.premiere") == 20
+    assert_programme_sound(engine)
