@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from sqlalchemy import Engine, text
@@ -238,3 +240,31 @@ def assert_programme_sound(engine: Engine) -> None:
             if (rows := [tuple(row) for row in connection.execute(text(query))])
         }
     assert not broken, f"programme invariants broken: {broken}"
+    assert_money_budgets_sound(engine)
+
+
+# Each bonus of a promotion with a money budget, priced at its earn's rate version.
+MONEY_BUDGET_GRANTS = """
+    SELECT p.promotion_id, p.budget_amount_minor, p.spent_amount_minor, b.points,
+           r.issuance_price_minor_per_point
+    FROM promotions p
+    LEFT JOIN earn_bonuses b ON b.rule_id = 'promotion:' || p.promotion_id
+    LEFT JOIN journal_transactions j ON j.transaction_id = b.transaction_id
+    LEFT JOIN rate_versions r ON r.rate_version_id = j.rate_version_id
+    WHERE p.budget_amount_minor IS NOT NULL
+"""
+
+
+def assert_money_budgets_sound(engine: Engine) -> None:
+    """No money budget is overspent, and each one's spend is exactly its bonuses at their
+    earns' issuance prices, rounded up per grant (docs/promotions.md)."""
+    expected: dict[str, tuple[int, int, int]] = {}
+    with engine.connect() as connection:
+        for promotion_id, budget, spent, points, price in connection.execute(
+            text(MONEY_BUDGET_GRANTS)
+        ):
+            cost = 0 if points is None else math.ceil(points * Fraction(Decimal(price)))
+            _, _, so_far = expected.get(promotion_id, (budget, spent, 0))
+            expected[promotion_id] = (int(budget), int(spent), so_far + cost)
+    for promotion_id, (budget, spent, granted_cost) in expected.items():
+        assert spent == granted_cost <= budget, (promotion_id, budget, spent, granted_cost)

@@ -231,3 +231,62 @@ def test_partners_and_the_coalition_run_their_own_promotions(
         "INVALID_FIELD",
         ("period",),
     )
+
+
+def test_a_budget_in_money_over_grpc(channel: grpc.Channel, engine: Engine) -> None:
+    stub = promotion_service_pb2_grpc.PromotionServiceStub(channel)
+    air = api_key(engine, "test-air")
+
+    def create(message: messages.Promotion) -> messages.CreatePromotionResponse:
+        return stub.CreatePromotion(
+            messages.CreatePromotionRequest(request_id=new_id(), promotion=message),
+            metadata=air,
+            timeout=TIMEOUT_SECONDS,
+        )
+
+    before = row_counts(engine)
+    for money, field in (
+        (common_pb2.Money(amount_minor=300, currency="CNY"), "promotion.budget_money.currency"),
+        (common_pb2.Money(amount_minor=300), "promotion.budget_money.currency"),
+        (common_pb2.Money(currency="EUR"), "promotion.budget_money.amount_minor"),
+        (common_pb2.Money(amount_minor=-1, currency="EUR"), "promotion.budget_money.amount_minor"),
+    ):
+        expect_failure(
+            lambda money=money: create(
+                promotion("test-air.launch", bonus_points=100, budget_money=money)
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_FIELD",
+            (field,),
+        )
+    assert row_counts(engine) == before
+
+    created = create(
+        promotion(
+            "test-air.launch",
+            bonus_points=100,
+            budget_money=common_pb2.Money(amount_minor=300, currency="EUR"),
+        )
+    ).promotion
+    assert (created.budget_money.amount_minor, created.budget_money.currency) == (300, "EUR")
+    points = points_service_pb2_grpc.PointsServiceStub(channel)
+    member_id = enroll(engine)
+    earned = [
+        points.Earn(
+            points_service_pb2.EarnRequest(
+                request_id=new_id(),
+                member=common_pb2.MemberReference(member_id=member_id),
+                spend=common_pb2.Money(amount_minor=1_000, currency="EUR"),
+            ),
+            metadata=air,
+            timeout=TIMEOUT_SECONDS,
+        ).points
+        for _ in range(4)
+    ]
+    assert earned == [110, 110, 60, 10]  # 120 + 120 + 60 cents at 1.2 a point, then spent
+    got = stub.GetPromotion(
+        messages.GetPromotionRequest(promotion_id="test-air.launch"),
+        metadata=air,
+        timeout=TIMEOUT_SECONDS,
+    ).promotion
+    assert (got.spent_amount_minor, got.spent_points, got.budget_points) == (300, 0, 0)

@@ -306,3 +306,140 @@ def test_a_referral_campaign_pays_each_side_its_bonus_in_its_window(engine: Engi
     assert posted(engine, COALITION_PROMOTIONS_ACCOUNT_ID) == -400
     assert posted(engine, partner_issuance_account_id("test-air")) == -100
     assert_programme_sound(engine)
+
+
+def money_spent(engine: Engine, promotion_id: str) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                select(promotions.c.spent_amount_minor).where(
+                    promotions.c.promotion_id == promotion_id
+                )
+            ).scalar_one()
+        )
+
+
+@pytest.mark.parametrize(
+    ("budget_amount_minor", "spent_amount_minor"),
+    # test-air issues at 1.2 cents a point: 100 points cost 120; 60 cents pay for the last 50.
+    # With 301 the last cent pays for no whole point and stays.
+    [(300, 300), (301, 300)],
+)
+def test_a_money_budget_is_spent_exactly_under_concurrency(
+    engine: Engine, budget_amount_minor: int, spent_amount_minor: int
+) -> None:
+    create(
+        engine,
+        AIR,
+        promotion_id="test-air.launch",
+        bonus_points=100,
+        budget_amount_minor=budget_amount_minor,
+        budget_currency="EUR",
+    )
+    members = [enroll(engine) for _ in range(8)]
+    start = threading.Barrier(len(members))
+
+    def send(member_id: str) -> int:
+        start.wait()
+        return earn(engine, member_id, 1_000).points - 10
+
+    with ThreadPoolExecutor(len(members)) as pool:
+        bonuses = sorted(pool.map(send, members))
+    assert bonuses[-3:] == [50, 100, 100] and set(bonuses[:-3]) == {0}
+    assert earn(engine, members[0], 1_000).points == 10  # spent: no more grants
+    granted = [bonus for bonus in bonuses if bonus]
+    # every grant spent its points at the issuance price, rounded up to a cent
+    assert money_spent(engine, "test-air.launch") == sum(
+        -(-points * 12 // 10) for points in granted
+    )
+    assert money_spent(engine, "test-air.launch") == spent_amount_minor <= budget_amount_minor
+    assert bonus_points(engine, "promotion:test-air.launch") == 250
+    with engine.connect() as connection:
+        assert (
+            connection.execute(
+                select(promotions.c.spent_points).where(
+                    promotions.c.promotion_id == "test-air.launch"
+                )
+            ).scalar_one()
+            == 0
+        )  # no points budget, no points counter
+    assert_programme_sound(engine)
+
+
+def test_a_money_budget_is_the_funders_and_stays_once_spent(engine: Engine) -> None:
+    def fault(actor: Actor, **entry: Any) -> str:
+        error = refused(lambda: create(engine, actor, **entry))
+        assert len(error.field_violations) == 1
+        return error.field_violations[0].field
+
+    launch = {"promotion_id": "test-air.launch", "bonus_points": 100}
+    assert fault(AIR, **launch, budget_amount_minor=300) == "promotion.budget_currency"
+    assert fault(AIR, **launch, budget_currency="EUR") == "promotion.budget_currency"
+    assert (
+        fault(AIR, **launch, budget_amount_minor=300, budget_currency="XXX")
+        == "promotion.budget_currency"
+    )
+    assert (
+        fault(AIR, **launch, budget_amount_minor=300, budget_currency="CNY")
+        == "promotion.budget_currency"
+    )  # not test-air's currency
+    assert (
+        fault(AIR, **launch, budget_amount_minor=0, budget_currency="EUR")
+        == "promotion.budget_amount_minor"
+    )
+    assert (
+        fault(AIR, **launch, budget_amount_minor=10**15 + 1, budget_currency="EUR")
+        == "promotion.budget_amount_minor"
+    )
+    assert (
+        fault(
+            COALITION,
+            promotion_id="shared",
+            bonus_points=1,
+            funded_by="coalition",
+            budget_amount_minor=300,
+            budget_currency="EUR",
+        )
+        == "promotion.budget_amount_minor"
+    )  # the coalition has no issuance price of its own
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(promotions)).scalar_one() == 0
+
+    stored = create(engine, AIR, **launch, budget_amount_minor=300, budget_currency="EUR")
+    assert stored.promotion.budget_amount_minor == 300
+    earn(engine, enroll(engine), 1_000)
+    assert money_spent(engine, "test-air.launch") == 120
+
+    def update(**entry: Any) -> Any:
+        return promotion_admin.update_promotion(
+            UnitOfWork(engine), AIR, {**WINDOW, **launch, **entry}, 1, None, PLAIN, now()
+        )
+
+    for entry in ({}, {"budget_amount_minor": 119, "budget_currency": "EUR"}):
+        error = refused(lambda entry=entry: update(**entry))
+        assert [v.field for v in error.field_violations] == ["promotion.budget_amount_minor"]
+    raised = update(budget_amount_minor=120, budget_currency="EUR")
+    assert (raised.promotion.version, raised.spent_amount_minor) == (2, 120)
+    assert earn(engine, enroll(engine), 1_000).points == 10  # the budget is spent
+    assert_programme_sound(engine)
+
+
+def test_a_money_budget_rounds_each_grant_up_and_cuts_the_last(engine: Engine) -> None:
+    """test-cinema issues at 1.02 pence a point: 7 points cost 7.14, spent as 8; of 20 pence,
+    after 8 + 8 the 4 left pay for 3 points (3.06, spent as 4), then nothing."""
+    cinema = Actor("test-cinema-key", "test-cinema")
+    create(
+        engine,
+        cinema,
+        promotion_id="test-cinema.premiere",
+        bonus_points=7,
+        budget_amount_minor=20,
+        budget_currency="GBP",
+    )
+    member_id = enroll(engine, "test-cinema")
+    bonuses = [
+        earn(engine, member_id, 1_000, partner_id="test-cinema").points - 10 for _ in range(4)
+    ]
+    assert bonuses == [7, 7, 3, 0]
+    assert money_spent(engine, "test-cinema.premiere") == 20
+    assert_programme_sound(engine)

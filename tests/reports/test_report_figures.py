@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,10 @@ def test_report_matches_the_model(
     liability = {row[0]: row for row in read_csv(tmp_path, "liability")[1:]}
     for issuer, value_minor in expected.liability_value(generated, period).items():
         assert int(liability[issuer][3]) == value_minor
+        # the page's columns: the same money in major units (all three currencies have 2
+        # decimals), the price per point exactly
+        assert liability[issuer][6] == f"{Decimal(value_minor) / 100:.2f}"
+        assert Decimal(liability[issuer][5]) * 100 == Decimal(liability[issuer][2])
     assert read_csv(tmp_path, "breakage_by_cohort")[1:] == stringify(
         expected.breakage(generated, period.end, by_cohort=True)
     )
@@ -66,9 +71,19 @@ def test_report_matches_the_model(
         expected.breakage(generated, period.end, by_cohort=False)
     )
     assert read_csv(tmp_path, "flow_matrix")[1:] == stringify(expected.flows(generated, period))
-    assert read_csv(tmp_path, "settlement_positions")[1:] == stringify(
-        expected.settlement(generated, period)
-    )
+    positions = read_csv(tmp_path, "settlement_positions")
+    assert positions[0][:7] == [
+        "partner_id",
+        "issued_points",
+        "redeemed_points",
+        "owed_by_partner_minor",
+        "owed_to_partner_minor",
+        "net_owed_by_partner_minor",
+        "currency",
+    ], "the published columns keep their names and places"
+    assert [row[:7] for row in positions[1:]] == stringify(expected.settlement(generated, period))
+    for row in positions[1:]:
+        assert row[7:] == [f"{Decimal(int(minor)) / 100:.2f}" for minor in row[3:6]]
     metrics = dict(read_csv(tmp_path, "programme_metrics")[1:])
     for name, value in expected.metrics(generated, period).items():
         assert metrics[name] == value, name

@@ -52,6 +52,8 @@ FIELD_OF_KEY = {
     "referral_referrer_points": "referral.referrer_points",
     "spend_amount_minor_min": "spend_min.amount_minor",
     "spend_currency": "spend_min.currency",
+    "budget_amount_minor": "budget_money.amount_minor",
+    "budget_currency": "budget_money.currency",
 }
 
 
@@ -97,6 +99,9 @@ def _entry(parser: RequestParser, message: messages.Promotion) -> dict[str, Any]
     if message.HasField("spend_min"):
         optional["spend_amount_minor_min"] = message.spend_min.amount_minor
         optional["spend_currency"] = message.spend_min.currency
+    if message.HasField("budget_money"):
+        optional["budget_amount_minor"] = message.budget_money.amount_minor
+        optional["budget_currency"] = message.budget_money.currency
     entry.update({key: value for key, value in optional.items() if value is not None})
     return entry
 
@@ -148,6 +153,10 @@ def _message(stored: StoredPromotion) -> messages.Promotion:
     if promotion.spend_amount_minor_min is not None:
         message.spend_min.amount_minor = promotion.spend_amount_minor_min
         message.spend_min.currency = promotion.spend_currency or ""
+    if promotion.budget_amount_minor is not None:
+        message.budget_money.amount_minor = promotion.budget_amount_minor
+        message.budget_money.currency = promotion.budget_currency or ""
+        message.spent_amount_minor = stored.spent_amount_minor
     return message
 
 

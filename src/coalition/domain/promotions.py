@@ -58,6 +58,10 @@ class Promotion:
     grants_per_member_max: int | None = None  # in each cap_period
     cap_period: str = "promotion"
     budget_points: int | None = None  # None: no budget
+    # A budget in money at the funder's issuance price (with budget_currency, the funder's):
+    # each grant spends ceil(points x the issuance price of the earn's rate version).
+    budget_amount_minor: int | None = None  # None: no money budget
+    budget_currency: str | None = None
     # A referral campaign instead of an earn bonus: what each side of a referral gets at the
     # referred member's first qualifying earn in the window (coalition-funded, hub-initiated).
     referral_referred_points: int | None = None
@@ -76,6 +80,7 @@ class Promotion:
         if self.is_referral_campaign:
             assert self.funded_by == FUNDED_BY_COALITION, "a referral bonus is hub-initiated"
             assert self.budget_points is None and self.grants_per_member_max is None
+            assert self.budget_amount_minor is None
         assert self.multiplier is None or self.multiplier > 1
         assert self.bonus_points is None or self.bonus_points > 0
         assert self.member_day is None or 1 <= self.member_day <= 31
@@ -85,6 +90,12 @@ class Promotion:
         assert self.grants_per_member_max is None or self.grants_per_member_max > 0
         assert self.cap_period in CAP_PERIODS
         assert self.budget_points is None or self.budget_points > 0
+        assert (self.budget_amount_minor is None) == (self.budget_currency is None)
+        assert self.budget_amount_minor is None or self.budget_amount_minor > 0
+        if self.budget_amount_minor is not None:
+            # The funder's money: a partner's own issuance price, at its one partner.
+            assert self.funded_by == FUNDED_BY_PARTNER
+            assert self.partner_ids is not None and len(self.partner_ids) == 1
         assert self.state in (STATE_ACTIVE, STATE_PAUSED)
         # A partner's own promotion is funded by it and runs only at it (its autonomy); the
         # coalition's runs anywhere but never bills a partner for its points.
@@ -92,6 +103,11 @@ class Promotion:
             assert self.funded_by == FUNDED_BY_PARTNER
             assert self.partner_ids == frozenset({self.owner_partner_id})
         ZoneInfo(self.time_zone)  # fails loudly on an unknown zone
+
+    @property
+    def budgeted(self) -> bool:
+        """It has a budget (in points, in money or both) that its grants spend."""
+        return self.budget_points is not None or self.budget_amount_minor is not None
 
     @property
     def rule_id(self) -> str:
@@ -145,12 +161,27 @@ class Bonus:
 
 @dataclass(frozen=True)
 class PromotionGrant:
-    """What a bonus of a promotion uses up: one grant of its member cap, points of its budget."""
+    """What a bonus of a promotion uses up: one grant of its member cap, points (and money)
+    of its budget."""
 
     promotion_id: str
     cap_period: str | None  # None: the promotion has no member cap
     points: int
     budgeted: bool
+    amount_minor: int = 0  # of a money budget: ceil(points x issuance price)
+
+
+def budget_amount_minor_of(points: int, issuance_price_minor_per_point: Decimal) -> int:
+    """What `points` spend of a money budget: their issuance cost, rounded up, so that the
+    money a budget has paid for never exceeds the budget."""
+    assert points >= 0
+    return math.ceil(points * Fraction(issuance_price_minor_per_point))
+
+
+def points_within_amount_minor(amount_minor: int, issuance_price_minor_per_point: Decimal) -> int:
+    """The most points whose cost (`budget_amount_minor_of`) fits in `amount_minor`."""
+    assert issuance_price_minor_per_point > 0
+    return math.floor(max(amount_minor, 0) / Fraction(issuance_price_minor_per_point))
 
 
 def in_force(promotion: Promotion, partner_id: str, occurred_at: datetime) -> bool:
@@ -239,18 +270,23 @@ def bonuses_for_earn(
     facts: EarnFacts,
     grants_so_far: Mapping[str, int] | None = None,
     budget_left_points: Mapping[str, int] | None = None,
+    budget_left_minor: Mapping[str, int] | None = None,
+    issuance_price_minor_per_point: Decimal = Decimal(0),
 ) -> tuple[tuple[Bonus, ...], tuple[PromotionGrant, ...]]:
     """Every extra of this earn, tier first then promotions by id (rules giving 0 are left
     out), and what each promotion's bonus uses up.
 
     `grants_so_far`: by promotion id, the member's grants in the earn's cap period (promotions
     with a cap); `budget_left_points`: by promotion id, the points left of its budget
-    (promotions with one). A bonus never exceeds the budget left: the last grant of a budget
-    is cut to what is left, so a budget is spent exactly and never overspent. The tier bonus
-    is the programme's: the coalition funds it.
+    (promotions with one); `budget_left_minor`: by promotion id, the money left of its money
+    budget, spent at `issuance_price_minor_per_point` (the earn's rate version). A bonus never
+    exceeds the budget left: the last grant of a budget is cut to what is left, so a budget is
+    spent exactly and never overspent. The tier bonus is the programme's: the coalition funds
+    it.
     """
     grants_so_far = grants_so_far or {}
     budget_left_points = budget_left_points or {}
+    budget_left_minor = budget_left_minor or {}
     tier_points = tier_bonus_points(facts.base_points, tier)
     bonuses = [Bonus(f"tier:{tier.tier_id}", tier_points, FUNDED_BY_COALITION)]
     grants: list[PromotionGrant] = []
@@ -263,12 +299,21 @@ def bonuses_for_earn(
         ):
             continue
         points = promotion_bonus_points(promotion, facts.base_points)
-        budgeted = promotion.budget_points is not None
-        if budgeted:
+        if promotion.budget_points is not None:
             points = min(points, budget_left_points.get(promotion.promotion_id, 0))
+        amount_minor = 0
+        if promotion.budget_amount_minor is not None:
+            left_minor = budget_left_minor.get(promotion.promotion_id, 0)
+            if issuance_price_minor_per_point > 0:  # points that cost nothing spend nothing
+                points = min(
+                    points, points_within_amount_minor(left_minor, issuance_price_minor_per_point)
+                )
+            amount_minor = budget_amount_minor_of(points, issuance_price_minor_per_point)
         if points <= 0:
             continue
         bonuses.append(Bonus(promotion.rule_id, points, promotion.funded_by))
         period = promotion.cap_period_of(facts.occurred_at) if capped else None
-        grants.append(PromotionGrant(promotion.promotion_id, period, points, budgeted))
+        grants.append(
+            PromotionGrant(promotion.promotion_id, period, points, promotion.budgeted, amount_minor)
+        )
     return tuple(bonus for bonus in bonuses if bonus.points > 0), tuple(grants)

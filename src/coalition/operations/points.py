@@ -129,7 +129,15 @@ def post_earn(
     journal.lock_member_balance(uow, member_id)
     programme = active_programme()
     award = promotions.award_for_earn(
-        uow, programme, partner_id, member_id, occurred_at, points_earned, command.spend, now
+        uow,
+        programme,
+        partner_id,
+        member_id,
+        occurred_at,
+        points_earned,
+        command.spend,
+        now,
+        issuance_price_minor_per_point=rate.issuance_price_minor_per_point,
     )
     _check_points_bound(award.points_total, earn_basis_field(command))
     entry = JournalEntry(

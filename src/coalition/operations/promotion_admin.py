@@ -41,6 +41,7 @@ from coalition.domain.promotions import (
     STATE_PAUSED,
     Promotion,
 )
+from coalition.partners.catalog import get_partner
 from coalition.programme import promotion_catalogue as catalogue
 from coalition.programme.config import (
     PROMOTIONS_MAX,
@@ -91,6 +92,7 @@ def create_promotion(
                 f"the hub runs at most {PROMOTIONS_MAX} promotions; end or let one expire",
                 {"promotions_max": PROMOTIONS_MAX},
             )
+        _check_budget_currency(uow, promotion)
         catalogue.insert_promotion(uow, promotion, "create", actor.principal_id, request_id, now)
         stored = _stored(uow, promotion.promotion_id)
         uow.commit()
@@ -130,6 +132,22 @@ def update_promotion(
                     FieldViolation(
                         "promotion.budget_points",
                         f"at least the {current.spent_points} points already spent",
+                    )
+                ]
+            )
+        _check_budget_currency(uow, promotion)
+        spent_minor = current.spent_amount_minor
+        if spent_minor and (
+            promotion.budget_amount_minor is None
+            or promotion.budget_amount_minor < spent_minor
+            or promotion.budget_currency != current.promotion.budget_currency
+        ):
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "promotion.budget_amount_minor",
+                        f"at least the {spent_minor} minor units of "
+                        f"{current.promotion.budget_currency} already spent, in that currency",
                     )
                 ]
             )
@@ -255,6 +273,23 @@ def _validated(
         raise InvalidArgument([violation]) from error
 
 
+def _check_budget_currency(uow: UnitOfWork, promotion: Promotion) -> None:
+    """A budget in money is in the funding partner's currency (its issuance prices')."""
+    if promotion.budget_currency is None or promotion.partner_ids is None:
+        return
+    (funder,) = promotion.partner_ids
+    currency = get_partner(uow, funder).currency
+    if promotion.budget_currency != currency:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "promotion.budget_currency",
+                    f"must be {currency}, the currency of {funder}'s issuance prices",
+                )
+            ]
+        )
+
+
 def _tier_ids(programme: Programme) -> set[str]:
     return {tier.tier_id for tier in programme.ladder.tiers}
 
@@ -336,6 +371,7 @@ def _write_row(uow: UnitOfWork, promotion: Promotion, now: datetime) -> None:
             definition=catalogue.canonical_definition(promotion),
             ends_at=promotion.ends_at,
             budget_points=promotion.budget_points,
+            budget_amount_minor=promotion.budget_amount_minor,
             update_time=now,
         )
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from fractions import Fraction
 
 from sqlalchemy import select
@@ -107,7 +108,7 @@ def lock_budgets(uow: UnitOfWork, promotions: tuple[Promotion, ...]) -> None:
     """Lock the budget rows of `promotions` in promotion id order, after the members' locks:
     a group of earns takes them once, up front, in one order, so two groups never wait on
     each other in a circle."""
-    catalogue.lock_budgets(uow, (p.promotion_id for p in promotions if p.budget_points))
+    catalogue.lock_budgets(uow, (p.promotion_id for p in promotions if p.budgeted))
 
 
 def award_for_earn(
@@ -119,11 +120,14 @@ def award_for_earn(
     base_points: int,
     spend: Money | None = None,
     now: datetime | None = None,
+    *,
+    issuance_price_minor_per_point: Decimal,
 ) -> EarnAward:
     """The earn's extras under the member's tier now and the promotions in force at
     `occurred_at`, within each promotion's member cap and budget (the member lock is held, so
     the tier, the first purchase and the caps cannot change underneath; the budgets are
-    locked by `lock_budgets`)."""
+    locked by `lock_budgets`; a money budget spends at `issuance_price_minor_per_point`, the
+    earn's rate version's)."""
     tier = tiers.current_tier(uow, member_id, programme.ladder).tier
     promotions = candidates(uow, programme, partner_id, now or occurred_at)
     first_at_partner, first_in_coalition = (
@@ -153,10 +157,20 @@ def award_for_earn(
         p.promotion_id: grants.get((p.promotion_id, p.cap_period_of(occurred_at)), 0)
         for p in capped
     }
-    budget_left = catalogue.lock_budgets(
-        uow, (p.promotion_id for p in matching if p.budget_points is not None)
+    budget_left = catalogue.lock_budgets(uow, (p.promotion_id for p in matching if p.budgeted))
+    bonuses, promotion_grants = bonuses_for_earn(
+        tier,
+        matching,
+        facts,
+        grants_so_far,
+        {key: left.points for key, left in budget_left.items() if left.points is not None},
+        {
+            key: left.amount_minor
+            for key, left in budget_left.items()
+            if left.amount_minor is not None
+        },
+        issuance_price_minor_per_point,
     )
-    bonuses, promotion_grants = bonuses_for_earn(tier, matching, facts, grants_so_far, budget_left)
     award = EarnAward(member_id, partner_id, base_points, bonuses, promotion_grants)
     if award.points_coalition_funded:
         ensure_coalition_promotions_account(uow)

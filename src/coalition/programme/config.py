@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfoNotFoundError
 
+from coalition.domain.currency import is_known_currency
+from coalition.domain.points import AMOUNT_MINOR_MAX
 from coalition.domain.promotions import (
     CAP_PERIODS,
     FIRST_PURCHASE_SCOPES,
@@ -154,6 +156,8 @@ PROMOTION_KEYS = {
     "grants_per_member_max",
     "cap_period",
     "budget_points",
+    "budget_amount_minor",
+    "budget_currency",
     "referral_referred_points",
     "referral_referrer_points",
 }
@@ -163,6 +167,7 @@ REFERRAL_CAMPAIGN_KEYS = {"promotion_id", "starts_at", "ends_at", "funded_by", "
 REFERRAL_CAMPAIGN_KEYS |= {"partner_ids", *REFERRAL_KEYS}
 BONUS_POINTS_MAX = 1_000_000_000
 BUDGET_POINTS_MAX = 10**15
+BUDGET_AMOUNT_MINOR_MAX = AMOUNT_MINOR_MAX
 GRANTS_PER_MEMBER_MAX = 1_000_000
 
 
@@ -252,6 +257,7 @@ def promotion_from_entry(
             where, "cap_period", f"cap_period must be one of {', '.join(CAP_PERIODS)}"
         )
     partner_ids = _id_set(where, entry, "partner_ids")
+    budget_amount_minor, budget_currency = _money_budget(where, entry, funded_by, partner_ids)
     if owner_partner_id is not None and (
         funded_by != FUNDED_BY_PARTNER or partner_ids != frozenset({owner_partner_id})
     ):
@@ -281,6 +287,8 @@ def promotion_from_entry(
             ),
             cap_period=cap_period,
             budget_points=_count(where, entry, "budget_points", BUDGET_POINTS_MAX),
+            budget_amount_minor=budget_amount_minor,
+            budget_currency=budget_currency,
             referral_referred_points=_count(
                 where, entry, "referral_referred_points", BONUS_POINTS_MAX
             ),
@@ -308,6 +316,33 @@ def _check_referral_campaign(where: str, entry: dict[str, Any], funded_by: str) 
         )
     if funded_by != FUNDED_BY_COALITION:
         raise PromotionFieldError(where, "funded_by", "a referral campaign is coalition-funded")
+
+
+def _money_budget(
+    where: str, entry: dict[str, Any], funded_by: str, partner_ids: frozenset[str] | None
+) -> tuple[int | None, str | None]:
+    """A budget in money is the funder's: a partner-funded promotion at one partner, in that
+    partner's currency (checked against the partner where the partners are known)."""
+    amount_minor = _count(where, entry, "budget_amount_minor", BUDGET_AMOUNT_MINOR_MAX)
+    currency = entry.get("budget_currency")
+    if (amount_minor is None) != (currency is None) or (
+        currency is not None and not (isinstance(currency, str) and is_known_currency(currency))
+    ):
+        raise PromotionFieldError(
+            where,
+            "budget_currency",
+            "budget_amount_minor and budget_currency (a known ISO 4217 code) go together",
+        )
+    if amount_minor is not None and (
+        funded_by != FUNDED_BY_PARTNER or partner_ids is None or len(partner_ids) != 1
+    ):
+        raise PromotionFieldError(
+            where,
+            "budget_amount_minor",
+            "a budget in money is the funding partner's: a partner-funded promotion at exactly "
+            "one partner (a coalition-funded promotion takes budget_points)",
+        )
+    return amount_minor, currency
 
 
 def _count(where: str, entry: dict[str, Any], key: str, value_max: int) -> int | None:

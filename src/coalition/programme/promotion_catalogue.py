@@ -69,6 +69,8 @@ def definition_of(promotion: Promotion) -> dict[str, Any]:
         "grants_per_member_max": promotion.grants_per_member_max,
         "cap_period": None if promotion.cap_period == "promotion" else promotion.cap_period,
         "budget_points": promotion.budget_points,
+        "budget_amount_minor": promotion.budget_amount_minor,
+        "budget_currency": promotion.budget_currency,
         "referral_referred_points": promotion.referral_referred_points,
         "referral_referrer_points": promotion.referral_referrer_points,
     }
@@ -104,11 +106,16 @@ class StoredPromotion:
     spent_points: int
     create_time: datetime
     update_time: datetime
+    spent_amount_minor: int = 0  # of its money budget
 
 
 def stored_of_row(row: Any) -> StoredPromotion:
     return StoredPromotion(
-        promotion_of_row(row), int(row.spent_points), row.create_time, row.update_time
+        promotion_of_row(row),
+        int(row.spent_points),
+        row.create_time,
+        row.update_time,
+        int(row.spent_amount_minor),
     )
 
 
@@ -155,6 +162,8 @@ def insert_promotion(
             ends_at=promotion.ends_at,
             budget_points=promotion.budget_points,
             spent_points=0,
+            budget_amount_minor=promotion.budget_amount_minor,
+            spent_amount_minor=0,
             create_time=now,
             update_time=now,
         )
@@ -267,19 +276,28 @@ BUMP_CATALOGUE = Statement(
 # so it needs no row lock.
 BUDGETS_LOCKED = {
     "postgresql": Statement(
-        "SELECT promotion_id, budget_points - spent_points FROM promotions"
-        f" WHERE promotion_id {IN_LIST} %s AND budget_points IS NOT NULL"
+        "SELECT promotion_id, budget_points - spent_points,"
+        " budget_amount_minor - spent_amount_minor FROM promotions"
+        f" WHERE promotion_id {IN_LIST} %s"
+        " AND (budget_points IS NOT NULL OR budget_amount_minor IS NOT NULL)"
         " ORDER BY promotion_id FOR UPDATE"
     ),
     "sqlite": Statement(
-        "SELECT promotion_id, budget_points - spent_points FROM promotions"
-        f" WHERE promotion_id {IN_LIST} %s AND budget_points IS NOT NULL"
+        "SELECT promotion_id, budget_points - spent_points,"
+        " budget_amount_minor - spent_amount_minor FROM promotions"
+        f" WHERE promotion_id {IN_LIST} %s"
+        " AND (budget_points IS NOT NULL OR budget_amount_minor IS NOT NULL)"
     ),
 }
-# The guarded counter: a budget is spent at most once per point, whatever races.
+# The guarded counters: a budget is spent at most once per point and per minor unit,
+# whatever races.
 SPEND_BUDGET = Statement(
-    "UPDATE promotions SET spent_points = spent_points + %s"
-    " WHERE promotion_id = %s AND spent_points + %s <= budget_points"
+    "UPDATE promotions"
+    " SET spent_points = spent_points + CASE WHEN budget_points IS NULL THEN 0 ELSE %s END,"
+    " spent_amount_minor = spent_amount_minor + %s"
+    " WHERE promotion_id = %s"
+    " AND (budget_points IS NULL OR spent_points + %s <= budget_points)"
+    " AND (budget_amount_minor IS NULL OR spent_amount_minor + %s <= budget_amount_minor)"
 )
 GRANTS_OF_MEMBER = Statement(
     "SELECT promotion_id, cap_period, grants FROM promotion_member_grants"
@@ -293,8 +311,17 @@ COUNT_GRANT = Statement(
 )
 
 
-def lock_budgets(uow: UnitOfWork, promotion_ids: Iterable[str]) -> dict[str, int]:
-    """The points left of each budget among `promotion_ids`, locked (FOR UPDATE, in promotion
+@dataclass(frozen=True)
+class BudgetLeft:
+    """What is left of a promotion's budget: points, and minor units of its money budget
+    (None: it has no budget of that kind)."""
+
+    points: int | None
+    amount_minor: int | None
+
+
+def lock_budgets(uow: UnitOfWork, promotion_ids: Iterable[str]) -> dict[str, BudgetLeft]:
+    """What is left of each budget among `promotion_ids`, locked (FOR UPDATE, in promotion
     id order) until the transaction ends: concurrent earns of a budgeted promotion queue
     here, so the budget they see is the budget they spend. A promotion without a row (a
     file's promotion not seeded) has no budget left."""
@@ -302,7 +329,12 @@ def lock_budgets(uow: UnitOfWork, promotion_ids: Iterable[str]) -> dict[str, int
     if not ids:
         return {}
     rows = driver.execute(uow, BUDGETS_LOCKED[uow.dialect_name], (ids,)).fetchall()
-    return {promotion_id: int(left) for promotion_id, left in rows}
+    return {
+        promotion_id: BudgetLeft(
+            None if points is None else int(points), None if minor is None else int(minor)
+        )
+        for promotion_id, points, minor in rows
+    }
 
 
 def grants_of_member(
@@ -326,6 +358,14 @@ def record_grants(uow: UnitOfWork, member_id: str, grants: Iterable[PromotionGra
             )
         if grant.budgeted:
             cursor = driver.execute(
-                uow, SPEND_BUDGET, (grant.points, grant.promotion_id, grant.points)
+                uow,
+                SPEND_BUDGET,
+                (
+                    grant.points,
+                    grant.amount_minor,
+                    grant.promotion_id,
+                    grant.points,
+                    grant.amount_minor,
+                ),
             )
             assert cursor.rowcount == 1, "a budget is spent under its lock, never overspent"

@@ -29,6 +29,13 @@ class Table:
     rows: list[tuple[Any, ...]]
     definitions: dict[str, str] = field(default_factory=dict)  # row label -> definition
     headline: str = ""  # one sentence a reader takes away
+    # In the CSV and JSON (a published contract) but not on the page: the minor-unit columns
+    # whose major-unit twins the page shows instead.
+    machine_columns: frozenset[str] = frozenset()
+
+    @property
+    def page_columns(self) -> tuple[str, ...]:
+        return tuple(column for column in self.columns if column not in self.machine_columns)
 
     def records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -124,13 +131,16 @@ def _liability(
         if point.period_label != period.label:
             continue
         price, currency = prices.get(point.partner_id, ("0", ""))
+        value_minor = money_minor(point.outstanding_points, price)
         rows.append(
             (
                 point.partner_id,
                 point.outstanding_points,
                 price,
-                money_minor(point.outstanding_points, price),
+                value_minor,
                 currency,
+                price_major_units(price, currency),
+                major_units(value_minor, currency),
             )
         )
     return Table(
@@ -142,8 +152,11 @@ def _liability(
             "redemption_price_minor_per_point",
             "value_minor",
             "currency",
+            "redemption_price_per_point",
+            "value",
         ),
         rows,
+        machine_columns=frozenset({"redemption_price_minor_per_point", "value_minor"}),
     )
 
 
@@ -181,10 +194,23 @@ def _settlement_positions(uow: UnitOfWork, period: Period, partner_id: str | Non
         else:
             row[1] += points
             row[3] += money_minor(points, redemption_price)
-    rows = [
-        (p, issued, redeemed, owed_by, owed_to, owed_by - owed_to, currencies.get(p, ""))
-        for p, (issued, redeemed, owed_by, owed_to) in sorted(totals.items())
-    ]
+    rows = []
+    for p, (issued, redeemed, owed_by, owed_to) in sorted(totals.items()):
+        currency = currencies.get(p, "")
+        rows.append(
+            (
+                p,
+                issued,
+                redeemed,
+                owed_by,
+                owed_to,
+                owed_by - owed_to,
+                currency,
+                major_units(owed_by, currency),
+                major_units(owed_to, currency),
+                major_units(owed_by - owed_to, currency),
+            )
+        )
     return Table(
         "settlement_positions",
         "Net settlement position of each partner in the period",
@@ -196,8 +222,14 @@ def _settlement_positions(uow: UnitOfWork, period: Period, partner_id: str | Non
             "owed_to_partner_minor",
             "net_owed_by_partner_minor",
             "currency",
+            "owed_by_partner",
+            "owed_to_partner",
+            "net_owed_by_partner",
         ),
         rows,
+        machine_columns=frozenset(
+            {"owed_by_partner_minor", "owed_to_partner_minor", "net_owed_by_partner_minor"}
+        ),
     )
 
 
@@ -283,6 +315,15 @@ def major_units(amount_minor: int | Fraction, currency: str) -> str:
     value = Decimal(amount_minor.numerator) / Decimal(amount_minor.denominator)
     quantum = Decimal(1).scaleb(-exponent)
     return str((value / Decimal(10**exponent)).quantize(quantum, ROUND_HALF_EVEN))
+
+
+def price_major_units(price_minor_per_point: str, currency: str) -> str:
+    """A price per point in major units, exact (a fraction of a cent stays): "0.8" EUR ->
+    "0.008"."""
+    if not currency:
+        return ""
+    price = Decimal(price_minor_per_point).scaleb(-MINOR_UNIT_EXPONENTS[currency])
+    return format(price.normalize(), "f") if price else "0"
 
 
 COALITION_GROUP = "coalition (group)"

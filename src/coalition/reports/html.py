@@ -40,6 +40,10 @@ def render_html(report: Report) -> str:
         f"<p>Period {escape(report.period.start.isoformat())} to "
         f"{escape(report.period.end.isoformat())} (end exclusive, by commit time); generated "
         f"{escape(report.generate_time.isoformat())}.</p>",
+        _headline(
+            "Money is in major units of the currency shown on each row; the CSV and JSON files "
+            "also carry it in minor units."
+        ),
         "<h2>Liability</h2>",
         _table_html(tables["liability"]),
         _trend_svg(tables["liability_trend"]),
@@ -55,10 +59,7 @@ def render_html(report: Report) -> str:
         "<h2>Programme metrics</h2>",
         _metrics_html(tables["programme_metrics"]),
         "<h2>Promotions: what they cost and returned</h2>",
-        _headline(
-            "Money is in major units of the currency shown on each row (cost at the issuance "
-            "price of each earn's rate version)."
-        ),
+        _headline("Cost is at the issuance price of each earn's rate version."),
         _table_html(tables["promotion_costs"]),
         _table_html(tables["promotion_funders"]),
         "<h2>Members: spend, tiers</h2>",
@@ -92,16 +93,23 @@ COLUMN_WORDS = {
     "issuer_partner_id": "Issued at",
     "redeemer_partner_id": "Redeemed at",
     "outstanding_points": "Outstanding points",
-    "redemption_price_minor_per_point": "Redemption price per point (minor units)",
-    "value_minor": "Value (minor units)",
+    "redemption_price_per_point": "Redemption price per point",
+    "value": "Value",
     "issued_points": "Points issued",
     "expired_points": "Points expired",
     "redeemed_points": "Points redeemed",
     "breakage_rate": "Breakage rate",
     "earn_month": "Earn month",
-    "owed_by_partner_minor": "Owed by the partner (minor units)",
-    "owed_to_partner_minor": "Owed to the partner (minor units)",
-    "net_owed_by_partner_minor": "Net owed by the partner (minor units)",
+    "owed_by_partner": "Owed by the partner",
+    "owed_to_partner": "Owed to the partner",
+    "net_owed_by_partner": "Net owed by the partner",
+    "currency": "Currency",
+    "period": "Period",
+    "points": "Points",
+    "members": "Members",
+    "visits": "Visits",
+    "spend": "Spend",
+    "funder": "Funder",
     "promotion_id": "Promotion",
     "funded_by": "Funded by",
     "members_reached": "Members reached",
@@ -131,15 +139,20 @@ def _headline(text: str) -> str:
 
 
 def _table_html(table: Table) -> str:
-    header = "".join(f"<th>{escape(_column_words(column))}</th>" for column in table.columns)
+    shown = table.page_columns
+    header = "".join(f"<th>{escape(_column_words(column))}</th>" for column in shown)
     body = "".join(
         "<tr>"
-        + "".join(_cell(table, index, c, v) for c, v in zip(table.columns, row, strict=True))
+        + "".join(
+            _cell(table, index, column, value)
+            for column, value in zip(table.columns, row, strict=True)
+            if column in shown
+        )
         + "</tr>"
         for index, row in enumerate(table.rows)
     )
     if not table.rows:
-        body = f'<tr><td colspan="{len(table.columns)}" class="text">no rows</td></tr>'
+        body = f'<tr><td colspan="{len(shown)}" class="text">no rows</td></tr>'
     return (
         f"<h3>{escape(table.title)}</h3>{_headline(table.headline)}"
         f'<table id="{table.name}"><thead><tr>{header}</tr>'

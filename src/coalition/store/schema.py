@@ -782,6 +782,9 @@ promotions = Table(
     Column("ends_at", UtcDateTime, nullable=False),  # of the definition: which to load
     Column("budget_points", BigInteger, nullable=True),  # NULL: no budget
     Column("spent_points", BigInteger, nullable=False, default=0),
+    # A budget in money (the currency is the definition's budget_currency, the funder's).
+    Column("budget_amount_minor", BigInteger, nullable=True),  # NULL: no money budget
+    Column("spent_amount_minor", BigInteger, nullable=False, default=0, server_default="0"),
     Column("create_time", UtcDateTime, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
     CheckConstraint(
@@ -790,6 +793,11 @@ promotions = Table(
     CheckConstraint("spent_points >= 0", name="spent_not_negative"),
     CheckConstraint(
         "budget_points IS NULL OR spent_points <= budget_points", name="budget_not_overspent"
+    ),
+    CheckConstraint("spent_amount_minor >= 0", name="spent_amount_not_negative"),
+    CheckConstraint(
+        "budget_amount_minor IS NULL OR spent_amount_minor <= budget_amount_minor",
+        name="budget_amount_not_overspent",
     ),
     Index(None, "owner_partner_id"),
     Index(None, "state", "ends_at"),
