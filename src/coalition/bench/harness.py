@@ -294,9 +294,32 @@ def _load_summary(
 def _pgbench_summary(
     outcome: PgbenchResult, postgres_seconds: float, concurrency: int, script: str
 ) -> dict[str, Any]:
+    summary = _baseline_summary(f"pgbench {script} SQL", concurrency, outcome, postgres_seconds)
+    return {**summary, "command": " ".join(outcome.command)}
+
+
+def _sqlite_baseline_summary(outcome: SqliteBaselineResult, workload: str) -> dict[str, Any]:
+    """One process, one connection, closed loop: its CPU is SQLite's and the script's."""
+    summary = _baseline_summary(
+        f"sqlite3 {LOAD_OF_WORKLOAD[workload]} SQL, one process", 1, outcome, None
+    )
+    # The process is the whole embedded database: its CPU beside the hub's per operation.
+    summary["cpu_ms_per_transaction"] = (
+        round(outcome.cpu_seconds * 1e3 / outcome.transactions, 3) if outcome.transactions else None
+    )
+    return summary
+
+
+def _baseline_summary(
+    workload: str,
+    concurrency: int,
+    outcome: PgbenchResult | SqliteBaselineResult,
+    postgres_seconds: float | None,
+) -> dict[str, Any]:
+    """A baseline's figures in the shape of a hub workload's (`_load_summary`)."""
     duration = max(outcome.duration_seconds, 1e-9)
     return {
-        "workload": f"pgbench {script} SQL",
+        "workload": workload,
         "concurrency": concurrency,
         "requests": outcome.transactions + outcome.errors,
         "ok": outcome.transactions,
@@ -308,38 +331,9 @@ def _pgbench_summary(
         "latency_ms": _latency(outcome.latencies_ms),
         "cpu_seconds": {
             "hub": 0.0,
-            "postgres": round(postgres_seconds, 2),
+            "postgres": None if postgres_seconds is None else round(postgres_seconds, 2),
             "load_generator": round(outcome.cpu_seconds, 2),
         },
-        "command": " ".join(outcome.command),
-    }
-
-
-def _sqlite_baseline_summary(outcome: SqliteBaselineResult, workload: str) -> dict[str, Any]:
-    """One process, one connection, closed loop: its CPU is SQLite's and the script's."""
-    duration = max(outcome.duration_seconds, 1e-9)
-    return {
-        "workload": f"sqlite3 {LOAD_OF_WORKLOAD[workload]} SQL, one process",
-        "concurrency": 1,
-        "requests": outcome.transactions + outcome.errors,
-        "ok": outcome.transactions,
-        "errors": outcome.errors,
-        "operations": outcome.transactions,
-        "duration_seconds": round(duration, 3),
-        "throughput_per_second": round(outcome.transactions / duration, 1),
-        "operations_per_second": round(outcome.transactions / duration, 1),
-        "latency_ms": _latency(outcome.latencies_ms),
-        "cpu_seconds": {
-            "hub": 0.0,
-            "postgres": None,
-            "load_generator": round(outcome.cpu_seconds, 2),
-        },
-        # The process is the whole embedded database: its CPU beside the hub's per operation.
-        "cpu_ms_per_transaction": (
-            round(outcome.cpu_seconds * 1e3 / outcome.transactions, 3)
-            if outcome.transactions
-            else None
-        ),
     }
 
 

@@ -286,18 +286,6 @@ class _Plan:
                 for e, t in pairs
                 for b in e.bonuses
             ],
-            # The event goes to the partner the transaction belongs to (events/outbox.py).
-            events=[
-                (
-                    row["partner_id"],
-                    EVENT_KIND_OF_TRANSACTION[row["kind"]],
-                    row["member_id"],
-                    t,
-                    row["points_delta"],
-                    row["balance_points_after"],
-                )
-                for row, t in zip(self.journal_rows, transaction_ids, strict=True)
-            ],
             qualifying=_qualifying_rows(self.entries),
             # A claim lives with the member the entry writes to (ledger/idempotency.py).
             results=[
@@ -307,6 +295,23 @@ class _Plan:
             ],
         )
 
+    def events_of(
+        self, transaction_ids: Sequence[int]
+    ) -> list[tuple[str, str, str, int, int, int]]:
+        """An event per entry, to the partner its transaction belongs to (events/outbox.py);
+        PostgreSQL's statement builds them from the journal's own arrays instead."""
+        return [
+            (
+                row["partner_id"],
+                EVENT_KIND_OF_TRANSACTION[row["kind"]],
+                row["member_id"],
+                t,
+                row["points_delta"],
+                row["balance_points_after"],
+            )
+            for row, t in zip(self.journal_rows, transaction_ids, strict=True)
+        ]
+
 
 @dataclass(frozen=True)
 class _Rows:
@@ -315,7 +320,6 @@ class _Rows:
     lot_moves: list[tuple[int, str, int, int, int]]  # transaction, member, burn, lot, points
     lot_deltas: list[tuple[int, str, int]]  # lot, member, points taken in all (< 0: given)
     bonuses: list[tuple[int, str, str, int, str | None]]
-    events: list[tuple[str, str, str, int, int, int]]
     qualifying: list[tuple[str, int, int]]
     results: list[tuple[str, str, str, str]]  # member, partner, request id, transaction id
 
@@ -522,7 +526,7 @@ class _CitusStatements(_PostgresStatements):
             [(m, i, t, p, p, e, plan.now) for m, i, t, p, e in rows.lots],
             rows.lot_moves,
             rows.bonuses,
-            [(*row, plan.now) for row in rows.events],
+            [(*row, plan.now) for row in plan.events_of(transaction_ids)],
             rows.qualifying,
         )
         results = _columns(rows.results, 4)
@@ -743,7 +747,8 @@ class _SqliteStatements:
             cursor.execute(self.MOVE_LOT, (points, lot_id, member_id, points))
             assert cursor.rowcount == 1, "lots move under their members' locks"
         cursor.executemany(self.INSERT_BONUSES, rows.bonuses)
-        cursor.executemany(self.INSERT_EVENTS, [(*row, now) for row in rows.events])
+        events = plan.events_of(transaction_ids)
+        cursor.executemany(self.INSERT_EVENTS, [(*row, now) for row in events])
         cursor.executemany(self.ADD_QUALIFYING_POINTS, rows.qualifying)
         for member_id, partner_id, request_id, result_id in rows.results:
             cursor.execute(self.RECORD_RESULT, (result_id, member_id, partner_id, request_id))

@@ -131,7 +131,7 @@ class EarnCommitter:
 
     def _run(self) -> None:
         while True:
-            taken = self._next_group()
+            taken = self._take()
             if taken is None:
                 return
             try:
@@ -145,7 +145,8 @@ class EarnCommitter:
             for group in groups:
                 self._commit(group)
 
-    def _next_group(self) -> list[_Pending] | None:
+    def _take(self) -> list[_Pending] | None:
+        """Up to GROUP_SIZE_MAX queued earns, oldest first (None: stopping)."""
         with self._ready:
             while not self._queue:
                 if self._stopping:
