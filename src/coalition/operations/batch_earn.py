@@ -220,8 +220,8 @@ def _with_balance_sight(
     }
     seen = privacy.sights_of_pairs(uow, pairs)
     return [
-        replace(
-            outcome,
+        BatchItemOutcome(
+            result=outcome.result,
             balance_visible=seen[(partner_id, outcome.result.transaction.member_id)].sees(BALANCE),
         )
         if outcome.result is not None
