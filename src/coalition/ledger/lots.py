@@ -6,6 +6,7 @@ Invariant: the remaining points of a member's lots sum to the member's balance.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -56,6 +57,51 @@ def consumption(
             if points_left == 0:
                 break
         offset += LOT_PAGE_SIZE
+    return tuple(taken)
+
+
+# The first page of spendable lots of each of several members, in consumption order.
+SPENDABLE_LOTS_OF_MEMBERS = Statement(
+    "SELECT member_id, lot_id, remaining_points FROM (SELECT member_id, lot_id,"
+    " remaining_points, row_number() OVER (PARTITION BY member_id"
+    " ORDER BY expires_at ASC NULLS LAST, lot_id) AS position"
+    f" FROM lots WHERE member_id {IN_LIST} %s AND remaining_points > 0) AS spendable"
+    " WHERE position <= %s ORDER BY member_id, position"
+)
+
+
+def consumptions(uow: UnitOfWork, debits: Sequence[tuple[str, int]]) -> list[tuple[LotMove, ...]]:
+    """The moves of each debit (member, points), consumed in order, earliest expiry first, as
+    if each debit followed the previous one: one statement for the group's first pages; a
+    member whose debits need more than a page is planned by `consumption`."""
+    assert debits and all(points > 0 for _, points in debits)
+    totals: dict[str, int] = defaultdict(int)
+    for member_id, points in debits:
+        totals[member_id] += points
+    pages: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    rows = driver.execute(uow, SPENDABLE_LOTS_OF_MEMBERS, (sorted(totals), LOT_PAGE_SIZE))
+    for member_id, lot_id, remaining_points in rows:
+        pages[member_id].append((lot_id, remaining_points))
+    for member_id, total in totals.items():
+        if sum(points for _, points in pages[member_id]) < total:
+            moves = consumption(uow, member_id, total)
+            pages[member_id] = [(move.lot_id, move.points) for move in moves]
+    return [_take(pages[member_id], points) for member_id, points in debits]
+
+
+def _take(lots_left: list[tuple[int, int]], points: int) -> tuple[LotMove, ...]:
+    """Take `points` from the front of `lots_left` (lot id, points left), which it updates."""
+    taken: list[LotMove] = []
+    while points > 0:
+        assert lots_left, "a debit was checked against the member's balance"
+        lot_id, points_left = lots_left[0]
+        points_taken = min(points_left, points)
+        taken.append(LotMove(lot_id, points_taken))
+        points -= points_taken
+        if points_taken == points_left:
+            lots_left.pop(0)
+        else:
+            lots_left[0] = (lot_id, points_left - points_taken)
     return tuple(taken)
 
 

@@ -167,39 +167,6 @@ def post_earn(
     return record
 
 
-def burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
-    return _applied_once(uow, partner_id, "burn", command, now, _burn)
-
-
-def _burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
-    terms = partner_terms(uow, partner_id)
-    partner = terms.partner
-    occurred_at = _occurred_at(command.occurred_at, now, partner)
-    member_id = resolve(uow, partner_id, command.member)
-    rate = terms.rate_at(occurred_at)
-    points_burned = _points_burned(partner, rate, command.points, command.value, "value")
-    balance_points = availability.lock_member_for_debit(uow, member_id, now)
-    require_available(member_id, balance_points, points_burned)
-    entry = JournalEntry(
-        kind="burn",
-        partner_id=partner_id,
-        member_id=member_id,
-        request_id=command.request_id,
-        occurred_at=occurred_at,
-        postings=(
-            Posting(member_account_id(member_id), -points_burned),
-            Posting(partner_redemption_account_id(partner_id), points_burned),
-        ),
-        rate_version_id=rate.rate_version_id,
-        amount_minor=command.value.amount_minor if command.value else None,
-        currency=command.value.currency if command.value else None,
-        partner_reference=command.partner_reference,
-        lot_moves=lots.consumption(uow, member_id, points_burned),
-    )
-    record = journal.post(uow, entry, now, result_of=(partner_id, command.request_id))
-    return _commit(uow, record)
-
-
 def reverse(
     uow: UnitOfWork, partner_id: str, command: ReverseCommand, now: datetime
 ) -> LedgerResult:
