@@ -10,13 +10,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
 from coalition.domain.errors import FailedPrecondition
 from coalition.ledger.writer import LotMove
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
-from coalition.store.schema import lot_consumptions, lots
+from coalition.store.schema import lots
 from coalition.store.unit_of_work import UnitOfWork
 
 # Lots are read in pages while planning a consumption, never all of a member's at once.
@@ -105,6 +105,15 @@ def _take(lots_left: list[tuple[int, int]], points: int) -> tuple[LotMove, ...]:
     return tuple(taken)
 
 
+CONSUMED_BY_BURN = Statement(
+    "SELECT lot_id, SUM(points) FROM lot_consumptions WHERE burn_transaction_id = %s"
+    " GROUP BY lot_id HAVING SUM(points) > 0"
+)
+EXPIRIES = Statement(
+    f"SELECT lot_id, expires_at FROM lots WHERE member_id = %s AND lot_id {IN_LIST} %s"
+)
+
+
 def restitution(
     uow: UnitOfWork, member_id: str, burn_transaction_id: int, points: int
 ) -> tuple[LotMove, ...]:
@@ -115,20 +124,11 @@ def restitution(
     `member_id` (the survivor): two statements, not a join (on Citus the first reads every
     shard, the second the member's)."""
     assert points > 0
-    consumed = func.sum(lot_consumptions.c.points)
-    by_lot = dict(
-        uow.connection.execute(
-            select(lot_consumptions.c.lot_id, consumed)
-            .where(lot_consumptions.c.burn_transaction_id == burn_transaction_id)
-            .group_by(lot_consumptions.c.lot_id)
-            .having(consumed > 0)
-        ).all()
-    )
-    expiries = uow.connection.execute(
-        select(lots.c.lot_id, lots.c.expires_at).where(
-            lots.c.member_id == member_id, lots.c.lot_id.in_(sorted(by_lot))
-        )
-    ).all()
+    by_lot = dict(driver.execute(uow, CONSUMED_BY_BURN, (burn_transaction_id,)).fetchall())
+    expiries = [
+        (lot_id, driver.utc_datetime(expires_at))
+        for lot_id, expires_at in driver.execute(uow, EXPIRIES, (member_id, sorted(by_lot)))
+    ]
     assert len(expiries) == len(by_lot), f"the lots of burn {burn_transaction_id} are the member's"
     # Never-expiring lots first, then the latest expiry, then the latest lot.
     rows = [

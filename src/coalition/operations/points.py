@@ -6,10 +6,8 @@ domain rules, post one balanced journal transaction, record the result, commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import datetime
-from typing import TypeVar
 
 from sqlalchemy import func, select
 
@@ -83,9 +81,6 @@ class QuoteCommand:
     @property
     def is_burn(self) -> bool:
         return self.burn_value is not None or self.burn_points is not None
-
-
-Command = TypeVar("Command", EarnCommand, BurnCommand, ReverseCommand)
 
 
 @dataclass(frozen=True)
@@ -170,16 +165,41 @@ def post_earn(
 def reverse(
     uow: UnitOfWork, partner_id: str, command: ReverseCommand, now: datetime
 ) -> LedgerResult:
-    return _applied_once(uow, partner_id, "reverse", command, now, _reverse)
+    """The reversal under its request id (idempotency.apply_once), or its replay; the claim
+    is kept with the member it posts to, found before the claim and used by the reversal."""
+    request = KeyedRequest(partner_id, command.request_id, "reverse", _fingerprint(command), now)
+    found: list[str] = []  # the member the reversal posts to, once read
+
+    def member_of() -> str:
+        found.append(_reversal_member(uow, partner_id, command))
+        return found[0]
+
+    return apply_once(
+        uow,
+        request,
+        lambda: _reverse(uow, partner_id, command, now, found[0] if found else None),
+        lambda result_id: _replay(uow, result_id),
+        member_of=member_of,
+    )
+
+
+def _reversal_member(uow: UnitOfWork, partner_id: str, command: ReverseCommand) -> str:
+    """The member a reversal posts to: the parent's, or its survivor. A merge since the
+    parent moved its member's points and lots there (the lock refuses a merge that commits
+    while the reversal waits)."""
+    parent = _own_transaction(uow, partner_id, command.transaction_id)
+    return surviving_member_id(uow, parent.member_id)
 
 
 def _reverse(
-    uow: UnitOfWork, partner_id: str, command: ReverseCommand, now: datetime
+    uow: UnitOfWork,
+    partner_id: str,
+    command: ReverseCommand,
+    now: datetime,
+    member_id: str | None,
 ) -> LedgerResult:
-    parent = _own_transaction(uow, partner_id, command.transaction_id)
-    # A merge since the parent moved its member's points and lots to the survivor: the
-    # reversal posts there (the lock refuses a merge that commits while we wait).
-    member_id = surviving_member_id(uow, parent.member_id)
+    """`member_id`: the member the reversal posts to, when read before the claim."""
+    member_id = member_id or _reversal_member(uow, partner_id, command)
     journal.lock_member_balance(uow, member_id)
     # Read again under the member lock: every reversal of this parent takes that lock.
     parent = _own_transaction(uow, partner_id, command.transaction_id)
@@ -305,34 +325,6 @@ def list_transactions(
             )
         statement = statement.order_by(journal_transactions.c.transaction_id.desc()).limit(limit)
         return journal.records_from_rows(uow, uow.connection.execute(statement))
-
-
-def _applied_once(
-    uow: UnitOfWork,
-    partner_id: str,
-    operation: str,
-    command: Command,
-    now: datetime,
-    apply: Callable[[UnitOfWork, str, Command, datetime], LedgerResult],
-) -> LedgerResult:
-    """`apply` under the command's request id (idempotency.apply_once), or its replay; the
-    claim is kept with the member the command writes to."""
-    request = KeyedRequest(partner_id, command.request_id, operation, _fingerprint(command), now)
-    return apply_once(
-        uow,
-        request,
-        lambda: apply(uow, partner_id, command, now),
-        lambda result_id: _replay(uow, result_id),
-        member_of=lambda: _member_of(uow, partner_id, command),
-    )
-
-
-def _member_of(uow: UnitOfWork, partner_id: str, command: Command) -> str:
-    """The member a command posts to: the one it names, or the parent's (its survivor)."""
-    if isinstance(command, ReverseCommand):
-        parent = _own_transaction(uow, partner_id, command.transaction_id)
-        return surviving_member_id(uow, parent.member_id)
-    return resolve(uow, partner_id, command.member)
 
 
 def _commit(uow: UnitOfWork, record: TransactionRecord) -> LedgerResult:

@@ -44,7 +44,7 @@ from coalition.operations.points import (
 from coalition.partners.catalog import PartnerTerms, partner_terms
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
-from coalition.store.schema import journal_transactions, partner_links
+from coalition.store.schema import partner_links
 from coalition.store.unit_of_work import UnitOfWork
 
 Command = TypeVar("Command", EarnCommand, BurnCommand)
@@ -249,7 +249,8 @@ class SetBasedGroup(Generic[Command]):
             if claim.operation == self.operation and claim.result_id is not None
         )
         records = {
-            record.transaction_id: record for record in find_transactions(self.uow, replayed_ids)
+            record.transaction_id: record
+            for record in journal.find_transactions(self.uow, replayed_ids)
         }
         for item in items:
             claim = claims.get(item.key)
@@ -343,12 +344,3 @@ def replayed(record: TransactionRecord) -> LedgerResult:
     """The response as first sent: when it was new, nothing of it was reversed yet."""
     record = replace(record, points_reversed=0)
     return LedgerResult(record, abs(record.points_delta), record.balance_points_after, True)
-
-
-def find_transactions(uow: UnitOfWork, transaction_ids: list[int]) -> list[TransactionRecord]:
-    if not transaction_ids:
-        return []
-    statement = journal.select_transactions().where(
-        journal_transactions.c.transaction_id.in_(transaction_ids)
-    )
-    return journal.records_from_rows(uow, uow.connection.execute(statement))
