@@ -160,11 +160,12 @@ def close_hold(
 
 
 def _hold_rate_version_id(uow: UnitOfWork, hold_id: int) -> str | None:
-    return uow.connection.execute(
+    rate_version_id: str | None = uow.connection.execute(
         select(journal_transactions.c.rate_version_id).where(
             journal_transactions.c.transaction_id == hold_id
         )
     ).scalar_one()
+    return rate_version_id
 
 
 def _mark_closed(

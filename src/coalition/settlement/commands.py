@@ -19,7 +19,7 @@ from pathlib import Path
 
 from coalition.partners.catalog import get_partner
 from coalition.partners.manifest import ManifestError, PartnerManifest, load_manifest
-from coalition.settlement import export, keys, readable, service, signing, verify
+from coalition.settlement import export, key_files, keys, readable, service, signing, verify
 from coalition.store import migrate
 from coalition.store.engine import create_database_engine
 from coalition.store.unit_of_work import UnitOfWork
@@ -31,7 +31,7 @@ DatabaseUrl = Callable[[argparse.Namespace], str]
 def serve_signing_key_path(configured: str | None) -> Path | None:
     """The key `serve` signs with: an explicit option or variable must exist; the default
     file is used when present, and without it the hub serves but cannot run settlements."""
-    explicit = configured or os.environ.get(signing.SIGNING_KEY_ENVIRONMENT_VARIABLE)
+    explicit = configured or os.environ.get(key_files.SIGNING_KEY_ENVIRONMENT_VARIABLE)
     path = signing.signing_key_path(explicit)
     if explicit or path.exists():
         return path
