@@ -202,7 +202,7 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
         request_id = parser.request_id(request.request_id)
         reference = parser.member(request)
         changes = _consent_changes(parser, request.changes)
-        source = parser.identifier(request.source, "source")
+        source = parser.identifier(request.source, "source", length_max=consent.SOURCE_LENGTH_MAX)
         occurred_at = parser.timestamp(request, "occurred_at")
         parser.done()
         update = consent.ConsentUpdate(request_id, reference, changes, source, occurred_at)

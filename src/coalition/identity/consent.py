@@ -22,7 +22,7 @@ from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.store.schema import CONSENT_SCOPES, consent_events, member_consents
 from coalition.store.unit_of_work import UnitOfWork
 
-SOURCE_LENGTH_MAX = 128
+SOURCE_LENGTH_MAX = 128  # consent_events.source, member_consents.source
 # Clocks of partner systems drift; a decision "in the future" beyond this is a mistake.
 OCCURRED_AT_FUTURE_SKEW_MAX = timedelta(minutes=5)
 
@@ -89,15 +89,6 @@ def update_consent(
         return ConsentResult(member_id, _recorded(uow, partner_id, update_.request_id), True)
 
     return apply_once(uow, request, apply, replay)
-
-
-def consents_in_force(uow: UnitOfWork, member_id: str, partner_id: str) -> dict[str, Consent]:
-    rows = uow.connection.execute(
-        select(member_consents).where(
-            member_consents.c.member_id == member_id, member_consents.c.partner_id == partner_id
-        )
-    )
-    return {row.scope: _consent_from_row(row) for row in rows}
 
 
 def record_decision(

@@ -49,9 +49,6 @@ class Hold:
     close_transaction_id: int | None
     create_time: datetime
 
-    def is_open_at(self, now: datetime) -> bool:
-        return self.status == "open" and now < self.expire_time
-
 
 def hold_from_row(row: Row[Any]) -> Hold:
     return Hold(

@@ -119,13 +119,6 @@ def _rate_not_found(partner_id: str, occurred_at: datetime) -> FailedPreconditio
     )
 
 
-def get_rate_version(uow: UnitOfWork, rate_version_id: str) -> RateVersion:
-    row = uow.connection.execute(
-        select(rate_versions).where(rate_versions.c.rate_version_id == rate_version_id)
-    ).one()
-    return rate_version_from_row(row)
-
-
 def list_rate_versions(uow: UnitOfWork, partner_id: str) -> list[RateVersion]:
     rows = uow.connection.execute(
         select(rate_versions)

@@ -51,12 +51,6 @@ class Programme:
     ladder: TierLadder
     promotions: tuple[Promotion, ...]
 
-    def promotions_for(self, partner_id: str) -> tuple[Promotion, ...]:
-        """Promotions that can apply to an earn with this partner (a few, from memory)."""
-        return tuple(
-            p for p in self.promotions if p.partner_ids is None or partner_id in p.partner_ids
-        )
-
 
 DEFAULT_PROGRAMME = Programme(DEFAULT_LADDER, ())
 
