@@ -21,7 +21,8 @@ from coalition.demo.last_month import LastMonth, LoggedOperation
 from coalition.demo.output import say
 from coalition.partners.manifest import PartnerManifest
 from coalition.reconciliation import commands as reconcile_commands
-from coalition.reports.build import build_report, write_report
+from coalition.reports.build import build_report
+from coalition.reports.files import write_report
 from coalition.reports.period import Period
 from coalition.settlement import export, key_files, keys, readable, service, signing, verify
 from coalition.store.unit_of_work import UnitOfWork
