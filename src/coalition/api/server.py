@@ -20,7 +20,13 @@ from sqlalchemy import Engine, text
 
 from coalition.api import reflection
 from coalition.api.admission import Admission
-from coalition.api.events import SUBSCRIPTIONS_MAX, EventServicer
+from coalition.api.bounds import (
+    CALLS_MAX,
+    CALLS_PER_MEMBER_MAX,
+    MESSAGE_BYTES_MAX,
+    THREADS_PER_PROCESS,
+)
+from coalition.api.events import EventServicer
 from coalition.api.interceptors import HubInterceptor
 from coalition.api.members import MemberServicer
 from coalition.api.partners import PartnerServicer
@@ -67,15 +73,6 @@ from coalition.v1 import (
 
 logger = logging.getLogger(__name__)
 
-# Worker threads: unary and client-streaming calls may hold CALLS_MAX of them, event streams
-# SUBSCRIPTIONS_MAX, and the rest stay free for health checks and reflection (api/admission.py).
-CALLS_MAX = 16
-THREADS_RESERVED = 2
-THREADS_PER_PROCESS = CALLS_MAX + SUBSCRIPTIONS_MAX + THREADS_RESERVED
-# Calls on one member (or hold, or transaction) at once: a locked member holds at most these,
-# and retrying terminals of one shop still fit.
-CALLS_PER_MEMBER_MAX = 8
-MESSAGE_BYTES_MAX = 4 * 1024 * 1024
 HEALTH_CHECK_INTERVAL_SECONDS = 2.0
 SHUTDOWN_GRACE_SECONDS = 10.0
 
