@@ -186,7 +186,7 @@ def _recorded(uow: UnitOfWork, partner_id: str, request_id: str) -> tuple[Consen
     )
 
 
-def _consent_from_row(row: Row[Any]) -> Consent:
+def consent_from_row(row: Row[Any]) -> Consent:
     return Consent(row.partner_id, row.scope, row.granted, row.occurred_at, row.source)
 
 
