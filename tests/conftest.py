@@ -26,6 +26,7 @@ from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest, RateVersionManifest
 from coalition.partners.sync import sync_partners
 from coalition.programme.promotion_catalogue import CATALOGUE
+from coalition.settings import identity_secret_from
 from coalition.store import citus, migrate
 from coalition.store.engine import create_database_engine, normalise_database_url
 from coalition.store.schema import metadata
@@ -164,7 +165,8 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def hub(engine: Engine) -> Iterator[Hub]:
-    hub = Hub(engine, "127.0.0.1:0").start()
+    # The identity secret as a hub process takes it at start (tests set it with monkeypatch).
+    hub = Hub(engine, "127.0.0.1:0", identity_secret=identity_secret_from(os.environ)).start()
     yield hub
     hub.stop(grace_seconds=0)
 

@@ -49,8 +49,8 @@ from google.protobuf.message import Message
 from sqlalchemy import Engine, select
 
 from coalition.api.server import ROLES_BY_METHOD, SERVICE_DESCRIPTORS
-from coalition.identity.secret import SECRET_ENVIRONMENT_VARIABLE, SECRET_FILE_ENVIRONMENT_VARIABLE
 from coalition.partners.sync import sync_partners
+from coalition.settings import SECRET_ENVIRONMENT_VARIABLE, SECRET_FILE_ENVIRONMENT_VARIABLE
 from coalition.settlement import keys, signing
 from coalition.settlement.service import Signer
 from coalition.store.schema import metadata

@@ -14,7 +14,7 @@ from coalition import cli, operations
 from coalition.domain.errors import CoalitionError
 from coalition.domain.points import Money
 from coalition.identity.members import MemberReference, enroll
-from coalition.referrals.rewards import REFERRAL_BONUS_POINTS_DEFAULT
+from coalition.programme.config import REFERRAL_BONUS_POINTS_DEFAULT
 from coalition.referrals.service import get_referral_code
 from coalition.store.schema import (
     earn_bonuses,

@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from coalition.api.bounds import MESSAGE_BYTES_MAX
 from coalition.api.events import SUBSCRIPTIONS_MAX
 from coalition.api.members import (
     DISPLAY_NAME_LENGTH_MAX,
@@ -24,7 +25,6 @@ from coalition.api.requests import (
     REQUEST_ID_LENGTH_MAX,
     TEXT_LENGTH_MAX,
 )
-from coalition.api.server import MESSAGE_BYTES_MAX
 from coalition.domain.points import AMOUNT_MINOR_MAX, POINTS_PER_OPERATION_MAX
 from coalition.identity.consent import SOURCE_LENGTH_MAX
 from coalition.operations.batch_earn import BATCH_EARN_ITEMS_MAX

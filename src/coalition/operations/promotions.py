@@ -47,7 +47,7 @@ from coalition.programme.config import Programme
 from coalition.programme.promotion_catalogue import CATALOGUE
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
-from coalition.store.schema import metadata
+from coalition.store.schema import member_profiles
 from coalition.store.unit_of_work import UnitOfWork
 
 
@@ -195,15 +195,11 @@ def first_purchases(uow: UnitOfWork, member_id: str, partner_id: str) -> tuple[b
 
 
 def member_birthday(uow: UnitOfWork, member_id: str) -> date | None:
-    """The member's birthday, from the identity profile (member_profiles, migration 0004 of
-    the identity work). Without that table or column birthday promotions never apply."""
-    profiles = metadata.tables.get("member_profiles")
-    if profiles is None or "birthday" not in profiles.c:
-        return None
-    birthday = uow.connection.execute(
-        select(profiles.c.birthday).where(profiles.c.member_id == member_id)
+    """The member's birthday, from the identity profile (None: no profile, or none given)."""
+    birthday: date | None = uow.connection.execute(
+        select(member_profiles.c.birthday).where(member_profiles.c.member_id == member_id)
     ).scalar_one_or_none()
-    return birthday if isinstance(birthday, date) else None
+    return birthday
 
 
 def coalition_share(
