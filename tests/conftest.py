@@ -134,6 +134,41 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# Emptying the test database between tests. TRUNCATE of every table costs 120-350 ms a test
+# (it gives each table and index a new file); a DELETE of the few rows a test wrote, child
+# tables first, and a restart of the sequences it used, take a few ms in one round trip.
+_DELETE_EVERY_ROW = "".join(
+    f'DELETE FROM "{table.name}"; ' for table in reversed(metadata.sorted_tables)
+)
+POSTGRES_EMPTYING = f"""
+    DO $$
+    DECLARE used record;
+    BEGIN
+      {_DELETE_EVERY_ROW}
+      FOR used IN SELECT schemaname, sequencename FROM pg_sequences WHERE last_value IS NOT NULL
+      LOOP
+        EXECUTE format('ALTER SEQUENCE %I.%I RESTART', used.schemaname, used.sequencename);
+      END LOOP;
+    END $$
+"""
+_TRUNCATE_EVERY_TABLE = "TRUNCATE {} RESTART IDENTITY CASCADE".format(
+    ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_emptying_statement(postgres_url: str) -> str:
+    """The statement that empties the test database: DELETE, or TRUNCATE on Citus (whose
+    distributed tables are emptied shard by shard either way, and TRUNCATE is its own path)."""
+    engine = create_database_engine(postgres_url)
+    with engine.connect() as connection:
+        on_citus = connection.execute(
+            text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+        ).first()
+    engine.dispose()
+    return _TRUNCATE_EVERY_TABLE if on_citus else POSTGRES_EMPTYING
+
+
 @pytest.fixture(params=DATABASES)
 def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
@@ -147,8 +182,7 @@ def database_url(
     url = request.getfixturevalue("postgres_url")
     engine = create_database_engine(url)
     with engine.begin() as connection:
-        tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        connection.execute(text(request.getfixturevalue("postgres_emptying_statement")))
     engine.dispose()
     CATALOGUE.invalidate()  # this process's promotions were the emptied database's
     yield url
