@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -95,15 +96,15 @@ TEST_PARTNERS = (COFFEE, AIR, CINEMA)
 CITUS_TEST_SHARD_COUNT = 4
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A database of this run's own on the test PostgreSQL server, migrated once.
+@contextmanager
+def migrated_postgres_database(prefix: str) -> Iterator[str]:
+    """A new database on the test PostgreSQL server, migrated, dropped after use.
 
     When that server is a Citus coordinator (its database has the extension), the database is
-    created on every worker too and joined into a cluster of its own: then the whole suite
-    runs on Citus, with the layout `coalition db upgrade` applies (store/citus.py)."""
+    created on every worker too and joined into a cluster of its own, with the layout
+    `coalition db upgrade` applies (store/citus.py)."""
     server_url = make_url(normalise_database_url(POSTGRES_URL))
-    name = f"coalition_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     administration = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         with administration.connect() as connection:
@@ -117,11 +118,21 @@ def postgres_url() -> Iterator[str]:
     engine = create_database_engine(url.render_as_string(hide_password=False))
     migrate.upgrade(engine)
     engine.dispose()
-    yield url.render_as_string(hide_password=False)
-    with administration.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    administration.dispose()
-    citus.drop_on_workers(url, name, workers or [])
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with administration.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        administration.dispose()
+        citus.drop_on_workers(url, name, workers or [])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this run's own on the test PostgreSQL server, migrated once; on a Citus
+    coordinator, a cluster of its own, so that the whole suite runs on Citus."""
+    with migrated_postgres_database("coalition_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
