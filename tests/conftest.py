@@ -37,6 +37,25 @@ POSTGRES_URL = os.environ.get(
 )
 DATABASES = ("sqlite", "postgresql")
 
+# The kinds of test (pyproject.toml's markers). Each test carries at least one, so that a run
+# can choose by kind (`make test-fast`); one without is refused at collection.
+TEST_KINDS = frozenset(
+    ("unit", "integration", "end_to_end", "process", "reliability", "bench", "browser", "citus")
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if not any(marker.name in TEST_KINDS for marker in item.iter_markers())
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            f"{len(unmarked)} test(s) carry no kind marker ({', '.join(sorted(TEST_KINDS))}):\n  "
+            + "\n  ".join(unmarked)
+        )
+
 
 def rate(
     effective_from: datetime, earn: str, burn: str, native: str | None = None

@@ -22,7 +22,7 @@ from tests.process.commands import (
     table_contents,
 )
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.process
 
 REPO_PARTNER_IDS = sorted(path.stem for path in PARTNERS_DIRECTORY.glob("*.toml"))
 # The repo's larkspur-air manifest schedules a version for 2027-01-01, not yet in force.

@@ -17,6 +17,8 @@ from tests.integration.ledger_checks import assert_ledger_sound
 from tests.reports import expected
 from tests.reports.conftest import GeneratedLedger
 
+pytestmark = pytest.mark.integration
+
 TABLES = (
     "liability",
     "liability_trend",

@@ -6,10 +6,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from coalition import cli
 from tests.reports.browser import render, table_cells
 from tests.reports.conftest import GeneratedLedger
 from tests.reports.test_report_figures import TABLES
+
+pytestmark = pytest.mark.browser
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Checked cell by cell against their CSV here; their figures in test_promotion_costs.py.
