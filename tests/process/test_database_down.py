@@ -11,7 +11,7 @@ from coalition import cli
 from coalition.settlement.signing import write_new_private_key
 from tests.process.commands import run_coalition
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.process
 
 # Nothing listens on port 1: the connection is refused, as by a stopped server.
 DOWN_URL = "postgresql://postgres@127.0.0.1:1/coalition"

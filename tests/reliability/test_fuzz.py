@@ -28,6 +28,8 @@ from tests.end_to_end.support import PartnerClient, failure_of
 from tests.integration.ledger_checks import remembered_refusals
 from tests.reliability.support import row_counts, scaled
 
+pytestmark = pytest.mark.reliability
+
 METHODS: dict[str, MethodDescriptor] = {
     f"/{service.full_name}/{method.name}": method
     for service in SERVICE_DESCRIPTORS

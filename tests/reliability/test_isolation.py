@@ -75,6 +75,8 @@ from tests.settlement.conftest import JANUARY, settle
 from tests.settlement.conftest import Ledger as PastLedger
 from tests.settlement.test_statements import january_traffic
 
+pytestmark = pytest.mark.reliability
+
 A = "test-coffee"
 B = "test-air"
 PARTNER_SCOPED_ROLES = frozenset({"partner", "merchant"})

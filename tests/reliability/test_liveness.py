@@ -34,7 +34,7 @@ from tests.end_to_end.support import (
 )
 from tests.integration.ledger_checks import lock_waiters_query
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.reliability
 
 BURNS_ON_LOCKED_MEMBER = 24  # more than the hub's worker threads used to be
 BURN_DEADLINE_SECONDS = 1.0

@@ -35,6 +35,8 @@ from tests.process.commands import (
 )
 from tests.reliability.certificates import TlsSetup, tls_setup
 
+pytestmark = pytest.mark.reliability
+
 CALL_TIMEOUT_SECONDS = 5.0
 
 

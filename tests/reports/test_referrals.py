@@ -30,6 +30,8 @@ from coalition.v1 import member_service_pb2_grpc
 from tests.conftest import api_key
 from tests.integration.ledger_checks import assert_ledger_sound
 
+pytestmark = pytest.mark.integration
+
 BONUS = REFERRAL_BONUS_POINTS_DEFAULT
 NOW = datetime(2026, 7, 10, 12, tzinfo=UTC)
 
