@@ -77,6 +77,10 @@ def test_cost_roi_budget_and_funders(engine: Engine, database_url: str, tmp_path
         "currency": "EUR",
         "budget_points": "150",
         "budget_left_points": "0",
+        "budget_money": "",
+        "budget_money_spent": "",
+        "budget_money_left": "",
+        "budget_currency": "",
     }
     # welcome: 30 points x 1.2 = 36 cents; 220 euros on 3 visits against 20 on the other one.
     assert costs["welcome"]["funded_by"] == "coalition (group)"
@@ -93,3 +97,36 @@ def test_cost_roi_budget_and_funders(engine: Engine, database_url: str, tmp_path
     html = (out / "report.html").read_text()
     assert "Promotions: what they cost and returned" in html and "Budget left (points)" in html
     assert "owes 30 coalition-funded points" in html
+
+
+def test_a_money_budget_in_money(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    promotion_admin.create_promotion(
+        UnitOfWork(engine),
+        Actor("test-air", "test-air"),
+        {
+            **WINDOW,
+            "promotion_id": "test-air.launch",
+            "bonus_points": 100,
+            "budget_amount_minor": 301,
+            "budget_currency": "EUR",
+        },
+        None,
+        PLAIN,
+        now(),
+    )
+    alice = enroll(engine)
+    # 1.2 cents a point: 100 points spend 120 cents, then 100 more; 61 cents buy 50 points.
+    assert [earn(engine, alice, 1_000).points for _ in range(4)] == [110, 110, 60, 10]
+    out = tmp_path / "report"
+    period = now().strftime("%Y-%m")
+    assert cli.main(["report", "--db", database_url, "--period", period, "--out", str(out)]) == 0
+    (row,) = rows(out, "promotion_costs")
+    assert (row["points_granted"], row["cost"], row["budget_points"]) == ("250", "3.00", "")
+    assert (
+        row["budget_money"],
+        row["budget_money_spent"],
+        row["budget_money_left"],
+        row["budget_currency"],
+    ) == ("3.01", "3.00", "0.01", "EUR")
+    html = (out / "report.html").read_text()
+    assert "Budget left (money)" in html

@@ -327,6 +327,7 @@ def price_major_units(price_minor_per_point: str, currency: str) -> str:
 
 
 COALITION_GROUP = "coalition (group)"
+NO_BUDGET = queries.PromotionBudget(None, 0, None, 0, None)
 
 
 @dataclass(frozen=True)
@@ -346,6 +347,11 @@ class PromotionPerformance:
     other_spend_minor: int
     budget_points: int | None
     budget_left_points: int | None
+    # The money budget now (None: none), in budget_currency (the funder's, the partner's).
+    budget_amount_minor: int | None = None
+    budget_spent_amount_minor: int | None = None
+    budget_left_amount_minor: int | None = None
+    budget_currency: str = ""
 
     @property
     def incremental_spend_minor(self) -> Fraction | None:
@@ -394,7 +400,7 @@ def promotion_performance(
     for (rule_id, partner), (funder, points, visits, spend_minor, cost) in sorted(rows.items()):
         promotion_id = rule_id.removeprefix("promotion:")
         all_visits, all_spend, _ = spend.get(partner, (0, 0, 0))
-        budget, spent, _ = budgets.get(promotion_id, (None, 0, None))
+        budget = budgets.get(promotion_id, NO_BUDGET)
         performance.append(
             PromotionPerformance(
                 promotion_id=promotion_id,
@@ -408,8 +414,14 @@ def promotion_performance(
                 participant_spend_minor=spend_minor,
                 other_visits=all_visits - visits,
                 other_spend_minor=all_spend - spend_minor,
-                budget_points=budget,
-                budget_left_points=None if budget is None else budget - spent,
+                budget_points=budget.budget_points,
+                budget_left_points=budget.left_points,
+                budget_amount_minor=budget.budget_amount_minor,
+                budget_spent_amount_minor=(
+                    None if budget.budget_amount_minor is None else budget.spent_amount_minor
+                ),
+                budget_left_amount_minor=budget.left_amount_minor,
+                budget_currency=budget.budget_currency or "",
             )
         )
     return performance
@@ -417,9 +429,11 @@ def promotion_performance(
 
 def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -> list[Table]:
     """What each promotion cost and returned at each partner, and each funder's total."""
-    table_rows = []
+    table_rows: list[tuple[Any, ...]] = []
     funders: dict[tuple[str, str], list[Any]] = {}
+    granted = 0
     for row in promotion_performance(uow, period, partner_id):
+        granted += row.points_granted
         currency = row.currency
         incremental = row.incremental_spend_minor
         visits, spend_minor = row.promoted_visits, row.participant_spend_minor
@@ -442,13 +456,21 @@ def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -
                 currency,
                 "" if row.budget_points is None else row.budget_points,
                 "" if row.budget_left_points is None else row.budget_left_points,
+                *(
+                    "" if amount is None else major_units(amount, row.budget_currency)
+                    for amount in (
+                        row.budget_amount_minor,
+                        row.budget_spent_amount_minor,
+                        row.budget_left_amount_minor,
+                    )
+                ),
+                row.budget_currency,
             )
         )
         funder = row.funding_partner_id or COALITION_GROUP
         total = funders.setdefault((funder, currency), [0, Fraction(0)])
         total[0] += row.points_granted
         total[1] += row.cost_minor
-    granted = sum(row[5] for row in table_rows)
     costs = Table(
         "promotion_costs",
         "What each promotion cost and returned, by partner where members earned",
@@ -468,6 +490,10 @@ def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -
             "currency",
             "budget_points",
             "budget_left_points",
+            "budget_money",
+            "budget_money_spent",
+            "budget_money_left",
+            "budget_currency",
         ),
         table_rows,
         headline=(

@@ -6,6 +6,7 @@ partner, period, cohort or partner pair, and Python only adds up those few rows.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -446,17 +447,46 @@ def spend_by_partner(
     }
 
 
-def promotion_budgets(uow: UnitOfWork) -> dict[str, tuple[int | None, int, str | None]]:
-    """promotion id -> (budget points or None, spent points, owner partner or None)."""
+@dataclass(frozen=True)
+class PromotionBudget:
+    """A promotion's budgets as they stand now (None: no budget of that kind)."""
+
+    budget_points: int | None
+    spent_points: int
+    budget_amount_minor: int | None
+    spent_amount_minor: int
+    budget_currency: str | None
+
+    @property
+    def left_points(self) -> int | None:
+        return None if self.budget_points is None else self.budget_points - self.spent_points
+
+    @property
+    def left_amount_minor(self) -> int | None:
+        if self.budget_amount_minor is None:
+            return None
+        return self.budget_amount_minor - self.spent_amount_minor
+
+
+def promotion_budgets(uow: UnitOfWork) -> dict[str, PromotionBudget]:
+    """promotion id -> its budgets now (the money budget's currency is its definition's)."""
     promotions = metadata.tables["promotions"]
     statement = select(
         promotions.c.promotion_id,
         promotions.c.budget_points,
         promotions.c.spent_points,
-        promotions.c.owner_partner_id,
+        promotions.c.budget_amount_minor,
+        promotions.c.spent_amount_minor,
+        promotions.c.definition,
     )
     return {
-        row[0]: (None if row[1] is None else int(row[1]), int(row[2]), row[3])
+        row[0]: PromotionBudget(
+            None if row[1] is None else int(row[1]),
+            int(row[2]),
+            None if row[3] is None else int(row[3]),
+            int(row[4]),
+            json.loads(row[5]).get("budget_currency") if row[3] is not None else None,
+        )
         for row in uow.connection.execute(statement)
     }
 
