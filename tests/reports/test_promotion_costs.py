@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from coalition import cli
+from coalition import cli, operations
 from coalition.operations import promotion_admin
+from coalition.operations.points import ReverseCommand
 from coalition.operations.promotion_admin import Actor
 from coalition.store.unit_of_work import UnitOfWork
-from tests.programme.conftest import PLAIN, earn, enroll, now
+from tests.programme.conftest import PLAIN, earn, enroll, new_id, now
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +117,15 @@ def test_a_money_budget_in_money(engine: Engine, database_url: str, tmp_path: Pa
     )
     alice = enroll(engine)
     # 1.2 cents a point: 100 points spend 120 cents, then 100 more; 61 cents buy 50 points.
-    assert [earn(engine, alice, 1_000).points for _ in range(4)] == [110, 110, 60, 10]
+    earned = [earn(engine, alice, 1_000) for _ in range(4)]
+    assert [result.points for result in earned] == [110, 110, 60, 10]
+    # Reversing half the third earn gives back half its grant: 25 points, 30 cents.
+    operations.reverse(
+        UnitOfWork(engine),
+        "test-air",
+        ReverseCommand(new_id(), earned[2].transaction.transaction_id, 30),
+        now(),
+    )
     out = tmp_path / "report"
     period = now().strftime("%Y-%m")
     assert cli.main(["report", "--db", database_url, "--period", period, "--out", str(out)]) == 0
@@ -127,6 +136,6 @@ def test_a_money_budget_in_money(engine: Engine, database_url: str, tmp_path: Pa
         row["budget_money_spent"],
         row["budget_money_left"],
         row["budget_currency"],
-    ) == ("3.01", "3.00", "0.01", "EUR")
+    ) == ("3.01", "2.70", "0.31", "EUR")
     html = (out / "report.html").read_text()
     assert "Budget left (money)" in html
