@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -89,6 +89,7 @@ def build_report(uow: UnitOfWork, period: Period, partner_id: str | None, now: d
         _programme_metrics(uow, period, partner_id),
         *_promotion_tables(uow, period, partner_id),
         _spend_per_visit(uow, period, partner_id),
+        _contribution_share(uow, period, partner_id),
         *_tier_tables(uow, period, now),
     ]
     return Report(period, partner_id, now, {table.name: _with_headline(table) for table in tables})
@@ -553,6 +554,88 @@ def _spend_per_visit(uow: UnitOfWork, period: Period, partner_id: str | None) ->
         rows,
         headline=f"Members made {sum(row[2] for row in rows):,} visits with a purchase in the "
         "period.",
+    )
+
+
+@dataclass(frozen=True)
+class ContributionShare:
+    """A partner's share of sales from members in a period (docs/reports.md): members'
+    spend at it on the days it reported its total sales, against those totals."""
+
+    partner_id: str
+    currency: str
+    days: tuple[date, ...]  # the UTC days of the period it reported, in order
+    member_spend_minor: int
+    reported_sales_minor: int
+
+    @property
+    def share(self) -> str:
+        """member spend / reported sales, 4 places half-even; empty when the totals are 0."""
+        return ratio(self.member_spend_minor, self.reported_sales_minor)
+
+    @property
+    def days_covered(self) -> str:
+        """The days as runs: "2026-11-03 to 2026-11-05, 2026-11-10"."""
+        return ", ".join(
+            first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
+            for first, last in queries.day_runs(self.days)
+        )
+
+
+def contribution_shares(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> list[ContributionShare]:
+    """Every partner that reported daily sales in the period, by partner id."""
+    currencies = queries.partner_currencies(uow)
+    shares = []
+    for partner, totals in sorted(queries.reported_sales(uow, period, partner_id).items()):
+        days = tuple(sorted(totals))
+        shares.append(
+            ContributionShare(
+                partner,
+                currencies.get(partner, ""),
+                days,
+                queries.member_spend_on_days(uow, partner, days),
+                sum(totals.values()),
+            )
+        )
+    return shares
+
+
+def _contribution_share(uow: UnitOfWork, period: Period, partner_id: str | None) -> Table:
+    shares = contribution_shares(uow, period, partner_id)
+    rows = [
+        (
+            share.partner_id,
+            len(share.days),
+            share.days_covered,
+            major_units(share.member_spend_minor, share.currency),
+            major_units(share.reported_sales_minor, share.currency),
+            share.share,
+            share.currency,
+        )
+        for share in shares
+    ]
+    return Table(
+        "contribution_share",
+        "Share of sales from members, on the days each partner reported its total sales",
+        (
+            "partner_id",
+            "days_reported",
+            "days_covered",
+            "member_spend",
+            "reported_sales",
+            "share_of_sales",
+            "currency",
+        ),
+        rows,
+        headline=(
+            f"{_count_of(len(rows), 'partner')} reported daily sales in the period; the share "
+            "is members' spend (earns with a purchase amount, by purchase day, UTC) over the "
+            "reported totals of those days only."
+            if rows
+            else "No partner reported its daily sales in the period: no share can be computed."
+        ),
     )
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,7 @@ from sqlalchemy import (
     case,
     func,
     literal,
+    or_,
     select,
     union_all,
 )
@@ -35,6 +37,7 @@ from coalition.store.schema import (
     lots,
     members,
     metadata,
+    partner_daily_sales,
     partners,
     postings,
     rate_versions,
@@ -489,6 +492,74 @@ def promotion_budgets(uow: UnitOfWork) -> dict[str, PromotionBudget]:
         )
         for row in uow.connection.execute(statement)
     }
+
+
+# --- contribution share: members' spend against the totals partners reported ------------
+
+
+def reported_sales(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> dict[str, dict[date, int]]:
+    """partner -> {UTC day of the period it reported: that day's total in minor units, as
+    its latest version says}."""
+    sales = partner_daily_sales
+    latest = (
+        select(
+            sales.c.partner_id,
+            sales.c.sales_date,
+            func.max(sales.c.version).label("version"),
+        )
+        .where(sales.c.sales_date >= period.start.date(), sales.c.sales_date <= period.last_day)
+        .group_by(sales.c.partner_id, sales.c.sales_date)
+    )
+    if partner_id is not None:
+        latest = latest.where(sales.c.partner_id == partner_id)
+    latest_versions = latest.subquery()
+    statement = select(sales.c.partner_id, sales.c.sales_date, sales.c.amount_minor).join(
+        latest_versions,
+        and_(
+            latest_versions.c.partner_id == sales.c.partner_id,
+            latest_versions.c.sales_date == sales.c.sales_date,
+            latest_versions.c.version == sales.c.version,
+        ),
+    )
+    by_partner: dict[str, dict[date, int]] = defaultdict(dict)
+    for partner, day, amount_minor in uow.connection.execute(statement):
+        by_partner[partner][day] = int(amount_minor)
+    return dict(by_partner)
+
+
+def day_runs(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Consecutive days as (first, last) runs, in order."""
+    runs: list[tuple[date, date]] = []
+    for day in sorted(days):
+        if runs and runs[-1][1] + timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
+
+
+def member_spend_on_days(uow: UnitOfWork, partner_id: str, days: Iterable[date]) -> int:
+    """What members spent at the partner (earns with a purchase amount) on these UTC days,
+    by the purchase's occurred_at: one range per run of consecutive days."""
+    j = journal_transactions
+    ranges = [
+        and_(
+            j.c.occurred_at >= datetime.combine(first, time(), UTC),
+            j.c.occurred_at < datetime.combine(last + timedelta(days=1), time(), UTC),
+        )
+        for first, last in day_runs(days)
+    ]
+    if not ranges:
+        return 0
+    statement = select(func.coalesce(func.sum(j.c.amount_minor), 0)).where(
+        j.c.partner_id == partner_id,
+        j.c.kind == "earn",
+        j.c.amount_minor.is_not(None),
+        or_(*ranges),
+    )
+    return _count(uow, statement)
 
 
 def tier_distribution(uow: UnitOfWork) -> dict[str, int]:
