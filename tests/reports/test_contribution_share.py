@@ -4,6 +4,8 @@ the report's share of sales from members, worked out by hand, on SQLite and Post
 from __future__ import annotations
 
 import csv
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from sqlalchemy import Engine, func, select
 from coalition import cli
 from coalition.domain.points import Money
 from coalition.partners import daily_sales
+from coalition.reports import queries
+from coalition.reports.period import parse_period
 from coalition.store.schema import partner_daily_sales
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import common_pb2, partner_service_pb2, partner_service_pb2_grpc
@@ -270,3 +274,42 @@ def test_the_share_over_grpc_as_the_report_has_it(channel: grpc.Channel, engine:
         "INVALID_FIELD",
         ("period",),
     )
+
+
+@pytest.mark.integration
+def test_concurrent_reports_of_a_day_apply_once_per_request_and_number_their_versions(
+    engine: Engine,
+) -> None:
+    """Six retries of one request at once write one version; six corrections at once get
+    versions 2 to 7, none lost, none repeated (the partner row's lock)."""
+    day = date(2026, 3, 3)
+    start = threading.Barrier(6)
+
+    def send(request_id: str, amount_minor: int) -> daily_sales.DailySales:
+        start.wait()
+        return daily_sales.report_daily_sales(
+            UnitOfWork(engine),
+            "test-air",
+            "test-air-key",
+            request_id,
+            day,
+            Money(amount_minor, "EUR"),
+            CLOCK,
+        )
+
+    with ThreadPoolExecutor(6) as pool:
+        retried = list(pool.map(send, ["same"] * 6, [1_000] * 6))
+    assert {sales.version for sales in retried} == {1}
+    assert sorted(sales.replayed for sales in retried) == [False] + [True] * 5
+    with ThreadPoolExecutor(6) as pool:
+        corrections = list(pool.map(send, [new_id() for _ in range(6)], range(2_000, 2_006)))
+    assert sorted(sales.version for sales in corrections) == [2, 3, 4, 5, 6, 7]
+    assert sales_rows(engine) == 7
+    latest = max(corrections, key=lambda sales: sales.version)
+    assert daily_sales_total(engine, day) == latest.total.amount_minor
+
+
+def daily_sales_total(engine: Engine, day: date) -> int:
+    with UnitOfWork(engine, read_only=True) as uow:
+        period = parse_period(day.isoformat())
+        return queries.reported_sales(uow, period, "test-air")["test-air"][day]
