@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_option(sync)
     listing = partners_commands.add_parser("list", help="list partners and rate versions")
     _add_database_option(listing)
+    sales = partners_commands.add_parser(
+        "import-sales",
+        help="record partners' daily total sales from a CSV of "
+        "partner_id,sales_date,amount_minor,currency (docs/reports.md)",
+    )
+    sales.add_argument("file", metavar="FILE")
+    _add_database_option(sales)
 
     promotions = commands.add_parser("promotions", help="promotions (docs/promotions.md)")
     promotions_commands = promotions.add_subparsers(dest="promotions_command", required=True)
@@ -452,6 +459,9 @@ COMMANDS: dict[str, Handler] = {
     "db upgrade": _database_upgrade,
     "partners sync": _partners_sync,
     "partners list": _partners_list,
+    "partners import-sales": _deferred(
+        "coalition.partners.daily_sales", "SALES_COMMANDS", "partners import-sales", engine=True
+    ),
     "promotions seed": _promotions_seed,
     "keys issue": _keys_issue,
     "keys revoke": _keys_revoke,

@@ -21,6 +21,7 @@ PROMOTION_AND_MEMBER_TABLES = (
     "promotion_costs",
     "promotion_funders",
     "member_spend",
+    "contribution_share",
     "tier_distribution",
     "tier_movements",
 )

@@ -112,6 +112,10 @@ ROLES_BY_METHOD: dict[str, frozenset[str]] = {
     "/coalition.v1.PartnerService/ListPartners": frozenset({"admin", "finance"}),
     "/coalition.v1.PartnerService/CreateApiKey": ADMIN,
     "/coalition.v1.PartnerService/RevokeApiKey": ADMIN,
+    "/coalition.v1.PartnerService/ReportDailySales": PARTNER,
+    "/coalition.v1.PartnerService/GetContributionShare": frozenset(
+        {"admin", "partner", "merchant"}
+    ),
     # Settlement: a partner reads and acknowledges only its own statements (the servicer
     # checks ownership); the published signing keys are for everyone who verifies.
     "/coalition.v1.SettlementService/RunSettlement": frozenset({"finance"}),

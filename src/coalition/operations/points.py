@@ -221,6 +221,7 @@ def _reverse(
         # for the member holding them now (after a merge: the survivor).
         qualifying_points = -points_reversed
         counter_postings = promotions.earn_reversal_postings(uow, parent, points_reversed)
+        promotions.give_back_grants(uow, parent, points_reversed)
     entry = JournalEntry(
         kind="reverse",
         partner_id=partner_id,
