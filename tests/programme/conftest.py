@@ -211,9 +211,11 @@ PROGRAMME_INVARIANTS = {
     """,
     "a referral bonus is exactly its bonus": """
         SELECT b.transaction_id FROM earn_bonuses b
-        JOIN journal_transactions j ON j.transaction_id = b.transaction_id
+        JOIN journal_transactions j
+          ON j.member_id = b.member_id AND j.transaction_id = b.transaction_id
         WHERE j.partner_id = 'coalition-hub'
-        GROUP BY b.transaction_id, j.points_delta HAVING SUM(b.points) <> j.points_delta
+        GROUP BY b.member_id, b.transaction_id, j.points_delta
+        HAVING SUM(b.points) <> j.points_delta
     """,
     "no budget is overspent and every budget point is a granted bonus": """
         SELECT p.promotion_id FROM promotions p
@@ -223,10 +225,12 @@ PROGRAMME_INVARIANTS = {
           AND (p.spent_points > p.budget_points OR p.spent_points <> COALESCE(b.points, 0))
     """,
     "members' grants count every granted bonus of a capped promotion": """
-        SELECT g.promotion_id FROM promotion_member_grants g
-        GROUP BY g.promotion_id
-        HAVING SUM(g.points) <> (SELECT COALESCE(SUM(b.points), 0) FROM earn_bonuses b
-                                 WHERE b.rule_id = 'promotion:' || g.promotion_id)
+        SELECT g.promotion_id
+        FROM (SELECT promotion_id, SUM(points) AS points FROM promotion_member_grants
+              GROUP BY promotion_id) g
+        LEFT JOIN (SELECT rule_id, SUM(points) AS points FROM earn_bonuses GROUP BY rule_id) b
+          ON b.rule_id = 'promotion:' || g.promotion_id
+        WHERE g.points <> COALESCE(b.points, 0)
     """,
 }
 
@@ -249,7 +253,8 @@ MONEY_BUDGET_GRANTS = """
            r.issuance_price_minor_per_point
     FROM promotions p
     LEFT JOIN earn_bonuses b ON b.rule_id = 'promotion:' || p.promotion_id
-    LEFT JOIN journal_transactions j ON j.transaction_id = b.transaction_id
+    LEFT JOIN journal_transactions j
+      ON j.member_id = b.member_id AND j.transaction_id = b.transaction_id
     LEFT JOIN rate_versions r ON r.rate_version_id = j.rate_version_id
     WHERE p.budget_amount_minor IS NOT NULL
 """

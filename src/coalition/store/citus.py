@@ -31,8 +31,9 @@ REFERENCE_TABLES = (
     "accounts",
     "identifier_keys",
     "signing_keys",
-    "reconciliation_jobs",
-    "reconciliation_leases",
+    "promotions",
+    "promotion_versions",
+    "promotion_catalogue",
 )
 # Co-located with members, by this column.
 MEMBER_TABLES = {
@@ -58,6 +59,7 @@ MEMBER_TABLES = {
     "member_requests": "member_id",
     "referral_codes": "member_id",
     "referrals": "referred_member_id",
+    "promotion_member_grants": "member_id",
 }
 LOOKUP_TABLES = {
     "partner_links": "partner_customer_id",
@@ -69,6 +71,8 @@ COORDINATOR_TABLES = (
     "settlement_acknowledgements",
     "reconciliation_runs",
     "reconciliation_exceptions",
+    "reconciliation_jobs",
+    "reconciliation_leases",
 )
 DISTRIBUTED_TABLES = {**MEMBER_TABLES, **LOOKUP_TABLES}
 
@@ -139,6 +143,8 @@ def _is_supported(table: str, definition: str) -> bool:
     to its member (on the distribution column, co-located)."""
     referenced = definition.split(" REFERENCES ", 1)[1].split("(", 1)[0].strip()
     if referenced in REFERENCE_TABLES:
+        return True
+    if referenced in COORDINATOR_TABLES and table in COORDINATOR_TABLES:
         return True
     if referenced == "members" and table in MEMBER_TABLES:
         column = MEMBER_TABLES[table]
