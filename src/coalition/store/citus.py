@@ -175,6 +175,16 @@ def _key_by(connection: Connection, table: str, column: str) -> None:
         )
 
 
+def one_connection_per_node(connection: Connection) -> None:
+    """For the rest of the transaction, reach each node over one connection: a transaction
+    that reads distributed tables in parallel and then writes a coordinator table with keys
+    to reference tables is refused otherwise ("there was a parallel operation on a
+    distributed table"), and one that writes and reads back its rows over several
+    connections may miss some (Citus issue #3426). Settlement runs this way."""
+    connection.execute(text("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'"))
+    connection.execute(text("SET LOCAL citus.max_adaptive_executor_pool_size TO 1"))
+
+
 def worker_nodes(connection: Connection) -> list[tuple[str, int]] | None:
     """The active workers of a Citus coordinator; None when the server is not one."""
     if not is_citus(connection):
