@@ -185,6 +185,14 @@ def one_connection_per_node(connection: Connection) -> None:
     connection.execute(text("SET LOCAL citus.max_adaptive_executor_pool_size TO 1"))
 
 
+def allow_repartition_joins(connection: Connection) -> None:
+    """For the rest of the transaction, let Citus join distributed tables on columns other
+    than the member (lots with the transactions that consumed, expired or reversed them,
+    which after a merge are another member's): each shard's rows are re-partitioned between
+    the workers by the join column. Reports run this way (docs/scaling.md states the cost)."""
+    connection.execute(text("SET LOCAL citus.enable_repartition_joins TO on"))
+
+
 def worker_nodes(connection: Connection) -> list[tuple[str, int]] | None:
     """The active workers of a Citus coordinator; None when the server is not one."""
     if not is_citus(connection):
