@@ -75,11 +75,14 @@ def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str
         # Citus refuses a FOR UPDATE that spans shards: one member per statement, in the
         # same (account id) order, so the locks are still taken without cycles.
         balances = {
-            account_id: balance
+            member_account_id(member_id): row[0]
             for member_id in members
-            for account_id, balance in driver.execute(
-                uow, statement, ([member_id], [member_account_id(member_id)])
-            ).fetchall()
+            if (
+                row := driver.execute(
+                    uow, LOCK_BALANCE, (member_id, member_account_id(member_id))
+                ).fetchone()
+            )
+            is not None
         }
     else:
         balances = dict(driver.execute(uow, statement, (members, account_ids)).fetchall())
