@@ -211,9 +211,11 @@ PROGRAMME_INVARIANTS = {
     """,
     "a referral bonus is exactly its bonus": """
         SELECT b.transaction_id FROM earn_bonuses b
-        JOIN journal_transactions j ON j.transaction_id = b.transaction_id
+        JOIN journal_transactions j
+          ON j.member_id = b.member_id AND j.transaction_id = b.transaction_id
         WHERE j.partner_id = 'coalition-hub'
-        GROUP BY b.transaction_id, j.points_delta HAVING SUM(b.points) <> j.points_delta
+        GROUP BY b.member_id, b.transaction_id, j.points_delta
+        HAVING SUM(b.points) <> j.points_delta
     """,
 }
 

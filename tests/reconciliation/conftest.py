@@ -59,12 +59,17 @@ class Ledger:
     def report_rows(self, partner_id: str = PARTNER_ID) -> list[dict[str, Any]]:
         """The partner's report as the ledger has it: every field, matching exactly."""
         j, link = journal_transactions.c, partner_links.c
+        # The partner's links first (on Citus they are distributed by customer id, not by
+        # member, so the journal cannot join them directly).
+        links = (
+            select(link.member_id, link.partner_customer_id)
+            .where(link.partner_id == partner_id)
+            .cte("links")
+            .prefix_with("MATERIALIZED")
+        )
         statement = (
-            select(journal_transactions, link.partner_customer_id)
-            .outerjoin(
-                partner_links,
-                (link.member_id == j.member_id) & (link.partner_id == j.partner_id),
-            )
+            select(journal_transactions, links.c.partner_customer_id)
+            .outerjoin(links, links.c.member_id == j.member_id)
             .where(j.partner_id == partner_id)
             .order_by(j.transaction_id)
         )

@@ -206,7 +206,7 @@ CASES = [
     ),
     (
         "a reversal of no earlier transaction",
-        set_entry("reverse", "parent_transaction_id", "999999999"),
+        set_entry("reverse", "parent_transaction_id", "999999999999999999"),
         "not an earlier transaction",
         True,
     ),

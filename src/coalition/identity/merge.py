@@ -41,6 +41,7 @@ from coalition.ledger.system_accounts import ensure_hub_partner
 from coalition.store import citus, driver
 from coalition.store.schema import (
     holds,
+    idempotency_keys,
     lots,
     member_audit_events,
     member_consents,
@@ -219,6 +220,9 @@ def _move_member_data(
         )
     }
     _repoint(uow, member_requests.c.member_id, survivor_member_id, duplicate_member_id)
+    # The duplicate's request ids follow it, so that a retry naming the duplicate finds its
+    # claim with the survivor's rows (on Citus, on the survivor's shard).
+    _repoint(uow, idempotency_keys.c.member_id, survivor_member_id, duplicate_member_id)
     _merge_profiles(uow, survivor_member_id, duplicate_member_id, now)
     counts["consents_moved"] = _merge_consents(uow, survivor_member_id, duplicate_member_id, now)
     return counts

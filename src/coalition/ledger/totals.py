@@ -24,7 +24,21 @@ class PartnerTotals:
 
 def partner_totals(uow: UnitOfWork) -> list[PartnerTotals]:
     entry = journal_transactions
-    parent = aliased(journal_transactions)
+    # The parents first, then joined: on Citus a child and its parent may sit on different
+    # members' shards (a reversal after a merge), which a direct self-join cannot reach.
+    parents = aliased(journal_transactions)
+    parent = (
+        select(parents.c.transaction_id, parents.c.kind)
+        .where(
+            parents.c.transaction_id.in_(
+                select(entry.c.parent_transaction_id).where(
+                    entry.c.parent_transaction_id.is_not(None)
+                )
+            )
+        )
+        .cte("parent")
+        .prefix_with("MATERIALIZED")
+    )
     kind = func.coalesce(parent.c.kind + "_reversed", entry.c.kind)
 
     def points_of(label: str) -> ColumnElement[Any]:

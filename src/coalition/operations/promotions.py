@@ -313,7 +313,7 @@ EXPLAINED_TIER_CHANGES = Statement(
 EXPLAINED_REFERRALS = Statement(
     "SELECT r.qualifying_transaction_id, r.bonus_points, j.balance_points_after"
     " FROM referrals r JOIN journal_transactions j"
-    " ON j.transaction_id = r.referred_transaction_id"
+    " ON j.member_id = r.referred_member_id AND j.transaction_id = r.referred_transaction_id"
     f" WHERE r.referred_member_id {IN_LIST} %s AND r.qualifying_transaction_id {IN_LIST} %s"
 )
 REFERRED_RULE_ID = "referral:referred"

@@ -8,11 +8,13 @@ order (ascending transaction id).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    FromClause,
     Select,
     String,
     and_,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
 )
 from sqlalchemy.orm import aliased
 
@@ -37,6 +40,7 @@ from coalition.settlement.format import (
     REDEEMING_KINDS,
     Entry,
 )
+from coalition.store import driver
 from coalition.store.schema import accounts, journal_transactions, postings, settlement_entries
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -58,9 +62,16 @@ def claim_unsettled(
     """
     entry = settlement_entries.c
     partner_accounts = select(accounts.c.account_id).where(accounts.c.partner_id == partner_id)
-    already_settled = exists().where(
+    already_settled: ColumnElement[bool] = exists().where(
         entry.partner_id == partner_id, entry.transaction_id == postings.c.transaction_id
     )
+    if driver.is_citus(uow):
+        # Citus cannot correlate the member-distributed postings with the coordinator's
+        # entries: the partner's settled ids are read once and sent to every shard as an
+        # intermediate result (docs/scaling.md states the cost).
+        already_settled = postings.c.transaction_id.in_(
+            select(entry.transaction_id).where(entry.partner_id == partner_id)
+        )
     unsettled = (
         select(
             literal(partner_id, String),
@@ -84,9 +95,9 @@ def claim_unsettled(
     )
 
 
-def _category() -> ColumnElement[str]:
+def _category(parent: FromClause) -> ColumnElement[str]:
     """`format.category_of` in SQL."""
-    kind, parent_kind = journal_transactions.c.kind, _parent.c.kind
+    kind, parent_kind = journal_transactions.c.kind, parent.c.kind
     return case(
         (kind == "earn", ISSUED),
         (kind.in_(REDEEMING_KINDS), REDEEMED),
@@ -97,16 +108,45 @@ def _category() -> ColumnElement[str]:
     )
 
 
-def _of_statement(statement: Select[Any], statement_id: str) -> Select[Any]:
-    entry = settlement_entries.c
-    return (
-        statement.select_from(settlement_entries)
-        .join(journal_transactions, journal_transactions.c.transaction_id == entry.transaction_id)
-        .outerjoin(
-            _parent, _parent.c.transaction_id == journal_transactions.c.parent_transaction_id
+@dataclass(frozen=True)
+class _Entries:
+    """Entries chosen by `chosen` with their journal rows and parents: `source` joins them,
+    `entry` and `parent` name their columns, `where` is left for the outer statement."""
+
+    source: FromClause
+    entry: FromClause
+    parent: FromClause
+    where: ColumnElement[bool]
+
+
+def _entries(uow: UnitOfWork, chosen: ColumnElement[bool]) -> _Entries:
+    journal = journal_transactions.c
+    if not driver.is_citus(uow):
+        source = settlement_entries.join(
+            journal_transactions, journal.transaction_id == settlement_entries.c.transaction_id
+        ).outerjoin(_parent, _parent.c.transaction_id == journal.parent_transaction_id)
+        return _Entries(source, settlement_entries, _parent, chosen)
+    # On Citus the entries (on the coordinator) and the parents (another member's after a
+    # merge) cannot join the member-distributed journal directly: each is read first into an
+    # intermediate result that every shard joins (docs/scaling.md states the cost).
+    entry = select(settlement_entries).where(chosen).cte("entry").prefix_with("MATERIALIZED")
+    parent_ids = (
+        select(journal.parent_transaction_id)
+        .select_from(
+            journal_transactions.join(entry, entry.c.transaction_id == journal.transaction_id)
         )
-        .where(entry.statement_id == statement_id)
+        .where(journal.parent_transaction_id.is_not(None))
     )
+    parent = (
+        select(_parent.c.transaction_id, _parent.c.kind)
+        .where(_parent.c.transaction_id.in_(parent_ids))
+        .cte("parent")
+        .prefix_with("MATERIALIZED")
+    )
+    source = journal_transactions.join(
+        entry, entry.c.transaction_id == journal.transaction_id
+    ).outerjoin(parent, parent.c.transaction_id == journal.parent_transaction_id)
+    return _Entries(source, entry, parent, true())
 
 
 def count(uow: UnitOfWork, statement_id: str) -> int:
@@ -120,21 +160,24 @@ def stream(uow: UnitOfWork, partner_id: str, statement_id: str) -> Iterator[Entr
     transaction = journal_transactions.c
     # Another partner's request ids are not this partner's business.
     own_request_id = case((transaction.partner_id == partner_id, transaction.request_id))
-    statement = _of_statement(
+    chosen = _entries(uow, settlement_entries.c.statement_id == statement_id)
+    statement = (
         select(
             transaction.transaction_id,
             transaction.kind,
             transaction.parent_transaction_id,
-            _parent.c.kind,
+            chosen.parent.c.kind,
             transaction.occurred_at,
             transaction.create_time,
             transaction.member_id,
             own_request_id,
             transaction.rate_version_id,
-            settlement_entries.c.points,
-        ),
-        statement_id,
-    ).order_by(settlement_entries.c.transaction_id)
+            chosen.entry.c.points,
+        )
+        .select_from(chosen.source)
+        .where(chosen.where)
+        .order_by(chosen.entry.c.transaction_id)
+    )
     # On the statement, not the connection: Connection.execution_options changes the
     # connection in place, and later INSERTs must not run through a server-side cursor.
     streamed = statement.execution_options(stream_results=True, yield_per=STREAM_BATCH_ROWS)
@@ -153,7 +196,7 @@ def stream(uow: UnitOfWork, partner_id: str, statement_id: str) -> Iterator[Entr
         )
 
 
-def ledger_points(statement_ids: Select[Any]) -> Select[Any]:
+def ledger_points(uow: UnitOfWork, statement_ids: Select[Any]) -> Select[Any]:
     """Per statement among `statement_ids`: one column per point category (`POINT_CATEGORIES`)
     holding the points its entries' transactions post to the partner's accounts *now*.
 
@@ -161,33 +204,31 @@ def ledger_points(statement_ids: Select[Any]) -> Select[Any]:
     was built from, so that comparing them with the signed totals reveals a ledger changed
     after settlement. The categories come from `_category`, the SQL twin of `category_of`.
     """
-    entry = settlement_entries.c
+    chosen = _entries(uow, settlement_entries.c.statement_id.in_(statement_ids.scalar_subquery()))
+    entry, journal = chosen.entry.c, journal_transactions.c
     per_entry = (
         select(
             entry.statement_id,
-            _category().label("category"),
+            _category(chosen.parent).label("category"),
             func.sum(postings.c.points).label("points"),
         )
-        .select_from(settlement_entries)
-        .join(journal_transactions, journal_transactions.c.transaction_id == entry.transaction_id)
-        .outerjoin(
-            _parent, _parent.c.transaction_id == journal_transactions.c.parent_transaction_id
+        .select_from(
+            chosen.source.join(
+                postings,
+                and_(
+                    postings.c.member_id == journal.member_id,
+                    postings.c.transaction_id == journal.transaction_id,
+                ),
+            ).join(
+                accounts,
+                and_(
+                    accounts.c.account_id == postings.c.account_id,
+                    accounts.c.partner_id == entry.partner_id,
+                ),
+            )
         )
-        .join(postings, postings.c.transaction_id == entry.transaction_id)
-        .join(
-            accounts,
-            and_(
-                accounts.c.account_id == postings.c.account_id,
-                accounts.c.partner_id == entry.partner_id,
-            ),
-        )
-        .where(entry.statement_id.in_(statement_ids.scalar_subquery()))
-        .group_by(
-            entry.statement_id,
-            entry.transaction_id,
-            journal_transactions.c.kind,
-            _parent.c.kind,
-        )
+        .where(chosen.where)
+        .group_by(entry.statement_id, entry.transaction_id, journal.kind, chosen.parent.c.kind)
         .subquery()
     )
     # An entry's points are |its signed partner points|, as `Tally.add_entry` counts them.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, Row, Select, and_, exists, func, not_, or_, select, tuple_
 
 from coalition.settlement import entries, service, signing
 from coalition.settlement.canonical import CanonicalJsonError, canonical_bytes, parse_canonical
@@ -31,6 +31,7 @@ from coalition.settlement.format import (
     statement_body,
     summary,
 )
+from coalition.store import driver
 from coalition.store.schema import (
     accounts,
     partners,
@@ -260,12 +261,24 @@ def _unsettled_transactions(
     entry = settlement_entries.c
     # The entry must name a statement of the same partner; an entry pointing elsewhere
     # settles nothing. (The primary key (partner_id, transaction_id) rules out two entries.)
-    in_a_statement = exists().where(
+    in_a_statement: ColumnElement[bool] = exists().where(
         entry.partner_id == accounts.c.partner_id,
         entry.transaction_id == postings.c.transaction_id,
         _statement.statement_id == entry.statement_id,
         _statement.partner_id == entry.partner_id,
     )
+    if driver.is_citus(uow):
+        # Citus cannot correlate member-distributed postings with the coordinator's entries:
+        # the settled (partner, transaction) pairs are read once and sent to every shard.
+        in_a_statement = tuple_(accounts.c.partner_id, postings.c.transaction_id).in_(
+            select(entry.partner_id, entry.transaction_id).join(
+                settlement_statements,
+                and_(
+                    _statement.statement_id == entry.statement_id,
+                    _statement.partner_id == entry.partner_id,
+                ),
+            )
+        )
     subjects = (
         select(accounts.c.partner_id, postings.c.transaction_id)
         .select_from(postings)
@@ -293,6 +306,33 @@ def _misplaced_entries(uow: UnitOfWork, in_window: Select[Any]) -> list[str]:
         accounts.c.partner_id == entry.partner_id,
         postings.c.create_time < _statement.period_end_time,
     )
+    if driver.is_citus(uow):
+        # Citus cannot correlate the coordinator's entries with member-distributed postings:
+        # the entries' first postings per partner are read once, from every shard.
+        first_postings = (
+            select(
+                accounts.c.partner_id,
+                postings.c.transaction_id,
+                func.min(postings.c.create_time).label("create_time"),
+            )
+            .join(accounts, accounts.c.account_id == postings.c.account_id)
+            .where(
+                postings.c.transaction_id.in_(
+                    select(entry.transaction_id).where(
+                        entry.statement_id.in_(in_window.scalar_subquery())
+                    )
+                )
+            )
+            .group_by(accounts.c.partner_id, postings.c.transaction_id)
+            .cte("first_postings")
+            .prefix_with("MATERIALIZED")
+        )
+        first = first_postings.c
+        claimable = exists().where(
+            first.partner_id == entry.partner_id,
+            first.transaction_id == entry.transaction_id,
+            first.create_time < _statement.period_end_time,
+        )
     subjects = (
         select(entry.partner_id, entry.transaction_id)
         .select_from(settlement_entries)
@@ -327,7 +367,7 @@ def _named(uow: UnitOfWork, subjects: Select[Any], message: str) -> list[str]:
 def _points_against_ledger(uow: UnitOfWork, in_window: Select[Any]) -> tuple[int, list[str]]:
     """Per statement, its signed points per category against the ledger's postings for its
     entries. Equal per statement implies equal summed over them, and names the statement."""
-    ledger = entries.ledger_points(in_window).subquery()
+    ledger = entries.ledger_points(uow, in_window).subquery()
     rows = (
         select(_statement.statement_id, _statement.body, *(ledger.c[c] for c in POINT_CATEGORIES))
         .select_from(

@@ -31,8 +31,9 @@ REFERENCE_TABLES = (
     "accounts",
     "identifier_keys",
     "signing_keys",
-    "reconciliation_jobs",
-    "reconciliation_leases",
+    "promotions",
+    "promotion_versions",
+    "promotion_catalogue",
 )
 # Co-located with members, by this column.
 MEMBER_TABLES = {
@@ -58,6 +59,7 @@ MEMBER_TABLES = {
     "member_requests": "member_id",
     "referral_codes": "member_id",
     "referrals": "referred_member_id",
+    "promotion_member_grants": "member_id",
 }
 LOOKUP_TABLES = {
     "partner_links": "partner_customer_id",
@@ -69,6 +71,8 @@ COORDINATOR_TABLES = (
     "settlement_acknowledgements",
     "reconciliation_runs",
     "reconciliation_exceptions",
+    "reconciliation_jobs",
+    "reconciliation_leases",
 )
 DISTRIBUTED_TABLES = {**MEMBER_TABLES, **LOOKUP_TABLES}
 
@@ -140,6 +144,8 @@ def _is_supported(table: str, definition: str) -> bool:
     referenced = definition.split(" REFERENCES ", 1)[1].split("(", 1)[0].strip()
     if referenced in REFERENCE_TABLES:
         return True
+    if referenced in COORDINATOR_TABLES and table in COORDINATOR_TABLES:
+        return True
     if referenced == "members" and table in MEMBER_TABLES:
         column = MEMBER_TABLES[table]
         return definition.startswith(f"FOREIGN KEY ({column}) REFERENCES members(member_id)")
@@ -167,6 +173,24 @@ def _key_by(connection: Connection, table: str, column: str) -> None:
         connection.execute(
             text(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {constraint} ({keyed})')
         )
+
+
+def one_connection_per_node(connection: Connection) -> None:
+    """For the rest of the transaction, reach each node over one connection: a transaction
+    that reads distributed tables in parallel and then writes a coordinator table with keys
+    to reference tables is refused otherwise ("there was a parallel operation on a
+    distributed table"), and one that writes and reads back its rows over several
+    connections may miss some (Citus issue #3426). Settlement runs this way."""
+    connection.execute(text("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'"))
+    connection.execute(text("SET LOCAL citus.max_adaptive_executor_pool_size TO 1"))
+
+
+def allow_repartition_joins(connection: Connection) -> None:
+    """For the rest of the transaction, let Citus join distributed tables on columns other
+    than the member (lots with the transactions that consumed, expired or reversed them,
+    which after a merge are another member's): each shard's rows are re-partitioned between
+    the workers by the join column. Reports run this way (docs/scaling.md states the cost)."""
+    connection.execute(text("SET LOCAL citus.enable_repartition_joins TO on"))
 
 
 def worker_nodes(connection: Connection) -> list[tuple[str, int]] | None:

@@ -40,16 +40,7 @@ def create_database_engine(database_url: str) -> Engine:
             pool_pre_ping=True,
             isolation_level="READ COMMITTED",
         )
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, record: Any) -> None:
-            # Statements that Citus would run in two phases have a variant (ledger/writer.py).
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute(CITUS_QUERY)
-                record.info[CITUS_INFO_KEY] = bool(cursor.fetchone()[0])
-            dbapi_connection.rollback()
-
-        return engine
+        return _noting_citus(engine)
     raise ValueError(f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql")
 
 
@@ -67,13 +58,28 @@ def create_committer_engine(engine: Engine, connections: int, wait_seconds_max: 
         return engine  # SQLite: one writer at a time, on the file; nothing to tune
     milliseconds = round(wait_seconds_max * 1000)
     options = f"-c lock_timeout={milliseconds} -c statement_timeout={milliseconds}"
-    return create_engine(
+    committer = create_engine(
         engine.url,
         pool_size=connections,
         max_overflow=0,
         isolation_level="READ COMMITTED",
         connect_args={"options": options},
     )
+    return _noting_citus(committer)
+
+
+def _noting_citus(engine: Engine) -> Engine:
+    """Note on each new connection whether the database runs Citus (store/driver.is_citus)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        # Statements that Citus would run in two phases have a variant (ledger/writer.py).
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(CITUS_QUERY)
+            record.info[CITUS_INFO_KEY] = bool(cursor.fetchone()[0])
+        dbapi_connection.rollback()
+
+    return engine
 
 
 def _create_sqlite_engine(database_url: str) -> Engine:
