@@ -38,7 +38,7 @@ from coalition.domain.errors import Unavailable
 from coalition.identity.secret import IdentitySecretError, hasher_for_engine
 from coalition.observability.metrics import MetricsInterceptor, watch_engine_pool
 from coalition.observability.process import configure_logs, configure_process
-from coalition.operations.group_commit import COMMITTER_THREADS, EarnCommitter
+from coalition.operations.group_commit import COMMITTER_THREADS, Committer
 from coalition.partners import credentials
 from coalition.partners.credentials import Principal
 from coalition.programme import config as programme_config
@@ -177,13 +177,13 @@ class Hub:
         event_service_pb2_grpc.add_EventServiceServicer_to_server(
             EventServicer(unit_of_work, self._stopping), self._server
         )
-        # Concurrent earns of this process share one database transaction (group commit).
-        # SQLite serialises writers: more than one committer would only queue on its file.
-        self._earns = EarnCommitter(
+        # Concurrent earns and burns of this process share database transactions (group
+        # commit). SQLite serialises writers: more than one committer would only queue on it.
+        self._committer = Committer(
             engine, threads=1 if engine.dialect.name == "sqlite" else COMMITTER_THREADS
         )
         points_service_pb2_grpc.add_PointsServiceServicer_to_server(
-            PointsServicer(unit_of_work, self._earns), self._server
+            PointsServicer(unit_of_work, self._committer), self._server
         )
         member_service_pb2_grpc.add_MemberServiceServicer_to_server(
             MemberServicer(unit_of_work, partial(hasher_for_engine, engine, identity_secret)),
@@ -241,7 +241,7 @@ class Hub:
         self._stopping.set()
         self._set_serving(False)
         self._server.stop(grace_seconds).wait()
-        self._earns.stop()
+        self._committer.stop()
         self._monitor.join(timeout=HEALTH_CHECK_INTERVAL_SECONDS * 2)
 
     def wait(self) -> None:
