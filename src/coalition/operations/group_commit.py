@@ -182,7 +182,9 @@ class Committer:
         partners the programme adds nothing to; the earns of each partner it adds to
         (batch_earn.group_keys)."""
         earning = {pending.partner_id for pending in taken if pending.operation == "earn"}
-        keys = batch_earn.group_keys(UnitOfWork(self._engine), earning, now) if earning else {}
+        # A read: on SQLite a read-only unit of work takes no write lock (store/engine.py).
+        splitting = UnitOfWork(self._engine, read_only=True)
+        keys = batch_earn.group_keys(splitting, earning, now) if earning else {}
         groups: dict[str, list[_Pending]] = {}
         for pending in taken:
             key = keys[pending.partner_id] if pending.operation == "earn" else BURN_GROUP
