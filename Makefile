@@ -1,5 +1,6 @@
-# The two commands a new machine needs: `make demo` and `make test`. Each creates the virtual
-# environment, installs the package and generates the protobuf code first.
+# The two commands a new machine needs: `make demo` and `make test` (`make test-fast` between
+# edits). Each creates the virtual environment, installs the package and generates the
+# protobuf code first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,13 +8,18 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/coalition/v1/*.proto)
 GENERATED := src/coalition/v1/.generated
 
-.PHONY: demo test lint proto clean browser
+.PHONY: demo test test-fast lint proto clean browser
 
 demo: $(STAMP) $(GENERATED)
 	$(BIN)/coalition demo
 
 test: $(STAMP) $(GENERATED) lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The loop between edits: the domain and the service functions on SQLite, no lint; `make test`
+# runs everything (both databases, the API, the real processes, faults, bench, browser).
+test-fast: $(STAMP) $(GENERATED)
+	$(BIN)/python -m pytest -q -m "(unit or integration) and not postgresql" $(PYTEST_ARGS)
 
 lint: $(STAMP) $(GENERATED)
 	$(BIN)/ruff check src tests

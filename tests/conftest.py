@@ -37,6 +37,9 @@ POSTGRES_URL = os.environ.get(
     "COALITION_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 DATABASES = ("sqlite", "postgresql")
+# Parameters of the fixtures that give a test each database, marked with the database's name
+# so that a run can choose one (`make test-fast`: -m "... and not postgresql").
+DATABASE_PARAMS = [pytest.param(name, marks=getattr(pytest.mark, name)) for name in DATABASES]
 
 # The kinds of test (pyproject.toml's markers). Each test carries at least one, so that a run
 # can choose by kind (`make test-fast`); one without is refused at collection.
@@ -200,7 +203,7 @@ def postgres_emptying_statement(postgres_url: str) -> str:
     return _TRUNCATE_EVERY_TABLE if on_citus else POSTGRES_EMPTYING
 
 
-@pytest.fixture(params=DATABASES)
+@pytest.fixture(params=DATABASE_PARAMS)
 def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
 ) -> Iterator[str]:

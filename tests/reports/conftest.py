@@ -16,7 +16,7 @@ from coalition.partners.sync import sync_partners
 from coalition.programme.promotion_catalogue import CATALOGUE
 from coalition.store.engine import create_database_engine
 from coalition.store.unit_of_work import UnitOfWork
-from tests.conftest import DATABASES, TEST_PARTNERS, migrated_postgres_database
+from tests.conftest import DATABASE_PARAMS, TEST_PARTNERS, migrated_postgres_database
 from tests.reports.ledger_model import Model, generate
 
 GENERATED_SEED = 20260701
@@ -32,7 +32,7 @@ class GeneratedLedger:
     model: Model
 
 
-@pytest.fixture(scope="session", params=DATABASES)
+@pytest.fixture(scope="session", params=DATABASE_PARAMS)
 def generated_ledger(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
 ) -> Iterator[GeneratedLedger]:
