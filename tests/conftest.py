@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +27,7 @@ from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest, RateVersionManifest
 from coalition.partners.sync import sync_partners
 from coalition.programme.promotion_catalogue import CATALOGUE
+from coalition.settings import identity_secret_from
 from coalition.store import citus, migrate
 from coalition.store.engine import create_database_engine, normalise_database_url
 from coalition.store.schema import metadata
@@ -35,6 +37,25 @@ POSTGRES_URL = os.environ.get(
     "COALITION_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 DATABASES = ("sqlite", "postgresql")
+
+# The kinds of test (pyproject.toml's markers). Each test carries at least one, so that a run
+# can choose by kind (`make test-fast`); one without is refused at collection.
+TEST_KINDS = frozenset(
+    ("unit", "integration", "end_to_end", "process", "reliability", "bench", "browser", "citus")
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        item.nodeid
+        for item in items
+        if not any(marker.name in TEST_KINDS for marker in item.iter_markers())
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            f"{len(unmarked)} test(s) carry no kind marker ({', '.join(sorted(TEST_KINDS))}):\n  "
+            + "\n  ".join(unmarked)
+        )
 
 
 def rate(
@@ -95,15 +116,15 @@ TEST_PARTNERS = (COFFEE, AIR, CINEMA)
 CITUS_TEST_SHARD_COUNT = 4
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A database of this run's own on the test PostgreSQL server, migrated once.
+@contextmanager
+def migrated_postgres_database(prefix: str) -> Iterator[str]:
+    """A new database on the test PostgreSQL server, migrated, dropped after use.
 
     When that server is a Citus coordinator (its database has the extension), the database is
-    created on every worker too and joined into a cluster of its own: then the whole suite
-    runs on Citus, with the layout `coalition db upgrade` applies (store/citus.py)."""
+    created on every worker too and joined into a cluster of its own, with the layout
+    `coalition db upgrade` applies (store/citus.py)."""
     server_url = make_url(normalise_database_url(POSTGRES_URL))
-    name = f"coalition_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     administration = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         with administration.connect() as connection:
@@ -117,11 +138,21 @@ def postgres_url() -> Iterator[str]:
     engine = create_database_engine(url.render_as_string(hide_password=False))
     migrate.upgrade(engine)
     engine.dispose()
-    yield url.render_as_string(hide_password=False)
-    with administration.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    administration.dispose()
-    citus.drop_on_workers(url, name, workers or [])
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with administration.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        administration.dispose()
+        citus.drop_on_workers(url, name, workers or [])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this run's own on the test PostgreSQL server, migrated once; on a Citus
+    coordinator, a cluster of its own, so that the whole suite runs on Citus."""
+    with migrated_postgres_database("coalition_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -132,6 +163,41 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     migrate.upgrade(engine)
     engine.dispose()
     return path
+
+
+# Emptying the test database between tests. TRUNCATE of every table costs 120-350 ms a test
+# (it gives each table and index a new file); a DELETE of the few rows a test wrote, child
+# tables first, and a restart of the sequences it used, take a few ms in one round trip.
+_DELETE_EVERY_ROW = "".join(
+    f'DELETE FROM "{table.name}"; ' for table in reversed(metadata.sorted_tables)
+)
+POSTGRES_EMPTYING = f"""
+    DO $$
+    DECLARE used record;
+    BEGIN
+      {_DELETE_EVERY_ROW}
+      FOR used IN SELECT schemaname, sequencename FROM pg_sequences WHERE last_value IS NOT NULL
+      LOOP
+        EXECUTE format('ALTER SEQUENCE %I.%I RESTART', used.schemaname, used.sequencename);
+      END LOOP;
+    END $$
+"""
+_TRUNCATE_EVERY_TABLE = "TRUNCATE {} RESTART IDENTITY CASCADE".format(
+    ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_emptying_statement(postgres_url: str) -> str:
+    """The statement that empties the test database: DELETE, or TRUNCATE on Citus (whose
+    distributed tables are emptied shard by shard either way, and TRUNCATE is its own path)."""
+    engine = create_database_engine(postgres_url)
+    with engine.connect() as connection:
+        on_citus = connection.execute(
+            text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+        ).first()
+    engine.dispose()
+    return _TRUNCATE_EVERY_TABLE if on_citus else POSTGRES_EMPTYING
 
 
 @pytest.fixture(params=DATABASES)
@@ -147,8 +213,7 @@ def database_url(
     url = request.getfixturevalue("postgres_url")
     engine = create_database_engine(url)
     with engine.begin() as connection:
-        tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        connection.execute(text(request.getfixturevalue("postgres_emptying_statement")))
     engine.dispose()
     CATALOGUE.invalidate()  # this process's promotions were the emptied database's
     yield url
@@ -164,7 +229,8 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def hub(engine: Engine) -> Iterator[Hub]:
-    hub = Hub(engine, "127.0.0.1:0").start()
+    # The identity secret as a hub process takes it at start (tests set it with monkeypatch).
+    hub = Hub(engine, "127.0.0.1:0", identity_secret=identity_secret_from(os.environ)).start()
     yield hub
     hub.stop(grace_seconds=0)
 

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,10 +21,17 @@ from typing import TYPE_CHECKING, Any
 from coalition.domain.errors import CoalitionError
 from coalition.observability.arguments import add_serve_options
 from coalition.partners.manifest import ManifestError
-from coalition.programme.config import PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE
 from coalition.programme.job_arguments import add_jobs_parser
 from coalition.reconciliation.arguments import add_reconcile_parser
 from coalition.reports.arguments import add_report_parser
+from coalition.settings import (
+    DATABASE_URL_ENVIRONMENT_VARIABLE,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_LISTEN,
+    PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE,
+    Settings,
+    settings_from,
+)
 from coalition.settlement import arguments as settle_arguments
 
 if TYPE_CHECKING:
@@ -32,9 +40,7 @@ if TYPE_CHECKING:
     from coalition.partners.sync import SyncReport
     from coalition.programme.config import Programme
 
-DEFAULT_DATABASE_URL = "sqlite:///coalition.db"
-DEFAULT_LISTEN = "127.0.0.1:50051"
-DATABASE_URL_ENVIRONMENT_VARIABLE = "COALITION_DATABASE_URL"
+__all__ = ["DATABASE_URL_ENVIRONMENT_VARIABLE", "build_parser", "main"]
 
 
 def _add_database_option(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_option(sync)
     listing = partners_commands.add_parser("list", help="list partners and rate versions")
     _add_database_option(listing)
+    sales = partners_commands.add_parser(
+        "import-sales",
+        help="record partners' daily total sales from a CSV of "
+        "partner_id,sales_date,amount_minor,currency (docs/reports.md)",
+    )
+    sales.add_argument("file", metavar="FILE")
+    _add_database_option(sales)
 
     promotions = commands.add_parser("promotions", help="promotions (docs/promotions.md)")
     promotions_commands = promotions.add_subparsers(dest="promotions_command", required=True)
@@ -169,14 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def database_url_from(arguments: argparse.Namespace) -> str:
-    return (
-        arguments.database_url
-        or os.environ.get(DATABASE_URL_ENVIRONMENT_VARIABLE)
-        or DEFAULT_DATABASE_URL
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments, unparsed = parser.parse_known_args(argv)
@@ -190,8 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     handler = COMMANDS[_command_path(arguments)]
+    settings: Settings | None = None
     try:
-        return handler(arguments)
+        # The one read of the environment: everything below is handed `settings`.
+        settings = settings_from(arguments, os.environ)
+        return handler(arguments, settings)
     except CoalitionError as error:
         print(f"error: {error.reason}: {error.message}", file=sys.stderr)
         return 1
@@ -200,9 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as error:
         # Any command may find the database down: one line for the operator, not a traceback.
-        if not _is_database_unavailable(error):
+        if settings is None or not _is_database_unavailable(error):
             raise
-        print(f"error: DATABASE_UNAVAILABLE: {_unreachable(arguments, error)}", file=sys.stderr)
+        print(f"error: DATABASE_UNAVAILABLE: {_unreachable(settings, error)}", file=sys.stderr)
         return 1
     finally:
         engine = vars(arguments).pop(ENGINE_ATTRIBUTE, None)
@@ -218,10 +226,10 @@ def _is_database_unavailable(error: Exception) -> bool:
     )
 
 
-def _unreachable(arguments: argparse.Namespace, error: Any) -> str:
+def _unreachable(settings: Settings, error: Any) -> str:
     from sqlalchemy.engine import make_url
 
-    url = make_url(database_url_from(arguments)).render_as_string(hide_password=True)
+    url = make_url(settings.database_url).render_as_string(hide_password=True)
     cause = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error)
     return f"the database {url} cannot be used: {cause}"
 
@@ -253,32 +261,29 @@ def _command_path(arguments: argparse.Namespace) -> str:
 ENGINE_ATTRIBUTE = "_engine_of_this_command"
 
 
-def _engine(arguments: argparse.Namespace) -> Engine:
+def _engine(arguments: argparse.Namespace, settings: Settings) -> Engine:
     """One engine per command, disposed by `main` when the command ends."""
     engine = getattr(arguments, ENGINE_ATTRIBUTE, None)
     if engine is None:
         from coalition.store.engine import create_database_engine
 
-        engine = create_database_engine(database_url_from(arguments))
+        engine = create_database_engine(settings.database_url)
         setattr(arguments, ENGINE_ATTRIBUTE, engine)
     return engine
 
 
-def _prepared_engine(arguments: argparse.Namespace) -> Engine:
+def _prepared_engine(arguments: argparse.Namespace, settings: Settings) -> Engine:
     """An engine on a database with the current schema: an empty one is migrated, an
     outdated one refused with a clear error instead of a traceback about missing tables."""
     from coalition.store import migrate
 
-    engine = _engine(arguments)
+    engine = _engine(arguments, settings)
     migrate.prepare(engine)
     return engine
 
 
-def _serve(arguments: argparse.Namespace) -> int:
-    from functools import partial
-
+def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
     from coalition.api import server
-    from coalition.observability import process as observability_process
     from coalition.partners.manifest import load_manifests
     from coalition.partners.sync import sync_partners
     from coalition.programme import config as programme_config
@@ -287,39 +292,33 @@ def _serve(arguments: argparse.Namespace) -> int:
     from coalition.store.engine import create_database_engine
     from coalition.store.unit_of_work import UnitOfWork
 
-    database_url = database_url_from(arguments)
-    engine = create_database_engine(database_url)
+    engine = create_database_engine(settings.database_url)
     migrate.prepare(engine)
     if arguments.partners:
         _print_sync_report(
             sync_partners(UnitOfWork(engine), load_manifests(Path(arguments.partners)), _now())
         )
-    if arguments.workers < 1:
-        raise RuntimeError("--workers must be at least 1")
-    if arguments.programme:
-        # Checked here, so a bad file fails at once; workers load it through the environment.
-        programme = programme_config.load_programme(Path(arguments.programme))
-        _seed_promotions(engine, programme, arguments.programme)
-        os.environ[programme_config.PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE] = arguments.programme
+    if settings.programme_directory is not None:
+        # Checked here, so a bad file fails at once; every worker loads the same directory.
+        programme = programme_config.load_programme(settings.programme_directory)
+        _seed_promotions(engine, programme, str(settings.programme_directory))
     engine.dispose()
-    observability_process.export_serve_options(arguments)  # read back by every worker
-    if arguments.job_interval and not arguments.jobs:
-        raise RuntimeError("--job-interval needs --jobs")
-    if arguments.jobs:
-        from coalition.scheduler import runner
-
-        try:
-            runner.export_intervals(runner.parse_intervals(arguments.job_interval))
-        except ValueError as error:
-            raise RuntimeError(str(error)) from error
-    _export_serve_guards(arguments)
-    server.serve(
-        partial(create_database_engine, database_url),
-        arguments.listen,
-        arguments.workers,
-        settle_commands.serve_signing_key_path(arguments.signing_key),
+    settings = replace(
+        settings,
+        signing_key_path=settle_commands.serve_signing_key_path(settings.signing_key_path),
+        job_intervals=_job_intervals(arguments) if arguments.jobs else None,
     )
+    server.serve(settings)
     return 0
+
+
+def _job_intervals(arguments: argparse.Namespace) -> dict[str, int]:
+    from coalition.scheduler import runner
+
+    try:
+        return runner.parse_intervals(arguments.job_interval)
+    except ValueError as error:
+        raise RuntimeError(str(error)) from error
 
 
 def _seed_promotions(engine: Engine, programme: Programme, source: str) -> None:
@@ -335,44 +334,28 @@ def _seed_promotions(engine: Engine, programme: Programme, source: str) -> None:
         print(f"promotion seeded: {promotion_id}")
 
 
-def _promotions_seed(arguments: argparse.Namespace) -> int:
+def _promotions_seed(arguments: argparse.Namespace, settings: Settings) -> int:
     from coalition.programme import config as programme_config
 
     programme = programme_config.load_programme(Path(arguments.directory))
-    _seed_promotions(_prepared_engine(arguments), programme, arguments.directory)
+    _seed_promotions(_prepared_engine(arguments, settings), programme, arguments.directory)
     return 0
 
 
-def _export_serve_guards(arguments: argparse.Namespace) -> None:
-    """TLS paths and the rate limit, checked here and read back by every worker."""
-    from coalition.api import rate_limits, tls
-
-    files = tls.tls_files(arguments.tls_cert, arguments.tls_key, arguments.client_ca)
-    if files is not None:
-        files.export()
-    if arguments.rate_limit is not None:
-        limit = rate_limits.RateLimit(
-            arguments.rate_limit,
-            arguments.rate_limit_burst or max(1, int(arguments.rate_limit)),
-        )
-        os.environ[rate_limits.RATE_LIMIT_PER_SECOND_VARIABLE] = str(limit.requests_per_second)
-        os.environ[rate_limits.RATE_LIMIT_BURST_VARIABLE] = str(limit.burst_requests)
-
-
-def _database_upgrade(arguments: argparse.Namespace) -> int:
+def _database_upgrade(arguments: argparse.Namespace, settings: Settings) -> int:
     from coalition.store import migrate
 
-    migrate.upgrade(_engine(arguments))
+    migrate.upgrade(_engine(arguments, settings))
     print("database schema is up to date")
     return 0
 
 
-def _partners_sync(arguments: argparse.Namespace) -> int:
+def _partners_sync(arguments: argparse.Namespace, settings: Settings) -> int:
     from coalition.partners.manifest import load_manifests
     from coalition.partners.sync import sync_partners
     from coalition.store.unit_of_work import UnitOfWork
 
-    engine = _prepared_engine(arguments)
+    engine = _prepared_engine(arguments, settings)
     manifests = load_manifests(Path(arguments.directory))
     _print_sync_report(sync_partners(UnitOfWork(engine), manifests, _now()))
     return 0
@@ -386,11 +369,11 @@ def _print_sync_report(report: SyncReport) -> None:
             print(f"{name.replace('_', ' ')}: {identifier}")
 
 
-def _partners_list(arguments: argparse.Namespace) -> int:
+def _partners_list(arguments: argparse.Namespace, settings: Settings) -> int:
     from coalition.partners import catalog
     from coalition.store.unit_of_work import UnitOfWork
 
-    with UnitOfWork(_prepared_engine(arguments), read_only=True) as uow:
+    with UnitOfWork(_prepared_engine(arguments, settings), read_only=True) as uow:
         for partner in catalog.list_partners(uow, "", PARTNERS_LISTED_MAX):
             print(f"{partner.partner_id}  {partner.kind}  {partner.currency}  {partner.name}")
             for version in catalog.list_rate_versions(uow, partner.partner_id):
@@ -404,12 +387,15 @@ def _partners_list(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_issue(arguments: argparse.Namespace) -> int:
+def _keys_issue(arguments: argparse.Namespace, settings: Settings) -> int:
     from coalition.partners import credentials
     from coalition.store.unit_of_work import UnitOfWork
 
     issued = credentials.issue_key(
-        UnitOfWork(_prepared_engine(arguments)), arguments.principal_id, arguments.role, _now()
+        UnitOfWork(_prepared_engine(arguments, settings)),
+        arguments.principal_id,
+        arguments.role,
+        _now(),
     )
     print(f"key id:  {issued.key_id}", file=sys.stderr)
     print("api key (shown once, store it now):", file=sys.stderr)
@@ -417,23 +403,21 @@ def _keys_issue(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_revoke(arguments: argparse.Namespace) -> int:
+def _keys_revoke(arguments: argparse.Namespace, settings: Settings) -> int:
     from coalition.partners import credentials
     from coalition.store.unit_of_work import UnitOfWork
 
-    credentials.revoke_key(UnitOfWork(_prepared_engine(arguments)), arguments.key_id, _now())
+    credentials.revoke_key(
+        UnitOfWork(_prepared_engine(arguments, settings)), arguments.key_id, _now()
+    )
     print(f"revoked {arguments.key_id}")
     return 0
 
 
-def _demo(arguments: argparse.Namespace) -> int:
+def _demo(arguments: argparse.Namespace, settings: Settings) -> int:
     from coalition import demo
 
-    return demo.run(
-        arguments.database_url or os.environ.get(DATABASE_URL_ENVIRONMENT_VARIABLE),
-        arguments.partners,
-        arguments.out,
-    )
+    return demo.run(settings.database_url_given, arguments.partners, arguments.out)
 
 
 def _now() -> datetime:
@@ -443,19 +427,21 @@ def _now() -> datetime:
 def _deferred(module: str, table: str, command: str, *, engine: bool = False) -> Handler:
     """The handler `<module>.<table>[command]`, imported when the command runs."""
 
-    def run(arguments: argparse.Namespace) -> int:
+    def run(arguments: argparse.Namespace, settings: Settings) -> int:
         handlers = getattr(importlib.import_module(module), table)
-        if callable(handlers):  # settle_commands.handlers(database_url_from)
-            handlers = handlers(database_url_from)
+        if callable(handlers):  # settle_commands.handlers(settings), job_commands(settings)
+            handlers = handlers(settings)
         handler = handlers[command]
         return int(
-            handler(_prepared_engine(arguments), arguments) if engine else handler(arguments)
+            handler(_prepared_engine(arguments, settings), arguments)
+            if engine
+            else handler(arguments)
         )
 
     return run
 
 
-def _bench(arguments: argparse.Namespace) -> int:
+def _bench(arguments: argparse.Namespace, _settings: Settings) -> int:
     from coalition.bench import command as bench_command
 
     parser = argparse.ArgumentParser(prog="coalition")
@@ -463,7 +449,7 @@ def _bench(arguments: argparse.Namespace) -> int:
     return bench_command.run(parser.parse_args(["bench", *arguments.bench_arguments]))
 
 
-Handler = Callable[[argparse.Namespace], int]
+Handler = Callable[[argparse.Namespace, Settings], int]
 PARTNERS_LISTED_MAX = 1000
 JOBS = "coalition.programme.jobs"
 RECONCILE = "coalition.reconciliation.commands"
@@ -473,6 +459,9 @@ COMMANDS: dict[str, Handler] = {
     "db upgrade": _database_upgrade,
     "partners sync": _partners_sync,
     "partners list": _partners_list,
+    "partners import-sales": _deferred(
+        "coalition.partners.daily_sales", "SALES_COMMANDS", "partners import-sales", engine=True
+    ),
     "promotions seed": _promotions_seed,
     "keys issue": _keys_issue,
     "keys revoke": _keys_revoke,
@@ -480,7 +469,7 @@ COMMANDS: dict[str, Handler] = {
     "bench": _bench,
     "report": _deferred("coalition.reports.command", "REPORT_COMMANDS", "report", engine=True),
     **{
-        name: _deferred(JOBS, "JOB_COMMANDS", name, engine=True)
+        name: _deferred(JOBS, "job_commands", name, engine=True)
         for name in ("jobs expire", "jobs holds", "jobs tiers", "jobs status", "jobs run")
     },
     **{

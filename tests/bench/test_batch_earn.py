@@ -19,8 +19,12 @@ from coalition.identity import members
 from coalition.identity.members import MemberReference
 from coalition.operations import batch_earn
 from coalition.operations.points import EarnCommand
-from coalition.programme.config import DEFAULT_PROGRAMME, Programme, using_programme
-from coalition.referrals.rewards import REFERRAL_BONUS_POINTS_DEFAULT
+from coalition.programme.config import (
+    DEFAULT_PROGRAMME,
+    REFERRAL_BONUS_POINTS_DEFAULT,
+    Programme,
+    using_programme,
+)
 from coalition.referrals.service import get_referral_code
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals, row_counts

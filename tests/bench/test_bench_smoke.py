@@ -16,7 +16,7 @@ from coalition.bench.harness import BASELINE_OF_WORKLOAD, SQLITE_WORKLOADS
 from coalition.store.engine import normalise_database_url
 from tests.conftest import POSTGRES_URL
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.bench
 
 WORKLOADS = ("earn", "burn", "mix", "batch_earn", "sqlite_earn", "sqlite_burn")
 MEMBERS = 300

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from sqlalchemy import Engine
 
-from coalition.identity.secret import SECRET_ENVIRONMENT_VARIABLE, SECRET_FILE_ENVIRONMENT_VARIABLE
+from coalition.settings import SECRET_ENVIRONMENT_VARIABLE, SECRET_FILE_ENVIRONMENT_VARIABLE
 from tests.conftest import api_key
 from tests.identity.support import Caller
 

@@ -18,12 +18,11 @@ from coalition.identity.identifiers import (
     normalise_email,
     normalise_phone,
 )
-from coalition.identity.secret import (
+from coalition.identity.secret import IdentitySecretError, hasher_of, read_or_create_secret_file
+from coalition.settings import (
     SECRET_ENVIRONMENT_VARIABLE,
     SECRET_FILE_ENVIRONMENT_VARIABLE,
-    IdentitySecretError,
-    hasher_from_environment,
-    read_or_create_secret_file,
+    identity_secret_from,
 )
 
 pytestmark = pytest.mark.unit
@@ -148,18 +147,24 @@ def test_where_the_secret_comes_from(tmp_path: Path) -> None:
     secret_file = tmp_path / "configured"
     secret_file.write_text(SECRET.hex() + "\n")
     secret_file.chmod(0o600)
-    from_variable = hasher_from_environment({SECRET_ENVIRONMENT_VARIABLE: SECRET.hex()}, None)
-    from_file = hasher_from_environment({SECRET_FILE_ENVIRONMENT_VARIABLE: str(secret_file)}, None)
+    from_variable = hasher_of(
+        identity_secret_from({SECRET_ENVIRONMENT_VARIABLE: SECRET.hex()}), None
+    )
+    from_file = hasher_of(
+        identity_secret_from({SECRET_FILE_ENVIRONMENT_VARIABLE: str(secret_file)}), None
+    )
     assert from_variable.key_id == from_file.key_id == IdentifierHasher(SECRET).key_id
-    generated = hasher_from_environment({}, tmp_path / "ledger.db")
+    generated = hasher_of(identity_secret_from({}), tmp_path / "ledger.db")
     assert (tmp_path / "ledger.db.identity-key").exists()
-    assert hasher_from_environment({}, tmp_path / "ledger.db").key_id == generated.key_id
+    assert hasher_of(identity_secret_from({}), tmp_path / "ledger.db").key_id == generated.key_id
     with pytest.raises(IdentitySecretError, match="PostgreSQL"):
-        hasher_from_environment({}, None)
+        hasher_of(identity_secret_from({}), None)
     with pytest.raises(IdentitySecretError, match="at least 32"):
-        hasher_from_environment({SECRET_ENVIRONMENT_VARIABLE: "ab" * 31}, None)
+        hasher_of(identity_secret_from({SECRET_ENVIRONMENT_VARIABLE: "ab" * 31}), None)
     with pytest.raises(IdentitySecretError) as refused:
-        hasher_from_environment({SECRET_ENVIRONMENT_VARIABLE: "not hex " + SECRET.hex()}, None)
+        hasher_of(
+            identity_secret_from({SECRET_ENVIRONMENT_VARIABLE: "not hex " + SECRET.hex()}), None
+        )
     assert SECRET.hex() not in str(refused.value)
 
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from sqlalchemy import Engine, func, select
 
-from coalition.api.server import CALLS_PER_MEMBER_MAX
+from coalition.api.bounds import CALLS_PER_MEMBER_MAX
 from coalition.store.schema import journal_transactions, member_audit_events
 from coalition.v1 import member_service_pb2 as messages
 from tests.identity.support import Caller, new_id

@@ -17,7 +17,7 @@ from coalition.domain.promotions import Promotion
 from coalition.identity import members
 from coalition.identity.members import MemberReference
 from coalition.operations import batch_earn
-from coalition.operations.group_commit import EarnCommitter
+from coalition.operations.group_commit import Committer
 from coalition.operations.points import EarnCommand
 from coalition.programme.config import DEFAULT_PROGRAMME, Programme, using_programme
 from coalition.store.unit_of_work import UnitOfWork
@@ -120,7 +120,7 @@ def test_the_committer_gathers_concurrent_earns_of_every_partner(engine: Engine)
     calls.append(("test-air", earn(member_ids[0], "test-air", currency="GBP")))  # refused
     events_before = commit_ids(engine)
     # A 20 ms window lets a group gather what 16 threads send at once.
-    committer = EarnCommitter(engine, window_seconds=0.02)
+    committer = Committer(engine, window_seconds=0.02)
     try:
 
         def call(partner_and_command: tuple[str, EarnCommand]) -> object:
@@ -181,7 +181,7 @@ def test_a_partner_with_a_promotion_goes_in_a_group_of_its_own(engine: Engine) -
     calls = [(p, earn(member_id, p)) for p in ("test-coffee", "test-air", "test-cinema") * 4]
     events_before = commit_ids(engine)
     with using_programme(Programme(DEFAULT_PROGRAMME.ladder, (bonus,))):
-        committer = EarnCommitter(engine, window_seconds=0.02)
+        committer = Committer(engine, window_seconds=0.02)
         try:
             with ThreadPoolExecutor(12) as pool:
                 answers = list(pool.map(lambda call: committer.earn(*call, 30.0), calls))

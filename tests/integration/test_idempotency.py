@@ -16,7 +16,7 @@ from coalition.domain.points import Money
 from coalition.identity import members, merge
 from coalition.identity.identifiers import IdentifierHasher, normalise_email
 from coalition.identity.members import MemberReference
-from coalition.ledger import idempotency
+from coalition.ledger import idempotency, journal
 from coalition.ledger.idempotency import KeyedRequest
 from coalition.operations import points
 from coalition.operations.points import BurnCommand, EarnCommand
@@ -123,17 +123,14 @@ def test_a_refusal_waits_for_an_uncommitted_attempt_and_then_replays_it(
     member_id = enroll(engine)
     earn(engine, member_id, 50_000)
     command = burn_request(member_id, 10, "burn-1")
-    claimed, release = threading.Event(), threading.Event()
+    member_locked, release = threading.Event(), threading.Event()
 
-    def slow_first_attempt() -> operations.LedgerResult:
-        uow = UnitOfWork(engine)
-
-        def apply() -> operations.LedgerResult:
-            claimed.set()
+    def hold_the_member_lock() -> None:
+        # The burn claims its request id first, then waits here for its member's lock.
+        with UnitOfWork(engine) as uow:
+            journal.lock_member_balance(uow, member_id)
+            member_locked.set()
             assert release.wait(10)
-            return points._burn(uow, "test-coffee", command, now())
-
-        return idempotency.apply_once(uow, keyed(command), apply, lambda _: pytest.fail())
 
     def remember() -> str | None:
         with UnitOfWork(engine) as uow:
@@ -141,27 +138,19 @@ def test_a_refusal_waits_for_an_uncommitted_attempt_and_then_replays_it(
             uow.commit()
             return claim.replayed_result_id
 
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(slow_first_attempt)
-        assert claimed.wait(10)
+    with ThreadPoolExecutor(3) as pool:
+        holder = pool.submit(hold_the_member_lock)
+        assert member_locked.wait(10)
+        first = pool.submit(operations.burn, UnitOfWork(engine), "test-coffee", command, now())
+        assert wait_for_lock_waits(engine, 1), "the burn did not wait on its member's lock"
         refusal = pool.submit(remember)
-        assert wait_for_a_lock_wait(engine), "the refusal's claim did not wait on the lock"
+        assert wait_for_lock_waits(engine, 2), "the refusal's claim did not wait on the lock"
         assert not refusal.done()
         release.set()
+        holder.result(timeout=10)
         applied = first.result(timeout=10)
         assert refusal.result(timeout=10) == str(applied.transaction.transaction_id)
     assert remembered_refusals(engine) == {}
-
-
-def wait_for_a_lock_wait(engine: Engine, timeout_seconds: float = 10.0) -> bool:
-    """Whether some session of this database is seen waiting on a lock within the timeout."""
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        with engine.connect() as connection:
-            if connection.execute(lock_waiters_query(connection)).scalar_one() > 0:
-                return True
-        time.sleep(0.01)
-    return False
 
 
 def test_a_refusal_for_the_hubs_own_misconfiguration_is_not_kept(engine: Engine) -> None:

@@ -6,6 +6,8 @@ test can still stop them (and only them) by their process group id.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import socket
@@ -23,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import Engine, MetaData, String, Text, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from coalition import cli
 from coalition.store.engine import create_database_engine, normalise_database_url
 from tests.conftest import POSTGRES_URL
 
@@ -64,6 +67,33 @@ def run_coalition(
         text=True,
         timeout=timeout_seconds,
         check=False,
+    )
+
+
+def run_in_process(
+    *arguments: str, environment_database_url: str | None = None, cwd: Path = REPO_ROOT
+) -> subprocess.CompletedProcess[str]:
+    """`coalition ARGUMENTS` through `cli.main` in this process, with what `run_coalition`
+    gives it (environment, working directory) and returns (exit code, stdout, stderr): the
+    same parser, handlers and exit codes without an interpreter's start. Each command keeps
+    one test that runs it as the real subprocess (run_coalition)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_environment, saved_directory = dict(os.environ), Path.cwd()
+    os.environ.clear()
+    os.environ.update(environment(environment_database_url))
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                returncode = cli.main(list(arguments))
+            except SystemExit as exited:  # argparse's usage errors, as the real command's
+                returncode = exited.code if isinstance(exited.code, int) else 1
+    finally:
+        os.chdir(saved_directory)
+        os.environ.clear()
+        os.environ.update(saved_environment)
+    return subprocess.CompletedProcess(
+        ["coalition", *arguments], returncode, stdout.getvalue(), stderr.getvalue()
     )
 
 

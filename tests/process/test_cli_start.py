@@ -12,7 +12,7 @@ import pytest
 
 from tests.process.commands import COALITION, REPO_ROOT, environment, explain
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.process
 
 # What the command line must not load to build its parser or print its help.
 HEAVY_PACKAGES = {"sqlalchemy", "grpc", "alembic", "prometheus_client", "google", "cryptography"}

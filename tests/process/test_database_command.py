@@ -21,7 +21,7 @@ from tests.process.commands import (
     throwaway_postgres_database,
 )
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.process
 
 ALEMBIC_VERSION_TABLE = "alembic_version"
 

@@ -11,7 +11,7 @@ from coalition import cli
 from coalition.settlement.signing import write_new_private_key
 from tests.process.commands import run_coalition
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.process
 
 # Nothing listens on port 1: the connection is refused, as by a stopped server.
 DOWN_URL = "postgresql://postgres@127.0.0.1:1/coalition"
@@ -28,9 +28,12 @@ def signing_key(tmp_path: Path) -> Path:
 def arguments_of(command: str, tmp_path: Path) -> list[str]:
     report = tmp_path / "report.csv"
     report.write_text("request_id,type,points,occurred_at\n")
+    sales = tmp_path / "sales.csv"
+    sales.write_text("partner_id,sales_date,amount_minor,currency\ntest-air,2026-03-03,1,EUR\n")
     extra = {
         "serve": ["--listen", "127.0.0.1:0"],
         "partners sync": [str(cli.__file__)],
+        "partners import-sales": [str(sales)],
         "promotions seed": [str(Path(cli.__file__).parents[2] / "config")],
         "keys issue": ["test-coffee", "--role", "partner"],
         "keys revoke": ["0123456789abcdef"],

@@ -23,7 +23,7 @@ from tests.process.commands import (
 )
 from tests.process.ledger_health import ledger_size, ledger_violations
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.process
 
 DEMO_TIMEOUT_SECONDS = 60.0
 SECTIONS = 15

@@ -13,7 +13,7 @@ import pytest
 
 from tests.process.commands import explain, free_port, run_coalition, running_server
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.process
 
 HOLDS_INTERVAL_SECONDS = 1
 WAIT_SECONDS_MAX = 30.0

@@ -13,7 +13,7 @@ from coalition.store.schema import api_keys
 from coalition.store.unit_of_work import UnitOfWork
 from tests.process.commands import count_rows, explain, run_coalition, text_values
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.process
 
 # conftest's test partners: test-coffee allows partner and merchant keys, test-air only partner.
 PARTNER_WITH_MERCHANT_ROLE = "test-coffee"

@@ -19,10 +19,11 @@ from tests.process.commands import (
     count_rows,
     explain,
     run_coalition,
+    run_in_process,
     table_contents,
 )
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.process
 
 REPO_PARTNER_IDS = sorted(path.stem for path in PARTNERS_DIRECTORY.glob("*.toml"))
 # The repo's larkspur-air manifest schedules a version for 2027-01-01, not yet in force.
@@ -40,7 +41,8 @@ redemption_price_minor_per_point = "0.9"
 
 
 def sync(directory: Path, database_url: str) -> CompletedProcess[str]:
-    return run_coalition("partners", "sync", str(directory), "--db", database_url)
+    """`partners sync` in this process (test_first_sync_... runs the real command)."""
+    return run_in_process("partners", "sync", str(directory), "--db", database_url)
 
 
 def copy_of_partners(tmp_path: Path) -> Path:
@@ -84,7 +86,7 @@ def synced_url(database_url: str) -> str:
 
 
 def test_first_sync_creates_partners_and_rate_versions(database_url: str) -> None:
-    result = sync(PARTNERS_DIRECTORY, database_url)
+    result = run_coalition("partners", "sync", str(PARTNERS_DIRECTORY), "--db", database_url)
 
     assert result.returncode == 0, explain(result)
     for partner_id in REPO_PARTNER_IDS:

@@ -39,7 +39,7 @@ from tests.process.commands import (
 )
 from tests.process.ledger_health import ledger_violations
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.process
 
 PARTNER_ID = "larkspur-coffee"
 CURRENCY = "CNY"

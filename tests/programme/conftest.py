@@ -217,21 +217,6 @@ PROGRAMME_INVARIANTS = {
         GROUP BY b.member_id, b.transaction_id, j.points_delta
         HAVING SUM(b.points) <> j.points_delta
     """,
-    "no budget is overspent and every budget point is a granted bonus": """
-        SELECT p.promotion_id FROM promotions p
-        LEFT JOIN (SELECT rule_id, SUM(points) AS points FROM earn_bonuses GROUP BY rule_id) b
-          ON b.rule_id = 'promotion:' || p.promotion_id
-        WHERE p.budget_points IS NOT NULL
-          AND (p.spent_points > p.budget_points OR p.spent_points <> COALESCE(b.points, 0))
-    """,
-    "members' grants count every granted bonus of a capped promotion": """
-        SELECT g.promotion_id
-        FROM (SELECT promotion_id, SUM(points) AS points FROM promotion_member_grants
-              GROUP BY promotion_id) g
-        LEFT JOIN (SELECT rule_id, SUM(points) AS points FROM earn_bonuses GROUP BY rule_id) b
-          ON b.rule_id = 'promotion:' || g.promotion_id
-        WHERE g.points <> COALESCE(b.points, 0)
-    """,
 }
 
 
@@ -244,32 +229,91 @@ def assert_programme_sound(engine: Engine) -> None:
             if (rows := [tuple(row) for row in connection.execute(text(query))])
         }
     assert not broken, f"programme invariants broken: {broken}"
-    assert_money_budgets_sound(engine)
+    assert_grants_live(engine)
 
 
-# Each bonus of a promotion with a money budget, priced at its earn's rate version.
-MONEY_BUDGET_GRANTS = """
-    SELECT p.promotion_id, p.budget_amount_minor, p.spent_amount_minor, b.points,
-           r.issuance_price_minor_per_point
-    FROM promotions p
-    LEFT JOIN earn_bonuses b ON b.rule_id = 'promotion:' || p.promotion_id
-    LEFT JOIN journal_transactions j
-      ON j.member_id = b.member_id AND j.transaction_id = b.transaction_id
+# Each budgeted or capped grant with its earn's points, what reversals took back of them,
+# its bonus row and the earn's issuance price.
+EARN_GRANTS = """
+    SELECT g.promotion_id, g.member_id, g.cap_period, g.points, g.budget_points,
+           g.budget_amount_minor, j.points_delta,
+           COALESCE((SELECT -SUM(c.points_delta) FROM journal_transactions c
+                     WHERE c.parent_transaction_id = j.transaction_id AND c.kind = 'reverse'), 0),
+           b.points, r.issuance_price_minor_per_point
+    FROM promotion_earn_grants g
+    JOIN journal_transactions j ON j.transaction_id = g.transaction_id
+    LEFT JOIN earn_bonuses b
+      ON b.transaction_id = g.transaction_id AND b.rule_id = 'promotion:' || g.promotion_id
     LEFT JOIN rate_versions r ON r.rate_version_id = j.rate_version_id
-    WHERE p.budget_amount_minor IS NOT NULL
 """
 
 
-def assert_money_budgets_sound(engine: Engine) -> None:
-    """No money budget is overspent, and each one's spend is exactly its bonuses at their
-    earns' issuance prices, rounded up per grant (docs/promotions.md)."""
-    expected: dict[str, tuple[int, int, int]] = {}
+def live(part: int, points_total: int, points_reversed: int) -> int:
+    """What of `part` of an earn is still live after `points_reversed` of it were reversed."""
+    return part - points_reversed * part // points_total
+
+
+def assert_grants_live(engine: Engine) -> None:
+    """Every budget's spend and every member cap row is exactly the sum of its live grants
+    (what reversals have not given back, docs/promotions.md), never over budget; a grant's
+    money is its bonus at its earn's issuance price, rounded up."""
+    spent_points: dict[str, int] = {}
+    spent_minor: dict[str, int] = {}
+    caps: dict[tuple[str, str, str], tuple[int, int]] = {}
     with engine.connect() as connection:
-        for promotion_id, budget, spent, points, price in connection.execute(
-            text(MONEY_BUDGET_GRANTS)
+        money_budgeted = {
+            row[0]
+            for row in connection.execute(
+                text("SELECT promotion_id FROM promotions WHERE budget_amount_minor IS NOT NULL")
+            )
+        }
+        for (
+            promotion_id,
+            member_id,
+            period,
+            points,
+            budget_points,
+            amount_minor,
+            total,
+            reversed_points,
+            bonus_points,
+            price,
+        ) in connection.execute(text(EARN_GRANTS)):
+            assert bonus_points == points, ("a grant is its earn's bonus", promotion_id)
+            assert budget_points in (0, points), (promotion_id, budget_points, points)
+            if promotion_id in money_budgeted:
+                assert amount_minor == math.ceil(points * Fraction(Decimal(price))), promotion_id
+            else:
+                assert amount_minor == 0, promotion_id
+            spent_points[promotion_id] = spent_points.get(promotion_id, 0) + live(
+                budget_points, total, reversed_points
+            )
+            spent_minor[promotion_id] = spent_minor.get(promotion_id, 0) + live(
+                amount_minor, total, reversed_points
+            )
+            if period is not None and reversed_points < total:
+                grants, so_far = caps.get((promotion_id, member_id, period), (0, 0))
+                caps[(promotion_id, member_id, period)] = (
+                    grants + 1,
+                    so_far + live(points, total, reversed_points),
+                )
+        for promotion_id, budget, spent, budget_minor, spent_amount in connection.execute(
+            text(
+                "SELECT promotion_id, budget_points, spent_points, budget_amount_minor,"
+                " spent_amount_minor FROM promotions"
+            )
         ):
-            cost = 0 if points is None else math.ceil(points * Fraction(Decimal(price)))
-            _, _, so_far = expected.get(promotion_id, (budget, spent, 0))
-            expected[promotion_id] = (int(budget), int(spent), so_far + cost)
-    for promotion_id, (budget, spent, granted_cost) in expected.items():
-        assert spent == granted_cost <= budget, (promotion_id, budget, spent, granted_cost)
+            assert spent == spent_points.get(promotion_id, 0), (promotion_id, spent)
+            assert budget is None or spent <= budget, (promotion_id, budget, spent)
+            assert spent_amount == spent_minor.get(promotion_id, 0), (promotion_id, spent_amount)
+            assert budget_minor is None or spent_amount <= budget_minor, promotion_id
+        rows = {
+            (promotion_id, member_id, period): (int(grants), int(points))
+            for promotion_id, member_id, period, grants, points in connection.execute(
+                text(
+                    "SELECT promotion_id, member_id, cap_period, grants, points"
+                    " FROM promotion_member_grants"
+                )
+            )
+        }
+    assert rows == caps, "a member's cap rows count exactly its live grants"

@@ -219,6 +219,8 @@ def test_partners_and_the_coalition_run_their_own_promotions(
     assert (at_air.cost.amount_minor, at_air.cost.currency) == (120, "EUR")
     assert at_air.participant_spend.amount_minor == 10_000
     assert not at_air.HasField("incremental_spend") and at_air.roi == ""
+    assert not at_air.HasField("budget_money_spent")  # a budget in points only
+    assert not at_air.HasField("budget_money_left")
     expect_failure(
         lambda: stub.GetPromotionPerformance(
             messages.GetPromotionPerformanceRequest(
@@ -290,3 +292,17 @@ def test_a_budget_in_money_over_grpc(channel: grpc.Channel, engine: Engine) -> N
         timeout=TIMEOUT_SECONDS,
     ).promotion
     assert (got.spent_amount_minor, got.spent_points, got.budget_points) == (300, 0, 0)
+    (at_air,) = stub.GetPromotionPerformance(
+        messages.GetPromotionPerformanceRequest(
+            promotion_id="test-air.launch", period=datetime.now(UTC).strftime("%Y-%m")
+        ),
+        metadata=air,
+        timeout=TIMEOUT_SECONDS,
+    ).performance
+    # The money budget in money: 300 cents spent, nothing left.
+    assert at_air.points_granted == 250
+    assert (at_air.budget_money_spent.amount_minor, at_air.budget_money_spent.currency) == (
+        300,
+        "EUR",
+    )
+    assert (at_air.budget_money_left.amount_minor, at_air.budget_money_left.currency) == (0, "EUR")

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func, select
 
+from coalition.programme.config import DEFAULT_PROGRAMME, Programme
 from coalition.programme.job_arguments import SCHEDULED_JOB_NAMES
 from coalition.reconciliation import jobs
 from coalition.scheduler.catalogue import JOBS, Outcome, ScheduledJob
@@ -44,7 +45,8 @@ def runs_of(engine: Engine, job_name: str) -> list[tuple[str, datetime, datetime
 def test_of_several_schedulers_one_runs_each_job_per_interval(engine: Engine) -> None:
     intervals = {**parse_intervals([]), "holds": HOLDS_INTERVAL_SECONDS}
     schedulers = [
-        Scheduler(partial(UnitOfWork, engine), intervals).start() for _ in range(SCHEDULERS)
+        Scheduler(partial(UnitOfWork, engine), intervals, DEFAULT_PROGRAMME).start()
+        for _ in range(SCHEDULERS)
     ]
     time.sleep(RACE_SECONDS)
     for scheduler in schedulers:
@@ -67,7 +69,7 @@ def test_of_several_schedulers_one_runs_each_job_per_interval(engine: Engine) ->
 
 
 def test_a_failing_job_is_recorded_failed_and_measured(engine: Engine) -> None:
-    def broken(_unit_of_work: object, _now: datetime) -> Outcome:
+    def broken(_unit_of_work: object, _programme: Programme, _now: datetime) -> Outcome:
         raise RuntimeError("the disk is full")
 
     job = ScheduledJob("test-broken", 60, broken)
@@ -75,7 +77,7 @@ def test_a_failing_job_is_recorded_failed_and_measured(engine: Engine) -> None:
         "coalition_job_duration_seconds_count", {"job": "test-broken", "outcome": "failed"}
     )
 
-    status = run_job(partial(UnitOfWork, engine), job, lambda: datetime.now(UTC))
+    status = run_job(partial(UnitOfWork, engine), job, DEFAULT_PROGRAMME, lambda: datetime.now(UTC))
 
     assert status == "failed"
     [(recorded, _, end_time)] = runs_of(engine, "test-broken")
@@ -95,11 +97,16 @@ def test_a_job_that_ran_within_the_interval_is_not_due_and_nothing_is_written(
     engine: Engine,
 ) -> None:
     clock = partial(datetime.now, UTC)
-    assert run_job(partial(UnitOfWork, engine), JOBS["holds"], clock) == "succeeded"
+    assert (
+        run_job(partial(UnitOfWork, engine), JOBS["holds"], DEFAULT_PROGRAMME, clock) == "succeeded"
+    )
     count = len(runs_of(engine, "holds"))
     since = datetime.now(UTC) - timedelta(minutes=1)
 
-    assert run_job(partial(UnitOfWork, engine), JOBS["holds"], clock, since) == "not due"
+    assert (
+        run_job(partial(UnitOfWork, engine), JOBS["holds"], DEFAULT_PROGRAMME, clock, since)
+        == "not due"
+    )
     with pytest.raises(jobs.JobNotDue):
         jobs.acquire(UnitOfWork(engine), "holds", "elsewhere:1", clock(), since)
     assert len(runs_of(engine, "holds")) == count
@@ -110,7 +117,15 @@ def test_a_job_that_ran_within_the_interval_is_not_due_and_nothing_is_written(
 
 def test_a_job_held_elsewhere_is_busy(engine: Engine) -> None:
     held = jobs.acquire(UnitOfWork(engine), "tiers", "elsewhere:1", datetime.now(UTC))
-    assert run_job(partial(UnitOfWork, engine), JOBS["tiers"], partial(datetime.now, UTC)) == "busy"
+    assert (
+        run_job(
+            partial(UnitOfWork, engine),
+            JOBS["tiers"],
+            DEFAULT_PROGRAMME,
+            partial(datetime.now, UTC),
+        )
+        == "busy"
+    )
     jobs.release(UnitOfWork(engine), held, datetime.now(UTC))
 
 

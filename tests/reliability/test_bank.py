@@ -24,6 +24,8 @@ from tests.reliability.load import (
 )
 from tests.reliability.support import scaled
 
+pytestmark = pytest.mark.reliability
+
 WORKERS = scaled(6, 24)
 OPERATIONS_PER_WORKER = scaled(40, 400)
 MEMBERS = scaled(4, 20)  # few members: contention on the same balances is the point

@@ -29,7 +29,10 @@ from tests.reliability.load import CURRENCY, Worker, check_outcomes, run_workers
 from tests.reliability.support import scaled
 from tests.reliability.test_bank import enroll_members
 
-pytestmark = pytest.mark.skipif(not postgres.available(), reason="needs PostgreSQL 15 binaries")
+pytestmark = [
+    pytest.mark.reliability,
+    pytest.mark.skipif(not postgres.available(), reason="needs PostgreSQL 15 binaries"),
+]
 
 WORKERS = scaled(4, 16)
 OPERATIONS_PER_WORKER_MAX = 100_000  # the load runs until the restarts are over

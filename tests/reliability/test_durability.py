@@ -29,6 +29,8 @@ from tests.reliability import postgres
 from tests.reliability.support import scaled
 from tests.reliability.test_bank import enroll_members
 
+pytestmark = pytest.mark.reliability
+
 RESTART_CYCLES = scaled(2, 20)
 CALL_TIMEOUT_SECONDS = 15.0
 

@@ -22,6 +22,8 @@ from tests.reliability.load import CURRENCY, Worker, check_outcomes, run_workers
 from tests.reliability.support import scaled
 from tests.reliability.test_bank import enroll_members
 
+pytestmark = pytest.mark.reliability
+
 WORKERS = scaled(6, 24)
 OPERATIONS_PER_WORKER_MAX = 100_000  # the load runs until LOAD_SECONDS are over
 KILL_AFTER_SECONDS = 0.5

@@ -21,11 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from coalition.api.server import MESSAGE_BYTES_MAX, SERVICE_DESCRIPTORS, Hub
+from coalition.api.bounds import MESSAGE_BYTES_MAX
+from coalition.api.server import SERVICE_DESCRIPTORS, Hub
 from tests.conftest import api_key
 from tests.end_to_end.support import PartnerClient, failure_of
 from tests.integration.ledger_checks import remembered_refusals
 from tests.reliability.support import row_counts, scaled
+
+pytestmark = pytest.mark.reliability
 
 METHODS: dict[str, MethodDescriptor] = {
     f"/{service.full_name}/{method.name}": method

@@ -49,8 +49,8 @@ from google.protobuf.message import Message
 from sqlalchemy import Engine, select
 
 from coalition.api.server import ROLES_BY_METHOD, SERVICE_DESCRIPTORS
-from coalition.identity.secret import SECRET_ENVIRONMENT_VARIABLE, SECRET_FILE_ENVIRONMENT_VARIABLE
 from coalition.partners.sync import sync_partners
+from coalition.settings import SECRET_ENVIRONMENT_VARIABLE, SECRET_FILE_ENVIRONMENT_VARIABLE
 from coalition.settlement import keys, signing
 from coalition.settlement.service import Signer
 from coalition.store.schema import metadata
@@ -74,6 +74,8 @@ from tests.reliability.support import row_counts
 from tests.settlement.conftest import JANUARY, settle
 from tests.settlement.conftest import Ledger as PastLedger
 from tests.settlement.test_statements import january_traffic
+
+pytestmark = pytest.mark.reliability
 
 A = "test-coffee"
 B = "test-air"
@@ -831,6 +833,41 @@ def case_get_partner(world: World) -> Effect:
     return partner_record_of_a_looks_absent(world, "GetPartner", request)
 
 
+def case_report_daily_sales(world: World) -> Effect:
+    """B reports only its own sales: the request names no partner, the answer is B's, in
+    B's currency (A's would be refused); B's merchant key may not report at all."""
+    day = datetime.now(UTC).date().isoformat()
+    request = partner_service_pb2.ReportDailySalesRequest(
+        request_id=new_id(),
+        sales_date=day,
+        total_sales=common_pb2.Money(amount_minor=1_000, currency="EUR"),
+    )
+    reported = world.b("ReportDailySales", request).daily_sales
+    assert (reported.partner_id, reported.version) == (B, 1)
+    in_a_currency = partner_service_pb2.ReportDailySalesRequest(
+        request_id=new_id(),
+        sales_date=day,
+        total_sales=common_pb2.Money(amount_minor=1_000, currency="CNY"),
+    )
+    expect_failure(
+        lambda: world.b("ReportDailySales", in_a_currency),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "CURRENCY_MISMATCH",
+        ("total_sales.currency",),
+    )
+    expect_failure(
+        lambda: world.b_merchant("ReportDailySales", request),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "ROLE_NOT_ALLOWED",
+    )
+    return Effect.OWN_WRITES
+
+
+def case_get_contribution_share(world: World) -> Effect:
+    request = partner_service_pb2.GetContributionShareRequest(partner_id=A, period="2026-01")
+    return partner_record_of_a_looks_absent(world, "GetContributionShare", request)
+
+
 def promotion_of_a_looks_absent(world: World, call: Callable[[str], object]) -> Effect:
     """A's promotion and an id nobody has get the same NOT_FOUND, and nothing is written."""
     for target in (A_PROMOTION_ID, NO_SUCH_PROMOTION_ID):
@@ -1098,6 +1135,8 @@ CASES: dict[str, Case] = {
     path_of("UpdateConsent"): case_update_consent,
     path_of("GetPartner"): case_get_partner,
     path_of("ListRateVersions"): case_list_rate_versions,
+    path_of("ReportDailySales"): case_report_daily_sales,
+    path_of("GetContributionShare"): case_get_contribution_share,
     path_of("Subscribe"): case_subscribe,
     path_of("GetSettlement"): case_get_settlement,
     path_of("ListSettlements"): case_list_settlements,

@@ -69,6 +69,8 @@ from tests.settlement.conftest import Ledger as PastLedger
 from tests.settlement.test_commands import run
 from tests.settlement.test_statements import january_traffic
 
+pytestmark = pytest.mark.reliability
+
 A = "test-coffee"
 B = "test-air"
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import Engine, event, func, select, text
 
 from coalition.api import events, interceptors
-from coalition.api.server import CALLS_PER_MEMBER_MAX
+from coalition.api.bounds import CALLS_PER_MEMBER_MAX
 from coalition.store.schema import journal_transactions
 from coalition.v1 import event_service_pb2, event_service_pb2_grpc, points_service_pb2
 from tests.end_to_end.support import (
@@ -34,7 +34,7 @@ from tests.end_to_end.support import (
 )
 from tests.integration.ledger_checks import lock_waiters_query
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.reliability
 
 BURNS_ON_LOCKED_MEMBER = 24  # more than the hub's worker threads used to be
 BURN_DEADLINE_SECONDS = 1.0

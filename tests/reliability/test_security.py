@@ -19,9 +19,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import Engine
 
-from coalition.api.rate_limits import RateLimit, RateLimiter
+from coalition.api.rate_limits import RateLimiter
 from coalition.api.server import ROLES_BY_METHOD, SERVICE_DESCRIPTORS, Hub
-from coalition.api.tls import TlsFiles
+from coalition.settings import RateLimit, TlsFiles
 from coalition.v1 import member_service_pb2, partner_service_pb2, partner_service_pb2_grpc
 from tests.conftest import api_key
 from tests.end_to_end.support import PartnerClient, bearer, failure_of, issue_key
@@ -34,6 +34,8 @@ from tests.process.commands import (
     running_server,
 )
 from tests.reliability.certificates import TlsSetup, tls_setup
+
+pytestmark = pytest.mark.reliability
 
 CALL_TIMEOUT_SECONDS = 5.0
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from coalition.domain.currency import MINOR_UNIT_EXPONENTS
 from coalition.reports.build import major_units, price_major_units
+
+pytestmark = pytest.mark.unit
 
 CURRENCIES = sorted(MINOR_UNIT_EXPONENTS)
 

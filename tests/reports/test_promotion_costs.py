@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from coalition import cli
+from coalition import cli, operations
 from coalition.operations import promotion_admin
+from coalition.operations.points import ReverseCommand
 from coalition.operations.promotion_admin import Actor
 from coalition.store.unit_of_work import UnitOfWork
-from tests.programme.conftest import PLAIN, earn, enroll, now
+from tests.programme.conftest import PLAIN, earn, enroll, new_id, now
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +78,10 @@ def test_cost_roi_budget_and_funders(engine: Engine, database_url: str, tmp_path
         "currency": "EUR",
         "budget_points": "150",
         "budget_left_points": "0",
+        "budget_money": "",
+        "budget_money_spent": "",
+        "budget_money_left": "",
+        "budget_currency": "",
     }
     # welcome: 30 points x 1.2 = 36 cents; 220 euros on 3 visits against 20 on the other one.
     assert costs["welcome"]["funded_by"] == "coalition (group)"
@@ -93,3 +98,44 @@ def test_cost_roi_budget_and_funders(engine: Engine, database_url: str, tmp_path
     html = (out / "report.html").read_text()
     assert "Promotions: what they cost and returned" in html and "Budget left (points)" in html
     assert "owes 30 coalition-funded points" in html
+
+
+def test_a_money_budget_in_money(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    promotion_admin.create_promotion(
+        UnitOfWork(engine),
+        Actor("test-air", "test-air"),
+        {
+            **WINDOW,
+            "promotion_id": "test-air.launch",
+            "bonus_points": 100,
+            "budget_amount_minor": 301,
+            "budget_currency": "EUR",
+        },
+        None,
+        PLAIN,
+        now(),
+    )
+    alice = enroll(engine)
+    # 1.2 cents a point: 100 points spend 120 cents, then 100 more; 61 cents buy 50 points.
+    earned = [earn(engine, alice, 1_000) for _ in range(4)]
+    assert [result.points for result in earned] == [110, 110, 60, 10]
+    # Reversing half the third earn gives back half its grant: 25 points, 30 cents.
+    operations.reverse(
+        UnitOfWork(engine),
+        "test-air",
+        ReverseCommand(new_id(), earned[2].transaction.transaction_id, 30),
+        now(),
+    )
+    out = tmp_path / "report"
+    period = now().strftime("%Y-%m")
+    assert cli.main(["report", "--db", database_url, "--period", period, "--out", str(out)]) == 0
+    (row,) = rows(out, "promotion_costs")
+    assert (row["points_granted"], row["cost"], row["budget_points"]) == ("250", "3.00", "")
+    assert (
+        row["budget_money"],
+        row["budget_money_spent"],
+        row["budget_money_left"],
+        row["budget_currency"],
+    ) == ("3.01", "2.70", "0.31", "EUR")
+    html = (out / "report.html").read_text()
+    assert "Budget left (money)" in html

@@ -14,7 +14,7 @@ from coalition import cli, operations
 from coalition.domain.errors import CoalitionError
 from coalition.domain.points import Money
 from coalition.identity.members import MemberReference, enroll
-from coalition.referrals.rewards import REFERRAL_BONUS_POINTS_DEFAULT
+from coalition.programme.config import REFERRAL_BONUS_POINTS_DEFAULT
 from coalition.referrals.service import get_referral_code
 from coalition.store.schema import (
     earn_bonuses,
@@ -29,6 +29,8 @@ from coalition.v1 import member_service_pb2 as messages
 from coalition.v1 import member_service_pb2_grpc
 from tests.conftest import api_key
 from tests.integration.ledger_checks import assert_ledger_sound
+
+pytestmark = pytest.mark.integration
 
 BONUS = REFERRAL_BONUS_POINTS_DEFAULT
 NOW = datetime(2026, 7, 10, 12, tzinfo=UTC)

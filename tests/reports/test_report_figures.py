@@ -15,7 +15,9 @@ from coalition.reports.period import parse_period, trailing_periods
 from coalition.store.schema import lots
 from tests.integration.ledger_checks import assert_ledger_sound
 from tests.reports import expected
-from tests.reports.ledger_model import Model
+from tests.reports.conftest import GeneratedLedger
+
+pytestmark = pytest.mark.integration
 
 TABLES = (
     "liability",
@@ -46,11 +48,12 @@ def run_report(database_url: str, period: str, out: Path, *extra: str) -> None:
 
 @pytest.mark.parametrize("period_text", ["2026-07", "2026-03", "2026-05-12"])
 def test_report_matches_the_model(
-    engine: Engine, database_url: str, generated: Model, tmp_path: Path, period_text: str
+    generated_ledger: GeneratedLedger, tmp_path: Path, period_text: str
 ) -> None:
-    assert_ledger_sound(engine)
+    generated = generated_ledger.model
+    assert_ledger_sound(generated_ledger.engine)
     period = parse_period(period_text)
-    run_report(database_url, period_text, tmp_path)
+    run_report(generated_ledger.database_url, period_text, tmp_path)
     for name in TABLES:
         assert (tmp_path / f"{name}.csv").is_file() and (tmp_path / f"{name}.json").is_file()
     assert (tmp_path / "report.html").is_file()
@@ -89,8 +92,9 @@ def test_report_matches_the_model(
         assert metrics[name] == value, name
 
 
-def test_generated_ledger_has_every_kind_of_figure(generated: Model) -> None:
+def test_generated_ledger_has_every_kind_of_figure(generated_ledger: GeneratedLedger) -> None:
     """The generator really exercises expiry, cross-brand burns and retention."""
+    generated = generated_ledger.model
     assert generated.expiries
     assert any(issuer != redeemer for issuer, redeemer, _, _ in generated.consumptions)
     july = parse_period("2026-07")
@@ -98,10 +102,10 @@ def test_generated_ledger_has_every_kind_of_figure(generated: Model) -> None:
 
 
 def test_trend_at_the_end_equals_lot_remainders(
-    engine: Engine, database_url: str, generated: Model, tmp_path: Path
+    generated_ledger: GeneratedLedger, tmp_path: Path
 ) -> None:
-    run_report(database_url, "2026-10", tmp_path)
-    with engine.connect() as connection:
+    run_report(generated_ledger.database_url, "2026-10", tmp_path)
+    with generated_ledger.engine.connect() as connection:
         remaining = dict(
             connection.execute(
                 select(lots.c.partner_id, func.sum(lots.c.remaining_points)).group_by(
@@ -114,9 +118,9 @@ def test_trend_at_the_end_equals_lot_remainders(
 
 
 def test_json_equals_csv_and_partner_filter(
-    engine: Engine, database_url: str, generated: Model, tmp_path: Path
+    generated_ledger: GeneratedLedger, tmp_path: Path
 ) -> None:
-    run_report(database_url, "2026-06", tmp_path, "--partner", "test-air")
+    run_report(generated_ledger.database_url, "2026-06", tmp_path, "--partner", "test-air")
     for name in TABLES:
         document = json.loads((tmp_path / f"{name}.json").read_text())
         rows = read_csv(tmp_path, name)

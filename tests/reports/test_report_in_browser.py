@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from sqlalchemy import Engine
+import pytest
 
 from coalition import cli
 from tests.reports.browser import render, table_cells
-from tests.reports.ledger_model import Model
+from tests.reports.conftest import GeneratedLedger
 from tests.reports.test_report_figures import TABLES
+
+pytestmark = pytest.mark.browser
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Checked cell by cell against their CSV here; their figures in test_promotion_costs.py.
@@ -19,6 +21,7 @@ PROMOTION_AND_MEMBER_TABLES = (
     "promotion_costs",
     "promotion_funders",
     "member_spend",
+    "contribution_share",
     "tier_distribution",
     "tier_movements",
 )
@@ -37,9 +40,10 @@ def test_console_errors_are_seen(tmp_path: Path) -> None:
 
 
 def test_report_renders_and_matches_the_csv(
-    engine: Engine, database_url: str, generated: Model, tmp_path: Path
+    generated_ledger: GeneratedLedger, tmp_path: Path
 ) -> None:
     out = tmp_path / "report"
+    database_url = generated_ledger.database_url
     assert cli.main(["report", "--db", database_url, "--period", "2026-07", "--out", str(out)]) == 0
     html = (out / "report.html").read_text()
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from coalition.api.errors import (
@@ -11,6 +12,8 @@ from coalition.api.errors import (
     status_of,
 )
 from coalition.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
+
+pytestmark = pytest.mark.unit
 
 CLIENT_METADATA_BYTES_MAX = 8 * 1024  # grpc's default limit on a client's received metadata
 

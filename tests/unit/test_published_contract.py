@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from coalition.api.bounds import MESSAGE_BYTES_MAX
 from coalition.api.events import SUBSCRIPTIONS_MAX
 from coalition.api.members import (
     DISPLAY_NAME_LENGTH_MAX,
@@ -24,11 +25,11 @@ from coalition.api.requests import (
     REQUEST_ID_LENGTH_MAX,
     TEXT_LENGTH_MAX,
 )
-from coalition.api.server import MESSAGE_BYTES_MAX
 from coalition.domain.points import AMOUNT_MINOR_MAX, POINTS_PER_OPERATION_MAX
 from coalition.identity.consent import SOURCE_LENGTH_MAX
 from coalition.operations.batch_earn import BATCH_EARN_ITEMS_MAX
 from coalition.operations.holds import HOLD_TTL_MAX
+from coalition.partners.daily_sales import SALES_DAYS_BACK_MAX
 from coalition.programme.config import (
     BONUS_POINTS_MAX,
     BUDGET_POINTS_MAX,
@@ -85,6 +86,7 @@ BOUNDS: dict[str, str] = {
     ),
     f"{V1}.UpdateConsentRequest.source": characters(SOURCE_LENGTH_MAX),
     f"{V1}.CreateApiKeyRequest.principal_id": characters(PRINCIPAL_ID_LENGTH_MAX),
+    f"{V1}.ReportDailySalesRequest.sales_date": f"at most {SALES_DAYS_BACK_MAX} days back",
     f"{V1}.SubmitPartnerReportRequest.content": (
         f"at most {CONTENT_CHUNK_BYTES_MAX // MIB} MiB a message; lines of at most "
         f"{LINE_BYTES_MAX // 1024} KiB; at most {REPORT_ROWS_MAX:,} rows"

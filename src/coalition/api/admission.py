@@ -70,10 +70,6 @@ class Admission:
 
         return release
 
-    def calls_in_flight(self) -> int:
-        with self._lock:
-            return self._calls
-
     def _enter(self, key: str | None) -> None:
         with self._lock:
             if self._calls >= self._calls_max:

@@ -7,10 +7,8 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
-from typing import Any
 
 import grpc
-from sqlalchemy import Row
 
 from coalition.api import responses
 from coalition.api.interceptors import caller_partner_id, current_principal
@@ -202,7 +200,7 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
         request_id = parser.request_id(request.request_id)
         reference = parser.member(request)
         changes = _consent_changes(parser, request.changes)
-        source = parser.identifier(request.source, "source")
+        source = parser.identifier(request.source, "source", length_max=consent.SOURCE_LENGTH_MAX)
         occurred_at = parser.timestamp(request, "occurred_at")
         parser.done()
         update = consent.ConsentUpdate(request_id, reference, changes, source, occurred_at)
@@ -407,7 +405,7 @@ def _profile_message(
 
 
 def _export_message(export: rights.MemberExport) -> messages.ExportMemberDataResponse:
-    member, sections = export.member, export.sections
+    member = export.member
     exported_member = messages.ExportedMember(
         member_id=member.member_id,
         display_name=member.display_name,
@@ -423,84 +421,70 @@ def _export_message(export: rights.MemberExport) -> messages.ExportMemberDataRes
         member=exported_member,
         identifiers=[
             messages.ExportedIdentifier(
-                kind=row.kind,
-                identifier_hmac=row.identifier_hmac,
-                create_time=responses.timestamp(row.create_time),
+                kind=identifier.kind,
+                identifier_hmac=identifier.identifier_hmac,
+                create_time=responses.timestamp(identifier.create_time),
             )
-            for row in sections["identifiers"]
+            for identifier in export.identifiers
         ],
         links=[
             messages.ExportedLink(
-                partner_id=row.partner_id,
-                partner_customer_id=row.partner_customer_id,
-                create_time=responses.timestamp(row.create_time),
+                partner_id=link.partner_id,
+                partner_customer_id=link.partner_customer_id,
+                create_time=responses.timestamp(link.create_time),
             )
-            for row in sections["links"]
+            for link in export.links
         ],
-        consents=[_consent_message(_consent_of(row)) for row in sections["consents"]],
-        consent_history=[_consent_message(_consent_of(row)) for row in sections["consent_history"]],
+        consents=[_consent_message(decision) for decision in export.consents],
+        consent_history=[_consent_message(decision) for decision in export.consent_history],
         profile_reads=[
             messages.ExportedProfileRead(
-                member_id=row.member_id,
-                partner_id=row.partner_id,
-                role=row.role,
-                scopes_returned=_split(row.scopes_returned),
-                scopes_withheld=_split(row.scopes_withheld),
-                read_time=responses.timestamp(row.read_time),
+                member_id=read.member_id,
+                partner_id=read.partner_id,
+                role=read.role,
+                scopes_returned=list(read.scopes_returned),
+                scopes_withheld=list(read.scopes_withheld),
+                read_time=responses.timestamp(read.read_time),
             )
-            for row in sections["profile_reads"]
+            for read in export.profile_reads
         ],
         audit_events=[
             messages.ExportedAuditEvent(
-                kind=row.kind,
-                member_id=row.member_id,
-                related_member_id=row.related_member_id or "",
-                transaction_id=str(row.transaction_id or ""),
-                points=row.points or 0,
-                principal_id=row.principal_id,
-                create_time=responses.timestamp(row.create_time),
+                kind=event.kind,
+                member_id=event.member_id,
+                related_member_id=event.related_member_id or "",
+                transaction_id=str(event.transaction_id or ""),
+                points=event.points or 0,
+                principal_id=event.principal_id,
+                create_time=responses.timestamp(event.create_time),
             )
-            for row in sections["audit_events"]
+            for event in export.audit_events
         ],
-        lots=[_lot_message(row) for row in sections["lots"]],
+        lots=[_lot_message(lot) for lot in export.lots],
         transactions=[
             messages.ExportedTransaction(
-                transaction_id=str(row.transaction_id),
-                kind=row.kind,
-                partner_id=row.partner_id,
-                member_id=row.member_id,
-                points_delta=row.points_delta,
-                occurred_at=responses.timestamp(row.occurred_at),
-                partner_reference=row.partner_reference or "",
+                transaction_id=str(transaction.transaction_id),
+                kind=transaction.kind,
+                partner_id=transaction.partner_id,
+                member_id=transaction.member_id,
+                points_delta=transaction.points_delta,
+                occurred_at=responses.timestamp(transaction.occurred_at),
+                partner_reference=transaction.partner_reference or "",
             )
-            for row in sections["transactions"]
+            for transaction in export.transactions
         ],
         truncated_sections=list(export.truncated_sections),
     )
 
 
-def _consent_of(row: Row[Any]) -> consent.Consent:
-    return consent.Consent(
-        row.partner_id,
-        row.scope,
-        row.granted,
-        row.occurred_at,
-        row.source,
-    )
-
-
-def _lot_message(row: Row[Any]) -> messages.ExportedLot:
+def _lot_message(exported: rights.ExportedLot) -> messages.ExportedLot:
     lot = messages.ExportedLot(
-        lot_id=str(row.lot_id),
-        partner_id=row.partner_id,
-        points=row.points,
-        remaining_points=row.remaining_points,
-        create_time=responses.timestamp(row.create_time),
+        lot_id=str(exported.lot_id),
+        partner_id=exported.partner_id,
+        points=exported.points,
+        remaining_points=exported.remaining_points,
+        create_time=responses.timestamp(exported.create_time),
     )
-    if row.expires_at is not None:
-        lot.expires_at.CopyFrom(responses.timestamp(row.expires_at))
+    if exported.expires_at is not None:
+        lot.expires_at.CopyFrom(responses.timestamp(exported.expires_at))
     return lot
-
-
-def _split(text: str) -> list[str]:
-    return [scope for scope in text.split(",") if scope]

@@ -8,14 +8,16 @@ from datetime import UTC, datetime
 import grpc
 
 from coalition.api import responses
-from coalition.api.interceptors import current_principal
+from coalition.api.interceptors import caller_partner_id, current_principal
 from coalition.api.requests import RequestParser, page_token_for
 from coalition.domain.errors import NotFound
-from coalition.domain.points import RateVersion
-from coalition.partners import catalog, credentials
+from coalition.domain.points import Money, RateVersion
+from coalition.partners import catalog, credentials, daily_sales
+from coalition.reports.build import contribution_shares
+from coalition.reports.period import Period, parse_period
 from coalition.store.unit_of_work import UnitOfWork
+from coalition.v1 import common_pb2, partner_service_pb2_grpc
 from coalition.v1 import partner_service_pb2 as messages
-from coalition.v1 import partner_service_pb2_grpc
 
 PRINCIPAL_ID_LENGTH_MAX = 63  # api_keys.principal_id
 
@@ -132,3 +134,65 @@ class PartnerServicer(partner_service_pb2_grpc.PartnerServiceServicer):
         parser.done()
         revoke_time = credentials.revoke_key(self._unit_of_work(), key_id, datetime.now(UTC))
         return messages.RevokeApiKeyResponse(revoke_time=responses.timestamp(revoke_time))
+
+    def ReportDailySales(
+        self, request: messages.ReportDailySalesRequest, context: grpc.ServicerContext
+    ) -> messages.ReportDailySalesResponse:
+        parser = RequestParser()
+        request_id = parser.request_id(request.request_id)
+        sales_date = daily_sales.parse_sales_date(request.sales_date)
+        if sales_date is None:
+            parser.fault("sales_date", 'a calendar day "YYYY-MM-DD"')
+        if not request.HasField("total_sales"):
+            parser.fault("total_sales", "required")
+        total = Money(request.total_sales.amount_minor, request.total_sales.currency)
+        parser.done()
+        assert sales_date is not None
+        sales = daily_sales.report_daily_sales(
+            self._unit_of_work(),
+            caller_partner_id(),
+            current_principal().principal_id,
+            request_id,
+            sales_date,
+            total,
+            datetime.now(UTC),
+        )
+        return messages.ReportDailySalesResponse(
+            daily_sales=messages.DailySales(
+                partner_id=sales.partner_id,
+                sales_date=sales.sales_date.isoformat(),
+                total_sales=common_pb2.Money(
+                    amount_minor=sales.total.amount_minor, currency=sales.total.currency
+                ),
+                version=sales.version,
+                report_time=responses.timestamp(sales.report_time),
+            )
+        )
+
+    def GetContributionShare(
+        self, request: messages.GetContributionShareRequest, context: grpc.ServicerContext
+    ) -> messages.GetContributionShareResponse:
+        parser = RequestParser()
+        partner_id = parser.identifier(request.partner_id, "partner_id")
+        period: Period | None = None
+        try:
+            period = parse_period(request.period)
+        except (ValueError, OverflowError):
+            parser.fault("period", 'a month "YYYY-MM" or a day "YYYY-MM-DD"')
+        parser.done()
+        assert period is not None
+        _check_may_read(partner_id)
+        with self._unit_of_work(read_only=True) as uow:
+            catalog.get_partner(uow, partner_id)
+            shares = contribution_shares(uow, period, partner_id)
+        response = messages.GetContributionShareResponse(partner_id=partner_id)
+        for share in shares:
+            response.sales_dates.extend(day.isoformat() for day in share.days)
+            response.member_spend.CopyFrom(
+                common_pb2.Money(amount_minor=share.member_spend_minor, currency=share.currency)
+            )
+            response.reported_sales.CopyFrom(
+                common_pb2.Money(amount_minor=share.reported_sales_minor, currency=share.currency)
+            )
+            response.share_of_sales = share.share
+        return response

@@ -17,7 +17,7 @@ from coalition.api.requests import PARTNER_REFERENCE_LENGTH_MAX, RequestParser, 
 from coalition.domain.errors import CoalitionError
 from coalition.identity.privacy import BALANCE
 from coalition.operations import batch_earn
-from coalition.operations.group_commit import EarnCommitter
+from coalition.operations.group_commit import Committer
 from coalition.operations.points import LedgerResult
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import common_pb2, points_service_pb2_grpc
@@ -35,9 +35,9 @@ def _now() -> datetime:
 
 
 class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
-    def __init__(self, unit_of_work: Callable[..., UnitOfWork], earns: EarnCommitter) -> None:
+    def __init__(self, unit_of_work: Callable[..., UnitOfWork], committer: Committer) -> None:
         self._unit_of_work = unit_of_work
-        self._earns = earns
+        self._committer = committer
 
     def _privacy(self) -> MemberPrivacy:
         return MemberPrivacy(self._unit_of_work, caller_partner_id())
@@ -46,7 +46,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         self, request: messages.EarnRequest, context: grpc.ServicerContext
     ) -> messages.EarnResponse:
         command = _earn_command(request)
-        answer = self._earns.earn(caller_partner_id(), command, context.time_remaining())
+        answer = self._committer.earn(caller_partner_id(), command, context.time_remaining())
         return messages.EarnResponse(**_earn_fields(answer.result, answer.balance_visible))
 
     def BatchEarn(
@@ -92,14 +92,14 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
             request.partner_reference, "partner_reference", PARTNER_REFERENCE_LENGTH_MAX
         )
         parser.done()
-        # The answer tells the balance (INSUFFICIENT_POINTS names it): only for who may see it.
-        self._privacy().require(member, BALANCE)
         command = operations.BurnCommand(
             request_id, member, points, value, occurred_at, partner_reference
         )
-        result = operations.burn(self._unit_of_work(), caller_partner_id(), command, _now())
-        # The burn was allowed only because the caller sees this balance (require above).
-        return messages.BurnResponse(**_ledger_fields(result, True))
+        # The answer tells the balance (INSUFFICIENT_POINTS names it): the burn is refused
+        # unless the caller sees it (operations/batch_burn.py).
+        answer = self._committer.burn(caller_partner_id(), command, context.time_remaining())
+        assert answer.balance_visible, "a burn applies only for a caller who sees the balance"
+        return messages.BurnResponse(**_ledger_fields(answer.result, True))
 
     def Reverse(
         self, request: messages.ReverseRequest, context: grpc.ServicerContext

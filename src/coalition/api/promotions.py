@@ -299,6 +299,13 @@ def _performance(row: PromotionPerformance) -> messages.PromotionPerformance:
     incremental = row.incremental_spend_minor
     if incremental is not None:
         message.incremental_spend.CopyFrom(_money(incremental, row.currency))
+    if row.budget_spent_amount_minor is not None and row.budget_left_amount_minor is not None:
+        message.budget_money_spent.CopyFrom(
+            _money(Fraction(row.budget_spent_amount_minor), row.budget_currency)
+        )
+        message.budget_money_left.CopyFrom(
+            _money(Fraction(row.budget_left_amount_minor), row.budget_currency)
+        )
     return message
 
 

@@ -9,42 +9,22 @@ bucket is dropped.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from coalition.domain.errors import CoalitionError, ErrorCode
+from coalition.settings import RateLimit
 
-RATE_LIMIT_PER_SECOND_VARIABLE = "COALITION_RATE_LIMIT_PER_SECOND"
-RATE_LIMIT_BURST_VARIABLE = "COALITION_RATE_LIMIT_BURST"
 BUCKETS_MAX = 10_000
+
+
+__all__ = ["BUCKETS_MAX", "RateLimit", "RateLimiter", "ResourceExhausted"]
 
 
 class ResourceExhausted(CoalitionError):
     code = ErrorCode.RESOURCE_EXHAUSTED
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    requests_per_second: float
-    burst_requests: int
-
-    def __post_init__(self) -> None:
-        if self.requests_per_second <= 0 or self.burst_requests < 1:
-            raise ValueError("a rate limit needs a positive rate and a burst of at least 1")
-
-
-def rate_limit_from_environment() -> RateLimit | None:
-    """The limit `coalition serve --rate-limit` exported for its workers; None when unset."""
-    per_second = os.environ.get(RATE_LIMIT_PER_SECOND_VARIABLE)
-    if not per_second:
-        return None
-    rate = float(per_second)
-    burst = int(os.environ.get(RATE_LIMIT_BURST_VARIABLE) or max(1, int(rate)))
-    return RateLimit(rate, burst)
 
 
 class RateLimiter:

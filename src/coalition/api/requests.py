@@ -115,7 +115,8 @@ class RequestParser:
         if not 0 <= value.nanos <= 999_999_999:
             self.fault(f"{field}.nanos", "must be within 0 and 999999999")
             return None
-        return value.ToDatetime(tzinfo=UTC)
+        instant: datetime = value.ToDatetime(tzinfo=UTC)
+        return instant
 
     def duration(self, request: Any, field: str) -> timedelta | None:
         """A well-formed Duration (google/protobuf/duration.proto): seconds within its range,

@@ -20,25 +20,39 @@ from sqlalchemy import Engine, text
 
 from coalition.api import reflection
 from coalition.api.admission import Admission
-from coalition.api.events import SUBSCRIPTIONS_MAX, EventServicer
+from coalition.api.bounds import (
+    CALLS_MAX,
+    CALLS_PER_MEMBER_MAX,
+    MESSAGE_BYTES_MAX,
+    THREADS_PER_PROCESS,
+)
+from coalition.api.events import EventServicer
 from coalition.api.interceptors import HubInterceptor
 from coalition.api.members import MemberServicer
 from coalition.api.partners import PartnerServicer
 from coalition.api.points import PointsServicer
 from coalition.api.promotions import PromotionServicer
-from coalition.api.rate_limits import RateLimit, rate_limit_from_environment
 from coalition.api.settlement import SettlementServicer
-from coalition.api.tls import TlsFiles, tls_files_from_environment
+from coalition.api.tls import server_credentials
 from coalition.domain.errors import Unavailable
 from coalition.identity.secret import IdentitySecretError, hasher_for_engine
 from coalition.observability.metrics import MetricsInterceptor, watch_engine_pool
-from coalition.observability.process import configure_process
-from coalition.operations.group_commit import COMMITTER_THREADS, EarnCommitter
+from coalition.observability.process import configure_logs, configure_process
+from coalition.operations.group_commit import COMMITTER_THREADS, Committer
 from coalition.partners import credentials
 from coalition.partners.credentials import Principal
+from coalition.programme import config as programme_config
 from coalition.reconciliation.servicer import ReconciliationServicer
-from coalition.scheduler.runner import Scheduler, intervals_from_environment
+from coalition.scheduler.runner import Scheduler
+from coalition.settings import (
+    NO_IDENTITY_SECRET,
+    IdentitySecretSource,
+    RateLimit,
+    Settings,
+    TlsFiles,
+)
 from coalition.settlement.service import Signer
+from coalition.store.engine import create_database_engine
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import (
     event_service_pb2,
@@ -59,15 +73,6 @@ from coalition.v1 import (
 
 logger = logging.getLogger(__name__)
 
-# Worker threads: unary and client-streaming calls may hold CALLS_MAX of them, event streams
-# SUBSCRIPTIONS_MAX, and the rest stay free for health checks and reflection (api/admission.py).
-CALLS_MAX = 16
-THREADS_RESERVED = 2
-THREADS_PER_PROCESS = CALLS_MAX + SUBSCRIPTIONS_MAX + THREADS_RESERVED
-# Calls on one member (or hold, or transaction) at once: a locked member holds at most these,
-# and retrying terminals of one shop still fit.
-CALLS_PER_MEMBER_MAX = 8
-MESSAGE_BYTES_MAX = 4 * 1024 * 1024
 HEALTH_CHECK_INTERVAL_SECONDS = 2.0
 SHUTDOWN_GRACE_SECONDS = 10.0
 
@@ -107,6 +112,10 @@ ROLES_BY_METHOD: dict[str, frozenset[str]] = {
     "/coalition.v1.PartnerService/ListPartners": frozenset({"admin", "finance"}),
     "/coalition.v1.PartnerService/CreateApiKey": ADMIN,
     "/coalition.v1.PartnerService/RevokeApiKey": ADMIN,
+    "/coalition.v1.PartnerService/ReportDailySales": PARTNER,
+    "/coalition.v1.PartnerService/GetContributionShare": frozenset(
+        {"admin", "partner", "merchant"}
+    ),
     # Settlement: a partner reads and acknowledges only its own statements (the servicer
     # checks ownership); the published signing keys are for everyone who verifies.
     "/coalition.v1.SettlementService/RunSettlement": frozenset({"finance"}),
@@ -143,11 +152,13 @@ class Hub:
         *,
         rate_limit: RateLimit | None = None,
         tls: TlsFiles | None = None,
+        identity_secret: IdentitySecretSource = NO_IDENTITY_SECRET,
     ) -> None:
         # Loading the key refuses a file other users can read (SigningKeyError): the hub does
         # not start rather than sign with a key that may have leaked.
         signer = None if signing_key_path is None else Signer.from_file(signing_key_path)
         self._engine = engine
+        self._identity_secret = identity_secret
         watch_engine_pool(engine)
         unit_of_work: Callable[..., UnitOfWork] = partial(UnitOfWork, engine)
         interceptor = HubInterceptor(
@@ -170,16 +181,17 @@ class Hub:
         event_service_pb2_grpc.add_EventServiceServicer_to_server(
             EventServicer(unit_of_work, self._stopping), self._server
         )
-        # Concurrent earns of this process share one database transaction (group commit).
-        # SQLite serialises writers: more than one committer would only queue on its file.
-        self._earns = EarnCommitter(
+        # Concurrent earns and burns of this process share database transactions (group
+        # commit). SQLite serialises writers: more than one committer would only queue on it.
+        self._committer = Committer(
             engine, threads=1 if engine.dialect.name == "sqlite" else COMMITTER_THREADS
         )
         points_service_pb2_grpc.add_PointsServiceServicer_to_server(
-            PointsServicer(unit_of_work, self._earns), self._server
+            PointsServicer(unit_of_work, self._committer), self._server
         )
         member_service_pb2_grpc.add_MemberServiceServicer_to_server(
-            MemberServicer(unit_of_work, partial(hasher_for_engine, engine)), self._server
+            MemberServicer(unit_of_work, partial(hasher_for_engine, engine, identity_secret)),
+            self._server,
         )
         partner_service_pb2_grpc.add_PartnerServiceServicer_to_server(
             PartnerServicer(unit_of_work), self._server
@@ -200,7 +212,7 @@ class Hub:
         self.port = (
             self._server.add_insecure_port(listen)
             if tls is None
-            else self._server.add_secure_port(listen, tls.server_credentials())
+            else self._server.add_secure_port(listen, server_credentials(tls))
         )
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}")
@@ -220,7 +232,7 @@ class Hub:
         The hub still serves: earn, burn and enrolment by customer id need no secret.
         """
         try:
-            hasher_for_engine(self._engine)
+            hasher_for_engine(self._engine, self._identity_secret)
         except IdentitySecretError as error:
             logger.warning(
                 "no identity secret: requests with an email or phone will be refused "
@@ -233,7 +245,7 @@ class Hub:
         self._stopping.set()
         self._set_serving(False)
         self._server.stop(grace_seconds).wait()
-        self._earns.stop()
+        self._committer.stop()
         self._monitor.join(timeout=HEALTH_CHECK_INTERVAL_SECONDS * 2)
 
     def wait(self) -> None:
@@ -282,24 +294,20 @@ def _authenticate(unit_of_work: Callable[..., UnitOfWork], api_key: str) -> Prin
     return credentials.authenticate(unit_of_work(read_only=True), api_key)
 
 
-def serve(
-    engine_factory: Callable[[], Engine],
-    listen: str,
-    workers: int,
-    signing_key_path: Path | None = None,
-) -> None:
-    """Serve until SIGTERM or SIGINT; with several workers, one process each on one port."""
+def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT; with several workers, one process each on one port,
+    each given `settings` (spawned: pickled as the process's argument)."""
+    signing_key_path = settings.signing_key_path
     if signing_key_path is not None:
         Signer.from_file(signing_key_path)  # refuse to start before any worker does
-    if workers == 1:
-        _serve_in_this_process(engine_factory, listen, signing_key_path)
+    if settings.workers == 1:
+        _serve_in_this_process(settings)
         return
+    configure_logs(settings.observability)  # the parent serves no RPC: only its log lines
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(
-            target=_serve_in_this_process, args=(engine_factory, listen, signing_key_path)
-        )
-        for _ in range(workers)
+        context.Process(target=_serve_in_this_process, args=(settings,))
+        for _ in range(settings.workers)
     ]
 
     def forward(signal_number: int, _frame: object) -> None:
@@ -335,20 +343,25 @@ def _supervise(processes: Sequence[BaseProcess], forward: Callable[[int, object]
         )
 
 
-def _serve_in_this_process(
-    engine_factory: Callable[[], Engine], listen: str, signing_key_path: Path | None = None
-) -> None:
-    configure_process()  # logs and /metrics of this worker (observability/process.py)
-    engine = engine_factory()
+def _serve_in_this_process(settings: Settings) -> None:
+    configure_process(settings.observability)  # logs and /metrics of this worker
+    programme = programme_config.configured_programme(
+        settings.programme_directory, settings.referral
+    )
+    programme_config.activate(programme)
+    engine = create_database_engine(settings.database_url)
     hub = Hub(
         engine,
-        listen,
-        signing_key_path,
-        rate_limit=rate_limit_from_environment(),  # exported by `coalition serve`
-        tls=tls_files_from_environment(),
+        settings.listen,
+        settings.signing_key_path,
+        rate_limit=settings.rate_limit,
+        tls=settings.tls,
+        identity_secret=settings.identity_secret,
     ).start()
-    intervals = intervals_from_environment()  # exported by `coalition serve --jobs`
-    scheduler = None if intervals is None else Scheduler(partial(UnitOfWork, engine), intervals)
+    intervals = settings.job_intervals  # `coalition serve --jobs`
+    scheduler = (
+        None if intervals is None else Scheduler(partial(UnitOfWork, engine), intervals, programme)
+    )
     if scheduler is not None:
         scheduler.start()
     stopped = threading.Event()

@@ -11,7 +11,7 @@ from coalition.bench.harness import ALL_WORKLOADS, BenchConfig, run_bench
 from coalition.bench.report import table
 
 
-def add_bench_parser(commands: argparse._SubParsersAction) -> None:
+def add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     defaults = BenchConfig()
     bench = commands.add_parser(
         "bench",

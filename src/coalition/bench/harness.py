@@ -386,7 +386,7 @@ def _hub(url: str, port: int, workers: int, log_path: Path) -> Iterator[int]:
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=log, env=environment)
         try:
-            _wait_serving(port, process)
+            _wait_serving(port, process, workers)
             yield process.pid
         finally:
             process.send_signal(signal.SIGTERM)
@@ -397,7 +397,7 @@ def _hub(url: str, port: int, workers: int, log_path: Path) -> Iterator[int]:
                 process.wait()
 
 
-def _wait_serving(port: int, process: subprocess.Popen[bytes]) -> None:
+def _wait_serving(port: int, process: subprocess.Popen[bytes], workers: int) -> None:
     deadline = time.monotonic() + HUB_START_SECONDS_MAX
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -407,7 +407,8 @@ def _wait_serving(port: int, process: subprocess.Popen[bytes]) -> None:
             try:
                 response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    time.sleep(1.0)  # let every worker of the port come up
+                    if workers > 1:
+                        time.sleep(1.0)  # let every worker of the port come up
                     return
             except grpc.RpcError:
                 pass

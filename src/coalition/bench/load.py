@@ -25,7 +25,7 @@ from coalition.v1 import common_pb2, points_service_pb2
 
 EARN_SPEND_MINOR = 1000  # 10 points at the bench partners' rate
 CALL_TIMEOUT_SECONDS = 30.0
-START_DELAY_SECONDS = 2.0
+READY_SECONDS_MAX = 120.0  # for every process to build its channels and requests
 WORKLOADS = ("earn", "burn", "mix", "batch_earn")
 
 
@@ -60,9 +60,11 @@ def run_load(spec: LoadSpec) -> LoadResult:
     """Run the load in `spec.processes` spawned processes; merge what they report."""
     context = multiprocessing.get_context("spawn")
     queue: Any = context.Queue()
-    start_at = time.time() + START_DELAY_SECONDS + 0.5 * spec.processes
+    # The processes start their clocks together, once every one is ready (not after a fixed
+    # delay, which is idle time when they are quick and too short when the machine is busy).
+    ready: Any = context.Barrier(spec.processes)
     processes = [
-        context.Process(target=_process_main, args=(spec, index, start_at, queue))
+        context.Process(target=_process_main, args=(spec, index, ready, queue))
         for index in range(spec.processes)
     ]
     for process in processes:
@@ -85,9 +87,9 @@ def run_load(spec: LoadSpec) -> LoadResult:
     return total
 
 
-def _process_main(spec: LoadSpec, index: int, start_at: float, queue: Any) -> None:
+def _process_main(spec: LoadSpec, index: int, ready: Any, queue: Any) -> None:
     try:
-        queue.put(_Generator(spec, index).run(start_at))
+        queue.put(_Generator(spec, index).run(ready))
     except BaseException as error:  # report, so the parent does not wait forever
         queue.put({"failure": repr(error)})
 
@@ -105,7 +107,7 @@ class _Generator:
         self.lock = threading.Lock()
         self.result = LoadResult()
 
-    def run(self, start_at: float) -> dict[str, Any]:
+    def run(self, ready: Any) -> dict[str, Any]:
         threads = []
         for number in range(self.spec.threads_per_process):
             target = self.spec.targets[(self.index + number) % len(self.spec.targets)]
@@ -119,10 +121,8 @@ class _Generator:
                 for partner, key in self.spec.api_keys.items()
             }
             work = self._prebuilt(number, self.per_thread[number])
-            threads.append(
-                threading.Thread(target=self._loop, args=(clients, work, number, start_at))
-            )
-        time.sleep(max(0.0, start_at - time.time()))
+            threads.append(threading.Thread(target=self._loop, args=(clients, work, number)))
+        ready.wait(timeout=READY_SECONDS_MAX)  # broken (an error) if another process failed
         cpu_before = _cpu_seconds()
         started = time.perf_counter()
         for thread in threads:
@@ -198,7 +198,6 @@ class _Generator:
         clients: dict[str, HubClient],
         work: list[tuple[str, str, Any]],
         thread_number: int,
-        start_at: float,
     ) -> None:
         calls: dict[str, dict[str, Callable[[Any], Any]]] = {
             partner: {

@@ -21,9 +21,10 @@ from coalition.demo.last_month import LastMonth, LoggedOperation
 from coalition.demo.output import say
 from coalition.partners.manifest import PartnerManifest
 from coalition.reconciliation import commands as reconcile_commands
-from coalition.reports.build import build_report, write_report
+from coalition.reports.build import build_report
+from coalition.reports.files import write_report
 from coalition.reports.period import Period
-from coalition.settlement import export, keys, readable, service, signing, verify
+from coalition.settlement import export, key_files, keys, readable, service, signing, verify
 from coalition.store.unit_of_work import UnitOfWork
 
 REPORT_COLUMNS = ("request_id", "type", "points", "occurred_at", "member")
@@ -64,7 +65,7 @@ def close_period(
 def _settle(
     engine: Engine, manifests: list[PartnerManifest], period: Period, out_directory: Path
 ) -> list[Path]:
-    key_path = out_directory / "keys" / signing.DEFAULT_SIGNING_KEY_PATH.name
+    key_path = out_directory / "keys" / key_files.DEFAULT_SIGNING_KEY_PATH.name
     key = keys.generate(UnitOfWork(engine), key_path, datetime.now(UTC))
     key_path.with_suffix(".pub").write_bytes(signing.public_key_pem(key.public_key))
     say(f"   signing key {key.key_id[:16]}... generated: {key_path} (mode 0600)")

@@ -27,6 +27,7 @@ from coalition.domain.errors import CoalitionError
 from coalition.domain.points import Money
 from coalition.identity import members
 from coalition.identity.members import MemberReference
+from coalition.partners import daily_sales
 from coalition.partners.manifest import PartnerManifest
 from coalition.programme import tiers
 from coalition.reports.period import Period
@@ -248,7 +249,46 @@ def replay(engine: Engine, manifests: list[PartnerManifest], period: Period) -> 
     say(f"\n6. The rest of the month: {RANDOM_OPERATIONS} earns and burns of the six members")
     counts = _everyday_traffic(story, clock)
     say("   " + ", ".join(f"{name}: {count}" for name, count in counts.items()))
+    _daily_sales(story, clock)
     return story.state
+
+
+# Total sales of their own tills (members' and others'), as two partners report them for the
+# report's share of sales from members: the supermarket the 20th to the 27th (and a correction
+# of the 21st), the coffee chain the 20th to the 24th.
+DAILY_SALES = (("supermarket", range(20, 28), 900_000), ("coffee_chain", range(20, 25), 120_000))
+CORRECTED_DAY = 21
+
+
+def _daily_sales(story: Replay, clock: DemoClock) -> None:
+    reported_at = clock.at(28, 9)
+    for kind, days, base_minor in DAILY_SALES:
+        manifest = story.partner(kind)
+        for day in days:
+            _report_sales(story, manifest, clock.at(day, 0), base_minor + 10_000 * day, reported_at)
+        note = ""
+        if kind == "supermarket":  # a till left out: the day's total again, as version 2
+            amount_minor = base_minor + 10_000 * CORRECTED_DAY + 75_000
+            _report_sales(story, manifest, clock.at(CORRECTED_DAY, 0), amount_minor, reported_at)
+            note = f", then corrects the {CORRECTED_DAY}st"
+        say(
+            f"   {manifest.partner_id:<16} reports its total sales of the {days[0]}th to the "
+            f"{days[-1]}th{note}"
+        )
+
+
+def _report_sales(
+    story: Replay, manifest: PartnerManifest, day: datetime, amount_minor: int, at: datetime
+) -> None:
+    daily_sales.report_daily_sales(
+        UnitOfWork(story.engine),
+        manifest.partner_id,
+        f"{manifest.partner_id}:back-office",
+        _request_id(),
+        day.date(),
+        Money(amount_minor, manifest.currency),
+        at,
+    )
 
 
 def _hold(story: Replay, at: datetime) -> None:

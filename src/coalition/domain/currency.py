@@ -52,4 +52,4 @@ def is_known_currency(code: str) -> bool:
 
 def minor_units_per_major_unit(code: str) -> int:
     """100 for CNY or EUR, 1 for JPY, 1000 for KWD. Raises KeyError for an unknown code."""
-    return 10 ** MINOR_UNIT_EXPONENTS[code]
+    return int(10 ** MINOR_UNIT_EXPONENTS[code])

@@ -21,17 +21,27 @@ BACKDATING_DAYS_MAX_DEFAULT = 7
 BACKDATING_DAYS_MAX_LIMIT = 3_660  # about ten years: what a manifest may declare at most
 
 
+def occurred_at_not_ahead(occurred_at: datetime | None, now: datetime) -> datetime:
+    """`occurred_at`, or `now` when unset; refused when further ahead than clocks drift
+    (a consent decision, which has no price and no lot, needs no lower bound)."""
+    if occurred_at is None:
+        return now
+    if occurred_at > now + OCCURRED_AT_FUTURE_SKEW_MAX:
+        minutes = OCCURRED_AT_FUTURE_SKEW_MAX // timedelta(minutes=1)
+        raise InvalidArgument(
+            [FieldViolation("occurred_at", f"is more than {minutes} minutes in the future")],
+            reason="OCCURRED_AT_IN_FUTURE",
+        )
+    return occurred_at
+
+
 def occurred_at_of(
     occurred_at: datetime | None, now: datetime, partner_id: str, backdating_days_max: int
 ) -> datetime:
     """`occurred_at`, or `now` when unset; refused when outside the partner's bounds."""
     if occurred_at is None:
         return now
-    if occurred_at > now + OCCURRED_AT_FUTURE_SKEW_MAX:
-        raise InvalidArgument(
-            [FieldViolation("occurred_at", "is more than 5 minutes in the future")],
-            reason="OCCURRED_AT_IN_FUTURE",
-        )
+    occurred_at_not_ahead(occurred_at, now)
     earliest = now - timedelta(days=backdating_days_max)
     if occurred_at < earliest:
         raise InvalidArgument(

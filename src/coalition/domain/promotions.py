@@ -169,6 +169,12 @@ class PromotionGrant:
     points: int
     budgeted: bool
     amount_minor: int = 0  # of a money budget: ceil(points x issuance price)
+    spends_budget_points: bool = False  # the promotion has a points budget
+
+    @property
+    def budget_points(self) -> int:
+        """The points it spends of the points budget (none without one)."""
+        return self.points if self.spends_budget_points else 0
 
 
 def budget_amount_minor_of(points: int, issuance_price_minor_per_point: Decimal) -> int:
@@ -314,6 +320,13 @@ def bonuses_for_earn(
         bonuses.append(Bonus(promotion.rule_id, points, promotion.funded_by))
         period = promotion.cap_period_of(facts.occurred_at) if capped else None
         grants.append(
-            PromotionGrant(promotion.promotion_id, period, points, promotion.budgeted, amount_minor)
+            PromotionGrant(
+                promotion.promotion_id,
+                period,
+                points,
+                promotion.budgeted,
+                amount_minor,
+                spends_budget_points=promotion.budget_points is not None,
+            )
         )
     return tuple(bonus for bonus in bonuses if bonus.points > 0), tuple(grants)

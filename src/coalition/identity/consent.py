@@ -9,12 +9,12 @@ an old grant after the member revoked it in the app must not undo the revocation
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, insert, select, update
 
-from coalition.domain.errors import FieldViolation, InvalidArgument
+from coalition.domain.occurrence import occurred_at_not_ahead
 from coalition.identity import privacy
 from coalition.identity.members import MemberReference, remember_request
 from coalition.ledger import journal
@@ -22,9 +22,7 @@ from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.store.schema import CONSENT_SCOPES, consent_events, member_consents
 from coalition.store.unit_of_work import UnitOfWork
 
-SOURCE_LENGTH_MAX = 128
-# Clocks of partner systems drift; a decision "in the future" beyond this is a mistake.
-OCCURRED_AT_FUTURE_SKEW_MAX = timedelta(minutes=5)
+SOURCE_LENGTH_MAX = 128  # consent_events.source, member_consents.source
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ class ConsentResult:
 def update_consent(
     uow: UnitOfWork, partner_id: str, update_: ConsentUpdate, now: datetime
 ) -> ConsentResult:
-    occurred_at = _occurred_at(update_.occurred_at, now)
+    occurred_at = occurred_at_not_ahead(update_.occurred_at, now)
     request = KeyedRequest(
         partner_id, update_.request_id, "update_consent", _fingerprint(update_), now
     )
@@ -89,15 +87,6 @@ def update_consent(
         return ConsentResult(member_id, _recorded(uow, partner_id, update_.request_id), True)
 
     return apply_once(uow, request, apply, replay)
-
-
-def consents_in_force(uow: UnitOfWork, member_id: str, partner_id: str) -> dict[str, Consent]:
-    rows = uow.connection.execute(
-        select(member_consents).where(
-            member_consents.c.member_id == member_id, member_consents.c.partner_id == partner_id
-        )
-    )
-    return {row.scope: _consent_from_row(row) for row in rows}
 
 
 def record_decision(
@@ -197,19 +186,8 @@ def _recorded(uow: UnitOfWork, partner_id: str, request_id: str) -> tuple[Consen
     )
 
 
-def _consent_from_row(row: Row[Any]) -> Consent:
+def consent_from_row(row: Row[Any]) -> Consent:
     return Consent(row.partner_id, row.scope, row.granted, row.occurred_at, row.source)
-
-
-def _occurred_at(occurred_at: datetime | None, now: datetime) -> datetime:
-    if occurred_at is None:
-        return now
-    if occurred_at > now + OCCURRED_AT_FUTURE_SKEW_MAX:
-        raise InvalidArgument(
-            [FieldViolation("occurred_at", "is more than 5 minutes in the future")],
-            reason="OCCURRED_AT_IN_FUTURE",
-        )
-    return occurred_at
 
 
 def _fingerprint(update_: ConsentUpdate) -> dict[str, str | int | None]:

@@ -23,6 +23,8 @@ from coalition.identity.identifiers import ContactIdentifier, IdentifierHasher
 from coalition.ledger.accounts import MEMBER, member_account_id
 from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.referrals import codes as referral_service
+from coalition.store import driver
+from coalition.store.driver import Statement
 from coalition.store.schema import (
     identifier_keys,
     member_accounts,
@@ -117,13 +119,16 @@ def resolve(uow: UnitOfWork, partner_id: str, reference: MemberReference) -> str
     return usable_member_id(uow, row.member_id)
 
 
+MERGED_INTO = Statement("SELECT merged_into_member_id FROM members WHERE member_id = %s")
+
+
 def surviving_member_id(uow: UnitOfWork, member_id: str) -> str:
     """The member that now holds `member_id`'s points and links: itself unless merged."""
     current_member_id = member_id
     for _ in range(MERGE_HOPS_MAX):
-        merged_into_member_id = uow.connection.execute(
-            select(members.c.merged_into_member_id).where(members.c.member_id == current_member_id)
-        ).scalar_one()
+        row = driver.execute(uow, MERGED_INTO, (current_member_id,)).fetchone()
+        assert row is not None, f"member {current_member_id} exists"
+        merged_into_member_id = row[0]
         if merged_into_member_id is None:
             return str(current_member_id)
         current_member_id = merged_into_member_id

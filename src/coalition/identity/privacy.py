@@ -16,7 +16,7 @@ import enum
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from coalition.domain.errors import FailedPrecondition
+from coalition.domain.errors import CoalitionError, FailedPrecondition
 from coalition.identity.members import MemberReference, resolve
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
@@ -136,17 +136,27 @@ def require(
     to the caller and, when `scope` is given, unless that scope is in force for the caller."""
     member_id = resolve(uow, partner_id, reference)
     seen = sight(uow, partner_id, member_id)
+    refusal = refusal_of(partner_id, seen, scope)
+    if refusal is not None:
+        raise refusal
+    return seen
+
+
+def refusal_of(partner_id: str, seen: Sight, scope: str | None) -> CoalitionError | None:
+    """What `require` refuses the sight with, if anything (a group of requests asks once for
+    all its members, identity/privacy.sights_of_pairs)."""
+    member_id = seen.member_id
     if not seen.linked:
-        raise FailedPrecondition(
+        return FailedPrecondition(
             "MEMBER_NOT_LINKED",
             f"member {member_id} is not linked to partner {partner_id}: link the customer "
             "first (EnrollMember, or LinkPartnerAccount with the member id the customer shows)",
             {"member_id": member_id, "partner_id": partner_id},
         )
     if scope is not None and not seen.sees(scope):
-        raise FailedPrecondition(
+        return FailedPrecondition(
             "SCOPE_NOT_GRANTED",
             f"member {member_id} does not share {scope} with partner {partner_id}",
             {"member_id": member_id, "partner_id": partner_id, "scope": scope},
         )
-    return seen
+    return None

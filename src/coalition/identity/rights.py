@@ -11,7 +11,8 @@ pseudonymous account, where refunds of past purchases can still reach it and its
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import Row, Select, delete, insert, select, tuple_, update
 
 from coalition.domain.errors import FailedPrecondition, NotFound
 from coalition.identity import audit_claims
+from coalition.identity.consent import Consent, consent_from_row
 from coalition.identity.members import surviving_member_id
 from coalition.ledger import journal
 from coalition.ledger.idempotency import request_id_reused
@@ -57,13 +59,87 @@ class ForgetResult:
 
 
 @dataclass(frozen=True)
+class ExportedMember:
+    member_id: str
+    display_name: str
+    create_time: datetime
+    forget_time: datetime | None
+
+
+@dataclass(frozen=True)
+class ExportedIdentifier:
+    kind: str
+    identifier_hmac: str
+    create_time: datetime
+
+
+@dataclass(frozen=True)
+class ExportedLink:
+    partner_id: str
+    partner_customer_id: str
+    create_time: datetime
+
+
+@dataclass(frozen=True)
+class ExportedProfileRead:
+    member_id: str
+    partner_id: str
+    role: str
+    scopes_returned: tuple[str, ...]
+    scopes_withheld: tuple[str, ...]
+    read_time: datetime
+
+
+@dataclass(frozen=True)
+class ExportedAuditEvent:
+    kind: str
+    member_id: str
+    related_member_id: str | None
+    transaction_id: int | None
+    points: int | None
+    principal_id: str
+    create_time: datetime
+
+
+@dataclass(frozen=True)
+class ExportedLot:
+    lot_id: int
+    partner_id: str
+    points: int
+    remaining_points: int
+    create_time: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ExportedTransaction:
+    transaction_id: int
+    kind: str
+    partner_id: str
+    member_id: str
+    points_delta: int
+    occurred_at: datetime
+    partner_reference: str | None
+
+
+@dataclass(frozen=True)
 class MemberExport:
-    member: Row[Any]
+    """Everything the hub holds about a member, as values (each history oldest first and
+    capped at EXPORT_ROWS_PER_SECTION_MAX; a capped one is named in `truncated_sections`)."""
+
+    member: ExportedMember
     merged_member_ids: tuple[str, ...]
     birthday: date | None
     preferences: tuple[tuple[str, str], ...]
     balance_points: int
-    sections: dict[str, list[Row[Any]]] = field(default_factory=dict)
+    identifiers: tuple[ExportedIdentifier, ...] = ()
+    links: tuple[ExportedLink, ...] = ()
+    consents: tuple[Consent, ...] = ()
+    consent_history: tuple[Consent, ...] = ()
+    profile_reads: tuple[ExportedProfileRead, ...] = ()
+    audit_events: tuple[ExportedAuditEvent, ...] = ()
+    lots: tuple[ExportedLot, ...] = ()
+    transactions: tuple[ExportedTransaction, ...] = ()
     truncated_sections: tuple[str, ...] = ()
 
 
@@ -115,13 +191,14 @@ def export_member_data(
         member = _member_row(uow, survivor_member_id)
         merged_member_ids = _merged_member_ids(uow, survivor_member_id)
         member_ids = (survivor_member_id, *merged_member_ids)
-        sections: dict[str, list[Row[Any]]] = {}
+        sections: dict[str, tuple[Any, ...]] = {}
         truncated: list[str] = []
         for name, statement in _section_queries(member_ids).items():
             rows = uow.connection.execute(statement.limit(EXPORT_ROWS_PER_SECTION_MAX + 1)).all()
             if len(rows) > EXPORT_ROWS_PER_SECTION_MAX:
                 truncated.append(name)
-            sections[name] = list(rows[:EXPORT_ROWS_PER_SECTION_MAX])
+            of_row = SECTION_VALUES[name]
+            sections[name] = tuple(of_row(row) for row in rows[:EXPORT_ROWS_PER_SECTION_MAX])
         profile = uow.connection.execute(
             select(member_profiles).where(member_profiles.c.member_id == survivor_member_id)
         ).one_or_none()
@@ -130,12 +207,14 @@ def export_member_data(
         uow.commit()
     preferences = json.loads(profile.preferences) if profile and profile.preferences else {}
     return MemberExport(
-        member=member,
+        member=ExportedMember(
+            member.member_id, member.display_name, member.create_time, member.forget_time
+        ),
         merged_member_ids=merged_member_ids,
         birthday=profile.birthday if profile else None,
         preferences=tuple(sorted(preferences.items())),
         balance_points=balance_points,
-        sections=sections,
+        **sections,
         truncated_sections=tuple(truncated),
     )
 
@@ -169,6 +248,53 @@ def _section_queries(member_ids: tuple[str, ...]) -> dict[str, Select[Any]]:
         .where(journal_transactions.c.member_id.in_(member_ids))
         .order_by(journal_transactions.c.transaction_id),
     }
+
+
+def _scopes(text: str) -> tuple[str, ...]:
+    return tuple(scope for scope in text.split(",") if scope)
+
+
+# Each section's row as the value the export carries (keys: the fields of MemberExport).
+SECTION_VALUES: dict[str, Callable[[Row[Any]], Any]] = {
+    "identifiers": lambda row: ExportedIdentifier(row.kind, row.identifier_hmac, row.create_time),
+    "links": lambda row: ExportedLink(row.partner_id, row.partner_customer_id, row.create_time),
+    "consents": consent_from_row,
+    "consent_history": consent_from_row,
+    "profile_reads": lambda row: ExportedProfileRead(
+        row.member_id,
+        row.partner_id,
+        row.role,
+        _scopes(row.scopes_returned),
+        _scopes(row.scopes_withheld),
+        row.read_time,
+    ),
+    "audit_events": lambda row: ExportedAuditEvent(
+        row.kind,
+        row.member_id,
+        row.related_member_id,
+        row.transaction_id,
+        row.points,
+        row.principal_id,
+        row.create_time,
+    ),
+    "lots": lambda row: ExportedLot(
+        int(row.lot_id),
+        row.partner_id,
+        int(row.points),
+        int(row.remaining_points),
+        row.create_time,
+        row.expires_at,
+    ),
+    "transactions": lambda row: ExportedTransaction(
+        int(row.transaction_id),
+        row.kind,
+        row.partner_id,
+        row.member_id,
+        int(row.points_delta),
+        row.occurred_at,
+        row.partner_reference,
+    ),
+}
 
 
 def _replay_of_request(first: Row[Any], request_id: str, member_id: str) -> ForgetResult:

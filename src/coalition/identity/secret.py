@@ -1,6 +1,6 @@
 """The hub's identity secret: the HMAC key of contact identifiers.
 
-Where it comes from, first match wins:
+Where it comes from (read at start into settings.IdentitySecretSource), first match wins:
 
 1. `COALITION_IDENTITY_SECRET`: at least 32 bytes, as hex (for secret managers that inject
    environment variables);
@@ -18,17 +18,19 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Mapping
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from coalition.identity.identifiers import IDENTITY_SECRET_BYTES_MIN, IdentifierHasher
+from coalition.settings import (
+    SECRET_ENVIRONMENT_VARIABLE,
+    SECRET_FILE_ENVIRONMENT_VARIABLE,
+    IdentitySecretSource,
+)
 
 logger = logging.getLogger(__name__)
 
-SECRET_ENVIRONMENT_VARIABLE = "COALITION_IDENTITY_SECRET"
-SECRET_FILE_ENVIRONMENT_VARIABLE = "COALITION_IDENTITY_SECRET_FILE"
 SQLITE_SECRET_FILE_SUFFIX = ".identity-key"
 GENERATED_SECRET_BYTES = 32
 SECRET_FILE_BYTES_MAX = 1024
@@ -39,16 +41,12 @@ class IdentitySecretError(RuntimeError):
     """The secret is missing or unusable. Messages name places, never the secret."""
 
 
-def hasher_from_environment(
-    environment: Mapping[str, str], sqlite_database_path: Path | None
-) -> IdentifierHasher:
+def hasher_of(source: IdentitySecretSource, sqlite_database_path: Path | None) -> IdentifierHasher:
     """The hasher of the configured secret (see the module documentation for the order)."""
-    if SECRET_ENVIRONMENT_VARIABLE in environment:
-        return IdentifierHasher(_decode(environment[SECRET_ENVIRONMENT_VARIABLE], "the variable"))
-    if SECRET_FILE_ENVIRONMENT_VARIABLE in environment:
-        return IdentifierHasher(
-            read_secret_file(Path(environment[SECRET_FILE_ENVIRONMENT_VARIABLE]))
-        )
+    if source.secret_hex is not None:
+        return IdentifierHasher(_decode(source.secret_hex, "the variable"))
+    if source.secret_file is not None:
+        return IdentifierHasher(read_secret_file(source.secret_file))
     if sqlite_database_path is None:
         raise IdentitySecretError(
             f"set {SECRET_ENVIRONMENT_VARIABLE} or {SECRET_FILE_ENVIRONMENT_VARIABLE}: a "
@@ -58,14 +56,14 @@ def hasher_from_environment(
     return IdentifierHasher(read_or_create_secret_file(path))
 
 
-def hasher_for_engine(engine: Engine) -> IdentifierHasher:
+def hasher_for_engine(engine: Engine, source: IdentitySecretSource) -> IdentifierHasher:
     database = engine.url.database
     sqlite_path = (
         Path(database)
         if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
         else None
     )
-    return hasher_from_environment(os.environ, sqlite_path)
+    return hasher_of(source, sqlite_path)
 
 
 def read_or_create_secret_file(path: Path) -> bytes:

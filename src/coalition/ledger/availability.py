@@ -19,12 +19,15 @@ reads interpret what is due.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
 
 from coalition.ledger import expiry, holds, journal
+from coalition.store import driver
+from coalition.store.driver import IN_LIST, Statement
 from coalition.store.schema import holds as holds_table
 from coalition.store.schema import lot_consumptions, lots
 from coalition.store.unit_of_work import UnitOfWork
@@ -42,6 +45,30 @@ def lock_member_for_debit(uow: UnitOfWork, member_id: str, now: datetime) -> int
     holds.lock_member_releasing_expired_holds(uow, member_id, now)
     expiry.expire_due_lots_of_member(uow, member_id, now)
     return journal.member_balance(uow, member_id)
+
+
+# Members of a group with a change due: an open hold past its TTL or a lot past its expiry
+# still holding points. One statement for the group; usually it finds none.
+MEMBERS_WITH_DUE_CHANGES = Statement(
+    f"SELECT member_id FROM holds WHERE member_id {IN_LIST} %s AND status = 'open'"
+    " AND expire_time <= %s"
+    f" UNION SELECT member_id FROM lots WHERE member_id {IN_LIST} %s AND remaining_points > 0"
+    " AND expires_at <= %s"
+)
+
+
+def lock_members_for_debit(
+    uow: UnitOfWork, balances: Mapping[str, int], now: datetime
+) -> dict[str, int]:
+    """`lock_member_for_debit` for a group whose members the caller locked, with `balances`
+    (by member id) read under those locks: one statement finds the members with due changes,
+    whose changes are posted one member at a time; return every member's spendable balance."""
+    member_ids = sorted(balances)
+    due = driver.execute(uow, MEMBERS_WITH_DUE_CHANGES, (member_ids, now, member_ids, now))
+    spendable = dict(balances)
+    for (member_id,) in sorted(set(due.fetchall())):
+        spendable[member_id] = lock_member_for_debit(uow, member_id, now)
+    return spendable
 
 
 def available_points(uow: UnitOfWork, member_id: str, now: datetime) -> Available:

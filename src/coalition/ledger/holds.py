@@ -49,9 +49,6 @@ class Hold:
     close_transaction_id: int | None
     create_time: datetime
 
-    def is_open_at(self, now: datetime) -> bool:
-        return self.status == "open" and now < self.expire_time
-
 
 def hold_from_row(row: Row[Any]) -> Hold:
     return Hold(
@@ -160,11 +157,12 @@ def close_hold(
 
 
 def _hold_rate_version_id(uow: UnitOfWork, hold_id: int) -> str | None:
-    return uow.connection.execute(
+    rate_version_id: str | None = uow.connection.execute(
         select(journal_transactions.c.rate_version_id).where(
             journal_transactions.c.transaction_id == hold_id
         )
     ).scalar_one()
+    return rate_version_id
 
 
 def _mark_closed(

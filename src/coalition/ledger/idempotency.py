@@ -142,6 +142,14 @@ RECORD_RESULT = Statement(
 )
 
 
+# A refusal found after the claim, under the member's lock (a burn's INSUFFICIENT_POINTS in a
+# group): the claim of this transaction records it as its final answer.
+RECORD_REFUSAL = Statement(
+    "UPDATE idempotency_keys SET refusal = %s WHERE member_id = %s"
+    " AND partner_id = %s AND request_id = %s AND result_id IS NULL AND refusal IS NULL"
+)
+
+
 CLAIM_MANY = (
     "INSERT INTO idempotency_keys"
     " (partner_id, request_id, operation, fingerprint, refusal, create_time, member_id)"
@@ -235,6 +243,15 @@ def record_result(
 ) -> None:
     cursor = driver.execute(uow, RECORD_RESULT, (result_id, member_id, partner_id, request_id))
     assert cursor.rowcount == 1, "the result is recorded once, on the claim of this request"
+
+
+def record_refusal(uow: UnitOfWork, request: KeyedRequest, refusal: CoalitionError) -> None:
+    """Record `refusal` as the final answer on this unit of work's claim of `request` (its
+    other writes go on: a group keeps every other item's)."""
+    assert is_final(refusal), "a transient failure is never an answer"
+    parameters = (_refusal_record(refusal), request.member_id, request.partner_id)
+    cursor = driver.execute(uow, RECORD_REFUSAL, (*parameters, request.request_id))
+    assert cursor.rowcount == 1, "the refusal is recorded once, on the claim of this request"
 
 
 CLAIM_COLUMNS = (

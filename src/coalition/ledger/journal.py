@@ -151,12 +151,7 @@ def records_from_rows(uow: UnitOfWork, rows: Iterable[Row[Any]]) -> list[Transac
     """Transaction records of journal rows, with the points already reversed of each (one
     more statement for all of them)."""
     rows = list(rows)
-    transaction_ids = [int(row.transaction_id) for row in rows]
-    children = (
-        dict(driver.execute(uow, CHILDREN_POINTS_DELTA, (transaction_ids,)).fetchall())
-        if transaction_ids
-        else {}
-    )
+    children = _points_reversed(uow, [int(row.transaction_id) for row in rows])
     return [
         TransactionRecord(
             points_reversed=abs(int(children.get(row.transaction_id, 0))), **row._mapping
@@ -165,7 +160,38 @@ def records_from_rows(uow: UnitOfWork, rows: Iterable[Row[Any]]) -> list[Transac
     ]
 
 
+FIND_TRANSACTIONS = Statement(
+    f"SELECT {writer.JOURNAL_COLUMNS} FROM journal_transactions WHERE transaction_id {IN_LIST} %s"
+)
+_DATETIME_FIELDS = frozenset({"occurred_at", "create_time"})
+
+
+def find_transactions(uow: UnitOfWork, transaction_ids: Iterable[int]) -> list[TransactionRecord]:
+    """The records of the transactions with these ids (those that exist), in two statements
+    on the driver's cursor whatever their number."""
+    wanted = sorted(set(transaction_ids))
+    if not wanted:
+        return []
+    rows = driver.execute(uow, FIND_TRANSACTIONS, (wanted,)).fetchall()
+    children = _points_reversed(uow, [int(row[0]) for row in rows])
+    names = ("transaction_id", *writer.JOURNAL_FIELDS)
+    records = []
+    for row in rows:
+        fields: dict[str, Any] = {
+            name: driver.utc_datetime(value) if name in _DATETIME_FIELDS else value
+            for name, value in zip(names, row, strict=True)
+        }
+        reversed_points = abs(int(children.get(fields["transaction_id"], 0)))
+        records.append(TransactionRecord(points_reversed=reversed_points, **fields))
+    return records
+
+
 def find_transaction(uow: UnitOfWork, transaction_id: int) -> TransactionRecord | None:
-    statement = select_transactions().where(journal_transactions.c.transaction_id == transaction_id)
-    records = records_from_rows(uow, uow.connection.execute(statement))
+    records = find_transactions(uow, (transaction_id,))
     return records[0] if records else None
+
+
+def _points_reversed(uow: UnitOfWork, transaction_ids: list[int]) -> dict[int, int]:
+    if not transaction_ids:
+        return {}
+    return dict(driver.execute(uow, CHILDREN_POINTS_DELTA, (transaction_ids,)).fetchall())

@@ -6,16 +6,17 @@ Invariant: the remaining points of a member's lots sum to the member's balance.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
 from coalition.domain.errors import FailedPrecondition
 from coalition.ledger.writer import LotMove
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
-from coalition.store.schema import lot_consumptions, lots
+from coalition.store.schema import lots
 from coalition.store.unit_of_work import UnitOfWork
 
 # Lots are read in pages while planning a consumption, never all of a member's at once.
@@ -59,6 +60,60 @@ def consumption(
     return tuple(taken)
 
 
+# The first page of spendable lots of each of several members, in consumption order.
+SPENDABLE_LOTS_OF_MEMBERS = Statement(
+    "SELECT member_id, lot_id, remaining_points FROM (SELECT member_id, lot_id,"
+    " remaining_points, row_number() OVER (PARTITION BY member_id"
+    " ORDER BY expires_at ASC NULLS LAST, lot_id) AS position"
+    f" FROM lots WHERE member_id {IN_LIST} %s AND remaining_points > 0) AS spendable"
+    " WHERE position <= %s ORDER BY member_id, position"
+)
+
+
+def consumptions(uow: UnitOfWork, debits: Sequence[tuple[str, int]]) -> list[tuple[LotMove, ...]]:
+    """The moves of each debit (member, points), consumed in order, earliest expiry first, as
+    if each debit followed the previous one: one statement for the group's first pages; a
+    member whose debits need more than a page is planned by `consumption`."""
+    assert debits and all(points > 0 for _, points in debits)
+    totals: dict[str, int] = defaultdict(int)
+    for member_id, points in debits:
+        totals[member_id] += points
+    pages: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    rows = driver.execute(uow, SPENDABLE_LOTS_OF_MEMBERS, (sorted(totals), LOT_PAGE_SIZE))
+    for member_id, lot_id, remaining_points in rows:
+        pages[member_id].append((lot_id, remaining_points))
+    for member_id, total in totals.items():
+        if sum(points for _, points in pages[member_id]) < total:
+            moves = consumption(uow, member_id, total)
+            pages[member_id] = [(move.lot_id, move.points) for move in moves]
+    return [_take(pages[member_id], points) for member_id, points in debits]
+
+
+def _take(lots_left: list[tuple[int, int]], points: int) -> tuple[LotMove, ...]:
+    """Take `points` from the front of `lots_left` (lot id, points left), which it updates."""
+    taken: list[LotMove] = []
+    while points > 0:
+        assert lots_left, "a debit was checked against the member's balance"
+        lot_id, points_left = lots_left[0]
+        points_taken = min(points_left, points)
+        taken.append(LotMove(lot_id, points_taken))
+        points -= points_taken
+        if points_taken == points_left:
+            lots_left.pop(0)
+        else:
+            lots_left[0] = (lot_id, points_left - points_taken)
+    return tuple(taken)
+
+
+CONSUMED_BY_BURN = Statement(
+    "SELECT lot_id, SUM(points) FROM lot_consumptions WHERE burn_transaction_id = %s"
+    " GROUP BY lot_id HAVING SUM(points) > 0"
+)
+EXPIRIES = Statement(
+    f"SELECT lot_id, expires_at FROM lots WHERE member_id = %s AND lot_id {IN_LIST} %s"
+)
+
+
 def restitution(
     uow: UnitOfWork, member_id: str, burn_transaction_id: int, points: int
 ) -> tuple[LotMove, ...]:
@@ -69,20 +124,11 @@ def restitution(
     `member_id` (the survivor): two statements, not a join (on Citus the first reads every
     shard, the second the member's)."""
     assert points > 0
-    consumed = func.sum(lot_consumptions.c.points)
-    by_lot = dict(
-        uow.connection.execute(
-            select(lot_consumptions.c.lot_id, consumed)
-            .where(lot_consumptions.c.burn_transaction_id == burn_transaction_id)
-            .group_by(lot_consumptions.c.lot_id)
-            .having(consumed > 0)
-        ).all()
-    )
-    expiries = uow.connection.execute(
-        select(lots.c.lot_id, lots.c.expires_at).where(
-            lots.c.member_id == member_id, lots.c.lot_id.in_(sorted(by_lot))
-        )
-    ).all()
+    by_lot = dict(driver.execute(uow, CONSUMED_BY_BURN, (burn_transaction_id,)).fetchall())
+    expiries = [
+        (lot_id, driver.utc_datetime(expires_at))
+        for lot_id, expires_at in driver.execute(uow, EXPIRIES, (member_id, sorted(by_lot)))
+    ]
     assert len(expiries) == len(by_lot), f"the lots of burn {burn_transaction_id} are the member's"
     # Never-expiring lots first, then the latest expiry, then the latest lot.
     rows = [

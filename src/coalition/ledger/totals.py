@@ -21,16 +21,6 @@ class PartnerTotals:
     points_issued_reversed: int
     points_redeemed_reversed: int
 
-    @property
-    def points_outstanding_change(self) -> int:
-        """What this partner's activity added to members' balances."""
-        return (
-            self.points_issued
-            - self.points_issued_reversed
-            - self.points_redeemed
-            + self.points_redeemed_reversed
-        )
-
 
 def partner_totals(uow: UnitOfWork) -> list[PartnerTotals]:
     entry = journal_transactions

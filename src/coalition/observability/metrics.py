@@ -1,5 +1,5 @@
 """Prometheus metrics: RPC latency by method, status and partner; the database pools; job
-durations (`job_timer`, for settlement, reconciliation and other jobs).
+durations (the scheduled jobs: scheduler/runner.py).
 
 Each hub worker process serves its own `/metrics` (`coalition serve --metrics-listen
 HOST:PORT`: worker i listens on PORT + i), so no shared multiprocess directory is needed;
@@ -14,7 +14,6 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -55,18 +54,6 @@ JOB_LAST_END = Gauge(
     "When a scheduled job last ended in this process (Unix time), by outcome.",
     ["job", "outcome"],
 )
-
-
-@contextmanager
-def job_timer(job_name: str) -> Iterator[None]:
-    """Time a job: `with job_timer("settlement"):`; outcome `failed` if it raises."""
-    started = time.perf_counter()
-    outcome = "failed"
-    try:
-        yield
-        outcome = "succeeded"
-    finally:
-        JOB_DURATION.labels(job_name, outcome).observe(time.perf_counter() - started)
 
 
 class _PoolCollector(Collector):

@@ -5,6 +5,7 @@ the domain rules and hand the ledger fully computed journal entries. They sit ab
 programme, referrals and partners, which never import them; ledger/ imports none of them.
 """
 
+from coalition.operations.batch_burn import burn
 from coalition.operations.batch_earn import earn
 from coalition.operations.holds import (
     AuthorizeCommand,
@@ -23,7 +24,6 @@ from coalition.operations.points import (
     QuoteCommand,
     QuoteResult,
     ReverseCommand,
-    burn,
     get_balance,
     list_transactions,
     quote,

@@ -1,22 +1,25 @@
-"""Group commit: concurrent earns of one hub process, gathered into one database transaction.
+"""Group commit: concurrent earns and burns of one hub process, gathered into one database
+transaction.
 
-Every earn, unary or batch, goes through one set-based path (`batch_earn.earn_many`): claims,
-member resolution, locks in account-id order, the domain rules, one call of the ledger writer,
-results. A unary earn alone is a group of one. Under load, the earns that arrive while a group
-is being committed form the next group, so the statements and the commit of a group are shared
-by all its earns:
+Every earn, unary or batch, goes through one set-based path (`batch_earn.earn_many`), and
+every burn through another (`batch_burn.burn_many`), both on one frame
+(operations/set_based.py): claims, member resolution, locks in account-id order, the domain
+rules, one call of the ledger writer, results. A unary call alone is a group of one. Under
+load, the calls that arrive while a group is being committed form the next group, so the
+statements and the commit of a group are shared by all its calls:
 
 - a request waits for nothing when the hub is idle: the committer takes whatever is queued the
   moment it is free; `GROUP_WINDOW_SECONDS` (default 0) may add a wait to gather more;
-- a group holds at most `GROUP_SIZE_MAX` earns, of any partners the programme adds nothing
-  to (the set-based path), or of one partner it adds to (item by item); its members are
-  locked in one ordered statement, so concurrent groups never deadlock;
-- a refusal of one earn (NO_POINTS_EARNED, RATE_NOT_FOUND, ...) is that earn's answer, kept
-  under its request id in the same transaction, and never rolls back the others;
+- a group holds at most `GROUP_SIZE_MAX` calls of one operation: burns of any partners;
+  earns of any partners the programme adds nothing to (the set-based path), or of one
+  partner it adds to (item by item); its members are locked in one ordered statement, so
+  concurrent groups never deadlock;
+- a refusal of one call (NO_POINTS_EARNED, INSUFFICIENT_POINTS, ...) is that call's answer,
+  kept under its request id in the same transaction, and never rolls back the others;
 - no answer leaves before its group's transaction committed; a database fault answers every
-  earn of the group UNAVAILABLE (each retry applies at most once, by its request id);
-- any other failure of a group (a bug one input triggers) is retried one earn per transaction,
-  so that only the earn that causes it fails.
+  call of the group UNAVAILABLE (each retry applies at most once, by its request id);
+- any other failure of a group (a bug one input triggers) is retried one call per
+  transaction, so that only the call that causes it fails.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,9 +36,10 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from coalition.domain.errors import CoalitionError
-from coalition.operations import batch_earn
-from coalition.operations.points import EarnCommand, LedgerResult
+from coalition.domain.errors import CoalitionError, DeadlineExceeded, Unavailable
+from coalition.operations import batch_burn, batch_earn
+from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult
+from coalition.operations.set_based import BatchItemOutcome
 from coalition.store import deadlines
 from coalition.store.engine import create_committer_engine
 from coalition.store.unit_of_work import UnitOfWork
@@ -50,14 +55,17 @@ COMMITTER_THREADS = 1
 # How long a group may wait on locks when none of its callers set a deadline.
 GROUP_WAIT_SECONDS_MAX = 30.0
 # A group of callers with the longest deadlines waits on locks up to this much longer than
-# the earliest of them asked (it then hears EARN_NOT_COMMITTED_IN_TIME, as on any timeout).
+# the earliest of them asked (it then hears <OPERATION>_NOT_COMMITTED_IN_TIME, as on any
+# timeout).
 DEADLINE_SLACK_SECONDS = 1.0
-QUEUE_LENGTH_MAX = 4096  # earns waiting in one process; past it, callers are refused
+QUEUE_LENGTH_MAX = 4096  # calls waiting in one process; past it, callers are refused
 assert 0 < GROUP_SIZE_MAX <= batch_earn.BATCH_EARN_ITEMS_MAX, "a group is a batch"
+BURN_GROUP = "burn"  # every burn goes set-based; no earn group key is this (batch_earn)
+assert BURN_GROUP != batch_earn.SET_BASED_GROUP
 
 
 @dataclass(frozen=True)
-class EarnAnswer:
+class Answer:
     result: LedgerResult
     balance_visible: bool  # whether the calling partner may see the member's balance
 
@@ -65,12 +73,16 @@ class EarnAnswer:
 @dataclass
 class _Pending:
     partner_id: str
-    command: EarnCommand
+    command: EarnCommand | BurnCommand
     deadline_monotonic: float
-    answer: Future[EarnAnswer] = field(default_factory=Future)
+    answer: Future[Answer] = field(default_factory=Future)
+
+    @property
+    def operation(self) -> str:
+        return "earn" if isinstance(self.command, EarnCommand) else "burn"
 
 
-class EarnCommitter:
+class Committer:
     """The committer threads of one hub process, on connections of their own (store/engine.py,
     `create_committer_engine`); servicer threads wait on them."""
 
@@ -98,15 +110,23 @@ class EarnCommitter:
         for thread in self._threads:
             thread.start()
 
-    def earn(
-        self, partner_id: str, command: EarnCommand, timeout_seconds: float | None
-    ) -> EarnAnswer:
+    def earn(self, partner_id: str, command: EarnCommand, timeout_seconds: float | None) -> Answer:
         """Queue the earn, wait for its group to commit, and return its answer (or raise)."""
-        pending = _Pending(partner_id, command, _deadline(timeout_seconds))
+        return self._submit(
+            _Pending(partner_id, command, _deadline(timeout_seconds)), timeout_seconds
+        )
+
+    def burn(self, partner_id: str, command: BurnCommand, timeout_seconds: float | None) -> Answer:
+        """Queue the burn, wait for its group to commit, and return its answer (or raise)."""
+        return self._submit(
+            _Pending(partner_id, command, _deadline(timeout_seconds)), timeout_seconds
+        )
+
+    def _submit(self, pending: _Pending, timeout_seconds: float | None) -> Answer:
         with self._ready:
             assert not self._stopping, "the hub is stopping"
             if len(self._queue) >= QUEUE_LENGTH_MAX:
-                raise batch_earn.overloaded(QUEUE_LENGTH_MAX)
+                raise overloaded(QUEUE_LENGTH_MAX)
             self._queue.append(pending)
             self._ready.notify()
         # Without a deadline gRPC reports an immense time left; the group's own lock waits are
@@ -117,7 +137,7 @@ class EarnCommitter:
         except TimeoutError:
             # The caller's deadline passed first; its group may still commit, and a retry
             # with the same request id replays what it did.
-            raise batch_earn.not_committed_in_time() from None
+            raise not_committed_in_time(pending.operation) from None
 
     def stop(self) -> None:
         """Commit what is queued, then end the thread."""
@@ -158,14 +178,15 @@ class EarnCommitter:
             return [self._queue.popleft() for _ in range(count)]
 
     def _split(self, taken: list[_Pending], now: datetime) -> list[list[_Pending]]:
-        """The earns taken, as groups that share a path (batch_earn.group_keys): one of all
-        the partners the programme adds nothing to, one per partner it adds to."""
-        keys = batch_earn.group_keys(
-            UnitOfWork(self._engine), {pending.partner_id for pending in taken}, now
-        )
+        """The calls taken, as groups that share a path: the burns; the earns of all the
+        partners the programme adds nothing to; the earns of each partner it adds to
+        (batch_earn.group_keys)."""
+        earning = {pending.partner_id for pending in taken if pending.operation == "earn"}
+        keys = batch_earn.group_keys(UnitOfWork(self._engine), earning, now) if earning else {}
         groups: dict[str, list[_Pending]] = {}
         for pending in taken:
-            groups.setdefault(keys[pending.partner_id], []).append(pending)
+            key = keys[pending.partner_id] if pending.operation == "earn" else BURN_GROUP
+            groups.setdefault(key, []).append(pending)
         return list(groups.values())
 
     def _commit(self, group: list[_Pending]) -> None:
@@ -192,17 +213,45 @@ class EarnCommitter:
         seconds_left = max(p.deadline_monotonic for p in group) - time.monotonic()
         session_bound = seconds_left >= GROUP_WAIT_SECONDS_MAX - DEADLINE_SLACK_SECONDS
         with deadlines.call_deadline(None if session_bound else seconds_left):
-            result = batch_earn.earn_many(
-                UnitOfWork(self._engine),
-                [(pending.partner_id, pending.command) for pending in group],
-                now,
-            )
-        for pending, outcome in zip(group, result.outcomes, strict=True):
+            outcomes = _outcomes(UnitOfWork(self._engine), group, now)
+        for pending, outcome in zip(group, outcomes, strict=True):
             if outcome.error is not None:
                 pending.answer.set_exception(outcome.error)
             else:
                 assert outcome.result is not None
-                pending.answer.set_result(EarnAnswer(outcome.result, outcome.balance_visible))
+                pending.answer.set_result(Answer(outcome.result, outcome.balance_visible))
+
+
+def _outcomes(uow: UnitOfWork, group: list[_Pending], now: datetime) -> Sequence[BatchItemOutcome]:
+    """The group's outcomes, in its order, from the set-based path of its operation."""
+    earns = [(p.partner_id, p.command) for p in group if isinstance(p.command, EarnCommand)]
+    burns = [(p.partner_id, p.command) for p in group if isinstance(p.command, BurnCommand)]
+    assert not (earns and burns), "a group is of one operation"
+    if burns:
+        return batch_burn.burn_many(uow, burns, now, require_sight=True)  # partners' calls
+    return batch_earn.earn_many(uow, earns, now).outcomes
+
+
+def overloaded(queue_length_max: int) -> Unavailable:
+    """UNAVAILABLE / HUB_OVERLOADED: more calls are waiting in this process than it queues."""
+    return Unavailable(
+        "HUB_OVERLOADED",
+        f"more than {queue_length_max} earns and burns are waiting on this hub process; "
+        "retry later",
+        {"queue_length_max": str(queue_length_max)},
+    )
+
+
+def not_committed_in_time(operation: str) -> DeadlineExceeded:
+    """DEADLINE_EXCEEDED / EARN_NOT_COMMITTED_IN_TIME (BURN_...): the caller's deadline passed
+    while its call waited for its group; it may still apply, once, and a retry replays it."""
+    message = (
+        f"the deadline passed before the {operation}'s transaction committed; retry with the "
+        "same request_id to learn its outcome"
+    )
+    if operation == "burn":
+        return DeadlineExceeded("BURN_NOT_COMMITTED_IN_TIME", message, {})
+    return DeadlineExceeded("EARN_NOT_COMMITTED_IN_TIME", message, {})
 
 
 def _deadline(timeout_seconds: float | None) -> float:

@@ -23,7 +23,7 @@ from coalition.ledger.idempotency import KeyedRequest, apply_once, record_result
 from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.system_accounts import ensure_member_hold_account
 from coalition.operations.points import _occurred_at, _points_burned, require_available
-from coalition.partners.catalog import get_partner, rate_in_force
+from coalition.partners.catalog import partner_terms
 from coalition.store.schema import holds
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -87,10 +87,11 @@ def authorize_burn(
 def _authorize_burn(
     uow: UnitOfWork, partner_id: str, command: AuthorizeCommand, now: datetime
 ) -> HoldResult:
-    partner = get_partner(uow, partner_id)
+    terms = partner_terms(uow, partner_id)
+    partner = terms.partner
     occurred_at = _occurred_at(command.occurred_at, now, partner)
     member_id = resolve(uow, partner_id, command.member)
-    rate = rate_in_force(uow, partner_id, occurred_at)
+    rate = terms.rate_at(occurred_at)
     points_held = _points_burned(partner, rate, command.points, command.value, "value")
     balance_points = lock_member_for_debit(uow, member_id, now)
     require_available(member_id, balance_points, points_held)

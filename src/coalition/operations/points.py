@@ -6,10 +6,8 @@ domain rules, post one balanced journal transaction, record the result, commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import datetime
-from typing import TypeVar
 
 from sqlalchemy import func, select
 
@@ -83,9 +81,6 @@ class QuoteCommand:
     @property
     def is_burn(self) -> bool:
         return self.burn_value is not None or self.burn_points is not None
-
-
-Command = TypeVar("Command", EarnCommand, BurnCommand, ReverseCommand)
 
 
 @dataclass(frozen=True)
@@ -167,52 +162,44 @@ def post_earn(
     return record
 
 
-def burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
-    return _applied_once(uow, partner_id, "burn", command, now, _burn)
-
-
-def _burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
-    terms = partner_terms(uow, partner_id)
-    partner = terms.partner
-    occurred_at = _occurred_at(command.occurred_at, now, partner)
-    member_id = resolve(uow, partner_id, command.member)
-    rate = terms.rate_at(occurred_at)
-    points_burned = _points_burned(partner, rate, command.points, command.value, "value")
-    balance_points = availability.lock_member_for_debit(uow, member_id, now)
-    require_available(member_id, balance_points, points_burned)
-    entry = JournalEntry(
-        kind="burn",
-        partner_id=partner_id,
-        member_id=member_id,
-        request_id=command.request_id,
-        occurred_at=occurred_at,
-        postings=(
-            Posting(member_account_id(member_id), -points_burned),
-            Posting(partner_redemption_account_id(partner_id), points_burned),
-        ),
-        rate_version_id=rate.rate_version_id,
-        amount_minor=command.value.amount_minor if command.value else None,
-        currency=command.value.currency if command.value else None,
-        partner_reference=command.partner_reference,
-        lot_moves=lots.consumption(uow, member_id, points_burned),
-    )
-    record = journal.post(uow, entry, now, result_of=(partner_id, command.request_id))
-    return _commit(uow, record)
-
-
 def reverse(
     uow: UnitOfWork, partner_id: str, command: ReverseCommand, now: datetime
 ) -> LedgerResult:
-    return _applied_once(uow, partner_id, "reverse", command, now, _reverse)
+    """The reversal under its request id (idempotency.apply_once), or its replay; the claim
+    is kept with the member it posts to, found before the claim and used by the reversal."""
+    request = KeyedRequest(partner_id, command.request_id, "reverse", _fingerprint(command), now)
+    found: list[str] = []  # the member the reversal posts to, once read
+
+    def member_of() -> str:
+        found.append(_reversal_member(uow, partner_id, command))
+        return found[0]
+
+    return apply_once(
+        uow,
+        request,
+        lambda: _reverse(uow, partner_id, command, now, found[0] if found else None),
+        lambda result_id: _replay(uow, result_id),
+        member_of=member_of,
+    )
+
+
+def _reversal_member(uow: UnitOfWork, partner_id: str, command: ReverseCommand) -> str:
+    """The member a reversal posts to: the parent's, or its survivor. A merge since the
+    parent moved its member's points and lots there (the lock refuses a merge that commits
+    while the reversal waits)."""
+    parent = _own_transaction(uow, partner_id, command.transaction_id)
+    return surviving_member_id(uow, parent.member_id)
 
 
 def _reverse(
-    uow: UnitOfWork, partner_id: str, command: ReverseCommand, now: datetime
+    uow: UnitOfWork,
+    partner_id: str,
+    command: ReverseCommand,
+    now: datetime,
+    member_id: str | None,
 ) -> LedgerResult:
-    parent = _own_transaction(uow, partner_id, command.transaction_id)
-    # A merge since the parent moved its member's points and lots to the survivor: the
-    # reversal posts there (the lock refuses a merge that commits while we wait).
-    member_id = surviving_member_id(uow, parent.member_id)
+    """`member_id`: the member the reversal posts to, when read before the claim."""
+    member_id = member_id or _reversal_member(uow, partner_id, command)
     journal.lock_member_balance(uow, member_id)
     # Read again under the member lock: every reversal of this parent takes that lock.
     parent = _own_transaction(uow, partner_id, command.transaction_id)
@@ -234,6 +221,7 @@ def _reverse(
         # for the member holding them now (after a merge: the survivor).
         qualifying_points = -points_reversed
         counter_postings = promotions.earn_reversal_postings(uow, parent, points_reversed)
+        promotions.give_back_grants(uow, parent, points_reversed)
     entry = JournalEntry(
         kind="reverse",
         partner_id=partner_id,
@@ -338,34 +326,6 @@ def list_transactions(
             )
         statement = statement.order_by(journal_transactions.c.transaction_id.desc()).limit(limit)
         return journal.records_from_rows(uow, uow.connection.execute(statement))
-
-
-def _applied_once(
-    uow: UnitOfWork,
-    partner_id: str,
-    operation: str,
-    command: Command,
-    now: datetime,
-    apply: Callable[[UnitOfWork, str, Command, datetime], LedgerResult],
-) -> LedgerResult:
-    """`apply` under the command's request id (idempotency.apply_once), or its replay; the
-    claim is kept with the member the command writes to."""
-    request = KeyedRequest(partner_id, command.request_id, operation, _fingerprint(command), now)
-    return apply_once(
-        uow,
-        request,
-        lambda: apply(uow, partner_id, command, now),
-        lambda result_id: _replay(uow, result_id),
-        member_of=lambda: _member_of(uow, partner_id, command),
-    )
-
-
-def _member_of(uow: UnitOfWork, partner_id: str, command: Command) -> str:
-    """The member a command posts to: the one it names, or the parent's (its survivor)."""
-    if isinstance(command, ReverseCommand):
-        parent = _own_transaction(uow, partner_id, command.transaction_id)
-        return surviving_member_id(uow, parent.member_id)
-    return resolve(uow, partner_id, command.member)
 
 
 def _commit(uow: UnitOfWork, record: TransactionRecord) -> LedgerResult:

@@ -94,7 +94,7 @@ def create_promotion(
             )
         _check_budget_currency(uow, promotion)
         catalogue.insert_promotion(uow, promotion, "create", actor.principal_id, request_id, now)
-        stored = _stored(uow, promotion.promotion_id)
+        stored = _written(uow, promotion.promotion_id)
         uow.commit()
     CATALOGUE.invalidate()
     return stored
@@ -153,7 +153,7 @@ def update_promotion(
             )
         _write_row(uow, promotion, now)
         catalogue.write_version(uow, promotion, "update", actor.principal_id, request_id, now)
-        stored = _stored(uow, promotion_id)
+        stored = _written(uow, promotion_id)
         uow.commit()
     CATALOGUE.invalidate()
     return stored
@@ -181,7 +181,7 @@ def set_promotion_state(
         _write_row(uow, promotion, now)
         change = "pause" if state == STATE_PAUSED else "resume"
         catalogue.write_version(uow, promotion, change, actor.principal_id, request_id, now)
-        stored = _stored(uow, promotion_id)
+        stored = _written(uow, promotion_id)
         uow.commit()
     CATALOGUE.invalidate()
     return stored
@@ -353,9 +353,16 @@ def _row(uow: UnitOfWork, promotion_id: str, lock: bool) -> Any:
     return uow.connection.execute(query.with_for_update() if lock else query).first()
 
 
-def _stored(uow: UnitOfWork, promotion_id: str) -> Any:
+def _stored(uow: UnitOfWork, promotion_id: str) -> StoredPromotion | None:
     row = _row(uow, promotion_id, lock=False)
     return None if row is None else catalogue.stored_of_row(row)
+
+
+def _written(uow: UnitOfWork, promotion_id: str) -> StoredPromotion:
+    """The promotion this transaction has just written."""
+    stored = _stored(uow, promotion_id)
+    assert stored is not None, "a promotion written in this transaction is there"
+    return stored
 
 
 def _write_row(uow: UnitOfWork, promotion: Promotion, now: datetime) -> None:

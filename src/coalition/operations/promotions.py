@@ -47,7 +47,7 @@ from coalition.programme.config import Programme
 from coalition.programme.promotion_catalogue import CATALOGUE
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
-from coalition.store.schema import metadata
+from coalition.store.schema import member_profiles
 from coalition.store.unit_of_work import UnitOfWork
 
 
@@ -195,25 +195,56 @@ def first_purchases(uow: UnitOfWork, member_id: str, partner_id: str) -> tuple[b
 
 
 def member_birthday(uow: UnitOfWork, member_id: str) -> date | None:
-    """The member's birthday, from the identity profile (member_profiles, migration 0004 of
-    the identity work). Without that table or column birthday promotions never apply."""
-    profiles = metadata.tables.get("member_profiles")
-    if profiles is None or "birthday" not in profiles.c:
-        return None
-    birthday = uow.connection.execute(
-        select(profiles.c.birthday).where(profiles.c.member_id == member_id)
+    """The member's birthday, from the identity profile (None: no profile, or none given)."""
+    birthday: date | None = uow.connection.execute(
+        select(member_profiles.c.birthday).where(member_profiles.c.member_id == member_id)
     ).scalar_one_or_none()
-    return birthday if isinstance(birthday, date) else None
+    return birthday
+
+
+def part_reversed(points_total: int, part: int, points_before: int, points_now: int) -> int:
+    """The share of `part` (of an earn of `points_total`) that reversing its points
+    `points_before`..`points_now` takes back: cumulative and rounded down, so every partial
+    step sums to the exact whole, and a reversal in full takes back all of it."""
+    assert 0 <= points_before <= points_now <= points_total
+    share = Fraction(part, points_total)
+    return math.floor(points_now * share) - math.floor(points_before * share)
 
 
 def coalition_share(
     points_total: int, points_coalition_funded: int, points_before: int, points_now: int
 ) -> int:
     """The coalition's part of points `points_before`..`points_now` of an earn, taken in
-    order: cumulative and rounded down, so every partial step sums to the exact whole."""
-    assert 0 <= points_before <= points_now <= points_total
-    share = Fraction(points_coalition_funded, points_total)
-    return math.floor(points_now * share) - math.floor(points_before * share)
+    order (`part_reversed`)."""
+    return part_reversed(points_total, points_coalition_funded, points_before, points_now)
+
+
+def give_back_grants(uow: UnitOfWork, parent: TransactionRecord, points_reversed: int) -> None:
+    """Reversing `points_reversed` of earn `parent` gives back, of each promotion grant the
+    earn received, the same share of what the grant used (`part_reversed` of its points
+    budget spend, its money budget spend, and its bonus points on the member's cap row), and
+    the cap grant itself when the earn is reversed in full (docs/promotions.md,
+    "Reversals"). Under the member's lock, which every reversal of the earn holds."""
+    assert parent.kind == "earn"
+    grants = catalogue.earn_grants(uow, parent.member_id, parent.transaction_id)
+    if not grants:
+        return
+    before, now = parent.points_reversed, parent.points_reversed + points_reversed
+    total = parent.points_delta
+    catalogue.give_back(
+        uow,
+        parent.member_id,
+        [
+            catalogue.GiveBack(
+                grant,
+                points=part_reversed(total, grant.points, before, now),
+                budget_points=part_reversed(total, grant.budget_points, before, now),
+                budget_amount_minor=part_reversed(total, grant.budget_amount_minor, before, now),
+                cap_grant=now == total,
+            )
+            for grant in grants
+        ],
+    )
 
 
 def earn_reversal_postings(
@@ -246,7 +277,7 @@ def after_earn(
     """Count the promotions' grants (caps, budgets) and upgrade the member's tier when the
     earn (already counted) reached a higher one."""
     assert record.points_delta == award.points_total, "the journal credited the award"
-    catalogue.record_grants(uow, award.member_id, award.grants)
+    catalogue.record_grants(uow, award.member_id, record.transaction_id, award.grants)
     tiers.upgrade_after_earn(
         uow, award.member_id, award.partner_id, record.transaction_id, programme.ladder, now
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 import weakref
@@ -61,11 +62,16 @@ class PartnerTerms:
     rate_versions: tuple[RateVersion, ...]  # by effective_from, ascending
 
     def rate_at(self, occurred_at: datetime) -> RateVersion:
-        """The version with the greatest effective_from not after `occurred_at`."""
-        in_force = [v for v in self.rate_versions if v.effective_from <= occurred_at]
-        if not in_force:
+        """The version with the greatest effective_from not after `occurred_at`: the one
+        lookup of the rate in force for earn, burn, holds, quotes and batches."""
+        index = bisect.bisect_right(self.rate_versions, occurred_at, key=_effective_from)
+        if index == 0:
             raise _rate_not_found(self.partner.partner_id, occurred_at)
-        return in_force[-1]
+        return self.rate_versions[index - 1]
+
+
+def _effective_from(version: RateVersion) -> datetime:
+    return version.effective_from
 
 
 # Earn and burn read a partner's terms on every call; they change only through `partners
@@ -97,33 +103,12 @@ def forget_partner_terms() -> None:
         _partner_terms_cache.clear()
 
 
-def rate_in_force(uow: UnitOfWork, partner_id: str, occurred_at: datetime) -> RateVersion:
-    """The partner's rate version with the greatest effective_from not after `occurred_at`."""
-    row = uow.connection.execute(
-        select(rate_versions)
-        .where(rate_versions.c.partner_id == partner_id)
-        .where(rate_versions.c.effective_from <= occurred_at)
-        .order_by(rate_versions.c.effective_from.desc())
-        .limit(1)
-    ).one_or_none()
-    if row is None:
-        raise _rate_not_found(partner_id, occurred_at)
-    return rate_version_from_row(row)
-
-
 def _rate_not_found(partner_id: str, occurred_at: datetime) -> FailedPrecondition:
     return FailedPrecondition(
         "RATE_NOT_FOUND",
         f"partner {partner_id!r} has no rate version in force at {occurred_at.isoformat()}",
         {"partner_id": partner_id, "occurred_at": occurred_at.isoformat()},
     )
-
-
-def get_rate_version(uow: UnitOfWork, rate_version_id: str) -> RateVersion:
-    row = uow.connection.execute(
-        select(rate_versions).where(rate_versions.c.rate_version_id == rate_version_id)
-    ).one()
-    return rate_version_from_row(row)
 
 
 def list_rate_versions(uow: UnitOfWork, partner_id: str) -> list[RateVersion]:

@@ -1,14 +1,14 @@
 """Loading the programme (tier ladder and promotions) from `tiers.toml` and `promotions.toml`.
 
 The programme is configuration, not data: every hub process loads the same files at start
-(`coalition serve --programme DIR`, or COALITION_PROGRAMME_DIR in every worker process), and
-earn reads it from memory, so promotions and tiers cost the hot path no query. Without a
-directory the programme is one base tier with multiplier 1 and no promotions.
+(`coalition serve --programme DIR`, or COALITION_PROGRAMME_DIR: settings.py, handed to every
+worker), and earn reads it from memory, so promotions and tiers cost the hot path no query.
+Without a directory the programme is one base tier with multiplier 1 and no promotions. The
+referral defaults (used only without any referral campaign) come from the settings too.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -31,7 +31,6 @@ from coalition.domain.promotions import (
 )
 from coalition.domain.tiers import Tier, TierLadder
 
-PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE = "COALITION_PROGRAMME_DIR"
 TIERS_FILE = "tiers.toml"
 PROMOTIONS_FILE = "promotions.toml"
 # Bounds on configuration, so that a runaway file cannot slow every earn down.
@@ -40,6 +39,9 @@ PROMOTIONS_MAX = 500
 ID_LENGTH_MAX = 64
 
 DEFAULT_LADDER = TierLadder((Tier("member", "Member", 0, Decimal(1)),))
+REFERRAL_BONUS_POINTS_DEFAULT = 500
+REFERRAL_BONUS_POINTS_MAX = 1_000_000
+REFERRAL_QUALIFYING_POINTS_DEFAULT = 1  # any earn that credits points qualifies
 
 
 class ProgrammeConfigError(RuntimeError):
@@ -47,18 +49,36 @@ class ProgrammeConfigError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ReferralDefaults:
+    """The referral reward without any referral campaign (COALITION_REFERRAL_BONUS_POINTS,
+    each side; 0 pays none), and the points an earn needs to qualify a referral."""
+
+    bonus_points: int = REFERRAL_BONUS_POINTS_DEFAULT
+    qualifying_points_min: int = REFERRAL_QUALIFYING_POINTS_DEFAULT
+
+    def __post_init__(self) -> None:
+        assert 0 <= self.bonus_points <= REFERRAL_BONUS_POINTS_MAX, "referral bonus in bounds"
+        assert self.qualifying_points_min >= REFERRAL_QUALIFYING_POINTS_DEFAULT
+
+
+REFERRAL_DEFAULTS = ReferralDefaults()
+
+
+@dataclass(frozen=True)
 class Programme:
     ladder: TierLadder
     promotions: tuple[Promotion, ...]
-
-    def promotions_for(self, partner_id: str) -> tuple[Promotion, ...]:
-        """Promotions that can apply to an earn with this partner (a few, from memory)."""
-        return tuple(
-            p for p in self.promotions if p.partner_ids is None or partner_id in p.partner_ids
-        )
+    referral: ReferralDefaults = REFERRAL_DEFAULTS
 
 
 DEFAULT_PROGRAMME = Programme(DEFAULT_LADDER, ())
+
+
+def configured_programme(directory: Path | None, referral: ReferralDefaults) -> Programme:
+    """The programme of the settings: the directory's files, else the default, and the
+    referral defaults."""
+    programme = DEFAULT_PROGRAMME if directory is None else load_programme(directory)
+    return Programme(programme.ladder, programme.promotions, referral)
 
 
 def load_programme(directory: Path) -> Programme:
@@ -78,18 +98,13 @@ _active: Programme | None = None
 
 
 def active_programme() -> Programme:
-    """The programme of this process: set by `activate`, else read once from the directory
-    named by COALITION_PROGRAMME_DIR (so spawned worker processes load the same files)."""
-    global _active
+    """The programme of this process: set by `activate` when it starts, else the default."""
     with _lock:
-        if _active is None:
-            directory = os.environ.get(PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE)
-            _active = load_programme(Path(directory)) if directory else DEFAULT_PROGRAMME
-        return _active
+        return DEFAULT_PROGRAMME if _active is None else _active
 
 
 def activate(programme: Programme | None) -> None:
-    """Use `programme` in this process from now on (None: read the environment again)."""
+    """Use `programme` in this process from now on (None: the default)."""
     global _active
     with _lock:
         _active = programme

@@ -14,7 +14,7 @@ SCHEDULED_JOB_NAMES = ("holds", "expire", "tiers", "integrity")  # scheduler/cat
 
 
 def add_jobs_parser(
-    commands: argparse._SubParsersAction,
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
     add_database_option: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     jobs = commands.add_parser("jobs", help="scheduled programme jobs (idempotent)")

@@ -13,26 +13,21 @@ for the same WHEN changes nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 
 from sqlalchemy import Engine
 
 from coalition.ledger.expiry import EXPIRY_BATCH_SIZE_DEFAULT, expire_lots
 from coalition.ledger.holds import RELEASE_BATCH_SIZE_DEFAULT, release_expired_holds
-from coalition.programme.config import (
-    PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE,
-    active_programme,
-    load_programme,
-)
+from coalition.programme.config import Programme, configured_programme
 from coalition.programme.tiers import REVIEW_BATCH_SIZE_DEFAULT, review_tiers
 from coalition.scheduler.catalogue import JOBS
 from coalition.scheduler.runner import run_job
 from coalition.scheduler.status import last_runs
+from coalition.settings import Settings
 from coalition.store import migrate
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -58,14 +53,12 @@ def run_holds(engine: Engine, arguments: argparse.Namespace) -> int:
     return 0
 
 
-def run_tiers(engine: Engine, arguments: argparse.Namespace) -> int:
+def run_tiers(programme: Programme, engine: Engine, arguments: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     as_of = arguments.as_of or now
     _refuse_future(as_of, now)
-    directory = arguments.programme or os.environ.get(PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE)
-    ladder = load_programme(Path(directory)).ladder if directory else active_programme().ladder
     batch_size = arguments.batch_size or REVIEW_BATCH_SIZE_DEFAULT
-    report = review_tiers(_unit_of_work(engine), ladder, as_of, now, batch_size)
+    report = review_tiers(_unit_of_work(engine), programme.ladder, as_of, now, batch_size)
     print(
         f"reviewed {report.members_reviewed} members above the base tier, "
         f"downgraded {report.members_downgraded}"
@@ -93,8 +86,9 @@ def run_status(engine: Engine, arguments: argparse.Namespace) -> int:
     return 0
 
 
-def run_scheduled(engine: Engine, arguments: argparse.Namespace) -> int:
-    status = run_job(_unit_of_work(engine), JOBS[arguments.name], lambda: datetime.now(UTC))
+def run_scheduled(programme: Programme, engine: Engine, arguments: argparse.Namespace) -> int:
+    clock = partial(datetime.now, UTC)
+    status = run_job(_unit_of_work(engine), JOBS[arguments.name], programme, clock)
     print(f"{arguments.name}: {status}")
     if status == "busy":
         print(f"error: JOB_ALREADY_RUNNING: {arguments.name} runs elsewhere", file=sys.stderr)
@@ -127,10 +121,25 @@ def _disposing(
 
 
 EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL, as `coalition reconcile` (retry later)
-JOB_COMMANDS: dict[str, Callable[[Engine, argparse.Namespace], int]] = {
-    "jobs expire": _disposing(run_expire),
-    "jobs holds": _disposing(run_holds),
-    "jobs tiers": _disposing(run_tiers),
-    "jobs status": _disposing(run_status),
-    "jobs run": _disposing(run_scheduled),
-}
+
+
+def job_commands(settings: Settings) -> dict[str, Callable[[Engine, argparse.Namespace], int]]:
+    """The handlers of `coalition jobs ...`; the programme (tiers) is the settings' (its
+    files are read only by the commands that use it)."""
+
+    def with_programme(
+        run: Callable[[Programme, Engine, argparse.Namespace], int],
+    ) -> Callable[[Engine, argparse.Namespace], int]:
+        def run_with_programme(engine: Engine, arguments: argparse.Namespace) -> int:
+            programme = configured_programme(settings.programme_directory, settings.referral)
+            return run(programme, engine, arguments)
+
+        return run_with_programme
+
+    return {
+        "jobs expire": _disposing(run_expire),
+        "jobs holds": _disposing(run_holds),
+        "jobs tiers": _disposing(with_programme(run_tiers)),
+        "jobs status": _disposing(run_status),
+        "jobs run": _disposing(with_programme(run_scheduled)),
+    }

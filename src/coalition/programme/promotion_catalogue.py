@@ -34,7 +34,7 @@ from coalition.domain.promotions import Promotion, PromotionGrant
 from coalition.programme.config import PROMOTIONS_MAX, Programme, promotion_from_entry
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
-from coalition.store.schema import promotion_versions, promotions
+from coalition.store.schema import promotion_earn_grants, promotion_versions, promotions
 from coalition.store.unit_of_work import UnitOfWork
 
 REFRESH_SECONDS = 2.0
@@ -348,9 +348,14 @@ def grants_of_member(
     return {(promotion_id, period): int(grants) for promotion_id, period, grants in rows}
 
 
-def record_grants(uow: UnitOfWork, member_id: str, grants: Iterable[PromotionGrant]) -> None:
+def record_grants(
+    uow: UnitOfWork, member_id: str, transaction_id: int, grants: Iterable[PromotionGrant]
+) -> None:
     """Count each grant against the member's cap and spend its points of the budget; the
-    guarded UPDATE refuses to overspend (asserted: the lock taken before makes it exact)."""
+    guarded UPDATE refuses to overspend (asserted: the lock taken before makes it exact).
+    What a budgeted or capped grant used is kept with the earn, for a reversal to give back
+    (`give_back`)."""
+    kept = []
     for grant in grants:
         if grant.cap_period is not None:
             driver.execute(
@@ -369,3 +374,119 @@ def record_grants(uow: UnitOfWork, member_id: str, grants: Iterable[PromotionGra
                 ),
             )
             assert cursor.rowcount == 1, "a budget is spent under its lock, never overspent"
+        if grant.cap_period is not None or grant.budgeted:
+            kept.append(
+                {
+                    "transaction_id": transaction_id,
+                    "promotion_id": grant.promotion_id,
+                    "member_id": member_id,
+                    "cap_period": grant.cap_period,
+                    "points": grant.points,
+                    "budget_points": grant.budget_points,
+                    "budget_amount_minor": grant.amount_minor,
+                }
+            )
+    if kept:
+        uow.connection.execute(insert(promotion_earn_grants), kept)
+
+
+@dataclass(frozen=True)
+class EarnGrant:
+    """What one earn's grant of a promotion used: `points` of bonus (counted in the member's
+    cap row of `cap_period`, None: no cap), `budget_points` of its points budget,
+    `budget_amount_minor` of its money budget."""
+
+    promotion_id: str
+    cap_period: str | None
+    points: int
+    budget_points: int
+    budget_amount_minor: int
+
+
+EARN_GRANTS = Statement(
+    "SELECT promotion_id, cap_period, points, budget_points, budget_amount_minor"
+    " FROM promotion_earn_grants WHERE member_id = %s AND transaction_id = %s"
+    " ORDER BY promotion_id"
+)
+# A reversal's give-back: guarded like the spend, so a counter never goes below zero.
+GIVE_BACK_BUDGET = Statement(
+    "UPDATE promotions SET spent_points = spent_points - %s,"
+    " spent_amount_minor = spent_amount_minor - %s"
+    " WHERE promotion_id = %s AND spent_points >= %s AND spent_amount_minor >= %s"
+)
+GIVE_BACK_CAP_POINTS = Statement(
+    "UPDATE promotion_member_grants SET grants = grants - %s, points = points - %s"
+    " WHERE promotion_id = %s AND member_id = %s AND cap_period = %s"
+    " AND grants - %s > 0 AND points >= %s"
+)
+DROP_LAST_CAP_GRANT = Statement(
+    "DELETE FROM promotion_member_grants"
+    " WHERE promotion_id = %s AND member_id = %s AND cap_period = %s AND grants = 1"
+)
+
+
+def earn_grants(uow: UnitOfWork, member_id: str, transaction_id: int) -> list[EarnGrant]:
+    """The budgeted or capped grants of earn `transaction_id` of `member_id` (the earn's own
+    member), by promotion id."""
+    return [
+        EarnGrant(promotion_id, cap_period, int(points), int(budget_points), int(amount_minor))
+        for promotion_id, cap_period, points, budget_points, amount_minor in driver.execute(
+            uow, EARN_GRANTS, (member_id, transaction_id)
+        ).fetchall()
+    ]
+
+
+@dataclass(frozen=True)
+class GiveBack:
+    """What a reversal gives back of one earn grant."""
+
+    grant: EarnGrant
+    points: int  # of the bonus, off the member's cap row
+    budget_points: int
+    budget_amount_minor: int
+    cap_grant: bool  # the grant itself, off the member's cap (the earn reversed in full)
+
+
+def give_back(uow: UnitOfWork, member_id: str, give_backs: Iterable[GiveBack]) -> None:
+    """Return to each promotion's budget and the member's cap what a reversal of an earn
+    gave back, in promotion id order (the budget rows' lock order, after the member's lock).
+    Every statement is guarded and asserted to change its row: a counter never goes below
+    what its live grants spent."""
+    for back in sorted(give_backs, key=lambda b: b.grant.promotion_id):
+        grant = back.grant
+        if back.budget_points or back.budget_amount_minor:
+            cursor = driver.execute(
+                uow,
+                GIVE_BACK_BUDGET,
+                (
+                    back.budget_points,
+                    back.budget_amount_minor,
+                    grant.promotion_id,
+                    back.budget_points,
+                    back.budget_amount_minor,
+                ),
+            )
+            assert cursor.rowcount == 1, "a budget gives back only what its live grants spent"
+        if grant.cap_period is None or not (back.points or back.cap_grant):
+            continue
+        dropped = 0
+        if back.cap_grant:
+            dropped = driver.execute(
+                uow, DROP_LAST_CAP_GRANT, (grant.promotion_id, member_id, grant.cap_period)
+            ).rowcount
+        if not dropped:
+            taken = 1 if back.cap_grant else 0
+            cursor = driver.execute(
+                uow,
+                GIVE_BACK_CAP_POINTS,
+                (
+                    taken,
+                    back.points,
+                    grant.promotion_id,
+                    member_id,
+                    grant.cap_period,
+                    taken,
+                    back.points,
+                ),
+            )
+            assert cursor.rowcount == 1, "a member's cap row counts each of its live grants"

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, delete, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from coalition.domain.tiers import Tier, TierLadder, calendar_month, qualifying_months
+from coalition.domain.tiers import Tier, TierLadder, qualifying_months
 from coalition.events.outbox import record_tier_change_events
 from coalition.ledger import journal
 from coalition.programme.config import active_programme
@@ -68,22 +67,6 @@ def qualifying_points(uow: UnitOfWork, member_id: str, at: datetime) -> int:
         )
     ).scalar_one()
     return int(points)
-
-
-def add_qualifying_points(
-    uow: UnitOfWork, member_id: str, occurred_at: datetime, points_delta: int
-) -> None:
-    """Count an earn (positive) or a reversed earn (negative) in the month it happened."""
-    dialect = postgresql if uow.dialect_name == "postgresql" else sqlite
-    statement = dialect.insert(tier_qualifying_months).values(
-        member_id=member_id, calendar_month=calendar_month(occurred_at), points=points_delta
-    )
-    uow.connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=["member_id", "calendar_month"],
-            set_={"points": tier_qualifying_months.c.points + statement.excluded.points},
-        )
-    )
 
 
 def upgrade_after_earn(

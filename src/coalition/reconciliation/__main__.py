@@ -10,6 +10,7 @@ import sys
 
 from coalition.reconciliation.arguments import add_reconcile_parser
 from coalition.reconciliation.commands import RECONCILE_COMMANDS
+from coalition.settings import DATABASE_URL_ENVIRONMENT_VARIABLE, settings_from
 from coalition.store.engine import create_database_engine
 
 
@@ -21,9 +22,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m coalition.reconciliation")
     add_reconcile_parser(parser.add_subparsers(dest="command", required=True), _add_database_option)
     arguments = parser.parse_args(["reconcile", *sys.argv[1:]])
-    database_url = arguments.database_url or os.environ.get("COALITION_DATABASE_URL")
+    database_url = settings_from(arguments, os.environ).database_url_given
     if not database_url:
-        parser.error("give --db or set COALITION_DATABASE_URL")
+        parser.error(f"give --db or set {DATABASE_URL_ENVIRONMENT_VARIABLE}")
     engine = create_database_engine(database_url)
     return RECONCILE_COMMANDS[f"reconcile {arguments.reconcile_command}"](engine, arguments)
 

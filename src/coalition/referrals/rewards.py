@@ -3,8 +3,9 @@
 On the earn path this costs one primary-key lookup (`referrals` by referred member, pending
 only). When a referral is pending and the earn qualifies, both members get the bonus of the
 referral campaign in force (a promotion with referral rewards: window, partners, each side's
-points; `referral_reward`), or without any campaign the legacy COALITION_REFERRAL_BONUS_POINTS,
-in two journal transactions of kind `earn` (one per member), each
+points; `referral_reward`), or without any campaign the programme's referral defaults
+(COALITION_REFERRAL_BONUS_POINTS, read at start: settings.py), in two journal transactions
+of kind `earn` (one per member), each
 
     member:<id>              + bonus
     coalition:promotions     - bonus
@@ -24,7 +25,6 @@ the chain and two earns can never wait on each other in a circle.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -43,36 +43,22 @@ from coalition.ledger.system_accounts import (
 )
 from coalition.ledger.writer import Bonus, NewLot
 from coalition.partners.catalog import partner_terms
-from coalition.programme.config import active_programme
+from coalition.programme.config import Programme, active_programme
 from coalition.programme.promotion_catalogue import CATALOGUE
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
 from coalition.store.schema import referrals
 from coalition.store.unit_of_work import UnitOfWork
 
-REFERRAL_BONUS_POINTS_ENVIRONMENT_VARIABLE = "COALITION_REFERRAL_BONUS_POINTS"
-REFERRAL_BONUS_POINTS_DEFAULT = 500
-REFERRAL_QUALIFYING_POINTS_ENVIRONMENT_VARIABLE = "COALITION_REFERRAL_QUALIFYING_POINTS"
-REFERRAL_QUALIFYING_POINTS_DEFAULT = 1  # any earn that credits points qualifies
-REFERRAL_BONUS_POINTS_MAX = 1_000_000
-
-
-def referral_bonus_points() -> int:
-    points = int(
-        os.environ.get(REFERRAL_BONUS_POINTS_ENVIRONMENT_VARIABLE, REFERRAL_BONUS_POINTS_DEFAULT)
-    )
-    assert 0 <= points <= REFERRAL_BONUS_POINTS_MAX, "referral bonus out of bounds"
-    return points
-
 
 def referral_reward(
-    uow: UnitOfWork, earn: TransactionRecord, now: datetime
+    uow: UnitOfWork, programme: Programme, earn: TransactionRecord, now: datetime
 ) -> tuple[int, int, str | None] | None:
     """(referred's points, referrer's points, campaign id) for a first qualifying earn: the
     referral campaign in force at the earn's partner and occurred_at (promotions as data,
-    docs/promotions.md); without any referral campaign, the legacy environment default for
-    both sides (campaign None); None when nothing is paid (no campaign in force, or 0)."""
-    promotions = CATALOGUE.promotions(uow, active_programme(), now)
+    docs/promotions.md); without any referral campaign, the programme's default for both
+    sides (campaign None); None when nothing is paid (no campaign in force, or 0)."""
+    promotions = CATALOGUE.promotions(uow, programme, now)
     campaign = referral_campaign(promotions, earn.partner_id, earn.occurred_at)
     if campaign is not None:
         assert campaign.referral_referred_points and campaign.referral_referrer_points
@@ -83,16 +69,8 @@ def referral_reward(
         )
     if any(promotion.is_referral_campaign for promotion in promotions):
         return None  # campaigns run the programme's referrals, and none is in force now
-    points = referral_bonus_points()
+    points = programme.referral.bonus_points
     return None if points == 0 else (points, points, None)
-
-
-def qualifying_points_min() -> int:
-    return int(
-        os.environ.get(
-            REFERRAL_QUALIFYING_POINTS_ENVIRONMENT_VARIABLE, REFERRAL_QUALIFYING_POINTS_DEFAULT
-        )
-    )
 
 
 def pending_referrers(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str, str]:
@@ -118,9 +96,10 @@ def reward_after_earn(uow: UnitOfWork, earn: TransactionRecord, now: datetime) -
     """Pay the referral reward if `earn` is the referred member's first qualifying earn."""
     row = driver.execute(uow, PENDING_REFERRER, (earn.member_id,)).fetchone()
     referrer_member_id = None if row is None else row[0]
-    if referrer_member_id is None or earn.points_delta < qualifying_points_min():
+    programme = active_programme()
+    if referrer_member_id is None or earn.points_delta < programme.referral.qualifying_points_min:
         return
-    reward = referral_reward(uow, earn, now)
+    reward = referral_reward(uow, programme, earn, now)
     if reward is None:
         return
     referred_points, referrer_points, campaign_id = reward

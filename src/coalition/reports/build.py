@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 from coalition.domain.currency import MINOR_UNIT_EXPONENTS
@@ -93,6 +90,7 @@ def build_report(uow: UnitOfWork, period: Period, partner_id: str | None, now: d
         _programme_metrics(uow, period, partner_id),
         *_promotion_tables(uow, period, partner_id),
         _spend_per_visit(uow, period, partner_id),
+        _contribution_share(uow, period, partner_id),
         *_tier_tables(uow, period, now),
     ]
     return Report(period, partner_id, now, {table.name: _with_headline(table) for table in tables})
@@ -331,6 +329,7 @@ def price_major_units(price_minor_per_point: str, currency: str) -> str:
 
 
 COALITION_GROUP = "coalition (group)"
+NO_BUDGET = queries.PromotionBudget(None, 0, None, 0, None)
 
 
 @dataclass(frozen=True)
@@ -350,6 +349,11 @@ class PromotionPerformance:
     other_spend_minor: int
     budget_points: int | None
     budget_left_points: int | None
+    # The money budget now (None: none), in budget_currency (the funder's, the partner's).
+    budget_amount_minor: int | None = None
+    budget_spent_amount_minor: int | None = None
+    budget_left_amount_minor: int | None = None
+    budget_currency: str = ""
 
     @property
     def incremental_spend_minor(self) -> Fraction | None:
@@ -398,7 +402,7 @@ def promotion_performance(
     for (rule_id, partner), (funder, points, visits, spend_minor, cost) in sorted(rows.items()):
         promotion_id = rule_id.removeprefix("promotion:")
         all_visits, all_spend, _ = spend.get(partner, (0, 0, 0))
-        budget, spent, _ = budgets.get(promotion_id, (None, 0, None))
+        budget = budgets.get(promotion_id, NO_BUDGET)
         performance.append(
             PromotionPerformance(
                 promotion_id=promotion_id,
@@ -412,8 +416,14 @@ def promotion_performance(
                 participant_spend_minor=spend_minor,
                 other_visits=all_visits - visits,
                 other_spend_minor=all_spend - spend_minor,
-                budget_points=budget,
-                budget_left_points=None if budget is None else budget - spent,
+                budget_points=budget.budget_points,
+                budget_left_points=budget.left_points,
+                budget_amount_minor=budget.budget_amount_minor,
+                budget_spent_amount_minor=(
+                    None if budget.budget_amount_minor is None else budget.spent_amount_minor
+                ),
+                budget_left_amount_minor=budget.left_amount_minor,
+                budget_currency=budget.budget_currency or "",
             )
         )
     return performance
@@ -421,9 +431,11 @@ def promotion_performance(
 
 def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -> list[Table]:
     """What each promotion cost and returned at each partner, and each funder's total."""
-    table_rows = []
+    table_rows: list[tuple[Any, ...]] = []
     funders: dict[tuple[str, str], list[Any]] = {}
+    granted = 0
     for row in promotion_performance(uow, period, partner_id):
+        granted += row.points_granted
         currency = row.currency
         incremental = row.incremental_spend_minor
         visits, spend_minor = row.promoted_visits, row.participant_spend_minor
@@ -446,13 +458,21 @@ def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -
                 currency,
                 "" if row.budget_points is None else row.budget_points,
                 "" if row.budget_left_points is None else row.budget_left_points,
+                *(
+                    "" if amount is None else major_units(amount, row.budget_currency)
+                    for amount in (
+                        row.budget_amount_minor,
+                        row.budget_spent_amount_minor,
+                        row.budget_left_amount_minor,
+                    )
+                ),
+                row.budget_currency,
             )
         )
         funder = row.funding_partner_id or COALITION_GROUP
         total = funders.setdefault((funder, currency), [0, Fraction(0)])
         total[0] += row.points_granted
         total[1] += row.cost_minor
-    granted = sum(row[5] for row in table_rows)
     costs = Table(
         "promotion_costs",
         "What each promotion cost and returned, by partner where members earned",
@@ -472,6 +492,10 @@ def _promotion_tables(uow: UnitOfWork, period: Period, partner_id: str | None) -
             "currency",
             "budget_points",
             "budget_left_points",
+            "budget_money",
+            "budget_money_spent",
+            "budget_money_left",
+            "budget_currency",
         ),
         table_rows,
         headline=(
@@ -534,6 +558,88 @@ def _spend_per_visit(uow: UnitOfWork, period: Period, partner_id: str | None) ->
     )
 
 
+@dataclass(frozen=True)
+class ContributionShare:
+    """A partner's share of sales from members in a period (docs/reports.md): members'
+    spend at it on the days it reported its total sales, against those totals."""
+
+    partner_id: str
+    currency: str
+    days: tuple[date, ...]  # the UTC days of the period it reported, in order
+    member_spend_minor: int
+    reported_sales_minor: int
+
+    @property
+    def share(self) -> str:
+        """member spend / reported sales, 4 places half-even; empty when the totals are 0."""
+        return ratio(self.member_spend_minor, self.reported_sales_minor)
+
+    @property
+    def days_covered(self) -> str:
+        """The days as runs: "2026-11-03 to 2026-11-05, 2026-11-10"."""
+        return ", ".join(
+            first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
+            for first, last in queries.day_runs(self.days)
+        )
+
+
+def contribution_shares(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> list[ContributionShare]:
+    """Every partner that reported daily sales in the period, by partner id."""
+    currencies = queries.partner_currencies(uow)
+    shares = []
+    for partner, totals in sorted(queries.reported_sales(uow, period, partner_id).items()):
+        days = tuple(sorted(totals))
+        shares.append(
+            ContributionShare(
+                partner,
+                currencies.get(partner, ""),
+                days,
+                queries.member_spend_on_days(uow, partner, days),
+                sum(totals.values()),
+            )
+        )
+    return shares
+
+
+def _contribution_share(uow: UnitOfWork, period: Period, partner_id: str | None) -> Table:
+    shares = contribution_shares(uow, period, partner_id)
+    rows = [
+        (
+            share.partner_id,
+            len(share.days),
+            share.days_covered,
+            major_units(share.member_spend_minor, share.currency),
+            major_units(share.reported_sales_minor, share.currency),
+            share.share,
+            share.currency,
+        )
+        for share in shares
+    ]
+    return Table(
+        "contribution_share",
+        "Share of sales from members, on the days each partner reported its total sales",
+        (
+            "partner_id",
+            "days_reported",
+            "days_covered",
+            "member_spend",
+            "reported_sales",
+            "share_of_sales",
+            "currency",
+        ),
+        rows,
+        headline=(
+            f"{_count_of(len(rows), 'partner')} reported daily sales in the period; the share "
+            "is members' spend (earns with a purchase amount, by purchase day, UTC) over the "
+            "reported totals of those days only."
+            if rows
+            else "No partner reported its daily sales in the period: no share can be computed."
+        ),
+    )
+
+
 def _tier_tables(uow: UnitOfWork, period: Period, now: datetime) -> list[Table]:
     held = queries.tier_distribution(uow)
     base = queries.members_enrolled_before(uow, now) - sum(held.values())
@@ -556,30 +662,3 @@ def _tier_tables(uow: UnitOfWork, period: Period, now: datetime) -> list[Table]:
             headline=f"{upgrades:,} tier changes in the period.",
         ),
     ]
-
-
-def write_report(report: Report, directory: Path) -> list[Path]:
-    """`<table>.csv` and `<table>.json` for every table, and `report.html`."""
-    from coalition.reports.html import render_html
-
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for table in report.tables.values():
-        csv_path = directory / f"{table.name}.csv"
-        with csv_path.open("w", newline="", encoding="utf-8") as stream:
-            writer = csv.writer(stream, lineterminator="\n")
-            writer.writerow(table.columns)
-            writer.writerows(table.rows)
-        json_path = directory / f"{table.name}.json"
-        document = {
-            "table": table.name,
-            "period": report.period.label,
-            "partner_id": report.partner_id,
-            "columns": list(table.columns),
-            "rows": table.records(),
-        }
-        json_path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-        written += [csv_path, json_path]
-    html_path = directory / "report.html"
-    html_path.write_text(render_html(report), encoding="utf-8")
-    return [*written, html_path]

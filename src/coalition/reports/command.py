@@ -10,7 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from coalition.reports.build import build_report, write_report
+from coalition.reports.build import build_report
+from coalition.reports.files import write_report
 from coalition.store.unit_of_work import UnitOfWork
 
 

@@ -6,9 +6,11 @@ partner, period, cohort or partner pair, and Python only adds up those few rows.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +20,7 @@ from sqlalchemy import (
     case,
     func,
     literal,
+    or_,
     select,
     union_all,
 )
@@ -34,6 +37,7 @@ from coalition.store.schema import (
     lots,
     members,
     metadata,
+    partner_daily_sales,
     partners,
     postings,
     rate_versions,
@@ -468,19 +472,116 @@ def spend_by_partner(
     }
 
 
-def promotion_budgets(uow: UnitOfWork) -> dict[str, tuple[int | None, int, str | None]]:
-    """promotion id -> (budget points or None, spent points, owner partner or None)."""
+@dataclass(frozen=True)
+class PromotionBudget:
+    """A promotion's budgets as they stand now (None: no budget of that kind)."""
+
+    budget_points: int | None
+    spent_points: int
+    budget_amount_minor: int | None
+    spent_amount_minor: int
+    budget_currency: str | None
+
+    @property
+    def left_points(self) -> int | None:
+        return None if self.budget_points is None else self.budget_points - self.spent_points
+
+    @property
+    def left_amount_minor(self) -> int | None:
+        if self.budget_amount_minor is None:
+            return None
+        return self.budget_amount_minor - self.spent_amount_minor
+
+
+def promotion_budgets(uow: UnitOfWork) -> dict[str, PromotionBudget]:
+    """promotion id -> its budgets now (the money budget's currency is its definition's)."""
     promotions = metadata.tables["promotions"]
     statement = select(
         promotions.c.promotion_id,
         promotions.c.budget_points,
         promotions.c.spent_points,
-        promotions.c.owner_partner_id,
+        promotions.c.budget_amount_minor,
+        promotions.c.spent_amount_minor,
+        promotions.c.definition,
     )
     return {
-        row[0]: (None if row[1] is None else int(row[1]), int(row[2]), row[3])
+        row[0]: PromotionBudget(
+            None if row[1] is None else int(row[1]),
+            int(row[2]),
+            None if row[3] is None else int(row[3]),
+            int(row[4]),
+            json.loads(row[5]).get("budget_currency") if row[3] is not None else None,
+        )
         for row in uow.connection.execute(statement)
     }
+
+
+# --- contribution share: members' spend against the totals partners reported ------------
+
+
+def reported_sales(
+    uow: UnitOfWork, period: Period, partner_id: str | None
+) -> dict[str, dict[date, int]]:
+    """partner -> {UTC day of the period it reported: that day's total in minor units, as
+    its latest version says}."""
+    sales = partner_daily_sales
+    latest = (
+        select(
+            sales.c.partner_id,
+            sales.c.sales_date,
+            func.max(sales.c.version).label("version"),
+        )
+        .where(sales.c.sales_date >= period.start.date(), sales.c.sales_date <= period.last_day)
+        .group_by(sales.c.partner_id, sales.c.sales_date)
+    )
+    if partner_id is not None:
+        latest = latest.where(sales.c.partner_id == partner_id)
+    latest_versions = latest.subquery()
+    statement = select(sales.c.partner_id, sales.c.sales_date, sales.c.amount_minor).join(
+        latest_versions,
+        and_(
+            latest_versions.c.partner_id == sales.c.partner_id,
+            latest_versions.c.sales_date == sales.c.sales_date,
+            latest_versions.c.version == sales.c.version,
+        ),
+    )
+    by_partner: dict[str, dict[date, int]] = defaultdict(dict)
+    for partner, day, amount_minor in uow.connection.execute(statement):
+        by_partner[partner][day] = int(amount_minor)
+    return dict(by_partner)
+
+
+def day_runs(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Consecutive days as (first, last) runs, in order."""
+    runs: list[tuple[date, date]] = []
+    for day in sorted(days):
+        if runs and runs[-1][1] + timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
+
+
+def member_spend_on_days(uow: UnitOfWork, partner_id: str, days: Iterable[date]) -> int:
+    """What members spent at the partner (earns with a purchase amount) on these UTC days,
+    by the purchase's occurred_at: one range per run of consecutive days."""
+    j = journal_transactions
+    ranges = [
+        and_(
+            j.c.occurred_at >= datetime.combine(first, time(), UTC),
+            j.c.occurred_at < datetime.combine(last + timedelta(days=1), time(), UTC),
+        )
+        for first, last in day_runs(days)
+    ]
+    if not ranges:
+        return 0
+    statement = select(func.coalesce(func.sum(j.c.amount_minor), 0)).where(
+        j.c.partner_id == partner_id,
+        j.c.kind == "earn",
+        j.c.amount_minor.is_not(None),
+        or_(*ranges),
+    )
+    return _count(uow, statement)
 
 
 def tier_distribution(uow: UnitOfWork) -> dict[str, int]:

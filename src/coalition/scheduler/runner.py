@@ -9,7 +9,6 @@ job, and the others see the fresh run at their next tick and wait for the next i
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from coalition.observability.metrics import JOB_DURATION, JOB_LAST_END
+from coalition.programme.config import Programme
 from coalition.reconciliation.jobs import JobAlreadyRunning, JobNotDue, scheduled_job
 from coalition.scheduler.catalogue import JOBS, ScheduledJob, UnitOfWorkFactory
 from coalition.store.schema import reconciliation_jobs
@@ -25,7 +25,6 @@ from coalition.store.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
 
-JOBS_VARIABLE = "COALITION_JOBS"  # NAME=SECONDS,...: set by `serve --jobs` for its workers
 TICK_SECONDS_MIN = 1.0
 TICK_SECONDS_MAX = 30.0
 INTERVAL_SECONDS_MIN = 1
@@ -51,16 +50,6 @@ def parse_intervals(texts: list[str]) -> dict[str, int]:
     return intervals
 
 
-def export_intervals(intervals: Mapping[str, int]) -> None:
-    os.environ[JOBS_VARIABLE] = ",".join(f"{name}={seconds}" for name, seconds in intervals.items())
-
-
-def intervals_from_environment() -> dict[str, int] | None:
-    """The intervals `serve --jobs` exported, or None: this process runs no scheduler."""
-    text = os.environ.get(JOBS_VARIABLE)
-    return parse_intervals(text.split(",")) if text else None
-
-
 def last_start_time(uow: UnitOfWork, job_name: str) -> datetime | None:
     job = reconciliation_jobs.c
     with uow:
@@ -75,6 +64,7 @@ def last_start_time(uow: UnitOfWork, job_name: str) -> datetime | None:
 def run_job(
     unit_of_work: UnitOfWorkFactory,
     job: ScheduledJob,
+    programme: Programme,
     clock: Callable[[], datetime],
     started_since: datetime | None = None,
 ) -> str:
@@ -83,7 +73,7 @@ def run_job(
     started = time.perf_counter()
     try:
         with scheduled_job(unit_of_work, job.name, clock, started_since) as record:
-            outcome = job.run(unit_of_work, clock())
+            outcome = job.run(unit_of_work, programme, clock())
             record.status = "flagged" if outcome.flagged else "succeeded"
             record.detail = outcome.detail
     except JobAlreadyRunning:
@@ -106,8 +96,11 @@ def _measure(job_name: str, outcome: str, started: float) -> None:
 class Scheduler:
     """A daemon thread running due jobs until `stop()`."""
 
-    def __init__(self, unit_of_work: UnitOfWorkFactory, intervals: Mapping[str, int]) -> None:
+    def __init__(
+        self, unit_of_work: UnitOfWorkFactory, intervals: Mapping[str, int], programme: Programme
+    ) -> None:
         self._unit_of_work = unit_of_work
+        self._programme = programme
         self._intervals = dict(intervals)
         self._stopping = threading.Event()
         tick = min(self._intervals.values()) / 2
@@ -134,7 +127,7 @@ class Scheduler:
                 try:
                     if self._due(name, seconds):  # a cheap read first; decided under the lease
                         since = _now() - timedelta(seconds=seconds)
-                        run_job(self._unit_of_work, JOBS[name], _now, since)
+                        run_job(self._unit_of_work, JOBS[name], self._programme, _now, since)
                 except Exception:  # the database is down: try again at the next tick
                     logger.exception("scheduler: cannot check job %s", name)
             self._stopping.wait(self._tick_seconds)

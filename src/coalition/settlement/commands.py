@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,44 +18,41 @@ from pathlib import Path
 
 from coalition.partners.catalog import get_partner
 from coalition.partners.manifest import ManifestError, PartnerManifest, load_manifest
+from coalition.settings import Settings
 from coalition.settlement import export, keys, readable, service, signing, verify
 from coalition.store import migrate
 from coalition.store.engine import create_database_engine
 from coalition.store.unit_of_work import UnitOfWork
 
 Handler = Callable[[argparse.Namespace], int]
-DatabaseUrl = Callable[[argparse.Namespace], str]
 
 
-def serve_signing_key_path(configured: str | None) -> Path | None:
+def serve_signing_key_path(configured: Path | None) -> Path | None:
     """The key `serve` signs with: an explicit option or variable must exist; the default
     file is used when present, and without it the hub serves but cannot run settlements."""
-    explicit = configured or os.environ.get(signing.SIGNING_KEY_ENVIRONMENT_VARIABLE)
-    path = signing.signing_key_path(explicit)
-    if explicit or path.exists():
+    path = signing.signing_key_path(configured)
+    if configured or path.exists():
         return path
     return None
 
 
-def handlers(database_url: DatabaseUrl) -> dict[str, Handler]:
+def handlers(settings: Settings) -> dict[str, Handler]:
     return {
-        "settle run": partial(_settle_run, database_url),
-        "settle export": partial(_settle_export, database_url),
-        "settle summary": partial(_settle_summary, database_url),
+        "settle run": partial(_settle_run, settings),
+        "settle export": partial(_settle_export, settings),
+        "settle summary": partial(_settle_summary, settings),
         "settle verify": _settle_verify,
-        "keys signing generate": partial(_signing_generate, database_url),
-        "keys signing rotate": partial(_signing_rotate, database_url),
-        "keys signing list": partial(_signing_list, database_url),
+        "keys signing generate": partial(_signing_generate, settings),
+        "keys signing rotate": partial(_signing_rotate, settings),
+        "keys signing list": partial(_signing_list, settings),
     }
 
 
 @contextmanager
-def _unit_of_work(
-    database_url: DatabaseUrl, arguments: argparse.Namespace
-) -> Iterator[Callable[[], UnitOfWork]]:
+def _unit_of_work(settings: Settings) -> Iterator[Callable[[], UnitOfWork]]:
     """Units of work on an engine of the command's own, disposed when the command ends; an
     empty database is migrated, an outdated one refused with a clear error (as every command)."""
-    engine = create_database_engine(database_url(arguments))
+    engine = create_database_engine(settings.database_url)
     try:
         migrate.prepare(engine)
         yield partial(UnitOfWork, engine)
@@ -64,9 +60,9 @@ def _unit_of_work(
         engine.dispose()
 
 
-def _settle_run(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
-    signer = service.Signer.from_file(signing.signing_key_path(arguments.signing_key))
-    with _unit_of_work(database_url, arguments) as unit_of_work:
+def _settle_run(settings: Settings, arguments: argparse.Namespace) -> int:
+    signer = service.Signer.from_file(signing.signing_key_path(settings.signing_key_path))
+    with _unit_of_work(settings) as unit_of_work:
         results = service.run_settlement(
             unit_of_work, arguments.period.last_day, arguments.partner, signer, datetime.now(UTC)
         )
@@ -91,9 +87,9 @@ def _settle_run(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int
     return 0
 
 
-def _settle_summary(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
+def _settle_summary(settings: Settings, arguments: argparse.Namespace) -> int:
     period = arguments.period
-    with _unit_of_work(database_url, arguments) as unit_of_work, unit_of_work() as uow:
+    with _unit_of_work(settings) as unit_of_work, unit_of_work() as uow:
         statements = service.statements_of_period(
             uow, period.last_day, service.STATEMENTS_OF_PERIOD_MAX
         )
@@ -128,9 +124,9 @@ def _settle_summary(database_url: DatabaseUrl, arguments: argparse.Namespace) ->
     return 0
 
 
-def _settle_export(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
+def _settle_export(settings: Settings, arguments: argparse.Namespace) -> int:
     try:
-        with _unit_of_work(database_url, arguments) as unit_of_work:
+        with _unit_of_work(settings) as unit_of_work:
             statement = export.export_statement(unit_of_work, arguments.statement_id, arguments.out)
     except FileExistsError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -177,17 +173,17 @@ def _verify_manifest(arguments: argparse.Namespace) -> PartnerManifest | None:
     return load_manifest(arguments.partners / f"{partner_id}.toml")
 
 
-def _signing_generate(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
-    path = signing.signing_key_path(arguments.signing_key)
-    with _unit_of_work(database_url, arguments) as unit_of_work:
+def _signing_generate(settings: Settings, arguments: argparse.Namespace) -> int:
+    path = signing.signing_key_path(settings.signing_key_path)
+    with _unit_of_work(settings) as unit_of_work:
         key = keys.generate(unit_of_work(), path, datetime.now(UTC))
     _print_key(path, key)
     return 0
 
 
-def _signing_rotate(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
-    path = signing.signing_key_path(arguments.signing_key)
-    with _unit_of_work(database_url, arguments) as unit_of_work:
+def _signing_rotate(settings: Settings, arguments: argparse.Namespace) -> int:
+    path = signing.signing_key_path(settings.signing_key_path)
+    with _unit_of_work(settings) as unit_of_work:
         key = keys.rotate(unit_of_work(), path, datetime.now(UTC))
     _print_key(path, key)
     return 0
@@ -199,8 +195,8 @@ def _print_key(path: Path, key: keys.SigningKey) -> None:
     print(f"signing key {key.key_id}: private key {path} (mode 0600), public key {public_path}")
 
 
-def _signing_list(database_url: DatabaseUrl, arguments: argparse.Namespace) -> int:
-    with _unit_of_work(database_url, arguments) as unit_of_work, unit_of_work() as uow:
+def _signing_list(settings: Settings, arguments: argparse.Namespace) -> int:
+    with _unit_of_work(settings) as unit_of_work, unit_of_work() as uow:
         published = keys.list_keys(uow)
     for key in published:
         until = "active" if key.valid_until is None else f"until {key.valid_until.isoformat()}"

@@ -18,10 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from coalition.settlement.key_files import (
-    DEFAULT_SIGNING_KEY_PATH,
-    SIGNING_KEY_ENVIRONMENT_VARIABLE,
-)
+from coalition.settlement.key_files import DEFAULT_SIGNING_KEY_PATH
 
 # Domain separation: a signature over a statement can never be replayed as a signature over
 # anything else this key (or a partner's key) signs, and vice versa.
@@ -37,12 +34,11 @@ class SigningKeyError(RuntimeError):
     """A key file is missing, unreadable, malformed or readable by others."""
 
 
-def signing_key_path(configured: str | None) -> Path:
-    """The key file: the option, else $COALITION_SIGNING_KEY, else the documented default
-    ./keys/settlement-signing-key.pem (relative to the working directory)."""
-    return Path(
-        configured or os.environ.get(SIGNING_KEY_ENVIRONMENT_VARIABLE) or DEFAULT_SIGNING_KEY_PATH
-    )
+def signing_key_path(configured: Path | None) -> Path:
+    """The key file: the one configured (the option, else $COALITION_SIGNING_KEY: settings.py),
+    else the documented default ./keys/settlement-signing-key.pem (relative to the working
+    directory)."""
+    return configured or DEFAULT_SIGNING_KEY_PATH
 
 
 def key_id_of(public_key: bytes) -> str:

@@ -87,3 +87,14 @@ def sqlite_value(value: Any) -> Any:
         assert value.tzinfo is not None, "naive datetimes never reach the database"
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     return value
+
+
+def utc_datetime(value: Any) -> datetime | None:
+    """A datetime column read on the driver's cursor, as schema.UtcDateTime reads it: aware
+    UTC (SQLite hands back the text `sqlite_value` wrote)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

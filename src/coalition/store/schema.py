@@ -62,7 +62,8 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        instant: datetime = value
+        return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
 partners = Table(
@@ -838,4 +839,41 @@ promotion_member_grants = Table(
     Column("grants", BigInteger, nullable=False),
     Column("points", BigInteger, nullable=False),
     CheckConstraint("grants > 0", name="grants_positive"),
+)
+
+# What each earn's grant of a budgeted or capped promotion used (migration 0017), so that a
+# reversal of the earn gives back its share exactly (docs/promotions.md, "Reversals"). The
+# earn's member, never moved by a merge (as the earn's journal row).
+promotion_earn_grants = Table(
+    "promotion_earn_grants",
+    metadata,
+    Column("transaction_id", ForeignKey("journal_transactions.transaction_id"), primary_key=True),
+    Column("promotion_id", String(64), primary_key=True),
+    Column("member_id", String(40), nullable=False),
+    Column("cap_period", String(16), nullable=True),  # NULL: no member cap
+    Column("points", BigInteger, nullable=False),  # the bonus
+    Column("budget_points", BigInteger, nullable=False),  # of the points budget it spent
+    Column("budget_amount_minor", BigInteger, nullable=False),  # of the money budget
+    CheckConstraint("points > 0", name="points_positive"),
+    CheckConstraint("budget_points >= 0", name="budget_points_not_negative"),
+    CheckConstraint("budget_amount_minor >= 0", name="budget_amount_not_negative"),
+)
+
+# A partner's reported total sales of a day (migration 0016), every report kept: the
+# highest version of a day is its total (a correction is the next version), the others are
+# its audit trail. The contribution share's denominator (docs/reports.md).
+partner_daily_sales = Table(
+    "partner_daily_sales",
+    metadata,
+    Column("partner_id", ForeignKey("partners.partner_id"), primary_key=True),
+    Column("sales_date", Date, primary_key=True),  # a UTC calendar day
+    Column("version", BigInteger, primary_key=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("reported_by", String(128), nullable=False),  # the principal
+    Column("report_time", UtcDateTime, nullable=False),
+    CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
+    CheckConstraint("version > 0", name="version_positive"),
+    UniqueConstraint("partner_id", "request_id"),
 )
