@@ -133,7 +133,8 @@ def test_a_group_consumes_each_members_lots_earliest_expiry_first(engine: Engine
             text(
                 "SELECT j.request_id, l.partner_id, c.points FROM lot_consumptions c"
                 " JOIN lots l ON l.lot_id = c.lot_id AND l.member_id = c.member_id"
-                " JOIN journal_transactions j ON j.transaction_id = c.transaction_id"
+                " JOIN journal_transactions j"
+                " ON j.member_id = c.member_id AND j.transaction_id = c.transaction_id"
                 " WHERE c.member_id = :m ORDER BY c.transaction_id, l.expires_at"
             ),
             {"m": member_id},

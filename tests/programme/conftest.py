@@ -237,13 +237,15 @@ def assert_programme_sound(engine: Engine) -> None:
 EARN_GRANTS = """
     SELECT g.promotion_id, g.member_id, g.cap_period, g.points, g.budget_points,
            g.budget_amount_minor, j.points_delta,
-           COALESCE((SELECT -SUM(c.points_delta) FROM journal_transactions c
-                     WHERE c.parent_transaction_id = j.transaction_id AND c.kind = 'reverse'), 0),
-           b.points, r.issuance_price_minor_per_point
+           COALESCE(c.points, 0), b.points, r.issuance_price_minor_per_point
     FROM promotion_earn_grants g
-    JOIN journal_transactions j ON j.transaction_id = g.transaction_id
+    JOIN journal_transactions j ON j.member_id = g.member_id AND j.transaction_id = g.transaction_id
+    LEFT JOIN (SELECT parent_transaction_id, -SUM(points_delta) AS points
+               FROM journal_transactions WHERE kind = 'reverse'
+               GROUP BY parent_transaction_id) c ON c.parent_transaction_id = j.transaction_id
     LEFT JOIN earn_bonuses b
-      ON b.transaction_id = g.transaction_id AND b.rule_id = 'promotion:' || g.promotion_id
+      ON b.member_id = g.member_id AND b.transaction_id = g.transaction_id
+      AND b.rule_id = 'promotion:' || g.promotion_id
     LEFT JOIN rate_versions r ON r.rate_version_id = j.rate_version_id
 """
 

@@ -71,7 +71,7 @@ class Ledger:
             select(journal_transactions, links.c.partner_customer_id)
             .outerjoin(links, links.c.member_id == j.member_id)
             .where(j.partner_id == partner_id)
-            .order_by(j.transaction_id)
+            .order_by(j.occurred_at, j.transaction_id)  # ids are not time-ordered on Citus
         )
         with self.engine.connect() as connection:
             return [_report_row(row) for row in connection.execute(statement)]

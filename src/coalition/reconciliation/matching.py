@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    FromClause,
     Select,
     Table,
     and_,
@@ -45,6 +46,7 @@ from coalition.reconciliation.report import (
     parse_report,
 )
 from coalition.reconciliation.runs import RunSummary, find_run
+from coalition.store import citus, driver
 from coalition.store.schema import (
     journal_transactions,
     members,
@@ -163,6 +165,8 @@ def submit_report(
     check_window(submission.window_start, submission.window_end)
     with uow:
         _bound_transaction(uow, deadline)
+        if driver.is_citus(uow):
+            citus.one_connection_per_node(uow.connection)
         get_partner(uow, submission.partner_id)
         reader = HashingReader(chunks)
         with staging_module.staging_table(uow) as staging:
@@ -284,18 +288,22 @@ def _classify(uow: UnitOfWork, staging: Table, run_id: str, submission: ReportSu
         )
     )
     first_lines = uow.connection.execute(select(func.count()).select_from(staging)).scalar_one()
+    hub = _Hub.of(uow, staging, partner_id)
     missing_in_hub = _insert_and_count(
-        uow, _missing_in_hub(staging, run_id, partner_id), run_id, "missing_in_hub"
+        uow, _missing_in_hub(staging, run_id, partner_id, hub), run_id, "missing_in_hub"
     )
     mismatched = _insert_and_count(
-        uow, _mismatched(uow, staging, run_id, partner_id), run_id, "mismatched"
+        uow, _mismatched(uow, staging, run_id, partner_id, hub), run_id, "mismatched"
     )
     run = uow.connection.execute(
         select(reconciliation_runs).where(reconciliation_runs.c.run_id == run_id)
     ).one()
     in_window = _hub_operations_in_window(partner_id, run.match_window_start, run.match_window_end)
     missing_in_partner = _insert_and_count(
-        uow, _missing_in_partner(staging, run_id, in_window), run_id, "missing_in_partner"
+        uow,
+        _missing_in_partner(staging, run_id, in_window, driver.is_citus(uow)),
+        run_id,
+        "missing_in_partner",
     )
     hub_operations = uow.connection.execute(
         select(func.count()).select_from(journal_transactions).where(*in_window)
@@ -361,8 +369,8 @@ def _report_values(staging: Table) -> tuple[ColumnElement[Any], ...]:
     )
 
 
-def _hub_values() -> tuple[ColumnElement[Any], ...]:
-    j = journal_transactions.c
+def _hub_values(journal: FromClause = journal_transactions) -> tuple[ColumnElement[Any], ...]:
+    j = journal.c
     return (
         j.transaction_id,
         j.kind,
@@ -409,28 +417,71 @@ def _duplicated(staging: Table, run_id: str) -> Any:
     return _exceptions_insert(("report_occurrences", *_REPORT_COLUMNS), query)
 
 
-def _journal_of(partner_id: str, staging: Table) -> ColumnElement[bool]:
+@dataclass(frozen=True)
+class _Hub:
+    """Where matching reads the hub's side: the journal, the partner's links and members.
+
+    On Citus the staged report (a temporary table on the coordinator) cannot join the
+    distributed tables, so the rows it can match are read first into intermediate results:
+    the partner's journal rows whose request ids the report names, the links of the customer
+    ids it names, and those transactions' members (docs/scaling.md states the cost)."""
+
+    journal: FromClause
+    links: FromClause
+    members: FromClause
+
+    @staticmethod
+    def of(uow: UnitOfWork, staging: Table, partner_id: str) -> _Hub:
+        link, member = aliased(partner_links), aliased(members)
+        if not driver.is_citus(uow):
+            return _Hub(journal_transactions, link, member)
+        j = journal_transactions.c
+        journal = (
+            select(journal_transactions)
+            .where(j.partner_id == partner_id, j.request_id.in_(select(staging.c.request_id)))
+            .cte("hub_journal")
+            .prefix_with("MATERIALIZED")
+        )
+        links = (
+            select(partner_links)
+            .where(
+                partner_links.c.partner_id == partner_id,
+                partner_links.c.partner_customer_id.in_(select(staging.c.member)),
+            )
+            .cte("hub_links")
+            .prefix_with("MATERIALIZED")
+        )
+        hub_members = (
+            select(members.c.member_id, members.c.merged_into_member_id)
+            .where(members.c.member_id.in_(select(journal.c.member_id)))
+            .cte("hub_members")
+            .prefix_with("MATERIALIZED")
+        )
+        return _Hub(journal, links, hub_members)
+
+
+def _journal_of(partner_id: str, staging: Table, journal: FromClause) -> ColumnElement[bool]:
     return and_(
-        journal_transactions.c.partner_id == partner_id,
-        journal_transactions.c.request_id == staging.c.request_id,
+        journal.c.partner_id == partner_id,
+        journal.c.request_id == staging.c.request_id,
     )
 
 
-def _missing_in_hub(staging: Table, run_id: str, partner_id: str) -> Any:
+def _missing_in_hub(staging: Table, run_id: str, partner_id: str, hub: _Hub) -> Any:
     query = select(
         literal(run_id),
         literal("missing_in_hub"),
         staging.c.request_id,
         staging.c.line_number,
         *_report_values(staging),
-    ).where(~exists().where(_journal_of(partner_id, staging)))
+    ).where(~exists().where(_journal_of(partner_id, staging, hub.journal)))
     return _exceptions_insert(_REPORT_COLUMNS, query)
 
 
-def _mismatched(uow: UnitOfWork, staging: Table, run_id: str, partner_id: str) -> Any:
-    s, j = staging.c, journal_transactions.c
-    link = aliased(partner_links)
-    hub_member = aliased(members)
+def _mismatched(uow: UnitOfWork, staging: Table, run_id: str, partner_id: str, hub: _Hub) -> Any:
+    s, j = staging.c, hub.journal.c
+    link = hub.links
+    hub_member = hub.members
     differing = func.rtrim(
         _differs("type", s.type != _report_type_of(j.kind))
         + _differs("points", s.points != func.abs(j.points_delta))
@@ -439,7 +490,7 @@ def _mismatched(uow: UnitOfWork, staging: Table, run_id: str, partner_id: str) -
             s.occurred_at_second != staging_module.epoch_second_of(j.occurred_at, uow.dialect_name),
         )
         + _differs("partner_reference", _optional_differs(s.partner_reference, j.partner_reference))
-        + _differs("member", _member_differs(s.member, link.c.member_id, hub_member))
+        + _differs("member", _member_differs(s.member, link.c.member_id, j.member_id, hub_member))
         + _differs("amount_minor", _optional_differs(s.amount_minor, j.amount_minor))
         + _differs("currency", _optional_differs(s.currency, j.currency)),
         ",",
@@ -455,9 +506,12 @@ def _mismatched(uow: UnitOfWork, staging: Table, run_id: str, partner_id: str) -
                 value.label(name)
                 for name, value in zip(_REPORT_COLUMNS, _report_values(staging), strict=True)
             ),
-            *(value.label(name) for name, value in zip(_HUB_COLUMNS, _hub_values(), strict=True)),
+            *(
+                value.label(name)
+                for name, value in zip(_HUB_COLUMNS, _hub_values(hub.journal), strict=True)
+            ),
         )
-        .join(journal_transactions, _journal_of(partner_id, staging))
+        .join(hub.journal, _journal_of(partner_id, staging, hub.journal))
         .outerjoin(
             link, and_(link.c.partner_id == partner_id, link.c.partner_customer_id == s.member)
         )
@@ -489,12 +543,15 @@ def _optional_differs(reported: ColumnElement[Any], hub: ColumnElement[Any]) -> 
 
 
 def _member_differs(
-    reported: ColumnElement[Any], linked_member_id: ColumnElement[Any], hub_member: Any
+    reported: ColumnElement[Any],
+    linked_member_id: ColumnElement[Any],
+    member_id: ColumnElement[Any],
+    hub_member: Any,
 ) -> ColumnElement[bool]:
     # The partner's customer id must resolve (through its link) to the transaction's member,
     # or to the member it was merged into since.
     resolves_elsewhere = and_(
-        linked_member_id != journal_transactions.c.member_id,
+        linked_member_id != member_id,
         or_(
             hub_member.c.merged_into_member_id.is_(None),
             hub_member.c.merged_into_member_id != linked_member_id,
@@ -518,16 +575,20 @@ def _hub_operations_in_window(
 
 
 def _missing_in_partner(
-    staging: Table, run_id: str, in_window: tuple[ColumnElement[bool], ...]
+    staging: Table, run_id: str, in_window: tuple[ColumnElement[bool], ...], on_citus: bool
 ) -> Any:
     j = journal_transactions.c
+    reported: ColumnElement[bool] = exists().where(staging.c.request_id == j.request_id)
+    if on_citus:
+        # The report's request ids, read once and sent to every shard (docs/scaling.md).
+        reported = j.request_id.in_(select(staging.c.request_id))
     query = select(
         literal(run_id),
         literal("missing_in_partner"),
         j.request_id,
         null(),
         *_hub_values(),
-    ).where(*in_window, ~exists().where(staging.c.request_id == j.request_id))
+    ).where(*in_window, ~reported)
     return _exceptions_insert(_HUB_COLUMNS, query)
 
 

@@ -329,7 +329,13 @@ def promotion_counts(uow: UnitOfWork, period: Period, partner_id: str | None) ->
     earned = (
         select(journal_transactions.c.member_id)
         .select_from(journal_transactions)
-        .join(earn_bonuses, earn_bonuses.c.transaction_id == journal_transactions.c.transaction_id)
+        .join(
+            earn_bonuses,
+            and_(
+                earn_bonuses.c.member_id == journal_transactions.c.member_id,
+                earn_bonuses.c.transaction_id == journal_transactions.c.transaction_id,
+            ),
+        )
         .where(
             _in_period(period),
             journal_transactions.c.kind == "earn",
@@ -392,7 +398,15 @@ def promotion_grants(
             func.count(j.c.amount_minor),
             func.coalesce(func.sum(j.c.amount_minor), 0),
         )
-        .select_from(j.join(earn_bonuses, earn_bonuses.c.transaction_id == j.c.transaction_id))
+        .select_from(
+            j.join(
+                earn_bonuses,
+                and_(
+                    earn_bonuses.c.member_id == j.c.member_id,
+                    earn_bonuses.c.transaction_id == j.c.transaction_id,
+                ),
+            )
+        )
         .where(_in_period(period), j.c.kind == "earn", earn_bonuses.c.rule_id.like("promotion:%"))
         .group_by(
             earn_bonuses.c.rule_id,
@@ -416,7 +430,15 @@ def promotion_members(
     j = journal_transactions
     statement = (
         select(earn_bonuses.c.rule_id, j.c.partner_id, func.count(func.distinct(j.c.member_id)))
-        .select_from(j.join(earn_bonuses, earn_bonuses.c.transaction_id == j.c.transaction_id))
+        .select_from(
+            j.join(
+                earn_bonuses,
+                and_(
+                    earn_bonuses.c.member_id == j.c.member_id,
+                    earn_bonuses.c.transaction_id == j.c.transaction_id,
+                ),
+            )
+        )
         .where(_in_period(period), j.c.kind == "earn", earn_bonuses.c.rule_id.like("promotion:%"))
         .group_by(earn_bonuses.c.rule_id, j.c.partner_id)
     )

@@ -60,6 +60,7 @@ MEMBER_TABLES = {
     "referral_codes": "member_id",
     "referrals": "referred_member_id",
     "promotion_member_grants": "member_id",
+    "promotion_earn_grants": "member_id",
 }
 LOOKUP_TABLES = {
     "partner_links": "partner_customer_id",
@@ -73,6 +74,7 @@ COORDINATOR_TABLES = (
     "reconciliation_exceptions",
     "reconciliation_jobs",
     "reconciliation_leases",
+    "partner_daily_sales",
 )
 DISTRIBUTED_TABLES = {**MEMBER_TABLES, **LOOKUP_TABLES}
 
