@@ -511,6 +511,29 @@ class _CitusStatements(_PostgresStatements):
     each table only: each shape is built once and kept (`_citus_write`).
     """
 
+    # Two statements, not PostgreSQL's one: with one member, Citus routes the whole of that
+    # one to the member's worker, whose sequence hands out ids from its own range, while a
+    # group of several members takes them on the coordinator; a member's ids would then not
+    # follow the order its transactions committed in (the integrity proof replays them so).
+    # Every id comes from the coordinator's sequence here.
+    BALANCES = (
+        "SELECT coalesce(json_object_agg(account_id, balance_points), '{}')"
+        " FROM member_accounts WHERE member_id = ANY(%b) AND account_id = ANY(%b)"
+    )
+    TRANSACTION_IDS = (
+        "SELECT array_agg(nextval('journal_transactions_transaction_id_seq'))"
+        " FROM generate_series(1, %s)"
+    )
+
+    def prepare(
+        self, connection: Any, account_ids: list[str], entry_count: int
+    ) -> tuple[dict[str, int], list[int] | None]:
+        member_ids = [_member_of(account_id) for account_id in account_ids]
+        cursor = connection.cursor()
+        (balances,) = cursor.execute(self.BALANCES, (member_ids, account_ids)).fetchone()
+        (transaction_ids,) = cursor.execute(self.TRANSACTION_IDS, (entry_count,)).fetchone()
+        return {account: int(points) for account, points in balances.items()}, transaction_ids
+
     def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
         assert transaction_ids is not None and len(transaction_ids) == len(plan.entries)
         rows = plan.rows_of(transaction_ids)
