@@ -209,10 +209,17 @@ class Committer:
                 self._commit([pending])
 
     def _answer(self, group: list[_Pending], now: datetime) -> None:
+        # A call whose deadline passed while it queued behind a group that waited (on a
+        # locked member, say) has heard <OPERATION>_NOT_COMMITTED_IN_TIME: it is not applied,
+        # so that no group waits on locks for callers that are gone.
+        monotonic = time.monotonic()
+        group = _live(group, monotonic)
+        if not group:
+            return
         # The group waits on locks as long as its most patient caller (store/deadlines.py);
         # the committer's connections bound their waits at GROUP_WAIT_SECONDS_MAX themselves,
         # so a group says so only when it must end sooner (a SET LOCAL round trip).
-        seconds_left = max(p.deadline_monotonic for p in group) - time.monotonic()
+        seconds_left = max(p.deadline_monotonic for p in group) - monotonic
         session_bound = seconds_left >= GROUP_WAIT_SECONDS_MAX - DEADLINE_SLACK_SECONDS
         with deadlines.call_deadline(None if session_bound else seconds_left):
             outcomes = _outcomes(UnitOfWork(self._engine), group, now)
@@ -222,6 +229,17 @@ class Committer:
             else:
                 assert outcome.result is not None
                 pending.answer.set_result(Answer(outcome.result, outcome.balance_visible))
+
+
+def _live(group: list[_Pending], monotonic: float) -> list[_Pending]:
+    """The calls of `group` whose deadline has not passed; the others are answered."""
+    live: list[_Pending] = []
+    for pending in group:
+        if pending.deadline_monotonic > monotonic:
+            live.append(pending)
+        else:
+            pending.answer.set_exception(not_committed_in_time(pending.operation))
+    return live
 
 
 def _outcomes(uow: UnitOfWork, group: list[_Pending], now: datetime) -> Sequence[BatchItemOutcome]:
