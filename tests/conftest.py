@@ -7,6 +7,7 @@ runs never see each other's rows; each test starts from empty tables.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import uuid
@@ -258,3 +259,12 @@ def no_principal_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     constant on every lookup, so patching the module attribute takes effect immediately."""
     assert interceptors.PRINCIPAL_CACHE_SECONDS > 0, "the cache is off: nothing to patch"
     monkeypatch.setattr(interceptors, "PRINCIPAL_CACHE_SECONDS", 0.0)
+
+
+@pytest.fixture(autouse=True)
+def _garbage_collected_after_each_test() -> Iterator[None]:
+    """Collect garbage when each test ends: an object left unclosed (a connection, say) then
+    warns, as an error, in the test that left it, not in whichever later test the collector
+    happens to run during."""
+    yield
+    gc.collect()

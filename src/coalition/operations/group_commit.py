@@ -58,6 +58,10 @@ GROUP_WAIT_SECONDS_MAX = 30.0
 # the earliest of them asked (it then hears <OPERATION>_NOT_COMMITTED_IN_TIME, as on any
 # timeout).
 DEADLINE_SLACK_SECONDS = 1.0
+# A call with less time left than this when its group starts is answered
+# <OPERATION>_NOT_COMMITTED_IN_TIME and not applied: its answer could not reach it in time, and
+# the caller's own clock runs a little ahead of the hub's view of its deadline.
+DEADLINE_MARGIN_SECONDS = 0.05
 QUEUE_LENGTH_MAX = 4096  # calls waiting in one process; past it, callers are refused
 assert 0 < GROUP_SIZE_MAX <= batch_earn.BATCH_EARN_ITEMS_MAX, "a group is a batch"
 BURN_GROUP = "burn"  # every burn goes set-based; no earn group key is this (batch_earn)
@@ -192,6 +196,12 @@ class Committer:
         return list(groups.values())
 
     def _commit(self, group: list[_Pending]) -> None:
+        # A call whose deadline passed while it queued behind a group that waited (on a
+        # locked member, say) has heard <OPERATION>_NOT_COMMITTED_IN_TIME: it is not applied,
+        # so that no group waits on locks for callers that are gone.
+        group = _live(group, time.monotonic())
+        if not group:
+            return
         try:
             self._answer(group, _now())
         except (CoalitionError, DBAPIError) as error:
@@ -209,13 +219,7 @@ class Committer:
                 self._commit([pending])
 
     def _answer(self, group: list[_Pending], now: datetime) -> None:
-        # A call whose deadline passed while it queued behind a group that waited (on a
-        # locked member, say) has heard <OPERATION>_NOT_COMMITTED_IN_TIME: it is not applied,
-        # so that no group waits on locks for callers that are gone.
         monotonic = time.monotonic()
-        group = _live(group, monotonic)
-        if not group:
-            return
         # The group waits on locks as long as its most patient caller (store/deadlines.py);
         # the committer's connections bound their waits at GROUP_WAIT_SECONDS_MAX themselves,
         # so a group says so only when it must end sooner (a SET LOCAL round trip).
@@ -232,10 +236,10 @@ class Committer:
 
 
 def _live(group: list[_Pending], monotonic: float) -> list[_Pending]:
-    """The calls of `group` whose deadline has not passed; the others are answered."""
+    """The calls of `group` with time left; the others are answered."""
     live: list[_Pending] = []
     for pending in group:
-        if pending.deadline_monotonic > monotonic:
+        if pending.deadline_monotonic - DEADLINE_MARGIN_SECONDS > monotonic:
             live.append(pending)
         else:
             pending.answer.set_exception(not_committed_in_time(pending.operation))
