@@ -5,7 +5,9 @@ the metrics show each run."""
 from __future__ import annotations
 
 import re
+import socket
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -31,14 +33,34 @@ def job_status(database_url: str) -> dict[str, re.Match[str]]:
 
 
 def scraped(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return str(response.read().decode())
+    """The metrics a worker serves on `port`, waiting a little for a worker still starting."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+                return str(page.read().decode())
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def free_port_pair() -> int:
+    """A port free with the next one too: worker n serves its metrics on port + n."""
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
 
 
 def test_serve_jobs_runs_every_job_under_a_lease_and_shows_each_run(
     database_url: str, tmp_path: Path
 ) -> None:
-    metrics_port = free_port()
+    metrics_port = free_port_pair()
     arguments = [
         "--db", database_url, "--workers", "2", "--jobs",
         "--job-interval", f"holds={HOLDS_INTERVAL_SECONDS}",
