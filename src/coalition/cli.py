@@ -27,7 +27,10 @@ from coalition.reports.arguments import add_report_parser
 from coalition.settings import (
     DATABASE_URL_ENVIRONMENT_VARIABLE,
     DEFAULT_DATABASE_URL,
+    DEFAULT_GROUP_COMMIT,
     DEFAULT_LISTEN,
+    GROUP_SIZE_MAX_BOUND,
+    GROUP_WINDOW_MS_MAX,
     PROGRAMME_DIRECTORY_ENVIRONMENT_VARIABLE,
     Settings,
     settings_from,
@@ -61,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_option(serve)
     serve.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to listen on")
     serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument(
+        "--group-window-ms",
+        type=float,
+        default=DEFAULT_GROUP_COMMIT.window_ms,
+        help="how long a queued earn or burn waits for others to share its transaction "
+        f"(0 to {GROUP_WINDOW_MS_MAX:g}; default: none, a lone call never waits)",
+    )
+    serve.add_argument(
+        "--group-size-max",
+        type=int,
+        default=DEFAULT_GROUP_COMMIT.size_max,
+        help=f"most earns or burns in one transaction (1 to {GROUP_SIZE_MAX_BOUND}; "
+        f"default {DEFAULT_GROUP_COMMIT.size_max})",
+    )
     serve.add_argument("--partners", default=None, help="sync partner manifests from DIR first")
     serve.add_argument(
         "--signing-key",

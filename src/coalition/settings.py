@@ -83,8 +83,30 @@ class Observability:
     metrics_listen: str | None = None  # HOST:PORT; worker i takes the first free port from it
 
 
+@dataclass(frozen=True)
+class GroupCommit:
+    """How each hub process gathers concurrent earns and burns into one transaction
+    (operations/group_commit.py): at most `size_max` calls, and a window of `window_ms` after
+    a call is queued for others to join it (0: none; a lone call never waits)."""
+
+    window_ms: float = 0.0
+    size_max: int = 64
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.window_ms <= GROUP_WINDOW_MS_MAX:
+            raise ValueError(f"the window is 0 to {GROUP_WINDOW_MS_MAX:g} ms")
+        if not 1 <= self.size_max <= GROUP_SIZE_MAX_BOUND:
+            raise ValueError(f"a group holds 1 to {GROUP_SIZE_MAX_BOUND} calls")
+
+
+# A window longer than this is a latency bug; a group larger than a batch is refused by the
+# batch's own bound (operations/batch_earn.py BATCH_EARN_ITEMS_MAX, asserted in api/bounds.py).
+GROUP_WINDOW_MS_MAX = 100.0
+GROUP_SIZE_MAX_BOUND = 1000
+
 NO_IDENTITY_SECRET = IdentitySecretSource()
 DEFAULT_OBSERVABILITY = Observability()
+DEFAULT_GROUP_COMMIT = GroupCommit()
 
 
 @dataclass(frozen=True)
@@ -102,6 +124,7 @@ class Settings:
     tls: TlsFiles | None = None
     rate_limit: RateLimit | None = None
     observability: Observability = DEFAULT_OBSERVABILITY
+    group_commit: GroupCommit = DEFAULT_GROUP_COMMIT
     # NAME -> seconds of every scheduled job (`serve --jobs`); None: this hub runs no jobs.
     job_intervals: Mapping[str, int] | None = None
 
@@ -185,6 +208,10 @@ def _serve_settings(arguments: argparse.Namespace, settings: Settings) -> Settin
             )
         except ValueError as error:
             raise SettingsError(f"--rate-limit: {error}") from None
+    try:
+        group_commit = GroupCommit(arguments.group_window_ms, arguments.group_size_max)
+    except ValueError as error:
+        raise SettingsError(f"--group-window-ms / --group-size-max: {error}") from None
     return Settings(
         database_url_given=settings.database_url_given,
         signing_key_path=settings.signing_key_path,
@@ -198,6 +225,7 @@ def _serve_settings(arguments: argparse.Namespace, settings: Settings) -> Settin
         observability=Observability(
             arguments.log_format, arguments.access_log, arguments.metrics_listen
         ),
+        group_commit=group_commit,
     )
 
 

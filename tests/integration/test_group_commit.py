@@ -3,6 +3,7 @@ transaction, each keeps its own answer, refusal, request id and sight of the bal
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -209,3 +210,46 @@ def test_a_partner_with_a_promotion_goes_in_a_group_of_its_own(engine: Engine) -
             for partners in transactions_of.values()
         ), "coffee's earns never share a transaction with the set-based group"
     assert_ledger_sound(engine)
+
+
+def test_the_window_holds_a_group_open_for_calls_that_arrive_during_it(engine: Engine) -> None:
+    """The window runs from the first queued call to its end (or a full group): calls arriving
+    meanwhile join the group instead of ending the window."""
+    member_ids = [enroll_at_coffee(engine) for _ in range(3)]
+    events_before = commit_ids(engine)
+    window_seconds = 0.1  # the longest allowed
+    committer = Committer(engine, window_seconds=window_seconds)
+    answered_after: list[float] = []
+    try:
+
+        def call(number: int) -> None:
+            time.sleep(0.01 * number)  # queued 0, 10 and 20 ms after the first
+            started = time.monotonic()
+            committer.earn("test-coffee", earn(member_ids[number], "test-coffee"), 30.0)
+            answered_after.append(time.monotonic() - started)
+
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(call, range(3)))
+    finally:
+        committer.stop()
+
+    # No call is answered before the window that its group formed in has ended.
+    assert max(answered_after) >= window_seconds - 0.01
+    new_events = commit_ids(engine) - events_before
+    assert sum(new_events.values()) == 3
+    if engine.dialect.name == "postgresql":
+        assert len(new_events) == 1, "the three earns shared the window's one transaction"
+    assert_ledger_sound(engine)
+
+
+def test_without_a_window_a_lone_call_waits_for_nothing(engine: Engine) -> None:
+    member_id = enroll_at_coffee(engine)
+    committer = Committer(engine, window_seconds=0.0)
+    try:
+        started = time.monotonic()
+        committer.earn("test-coffee", earn(member_id, "test-coffee"), 30.0)
+        elapsed_seconds = time.monotonic() - started
+    finally:
+        committer.stop()
+    # Far below any window worth setting, and far above a commit: the group went at once.
+    assert elapsed_seconds < 0.5

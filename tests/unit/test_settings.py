@@ -11,6 +11,8 @@ from coalition.cli import build_parser
 from coalition.programme.config import REFERRAL_BONUS_POINTS_MAX, ReferralDefaults
 from coalition.settings import (
     DEFAULT_DATABASE_URL,
+    DEFAULT_GROUP_COMMIT,
+    GroupCommit,
     Observability,
     RateLimit,
     Settings,
@@ -41,10 +43,15 @@ def test_an_option_wins_over_the_environment_which_wins_over_the_default() -> No
 
 def test_serve_options_become_one_value_a_spawned_worker_can_be_given() -> None:
     settings = settings_of(
-        ["serve", "--workers", "3", "--rate-limit", "2.5", "--log-format", "json", "--access-log"],
+        [
+            *("serve", "--workers", "3", "--rate-limit", "2.5", "--log-format", "json"),
+            *("--access-log", "--group-window-ms", "2.5", "--group-size-max", "128"),
+        ],
         {"COALITION_REFERRAL_BONUS_POINTS": "0", "COALITION_IDENTITY_SECRET": "ab" * 32},
     )
     assert settings.workers == 3
+    assert settings.group_commit == GroupCommit(2.5, 128)
+    assert settings_of(["serve"]).group_commit == DEFAULT_GROUP_COMMIT == GroupCommit(0, 64)
     assert settings.rate_limit == RateLimit(2.5, 2)
     assert settings.observability == Observability("json", True, None)
     assert settings.referral == ReferralDefaults(0, 1)
@@ -59,6 +66,10 @@ def test_serve_options_become_one_value_a_spawned_worker_can_be_given() -> None:
         (["serve", "--job-interval", "holds=5"], {}, "--job-interval needs --jobs"),
         (["serve", "--tls-cert", "hub.pem"], {}, "go together"),
         (["serve", "--rate-limit", "-1"], {}, "--rate-limit"),
+        (["serve", "--group-window-ms", "101"], {}, "--group-window-ms"),
+        (["serve", "--group-window-ms", "-1"], {}, "--group-window-ms"),
+        (["serve", "--group-size-max", "0"], {}, "--group-size-max"),
+        (["serve", "--group-size-max", "1001"], {}, "--group-size-max"),
         (
             ["db", "upgrade"],
             {"COALITION_REFERRAL_BONUS_POINTS": str(REFERRAL_BONUS_POINTS_MAX + 1)},

@@ -30,6 +30,7 @@ from coalition.operations.group_commit import GROUP_SIZE_MAX, QUEUE_LENGTH_MAX
 from coalition.programme.config import BONUS_POINTS_MAX, REFERRAL_BONUS_POINTS_MAX
 from coalition.reconciliation.report import LINE_BYTES_MAX
 from coalition.reconciliation.servicer import CONTENT_CHUNK_BYTES_MAX
+from coalition.settings import GROUP_SIZE_MAX_BOUND
 from coalition.store import engine, schema
 
 # Worker threads: unary and client-streaming calls may hold CALLS_MAX of them, event streams
@@ -70,8 +71,8 @@ assert 0 < SUBSCRIPTIONS_PER_PARTNER_MAX <= SUBSCRIPTIONS_MAX
 assert engine.POOL_SIZE + engine.POOL_OVERFLOW_MAX >= THREADS_PER_PROCESS, "a connection each"
 
 # Group commit: a group is a batch, and the queue holds at least one full group.
-assert 0 < GROUP_SIZE_MAX <= BATCH_EARN_ITEMS_MAX
-assert QUEUE_LENGTH_MAX >= GROUP_SIZE_MAX
+assert 0 < GROUP_SIZE_MAX <= GROUP_SIZE_MAX_BOUND <= BATCH_EARN_ITEMS_MAX
+assert QUEUE_LENGTH_MAX >= GROUP_SIZE_MAX_BOUND
 
 # Points: a bonus is an operation's worth at most, and the referral default is a bonus.
 assert 0 < REFERRAL_BONUS_POINTS_MAX <= BONUS_POINTS_MAX <= POINTS_PER_OPERATION_MAX

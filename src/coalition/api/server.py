@@ -45,7 +45,9 @@ from coalition.programme import config as programme_config
 from coalition.reconciliation.servicer import ReconciliationServicer
 from coalition.scheduler.runner import Scheduler
 from coalition.settings import (
+    DEFAULT_GROUP_COMMIT,
     NO_IDENTITY_SECRET,
+    GroupCommit,
     IdentitySecretSource,
     RateLimit,
     Settings,
@@ -153,6 +155,7 @@ class Hub:
         rate_limit: RateLimit | None = None,
         tls: TlsFiles | None = None,
         identity_secret: IdentitySecretSource = NO_IDENTITY_SECRET,
+        group_commit: GroupCommit = DEFAULT_GROUP_COMMIT,
     ) -> None:
         # Loading the key refuses a file other users can read (SigningKeyError): the hub does
         # not start rather than sign with a key that may have leaked.
@@ -184,7 +187,10 @@ class Hub:
         # Concurrent earns and burns of this process share database transactions (group
         # commit). SQLite serialises writers: more than one committer would only queue on it.
         self._committer = Committer(
-            engine, threads=1 if engine.dialect.name == "sqlite" else COMMITTER_THREADS
+            engine,
+            group_size_max=group_commit.size_max,
+            window_seconds=group_commit.window_ms / 1000,
+            threads=1 if engine.dialect.name == "sqlite" else COMMITTER_THREADS,
         )
         points_service_pb2_grpc.add_PointsServiceServicer_to_server(
             PointsServicer(unit_of_work, self._committer), self._server
@@ -357,6 +363,7 @@ def _serve_in_this_process(settings: Settings) -> None:
         rate_limit=settings.rate_limit,
         tls=settings.tls,
         identity_secret=settings.identity_secret,
+        group_commit=settings.group_commit,
     ).start()
     intervals = settings.job_intervals  # `coalition serve --jobs`
     scheduler = (

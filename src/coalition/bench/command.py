@@ -37,6 +37,12 @@ def add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="hub processes of the PostgreSQL workloads (the SQLite ones run one)",
     )
     bench.add_argument(
+        "--group-window-ms",
+        type=float,
+        default=defaults.group_window_ms,
+        help="the hubs' `serve --group-window-ms` (default: none)",
+    )
+    bench.add_argument(
         "--duration", type=float, default=defaults.duration_seconds_max, help="seconds max each"
     )
     bench.add_argument(
@@ -67,6 +73,7 @@ def run(arguments: argparse.Namespace) -> int:
         concurrency=arguments.concurrency,
         generator_processes=arguments.generator_processes,
         hub_workers=arguments.hub_workers,
+        group_window_ms=arguments.group_window_ms,
         duration_seconds_max=arguments.duration,
         workloads=workloads,
         keep_database=arguments.keep_database,

@@ -78,6 +78,7 @@ class BenchConfig:
     concurrency: int = 16  # in-flight requests: pgbench clients, generator threads in all
     generator_processes: int = 2
     hub_workers: int = 2
+    group_window_ms: float = 0.0  # the hubs' `serve --group-window-ms`
     duration_seconds_max: float = 60.0  # per workload
     workloads: tuple[str, ...] = ALL_WORKLOADS
     keep_database: bool = False
@@ -153,7 +154,9 @@ def _sqlite_run(config: BenchConfig, results: dict[str, Any], progress: Any) -> 
                 )
                 results["baselines"][workload] = _sqlite_baseline_summary(outcome, workload)
         port = _free_port()
-        with _hub(url, port, SQLITE_HUB_WORKERS, Path(scratch) / "hub-sqlite.log") as pid:
+        with _hub(
+            url, port, SQLITE_HUB_WORKERS, Path(scratch) / "hub-sqlite.log", config.group_window_ms
+        ) as pid:
             for workload in SQLITE_WORKLOADS:
                 if workload in config.workloads:
                     spec = _spec(
@@ -199,7 +202,9 @@ def _hub_workloads(
     unary = [w for w in config.workloads if w != "mix" and w not in SQLITE_WORKLOADS]
     if unary:
         port = _free_port()
-        with _hub(url, port, config.hub_workers, directory / "hub.log") as pid:
+        with _hub(
+            url, port, config.hub_workers, directory / "hub.log", config.group_window_ms
+        ) as pid:
             for workload in unary:
                 spec = _spec(config, workload, (f"127.0.0.1:{port}",), api_keys, results)
                 progress(f"workload {workload}: {spec.requests} calls")
@@ -207,8 +212,8 @@ def _hub_workloads(
     if "mix" in config.workloads:
         ports = (_free_port(), _free_port())
         with (
-            _hub(url, ports[0], 1, directory / "hub-a.log") as first_pid,
-            _hub(url, ports[1], 1, directory / "hub-b.log") as second_pid,
+            _hub(url, ports[0], 1, directory / "hub-a.log", config.group_window_ms) as first_pid,
+            _hub(url, ports[1], 1, directory / "hub-b.log", config.group_window_ms) as second_pid,
         ):
             targets = tuple(f"127.0.0.1:{port}" for port in ports)
             spec = _spec(config, "mix", targets, api_keys, results)
@@ -376,11 +381,14 @@ def _ratio(summary: dict[str, Any], baseline: dict[str, Any] | None) -> float | 
 
 
 @contextmanager
-def _hub(url: str, port: int, workers: int, log_path: Path) -> Iterator[int]:
+def _hub(
+    url: str, port: int, workers: int, log_path: Path, group_window_ms: float
+) -> Iterator[int]:
     """`coalition serve` as a child process, until the block ends; yields its pid."""
     command = [
         sys.executable, "-m", "coalition.cli", "serve", "--db", url,
         "--listen", f"127.0.0.1:{port}", "--workers", str(workers), "--log-format", "json",
+        "--group-window-ms", str(group_window_ms),
     ]  # fmt: skip
     environment = {k: v for k, v in os.environ.items() if k != "COALITION_PROGRAMME_DIR"}
     with log_path.open("w") as log:

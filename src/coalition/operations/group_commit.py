@@ -9,11 +9,12 @@ load, the calls that arrive while a group is being committed form the next group
 statements and the commit of a group are shared by all its calls:
 
 - a request waits for nothing when the hub is idle: the committer takes whatever is queued the
-  moment it is free; `GROUP_WINDOW_SECONDS` (default 0) may add a wait to gather more;
-- a group holds at most `GROUP_SIZE_MAX` calls of one operation: burns of any partners;
-  earns of any partners the programme adds nothing to (the set-based path), or of one
-  partner it adds to (item by item); its members are locked in one ordered statement, so
-  concurrent groups never deadlock;
+  moment it is free; a window (`serve --group-window-ms`, default 0) makes it wait that long
+  after the first queued call, or until the group is full, to gather more;
+- a group holds at most `GROUP_SIZE_MAX` calls of one operation (`serve --group-size-max`):
+  burns of any partners; earns of any partners the programme adds nothing to (the set-based
+  path), or of one partner it adds to (item by item); its members are locked in one ordered
+  statement, so concurrent groups never deadlock;
 - a refusal of one call (NO_POINTS_EARNED, INSUFFICIENT_POINTS, ...) is that call's answer,
   kept under its request id in the same transaction, and never rolls back the others;
 - no answer leaves before its group's transaction committed; a database fault answers every
@@ -40,14 +41,16 @@ from coalition.domain.errors import CoalitionError, DeadlineExceeded, Unavailabl
 from coalition.operations import batch_burn, batch_earn
 from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult
 from coalition.operations.set_based import BatchItemOutcome
+from coalition.settings import DEFAULT_GROUP_COMMIT, GROUP_WINDOW_MS_MAX
 from coalition.store import deadlines
 from coalition.store.engine import create_committer_engine
 from coalition.store.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
 
-GROUP_SIZE_MAX = 64
-GROUP_WINDOW_SECONDS = 0.0
+# The defaults; `serve --group-size-max` and `--group-window-ms` set them per hub (settings.py).
+GROUP_SIZE_MAX = DEFAULT_GROUP_COMMIT.size_max
+GROUP_WINDOW_SECONDS = DEFAULT_GROUP_COMMIT.window_ms / 1000
 # Groups committing at once in one process, each on its own connection: while one waits for
 # the database, the next forms and goes. Members are locked in one global order, so
 # concurrent groups never deadlock.
@@ -98,7 +101,7 @@ class Committer:
         threads: int = COMMITTER_THREADS,
     ) -> None:
         assert 0 < group_size_max <= batch_earn.BATCH_EARN_ITEMS_MAX
-        assert 0 <= window_seconds <= 0.1, "a window longer than 100 ms is a latency bug"
+        assert 0 <= window_seconds <= GROUP_WINDOW_MS_MAX / 1000, "a longer one is a latency bug"
         self._engine = create_committer_engine(engine, threads, GROUP_WAIT_SECONDS_MAX)
         self._own_engine = self._engine is not engine
         self._group_size_max = group_size_max
@@ -176,8 +179,14 @@ class Committer:
                 if self._stopping:
                     return None
                 self._ready.wait()
-            if self._window_seconds and len(self._queue) < self._group_size_max:
-                self._ready.wait(self._window_seconds)
+            # The window runs from the moment a call is queued: the calls arriving meanwhile
+            # (each a notify) do not end it, only a full group or the window's end does.
+            window_ends = time.monotonic() + self._window_seconds
+            while len(self._queue) < self._group_size_max and not self._stopping:
+                seconds_left = window_ends - time.monotonic()
+                if seconds_left <= 0:
+                    break
+                self._ready.wait(seconds_left)
             count = min(len(self._queue), self._group_size_max)
             return [self._queue.popleft() for _ in range(count)]
 
