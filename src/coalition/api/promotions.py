@@ -18,7 +18,7 @@ from coalition.domain.errors import FieldViolation, InvalidArgument
 from coalition.domain.promotions import Promotion
 from coalition.operations import promotion_admin
 from coalition.operations.promotion_admin import Actor
-from coalition.programme.config import active_programme
+from coalition.programme.config import Programme
 from coalition.programme.promotion_catalogue import StoredPromotion
 from coalition.reports.build import PromotionPerformance
 from coalition.reports.period import Period, parse_period
@@ -181,8 +181,9 @@ def _now() -> datetime:
 
 
 class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
-    def __init__(self, unit_of_work: Callable[..., UnitOfWork]) -> None:
+    def __init__(self, unit_of_work: Callable[..., UnitOfWork], programme: Programme) -> None:
         self._unit_of_work = unit_of_work
+        self._programme = programme  # the hub's: a tier filter names tiers of its ladder
 
     def CreatePromotion(
         self, request: messages.CreatePromotionRequest, context: grpc.ServicerContext
@@ -193,7 +194,7 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
         parser.done()
         with _proto_field_names():
             stored = promotion_admin.create_promotion(
-                self._unit_of_work(), _actor(), entry, request_id, active_programme(), _now()
+                self._unit_of_work(), _actor(), entry, request_id, self._programme, _now()
             )
         return messages.CreatePromotionResponse(promotion=_message(stored))
 
@@ -213,7 +214,7 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
                 entry,
                 request.expected_version,
                 request_id,
-                active_programme(),
+                self._programme,
                 _now(),
             )
         return messages.UpdatePromotionResponse(promotion=_message(stored))
