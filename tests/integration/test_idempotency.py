@@ -213,7 +213,9 @@ def test_an_earn_that_lost_a_race_with_a_merge_applies_to_the_survivor_on_retry(
             now(),
         )
         assert wait_for_lock_waits(engine, 1)
-        raced = pool.submit(operations.earn, UnitOfWork(engine), "test-coffee", command, now())
+        raced = pool.submit(
+            operations.earn, UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", command, now()
+        )
         assert wait_for_lock_waits(engine, 2)
         holder.rollback()
         assert merged.result(timeout=10).points_moved == 10
