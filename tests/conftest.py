@@ -27,6 +27,7 @@ from coalition.api.server import Hub
 from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest, RateVersionManifest
 from coalition.partners.sync import sync_partners
+from coalition.programme.config import DEFAULT_PROGRAMME, Programme
 from coalition.programme.promotion_catalogue import CATALOGUE
 from coalition.settings import identity_secret_from
 from coalition.store import citus, migrate
@@ -232,9 +233,21 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def hub(engine: Engine) -> Iterator[Hub]:
+def programme() -> Programme:
+    """The programme the `hub` fixture serves; a test that needs another overrides this
+    fixture (its module's own `programme`, or a parametrisation of it)."""
+    return DEFAULT_PROGRAMME
+
+
+@pytest.fixture
+def hub(engine: Engine, programme: Programme) -> Iterator[Hub]:
     # The identity secret as a hub process takes it at start (tests set it with monkeypatch).
-    hub = Hub(engine, "127.0.0.1:0", identity_secret=identity_secret_from(os.environ)).start()
+    hub = Hub(
+        engine,
+        "127.0.0.1:0",
+        programme=programme,
+        identity_secret=identity_secret_from(os.environ),
+    ).start()
     yield hub
     hub.stop(grace_seconds=0)
 

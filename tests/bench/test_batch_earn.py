@@ -23,7 +23,6 @@ from coalition.programme.config import (
     DEFAULT_PROGRAMME,
     REFERRAL_BONUS_POINTS_DEFAULT,
     Programme,
-    using_programme,
 )
 from coalition.referrals.service import get_referral_code
 from coalition.store.unit_of_work import UnitOfWork
@@ -54,8 +53,12 @@ def command(member_id: str, amount_minor: int = 1000, request_id: str = "") -> E
     )
 
 
-def run(engine: Engine, items: list, all_or_nothing: bool = False) -> batch_earn.BatchEarnResult:
-    return batch_earn.batch_earn(UnitOfWork(engine), PARTNER_ID, items, all_or_nothing, now())
+def run(
+    engine: Engine, programme: Programme, items: list, all_or_nothing: bool = False
+) -> batch_earn.BatchEarnResult:
+    return batch_earn.batch_earn(
+        UnitOfWork(engine), programme, PARTNER_ID, items, all_or_nothing, now()
+    )
 
 
 TWO_TIERS = Programme(
@@ -70,17 +73,16 @@ TWO_TIERS = Programme(
 
 
 @pytest.fixture(params=["set_based", "item_by_item"])
-def programme(request: pytest.FixtureRequest):
-    chosen = DEFAULT_PROGRAMME if request.param == "set_based" else TWO_TIERS
-    with using_programme(chosen):
-        yield chosen
+def programme(request: pytest.FixtureRequest) -> Programme:
+    """The programme each test passes to every earn: one path or the other."""
+    return DEFAULT_PROGRAMME if request.param == "set_based" else TWO_TIERS
 
 
 def test_batch_applies_every_item_with_running_balances(engine: Engine, programme) -> None:
     first, _ = enroll(engine)
     second, _ = enroll(engine)
     items = [command(first, 50000), command(second, 100000), command(first, 150000)]
-    result = run(engine, items)
+    result = run(engine, programme, items)
     assert (result.applied_count, result.replayed_count, result.failed_count) == (3, 0, 0)
     points = [o.result.points for o in result.outcomes]
     assert points == [100, 200, 300]
@@ -102,7 +104,7 @@ def test_per_item_mode_isolates_failures_and_writes_nothing_for_them(
         command(member_id, amount_minor=5),  # earns no points
         by_customer,
     ]
-    result = run(engine, items)
+    result = run(engine, programme, items)
     assert result.outcomes[0].result is not None
     assert isinstance(result.outcomes[1].error, NotFound)
     assert result.outcomes[2].error.reason == "NO_POINTS_EARNED"
@@ -121,18 +123,18 @@ def test_a_failed_items_refusal_is_final_in_batches_and_for_unary_earn(
 ) -> None:
     member_id, _ = enroll(engine)
     refused = command("no-such-member", request_id="r-1")
-    first = run(engine, [refused, command(member_id)])
+    first = run(engine, programme, [refused, command(member_id)])
     assert first.outcomes[0].error is not None
-    again = run(engine, [refused])
+    again = run(engine, programme, [refused])
     assert again.outcomes[0].error is not None
     assert (again.outcomes[0].error.reason, again.outcomes[0].error.message) == (
         first.outcomes[0].error.reason,
         first.outcomes[0].error.message,
     )
     with pytest.raises(NotFound) as unary:
-        operations.earn(UnitOfWork(engine), PARTNER_ID, refused, now())
+        operations.earn(UnitOfWork(engine), programme, PARTNER_ID, refused, now())
     assert unary.value.message == first.outcomes[0].error.message
-    other_payload = run(engine, [command(member_id, request_id="r-1")])
+    other_payload = run(engine, programme, [command(member_id, request_id="r-1")])
     assert isinstance(other_payload.outcomes[0].error, AlreadyExists)
     assert row_counts(engine)["journal_transactions"] == 1
 
@@ -140,8 +142,10 @@ def test_a_failed_items_refusal_is_final_in_batches_and_for_unary_earn(
 def test_an_item_refused_by_unary_earn_first_is_refused_alike(engine: Engine, programme) -> None:
     member_id, _ = enroll(engine)
     with pytest.raises(FailedPrecondition) as unary:
-        operations.earn(UnitOfWork(engine), PARTNER_ID, command(member_id, 5, "r-1"), now())
-    result = run(engine, [command(member_id, 5, "r-1"), command(member_id)])
+        operations.earn(
+            UnitOfWork(engine), programme, PARTNER_ID, command(member_id, 5, "r-1"), now()
+        )
+    result = run(engine, programme, [command(member_id, 5, "r-1"), command(member_id)])
     assert result.outcomes[0].error is not None
     assert result.outcomes[0].error.message == unary.value.message
     assert result.applied_count == 1
@@ -151,7 +155,7 @@ def test_all_or_nothing_fails_naming_the_item_and_writes_nothing(engine: Engine,
     member_id, _ = enroll(engine)
     before = row_counts(engine)
     with pytest.raises(CoalitionError) as failure:
-        run(engine, [command(member_id), command("no-such-member")], all_or_nothing=True)
+        run(engine, programme, [command(member_id), command("no-such-member")], all_or_nothing=True)
     assert failure.value.metadata["item_index"] == "1"
     assert row_counts(engine) == before
     assert remembered_refusals(engine) == {}  # the call failed whole: nothing is kept
@@ -159,17 +163,25 @@ def test_all_or_nothing_fails_naming_the_item_and_writes_nothing(engine: Engine,
 
 def test_items_replay_across_batches_and_unary_earn(engine: Engine, programme) -> None:
     member_id, _ = enroll(engine)
-    earned = operations.earn(UnitOfWork(engine), PARTNER_ID, command(member_id, 1000, "u-1"), now())
-    first = run(engine, [command(member_id, 2000, "b-1"), command(member_id, 1000, "u-1")])
+    earned = operations.earn(
+        UnitOfWork(engine), programme, PARTNER_ID, command(member_id, 1000, "u-1"), now()
+    )
+    first = run(
+        engine, programme, [command(member_id, 2000, "b-1"), command(member_id, 1000, "u-1")]
+    )
     assert first.outcomes[1].result.replayed
     assert first.outcomes[1].result.transaction.transaction_id == earned.transaction.transaction_id
-    again = run(engine, [command(member_id, 2000, "b-1"), command(member_id, 9000, "u-1")])
+    again = run(
+        engine, programme, [command(member_id, 2000, "b-1"), command(member_id, 9000, "u-1")]
+    )
     assert again.outcomes[0].result.replayed
     assert again.outcomes[0].result == first.outcomes[0].result.__class__(
         **{**first.outcomes[0].result.__dict__, "replayed": True}
     )
     assert isinstance(again.outcomes[1].error, AlreadyExists)
-    unary = operations.earn(UnitOfWork(engine), PARTNER_ID, command(member_id, 2000, "b-1"), now())
+    unary = operations.earn(
+        UnitOfWork(engine), programme, PARTNER_ID, command(member_id, 2000, "b-1"), now()
+    )
     assert unary.replayed
     assert row_counts(engine)["journal_transactions"] == 2
     assert_ledger_sound(engine)
@@ -182,7 +194,7 @@ def test_request_id_repeated_within_a_batch(engine: Engine, programme) -> None:
         command(member_id, 1000, "same"),
         command(member_id, 3000, "same"),
     ]
-    result = run(engine, items)
+    result = run(engine, programme, items)
     assert not result.outcomes[0].result.replayed
     assert result.outcomes[1].result.replayed
     assert result.outcomes[1].result.transaction == result.outcomes[0].result.transaction
@@ -194,7 +206,7 @@ def test_request_id_repeated_within_a_batch(engine: Engine, programme) -> None:
 def test_a_thousand_items_in_one_batch(engine: Engine) -> None:
     member_ids = [enroll(engine)[0] for _ in range(20)]
     items = [command(member_ids[i % 20], 1000 + i) for i in range(batch_earn.BATCH_EARN_ITEMS_MAX)]
-    result = run(engine, items, all_or_nothing=True)
+    result = run(engine, DEFAULT_PROGRAMME, items, all_or_nothing=True)
     assert result.applied_count == batch_earn.BATCH_EARN_ITEMS_MAX
     assert row_counts(engine)["postings"] == 2 * batch_earn.BATCH_EARN_ITEMS_MAX
     assert_ledger_sound(engine)
@@ -211,9 +223,11 @@ def test_a_referred_members_first_earn_in_a_batch_pays_the_referral_reward_once(
         UnitOfWork(engine), PARTNER_ID, "enrol-referred", "referred", "Bob", now(),
         referral_code=code,
     ).member.member_id  # fmt: skip
-    result = run(engine, [command(referred, 50_000), command(referred, 50_000)])
+    result = run(engine, programme, [command(referred, 50_000), command(referred, 50_000)])
     assert result.applied_count == 2
-    unary = operations.earn(UnitOfWork(engine), PARTNER_ID, command(referred, 50_000), now())
+    unary = operations.earn(
+        UnitOfWork(engine), programme, PARTNER_ID, command(referred, 50_000), now()
+    )
     bonus = REFERRAL_BONUS_POINTS_DEFAULT
     assert unary.balance_points == 3 * 100 + bonus  # paid once, on the batch's first item
     assert balance_of(engine, referrer) == bonus
@@ -229,7 +243,9 @@ def test_concurrent_batches_naming_members_in_opposite_orders_never_deadlock(
     member_ids = [enroll(engine)[0] for _ in range(6)]
 
     def batches(order: list[str]) -> int:
-        return sum(run(engine, [command(m) for m in order]).applied_count for _ in range(5))
+        return sum(
+            run(engine, programme, [command(m) for m in order]).applied_count for _ in range(5)
+        )
 
     with ThreadPoolExecutor(2) as pool:
         forward = pool.submit(batches, member_ids)
@@ -261,12 +277,12 @@ def test_an_item_whose_request_id_a_member_call_used_is_refused_as_reused(
     if all_or_nothing:
         before = row_counts(engine)
         with pytest.raises(AlreadyExists) as failure:
-            run(engine, items, all_or_nothing=True)
+            run(engine, programme, items, all_or_nothing=True)
         assert failure.value.reason == "REQUEST_ID_REUSED"
         assert failure.value.metadata["item_index"] == "0"
         assert row_counts(engine) == before
         return
-    result = run(engine, items)
+    result = run(engine, programme, items)
     assert [o.error.reason if o.error else "applied" for o in result.outcomes] == [
         "REQUEST_ID_REUSED",
         "applied",

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from coalition.api.server import Hub
 from coalition.partners import credentials
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.store.schema import (
     accounts,
     api_keys,
@@ -64,7 +65,7 @@ Metadata = tuple[tuple[str, str], ...]
 @contextmanager
 def serving(engine: Engine) -> Iterator[grpc.Channel]:
     """A hub of the test's own on `engine` (for engines the `hub` fixture does not build)."""
-    hub = Hub(engine, "127.0.0.1:0").start()
+    hub = Hub(engine, "127.0.0.1:0", programme=DEFAULT_PROGRAMME).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{hub.port}") as channel:
             yield channel

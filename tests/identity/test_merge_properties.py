@@ -19,6 +19,7 @@ from coalition.identity import members, merge
 from coalition.identity.members import MemberReference
 from coalition.ledger.journal import member_balance
 from coalition.operations.points import BurnCommand, EarnCommand
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.store.schema import lots, member_accounts
 from coalition.store.schema import members as members_table
 from coalition.store.unit_of_work import UnitOfWork
@@ -70,7 +71,7 @@ def apply(engine: Engine, move: tuple[object, ...], member_ids: list[str]) -> No
     if kind == "earn":
         partner_id, amount_minor = str(move[2]), int(move[3])  # type: ignore[call-overload]
         command = EarnCommand(new_id(), target, spend=Money(amount_minor, CURRENCY[partner_id]))
-        operations.earn(UnitOfWork(engine), partner_id, command, now())
+        operations.earn(UnitOfWork(engine), DEFAULT_PROGRAMME, partner_id, command, now())
     elif kind == "burn":
         command_burn = BurnCommand(new_id(), target, points=int(move[2]))  # type: ignore[call-overload]
         operations.burn(UnitOfWork(engine), "test-air", command_burn, now())
@@ -141,7 +142,9 @@ def test_concurrent_earns_and_a_merge_strand_no_point(engine: Engine) -> None:
             try:
                 target = MemberReference(member_id=member_id)
                 command = EarnCommand(new_id(), target, spend=Money(1_000, "EUR"))
-                return operations.earn(UnitOfWork(engine), "test-air", command, now()).points
+                return operations.earn(
+                    UnitOfWork(engine), DEFAULT_PROGRAMME, "test-air", command, now()
+                ).points
             except CoalitionError as refused:
                 assert refused.reason == "MEMBER_MERGED"
         raise AssertionError("an earn kept meeting the merge")

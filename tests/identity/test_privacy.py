@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 
-from coalition.programme.config import Programme, using_programme
+from coalition.programme.config import Programme
 from coalition.v1 import (
     common_pb2,
     event_service_pb2,
@@ -102,15 +100,11 @@ def test_a_revoked_balance_is_withheld_by_every_rpc_that_returns_it(
     assert [e.balance_points_after for e in streamed] == [100, 200, 199]
 
 
-@pytest.fixture
-def tiers() -> Iterator[None]:
-    """Tiers that 1,000 points reach (silver): an earn changes the member's tier."""
-    with using_programme(Programme(LADDER, ())):
-        yield
-
-
+# Tiers that 1,000 points reach (silver): an earn changes the member's tier. The hub fixture
+# serves the `programme` fixture (tests/conftest.py), here this one.
+@pytest.mark.parametrize("programme", [Programme(LADDER, ())], ids=["tiers"])
 def test_tier_changes_reach_only_partners_the_member_shares_its_tier_with(
-    coffee: Caller, air: Caller, channel: grpc.Channel, tiers: None
+    coffee: Caller, air: Caller, channel: grpc.Channel
 ) -> None:
     member_id = coffee.enroll("C-1").member.member_id
     # Air is not linked: it may earn for the member (one identity), and learns nothing of it.

@@ -21,6 +21,7 @@ from coalition.identity.members import MemberReference
 from coalition.operations import batch_earn
 from coalition.partners.manifest import ManifestError, load_manifest
 from coalition.partners.sync import sync_partners
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import common_pb2, points_service_pb2, points_service_pb2_grpc
 from tests.conftest import AIR, COFFEE, api_key
@@ -70,7 +71,7 @@ def batch_earn_at(engine: Engine, member_id: str, occurred_at: datetime) -> None
         occurred_at=occurred_at,
     )
     result = batch_earn.batch_earn(
-        UnitOfWork(engine), "test-coffee", [command], True, datetime.now(UTC)
+        UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", [command], True, datetime.now(UTC)
     )
     raise AssertionError(f"applied: {result}")
 

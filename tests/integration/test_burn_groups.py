@@ -21,6 +21,7 @@ from coalition.identity.members import MemberReference
 from coalition.operations import batch_burn
 from coalition.operations.group_commit import Committer
 from coalition.operations.points import BurnCommand
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals
 from tests.integration.test_group_commit import commit_ids, earn
@@ -214,7 +215,7 @@ def test_the_committer_gathers_concurrent_burns_and_earns(engine: Engine) -> Non
     burns = [("test-coffee", burn(member_ids[n % 4], 3)) for n in range(32)]
     earners = [enroll_at(engine, "test-coffee") for _ in range(2)]
     earns = [("test-coffee", earn(earners[n % 2], "test-coffee")) for n in range(8)]
-    committer = Committer(engine, window_seconds=0.02)
+    committer = Committer(engine, DEFAULT_PROGRAMME, window_seconds=0.02)
     try:
 
         def call(index: int) -> object:

@@ -20,7 +20,7 @@ from coalition.identity.members import MemberReference
 from coalition.operations import batch_earn
 from coalition.operations.group_commit import Committer
 from coalition.operations.points import EarnCommand
-from coalition.programme.config import DEFAULT_PROGRAMME, Programme, using_programme
+from coalition.programme.config import DEFAULT_PROGRAMME, Programme
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals
 
@@ -69,7 +69,7 @@ def test_earns_of_three_partners_share_one_transaction_and_keep_their_own_answer
     ]
     events_before = commit_ids(engine)
 
-    result = batch_earn.earn_many(UnitOfWork(engine), earns, now())
+    result = batch_earn.earn_many(UnitOfWork(engine), DEFAULT_PROGRAMME, earns, now())
 
     coffee, air, refused, cinema = result.outcomes
     assert refused.error is not None and refused.error.reason == "CURRENCY_MISMATCH"
@@ -101,8 +101,10 @@ def test_a_group_replays_each_partners_request_ids_apart(engine: Engine) -> None
         ("test-coffee", earn(member_id, "test-coffee", request_id)),
         ("test-air", earn(member_id, "test-air", request_id)),
     ]
-    applied = batch_earn.earn_many(UnitOfWork(engine), first, now())
-    again = batch_earn.earn_many(UnitOfWork(engine), list(reversed(first)), now())
+    applied = batch_earn.earn_many(UnitOfWork(engine), DEFAULT_PROGRAMME, first, now())
+    again = batch_earn.earn_many(
+        UnitOfWork(engine), DEFAULT_PROGRAMME, list(reversed(first)), now()
+    )
 
     assert [o.result.replayed for o in applied.outcomes if o.result] == [False, False]
     assert [o.result.replayed for o in again.outcomes if o.result] == [True, True]
@@ -121,7 +123,7 @@ def test_the_committer_gathers_concurrent_earns_of_every_partner(engine: Engine)
     calls.append(("test-air", earn(member_ids[0], "test-air", currency="GBP")))  # refused
     events_before = commit_ids(engine)
     # A 20 ms window lets a group gather what 16 threads send at once.
-    committer = Committer(engine, window_seconds=0.02)
+    committer = Committer(engine, DEFAULT_PROGRAMME, window_seconds=0.02)
     try:
 
         def call(partner_and_command: tuple[str, EarnCommand]) -> object:
@@ -181,13 +183,14 @@ def test_a_partner_with_a_promotion_goes_in_a_group_of_its_own(engine: Engine) -
     member_id = enroll_at_coffee(engine)
     calls = [(p, earn(member_id, p)) for p in ("test-coffee", "test-air", "test-cinema") * 4]
     events_before = commit_ids(engine)
-    with using_programme(Programme(DEFAULT_PROGRAMME.ladder, (bonus,))):
-        committer = Committer(engine, window_seconds=0.02)
-        try:
-            with ThreadPoolExecutor(12) as pool:
-                answers = list(pool.map(lambda call: committer.earn(*call, 30.0), calls))
-        finally:
-            committer.stop()
+    committer = Committer(
+        engine, Programme(DEFAULT_PROGRAMME.ladder, (bonus,)), window_seconds=0.02
+    )
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda call: committer.earn(*call, 30.0), calls))
+    finally:
+        committer.stop()
 
     for (partner_id, _), answer in zip(calls, answers, strict=True):
         explanation = answer.result.explanation
@@ -218,7 +221,7 @@ def test_the_window_holds_a_group_open_for_calls_that_arrive_during_it(engine: E
     member_ids = [enroll_at_coffee(engine) for _ in range(3)]
     events_before = commit_ids(engine)
     window_seconds = 0.1  # the longest allowed
-    committer = Committer(engine, window_seconds=window_seconds)
+    committer = Committer(engine, DEFAULT_PROGRAMME, window_seconds=window_seconds)
     answered_after: list[float] = []
     try:
 
@@ -244,7 +247,7 @@ def test_the_window_holds_a_group_open_for_calls_that_arrive_during_it(engine: E
 
 def test_without_a_window_a_lone_call_waits_for_nothing(engine: Engine) -> None:
     member_id = enroll_at_coffee(engine)
-    committer = Committer(engine, window_seconds=0.0)
+    committer = Committer(engine, DEFAULT_PROGRAMME, window_seconds=0.0)
     try:
         started = time.monotonic()
         committer.earn("test-coffee", earn(member_id, "test-coffee"), 30.0)

@@ -20,6 +20,7 @@ from coalition.ledger import idempotency, journal
 from coalition.ledger.idempotency import KeyedRequest
 from coalition.operations import points
 from coalition.operations.points import BurnCommand, EarnCommand
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import (
     assert_ledger_sound,
@@ -49,9 +50,9 @@ def test_every_ledger_refusal_is_repeated_to_a_retry_with_nothing_applied(engine
     member_id = enroll(engine)
     command = EarnCommand("earn-1", MemberReference(member_id=member_id), spend=Money(4, "CNY"))
     with pytest.raises(FailedPrecondition) as first:
-        operations.earn(UnitOfWork(engine), "test-coffee", command, now())
+        operations.earn(UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", command, now())
     with pytest.raises(FailedPrecondition) as again:
-        operations.earn(UnitOfWork(engine), "test-coffee", command, now())
+        operations.earn(UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", command, now())
     assert first.value.reason == again.value.reason == "NO_POINTS_EARNED"
     assert (again.value.message, again.value.metadata) == (
         first.value.message,
@@ -60,7 +61,7 @@ def test_every_ledger_refusal_is_repeated_to_a_retry_with_nothing_applied(engine
     missing = EarnCommand("earn-2", MemberReference(member_id="nobody"), spend=Money(9, "CNY"))
     for _ in range(2):
         with pytest.raises(NotFound):
-            operations.earn(UnitOfWork(engine), "test-coffee", missing, now())
+            operations.earn(UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", missing, now())
     assert remembered_refusals(engine) == {
         ("test-coffee", "earn-1"): "NO_POINTS_EARNED",
         ("test-coffee", "earn-2"): "MEMBER_NOT_FOUND",
@@ -212,7 +213,9 @@ def test_an_earn_that_lost_a_race_with_a_merge_applies_to_the_survivor_on_retry(
             now(),
         )
         assert wait_for_lock_waits(engine, 1)
-        raced = pool.submit(operations.earn, UnitOfWork(engine), "test-coffee", command, now())
+        raced = pool.submit(
+            operations.earn, UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", command, now()
+        )
         assert wait_for_lock_waits(engine, 2)
         holder.rollback()
         assert merged.result(timeout=10).points_moved == 10
@@ -220,7 +223,7 @@ def test_an_earn_that_lost_a_race_with_a_merge_applies_to_the_survivor_on_retry(
             raced.result(timeout=10)
     assert refused.value.reason == "MEMBER_MERGED"
     assert remembered_refusals(engine) == {}
-    retried = operations.earn(UnitOfWork(engine), "test-coffee", command, now())
+    retried = operations.earn(UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", command, now())
     assert (retried.transaction.member_id, retried.replayed) == (survivor_id, False)
     assert_ledger_sound(engine)
 

@@ -20,6 +20,7 @@ from coalition.domain.points import Money
 from coalition.identity import members
 from coalition.identity.members import MemberReference
 from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult, ReverseCommand
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.store.schema import lot_consumptions, lots
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound, row_counts
@@ -58,7 +59,7 @@ def earn(
         spend=Money(amount_minor, CURRENCY[partner_id]),
         occurred_at=occurred_at,
     )
-    return operations.earn(UnitOfWork(engine), partner_id, command, now())
+    return operations.earn(UnitOfWork(engine), DEFAULT_PROGRAMME, partner_id, command, now())
 
 
 def burn(
@@ -108,7 +109,7 @@ def test_earn_by_native_points_converts_at_the_native_rate(engine: Engine) -> No
     command = EarnCommand(
         request_id=new_id(), member=MemberReference(member_id=member_id), native_points=1001
     )
-    result = operations.earn(UnitOfWork(engine), "test-air", command, now())
+    result = operations.earn(UnitOfWork(engine), DEFAULT_PROGRAMME, "test-air", command, now())
     assert result.points == 500  # 1001 miles at 0.5, rounded down
     assert result.transaction.native_points == 1001
 
@@ -175,7 +176,7 @@ def test_a_refused_earn_writes_nothing(
         )
     rows_before = row_counts(engine)
     with pytest.raises(error) as raised:
-        operations.earn(UnitOfWork(engine), "test-coffee", command, now())
+        operations.earn(UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", command, now())
     assert raised.value.reason == reason
     assert row_counts(engine) == rows_before
 

@@ -19,6 +19,7 @@ from coalition.domain.errors import CoalitionError
 from coalition.domain.points import Money
 from coalition.identity.members import MemberReference
 from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult, ReverseCommand
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.store.schema import journal_transactions
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound
@@ -66,7 +67,14 @@ def test_random_operations_keep_every_invariant(
                 MemberReference(member_id=member_ids[int(member_index)]),
                 spend=Money(int(amount_minor), CURRENCY[str(partner_id)]),
             )
-            send = partial(operations.earn, UnitOfWork(engine), str(partner_id), command, _now())
+            send = partial(
+                operations.earn,
+                UnitOfWork(engine),
+                DEFAULT_PROGRAMME,
+                str(partner_id),
+                command,
+                _now(),
+            )
         elif kind == "burn":
             _, member_index, partner_id, points = step
             command = BurnCommand(

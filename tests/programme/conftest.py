@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
-import pytest
 from sqlalchemy import Engine, text
 
 from coalition import operations
@@ -20,7 +18,7 @@ from coalition.identity import members
 from coalition.identity.members import MemberReference
 from coalition.operations.holds import HoldResult
 from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult
-from coalition.programme.config import Programme, using_programme
+from coalition.programme.config import Programme
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound
 
@@ -33,14 +31,8 @@ LADDER = TierLadder(
         Tier("gold", "Gold", 5_000, Decimal(2)),
     )
 )
+# Without tiers or promotions: what a test earns under unless it passes its own programme.
 PLAIN = Programme(TierLadder((Tier("member", "Member", 0, Decimal(1)),)), ())
-
-
-@pytest.fixture(autouse=True)
-def plain_programme() -> Iterator[Programme]:
-    """Every test starts without tiers or promotions unless it activates its own."""
-    with using_programme(PLAIN) as programme:
-        yield programme
 
 
 def now() -> datetime:
@@ -65,15 +57,17 @@ def earn(
     partner_id: str = "test-air",
     occurred_at: datetime | None = None,
     at: datetime | None = None,
+    programme: Programme = PLAIN,
 ) -> LedgerResult:
-    """Earn at `partner_id`; test-air gives 1 point per euro (100 minor units)."""
+    """Earn at `partner_id` under `programme`; test-air gives 1 point per euro (100 minor
+    units)."""
     command = EarnCommand(
         request_id=new_id(),
         member=MemberReference(member_id=member_id),
         spend=Money(amount_minor, CURRENCY[partner_id]),
         occurred_at=occurred_at,
     )
-    return operations.earn(UnitOfWork(engine), partner_id, command, at or now())
+    return operations.earn(UnitOfWork(engine), programme, partner_id, command, at or now())
 
 
 def burn(

@@ -21,7 +21,7 @@ from coalition.v1 import (
 )
 from tests.conftest import api_key
 from tests.end_to_end.support import expect_failure, row_counts, timestamp
-from tests.programme.conftest import earn, enroll, new_id
+from tests.programme.conftest import PLAIN, earn, enroll, new_id
 
 pytestmark = pytest.mark.end_to_end
 
@@ -224,7 +224,7 @@ def test_stream_refuses_bad_cursors_and_other_roles(channel: grpc.Channel, engin
 
 
 def test_stream_ends_when_the_hub_stops(engine: Engine) -> None:
-    hub = Hub(engine, "127.0.0.1:0").start()
+    hub = Hub(engine, "127.0.0.1:0", programme=PLAIN).start()
     with grpc.insecure_channel(f"127.0.0.1:{hub.port}") as channel:
         stream = subscribe(channel, api_key(engine, "test-air"))
         outcome: list[object] = []

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, func, select
 from coalition.domain.errors import FailedPrecondition, InvalidArgument
 from coalition.ledger.expiry import breakage_coalition_share, expire_lots
 from coalition.ledger.system_accounts import COALITION_PROMOTIONS_ACCOUNT_ID
-from coalition.programme.config import Programme, using_programme
+from coalition.programme.config import Programme
 from coalition.store.schema import (
     journal_transactions,
     lot_consumptions,
@@ -128,8 +128,8 @@ def test_held_points_do_not_expire_and_expire_after_release(engine: Engine) -> N
 def test_coalition_funded_bonus_breakage_returns_to_the_coalition(engine: Engine) -> None:
     double = Programme(PLAIN.ladder, (promotion("double", multiplier=Decimal(3)),))
     member_id = enroll(engine)
-    with using_programme(double):  # 10 base + 20 coalition-funded
-        earn(engine, member_id, 1_000, "test-cinema", at=CINEMA_EARNED_AT)
+    # 10 base + 20 coalition-funded
+    earn(engine, member_id, 1_000, "test-cinema", at=CINEMA_EARNED_AT, programme=double)
     burn(engine, member_id, 9, "test-cinema", at=CINEMA_EARNED_AT + timedelta(hours=1))
     assert expire(engine, AFTER_EXPIRY) == (1, 21)
     # 21 of 30 remain; the coalition funded 2/3 of the lot: 14 go back to it, 7 are breakage.

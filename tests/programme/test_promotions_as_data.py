@@ -16,7 +16,7 @@ from coalition.ledger.accounts import partner_issuance_account_id
 from coalition.ledger.system_accounts import COALITION_PROMOTIONS_ACCOUNT_ID
 from coalition.operations import promotion_admin
 from coalition.operations.promotion_admin import Actor
-from coalition.programme.config import load_programme, using_programme
+from coalition.programme.config import load_programme
 from coalition.programme.promotion_catalogue import CATALOGUE, Catalogue, seed
 from coalition.store.schema import (
     earn_bonuses,
@@ -78,15 +78,16 @@ def test_the_shipped_birthday_promotion_pays_once_a_year(engine: Engine) -> None
     member_id = enroll(engine)
     set_birthday(engine, member_id, date(1990, 3, 20))
     march = datetime(2026, 3, 2, 12, tzinfo=UTC)
-    with using_programme(programme):
-        with UnitOfWork(engine) as uow:
-            assert "birthday-month" in seed(uow, programme, "promotions.toml", now())
-            uow.commit()
-        CATALOGUE.invalidate()
-        points = [
-            earn(engine, member_id, 1_000, occurred_at=march + timedelta(hours=hour)).points
-            for hour in range(3)
-        ]
+    with UnitOfWork(engine) as uow:
+        assert "birthday-month" in seed(uow, programme, "promotions.toml", now())
+        uow.commit()
+    CATALOGUE.invalidate()
+    points = [
+        earn(
+            engine, member_id, 1_000, occurred_at=march + timedelta(hours=hour), programme=programme
+        ).points
+        for hour in range(3)
+    ]
     assert points == [210, 10, 10]  # test-air: 1 point per euro; 200 once in the year
     assert bonus_points(engine, "promotion:birthday-month") == 200
     assert_programme_sound(engine)

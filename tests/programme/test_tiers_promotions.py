@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, insert, select
 
 from coalition.ledger.accounts import partner_issuance_account_id
 from coalition.ledger.system_accounts import COALITION_PROMOTIONS_ACCOUNT_ID
-from coalition.programme.config import Programme, using_programme
+from coalition.programme.config import Programme
 from coalition.programme.tiers import current_tier, review_tiers
 from coalition.store.schema import earn_bonuses, events, member_profiles, postings, tier_changes
 from coalition.store.unit_of_work import UnitOfWork
@@ -45,8 +45,7 @@ def test_promotions_are_recorded_and_funded_by_their_funder(engine: Engine) -> N
         ),
     )
     member_id = enroll(engine)
-    with using_programme(programme):
-        result = earn(engine, member_id, 10_000)  # 100 base points at test-air
+    result = earn(engine, member_id, 10_000, programme=programme)  # 100 base points at test-air
     assert result.points == 100 + 100 + 7
     assert bonuses(engine, result.transaction.transaction_id) == {
         "promotion:coalition-double": (100, None),
@@ -63,8 +62,7 @@ def test_reversal_returns_each_funders_share(engine: Engine) -> None:
 
     programme = Programme(LADDER, (promotion("triple", multiplier=Decimal(3)),))
     member_id = enroll(engine)
-    with using_programme(programme):
-        result = earn(engine, member_id, 10_000)  # 100 base + 200 coalition-funded
+    result = earn(engine, member_id, 10_000, programme=programme)  # 100 base + 200 coalition
     transaction_id = result.transaction.transaction_id
     for points in (1, 1, 1, 0):  # partial reversals, then the rest
         command = ReverseCommand(
@@ -81,10 +79,11 @@ def test_reversal_returns_each_funders_share(engine: Engine) -> None:
 def test_member_day_counts_in_the_promotions_time_zone(engine: Engine) -> None:
     member_day = promotion("eighth", member_day=8, bonus_points=50, time_zone="Asia/Shanghai")
     member_id = enroll(engine)
-    with using_programme(Programme(LADDER, (member_day,))):
-        # 2026-03-07 17:00 UTC is already the 8th in Shanghai (UTC+8).
-        on_the_day = earn(engine, member_id, 100, occurred_at=datetime(2026, 3, 7, 17, tzinfo=UTC))
-        before = earn(engine, member_id, 100, occurred_at=datetime(2026, 3, 7, 15, tzinfo=UTC))
+    programme = Programme(LADDER, (member_day,))
+    # 2026-03-07 17:00 UTC is already the 8th in Shanghai (UTC+8).
+    eighth, seventh = datetime(2026, 3, 7, 17, tzinfo=UTC), datetime(2026, 3, 7, 15, tzinfo=UTC)
+    on_the_day = earn(engine, member_id, 100, occurred_at=eighth, programme=programme)
+    before = earn(engine, member_id, 100, occurred_at=seventh, programme=programme)
     assert (on_the_day.points, before.points) == (51, 1)
 
 
@@ -98,27 +97,28 @@ def test_birthday_month_reads_the_identity_profile(engine: Engine) -> None:
             )
         )
     in_march = datetime(2026, 3, 2, tzinfo=UTC)
-    with using_programme(Programme(LADDER, (birthday,))):
-        assert earn(engine, member_id, 100, occurred_at=in_march).points == 31
-        assert earn(engine, member_id, 100, occurred_at=in_march + timedelta(days=31)).points == 1
-        assert earn(engine, other_id, 100, occurred_at=in_march).points == 1
+    programme = Programme(LADDER, (birthday,))
+    assert earn(engine, member_id, 100, occurred_at=in_march, programme=programme).points == 31
+    next_month = in_march + timedelta(days=31)
+    assert earn(engine, member_id, 100, occurred_at=next_month, programme=programme).points == 1
+    assert earn(engine, other_id, 100, occurred_at=in_march, programme=programme).points == 1
 
 
 def test_tier_upgrade_at_earn_applies_its_multiplier_and_tier_filters(engine: Engine) -> None:
     gold_only = promotion("gold-bonus", bonus_points=100, tier_ids={"gold"})
     member_id = enroll(engine)
-    with using_programme(Programme(LADDER, (gold_only,))):
-        first = earn(engine, member_id, 99_900)  # 999 points: still a member
-        assert tier_of(engine, member_id) == "member"
-        earn(engine, member_id, 100)  # 1000: silver
-        assert tier_of(engine, member_id) == "silver"
-        silver_earn = earn(engine, member_id, 1_001)  # 10 base * 1.5 = 15 (rounded down)
-        assert silver_earn.points == 15
-        assert bonuses(engine, silver_earn.transaction.transaction_id) == {"tier:silver": (5, None)}
-        earn(engine, member_id, 400_000)  # 4000 base + 2000 silver bonus: gold
-        assert tier_of(engine, member_id) == "gold"
-        gold_earn = earn(engine, member_id, 1_000)  # 10 + 10 (gold x2) + 100 (gold-only)
-        assert gold_earn.points == 120
+    programme = Programme(LADDER, (gold_only,))
+    first = earn(engine, member_id, 99_900, programme=programme)  # 999 points: still a member
+    assert tier_of(engine, member_id) == "member"
+    earn(engine, member_id, 100, programme=programme)  # 1000: silver
+    assert tier_of(engine, member_id) == "silver"
+    silver_earn = earn(engine, member_id, 1_001, programme=programme)  # 10 * 1.5 = 15 (down)
+    assert silver_earn.points == 15
+    assert bonuses(engine, silver_earn.transaction.transaction_id) == {"tier:silver": (5, None)}
+    earn(engine, member_id, 400_000, programme=programme)  # 4000 + 2000 silver bonus: gold
+    assert tier_of(engine, member_id) == "gold"
+    gold_earn = earn(engine, member_id, 1_000, programme=programme)  # 10 + 10 (x2) + 100
+    assert gold_earn.points == 120
     assert first.points == 999
     with engine.connect() as connection:
         changes = connection.execute(
@@ -137,12 +137,12 @@ def test_tier_upgrade_at_earn_applies_its_multiplier_and_tier_filters(engine: En
 def test_review_downgrades_members_whose_window_dropped(engine: Engine) -> None:
     member_ids = [enroll(engine) for _ in range(3)]
     last_year = now() - timedelta(days=400)
-    with using_programme(Programme(LADDER, ())):
-        earn(engine, member_ids[0], 600_000)  # gold from points this month
-        # Silver a year ago, from points now outside the rolling window.
-        earn(engine, member_ids[1], 150_000, occurred_at=last_year, at=last_year)
-        earn(engine, member_ids[2], 100_000, occurred_at=last_year, at=last_year)
-        earn(engine, member_ids[2], 60_000)  # still 600 this year: below silver
+    tiered = Programme(LADDER, ())
+    earn(engine, member_ids[0], 600_000, programme=tiered)  # gold from points this month
+    # Silver a year ago, from points now outside the rolling window.
+    earn(engine, member_ids[1], 150_000, occurred_at=last_year, at=last_year, programme=tiered)
+    earn(engine, member_ids[2], 100_000, occurred_at=last_year, at=last_year, programme=tiered)
+    earn(engine, member_ids[2], 60_000, programme=tiered)  # still 600 this year: below silver
     assert [tier_of(engine, m) for m in member_ids] == ["gold", "silver", "silver"]
     report = review_tiers(partial(UnitOfWork, engine), LADDER, now(), now(), batch_size=1)
     assert (report.members_reviewed, report.members_downgraded) == (3, 2)

@@ -22,6 +22,7 @@ from coalition.domain.points import Money
 from coalition.identity import members
 from coalition.identity.members import MemberReference
 from coalition.operations.points import BurnCommand, EarnCommand, ReverseCommand
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.reconciliation.runs import rfc3339
 from coalition.store.schema import journal_transactions, partner_links
 from coalition.store.unit_of_work import UnitOfWork
@@ -111,7 +112,7 @@ def build_ledger(engine: Engine) -> Ledger:
             partner_reference=f"receipt-{role}",
         )
         return operations.earn(
-            UnitOfWork(engine), PARTNER_ID, command, now()
+            UnitOfWork(engine), DEFAULT_PROGRAMME, PARTNER_ID, command, now()
         ).transaction.transaction_id
 
     earn("earn_a", "alice", 100_000, 1)
@@ -141,6 +142,7 @@ def build_ledger(engine: Engine) -> Ledger:
     members.enroll(UnitOfWork(engine), "test-air", new_id(), "air-1", "Carol", now())
     operations.earn(
         UnitOfWork(engine),
+        DEFAULT_PROGRAMME,
         "test-air",
         EarnCommand(
             request_id=new_id(),

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, text
 
 from coalition.api.bounds import MESSAGE_BYTES_MAX
 from coalition.api.server import SERVICE_DESCRIPTORS, Hub
+from coalition.programme.config import DEFAULT_PROGRAMME
 from tests.conftest import api_key
 from tests.end_to_end.support import PartnerClient, failure_of
 from tests.integration.ledger_checks import remembered_refusals
@@ -65,7 +66,7 @@ ROLES = ("partner", "merchant", "finance", "admin", "anonymous", "forged")
 def world(engine: Engine) -> Iterator[tuple[grpc.Channel, dict[str, Any], list[str]]]:
     """A hub with a little data (a member, an earn, a burn) and a key per role; the ids of the
     data feed the strategies so that requests also reach past the not-found paths."""
-    hub = Hub(engine, "127.0.0.1:0").start()
+    hub = Hub(engine, "127.0.0.1:0", programme=DEFAULT_PROGRAMME).start()
     try:
         with grpc.insecure_channel(
             f"127.0.0.1:{hub.port}",

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from coalition.api.rate_limits import RateLimiter
 from coalition.api.server import ROLES_BY_METHOD, SERVICE_DESCRIPTORS, Hub
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.settings import RateLimit, TlsFiles
 from coalition.v1 import member_service_pb2, partner_service_pb2, partner_service_pb2_grpc
 from tests.conftest import api_key
@@ -51,7 +52,7 @@ def tls(tmp_path: Path) -> TlsSetup:
 @pytest.fixture
 def tls_hub(engine: Engine, tls: TlsSetup) -> Iterator[Hub]:
     files = TlsFiles(tls.server_certificate, tls.server_key, tls.client_ca)
-    hub = Hub(engine, "127.0.0.1:0", tls=files).start()
+    hub = Hub(engine, "127.0.0.1:0", programme=DEFAULT_PROGRAMME, tls=files).start()
     yield hub
     hub.stop(grace_seconds=0)
 
@@ -155,7 +156,9 @@ def test_serve_command_speaks_mutual_tls(
 def test_a_partner_over_its_rate_gets_resource_exhausted_and_others_do_not(
     engine: Engine,
 ) -> None:
-    hub = Hub(engine, "127.0.0.1:0", rate_limit=RateLimit(1, 5)).start()
+    hub = Hub(
+        engine, "127.0.0.1:0", programme=DEFAULT_PROGRAMME, rate_limit=RateLimit(1, 5)
+    ).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{hub.port}") as channel:
             coffee, air = api_key(engine, "test-coffee"), api_key(engine, "test-air")
@@ -297,7 +300,7 @@ def test_every_rpc_refuses_every_role_it_does_not_allow(engine: Engine) -> None:
     """Role checks come before anything else: an empty request from a disallowed role is
     PERMISSION_DENIED with ROLE_NOT_ALLOWED, for every RPC (new ones included)."""
     keys = {role: api_key(engine, PRINCIPAL_OF_ROLE[role], role) for role in ALL_ROLES}
-    hub = Hub(engine, "127.0.0.1:0").start()
+    hub = Hub(engine, "127.0.0.1:0", programme=DEFAULT_PROGRAMME).start()
     checked = 0
     try:
         with grpc.insecure_channel(f"127.0.0.1:{hub.port}") as channel:

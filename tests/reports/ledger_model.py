@@ -16,6 +16,7 @@ from coalition import operations
 from coalition.domain.points import Money
 from coalition.identity.members import MemberReference, enroll
 from coalition.ledger.expiry import expire_lots
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.store.unit_of_work import UnitOfWork
 
 # partner -> (currency, validity months, [(effective_from, points per major unit)])
@@ -147,7 +148,7 @@ def _earn(
         spend=Money(amount_minor, currency),
         occurred_at=at,
     )
-    result = operations.earn(UnitOfWork(engine), partner_id, command, at)
+    result = operations.earn(UnitOfWork(engine), DEFAULT_PROGRAMME, partner_id, command, at)
     assert result.points == points, (result.points, points)
     lot = Lot(len(model.lots), partner_id, points, at, _expiry(at, validity_months), points)
     model.lots.append(lot)

@@ -17,6 +17,7 @@ from coalition.domain.points import Money
 from coalition.events.stream import START, read_events
 from coalition.identity.members import MemberReference
 from coalition.operations import batch_earn
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.reconciliation import integrity
 from coalition.reconciliation.matching import Deadline, ReportSubmission, submit_report
 from coalition.reconciliation.runs import rfc3339
@@ -191,6 +192,8 @@ def test_a_batch_with_a_partner_id_that_looks_like_a_bonus_loses_nothing(engine:
         )
         for request_id in (f"referral:{referred}:referred", "b2")
     ]
-    result = batch_earn.batch_earn(UnitOfWork(engine), "test-air", items, False, NOW)
+    result = batch_earn.batch_earn(
+        UnitOfWork(engine), DEFAULT_PROGRAMME, "test-air", items, False, NOW
+    )
     assert result.applied_count == 2
     assert balance(engine, referred) == 100 + BONUS and balance(engine, referrer) == BONUS

@@ -14,7 +14,7 @@ from coalition import cli, operations
 from coalition.domain.errors import CoalitionError
 from coalition.domain.points import Money
 from coalition.identity.members import MemberReference, enroll
-from coalition.programme.config import REFERRAL_BONUS_POINTS_DEFAULT
+from coalition.programme.config import DEFAULT_PROGRAMME, REFERRAL_BONUS_POINTS_DEFAULT
 from coalition.referrals.service import get_referral_code
 from coalition.store.schema import (
     earn_bonuses,
@@ -62,7 +62,9 @@ def earn(engine: Engine, member_id: str, request_id: str, at: datetime) -> int:
         spend=Money(5_000, "EUR"),  # 50 points at test-air
         occurred_at=at,
     )
-    return operations.earn(UnitOfWork(engine), "test-air", command, at).balance_points
+    return operations.earn(
+        UnitOfWork(engine), DEFAULT_PROGRAMME, "test-air", command, at
+    ).balance_points
 
 
 def balance(engine: Engine, member_id: str) -> int:

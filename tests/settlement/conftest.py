@@ -20,6 +20,7 @@ from coalition.identity import members
 from coalition.identity.members import MemberReference
 from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult, ReverseCommand
 from coalition.partners.sync import sync_partners
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.settlement import export, keys, service, signing
 from coalition.settlement.service import RunResult, Signer
 from coalition.store.unit_of_work import UnitOfWork
@@ -88,7 +89,7 @@ class Ledger:
             member=MemberReference(member_id=member_id),
             spend=Money(amount_minor, CURRENCY[partner_id]),
         )
-        return operations.earn(UnitOfWork(self.engine), partner_id, command, at)
+        return operations.earn(UnitOfWork(self.engine), DEFAULT_PROGRAMME, partner_id, command, at)
 
     def burn(
         self, member_id: str, points: int, at: datetime, partner_id: str = "test-coffee"

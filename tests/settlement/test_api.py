@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, text
 
 from coalition.api.server import Hub
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.settlement import signing
 from coalition.settlement.merkle import MerkleAccumulator
 from coalition.settlement.signing import SigningKeyError
@@ -31,7 +32,7 @@ Code = grpc.StatusCode
 def stub(
     engine: Engine, signing_key_path: Path
 ) -> Iterator[settlement_service_pb2_grpc.SettlementServiceStub]:
-    hub = Hub(engine, "127.0.0.1:0", signing_key_path).start()
+    hub = Hub(engine, "127.0.0.1:0", signing_key_path, programme=DEFAULT_PROGRAMME).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{hub.port}") as channel:
             yield settlement_service_pb2_grpc.SettlementServiceStub(channel)
@@ -264,7 +265,7 @@ def test_the_hub_refuses_to_start_with_a_key_others_can_read(
 ) -> None:
     signing_key_path.chmod(mode)
     with pytest.raises(SigningKeyError, match="chmod 600"):
-        Hub(engine, "127.0.0.1:0", signing_key_path)
+        Hub(engine, "127.0.0.1:0", signing_key_path, programme=DEFAULT_PROGRAMME)
 
 
 def test_running_every_partner_answers_the_statements_made_and_each_failure(

@@ -17,6 +17,7 @@ from coalition.api.members import (
     PREFERENCES_COUNT_MAX,
 )
 from coalition.api.partners import PRINCIPAL_ID_LENGTH_MAX
+from coalition.api.promotions import PAGE_BYTES_MAX as PROMOTIONS_PAGE_BYTES_MAX
 from coalition.api.requests import (
     IDENTIFIER_LENGTH_MAX,
     PAGE_SIZE_DEFAULT,
@@ -93,6 +94,9 @@ BOUNDS: dict[str, str] = {
     ),
     f"{V1}.ResolveReconciliationExceptionRequest.note": characters(RESOLUTION_NOTE_LENGTH_MAX),
     f"{V1}.EventService.Subscribe": f"at most {SUBSCRIPTIONS_MAX} streams per hub process",
+    f"{V1}.ListPromotionsResponse.promotions": (
+        f"at most {PROMOTIONS_PAGE_BYTES_MAX // MIB} MiB a page, serialized"
+    ),
     f"{V1}.Promotion.bonus_points": at_most(BONUS_POINTS_MAX),
     f"{V1}.Promotion.budget_points": at_most(BUDGET_POINTS_MAX),
     f"{V1}.Promotion.grants_per_member_max": at_most(GRANTS_PER_MEMBER_MAX),

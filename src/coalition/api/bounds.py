@@ -13,6 +13,8 @@ from __future__ import annotations
 from coalition.api.events import EVENTS_PER_READ, SUBSCRIPTIONS_MAX, SUBSCRIPTIONS_PER_PARTNER_MAX
 from coalition.api.members import DISPLAY_NAME_LENGTH_MAX
 from coalition.api.partners import PRINCIPAL_ID_LENGTH_MAX
+from coalition.api.promotions import PAGE_BYTES_MAX as PROMOTIONS_PAGE_BYTES_MAX
+from coalition.api.promotions import PROMOTION_BYTES_MAX
 from coalition.api.requests import (
     IDENTIFIER_LENGTH_MAX,
     PAGE_SIZE_DEFAULT,
@@ -54,8 +56,16 @@ EARN_ITEM_BYTES_MAX = (
     + EARN_ITEM_NUMBERS_AND_TAGS_BYTES_MAX
 )
 
+# The most a page's next_page_token and the response's own tags take (api/requests.py: a
+# version, a digest and a cursor of at most one id, base64).
+PAGE_TOKEN_AND_TAGS_BYTES_MAX = 1024
+
 # Messages: the largest batch and a report chunk with its envelope fit one message.
 assert BATCH_EARN_ITEMS_MAX * EARN_ITEM_BYTES_MAX <= MESSAGE_BYTES_MAX, "a full batch fits"
+# A page of promotions fits a message, and the largest promotion fits a page (every page
+# makes progress); a full page of the largest would not fit a message, hence the byte bound.
+assert PROMOTIONS_PAGE_BYTES_MAX + PAGE_TOKEN_AND_TAGS_BYTES_MAX <= MESSAGE_BYTES_MAX
+assert PROMOTION_BYTES_MAX <= PROMOTIONS_PAGE_BYTES_MAX, "one promotion fits a page"
 assert CONTENT_CHUNK_BYTES_MAX < MESSAGE_BYTES_MAX, "a report chunk and its envelope fit"
 assert LINE_BYTES_MAX <= CONTENT_CHUNK_BYTES_MAX, "a report line fits one chunk"
 

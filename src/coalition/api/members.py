@@ -24,6 +24,7 @@ from coalition.identity.identifiers import (
     normalise_phone,
 )
 from coalition.identity.secret import IdentitySecretError
+from coalition.programme.config import Programme
 from coalition.referrals import service as referral_service
 from coalition.store.schema import CONSENT_SCOPES
 from coalition.store.unit_of_work import UnitOfWork
@@ -47,9 +48,11 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
     def __init__(
         self,
         unit_of_work: Callable[..., UnitOfWork],
+        programme: Programme,
         identifier_hasher: Callable[[], IdentifierHasher] | None = None,
     ) -> None:
         self._unit_of_work = unit_of_work
+        self._programme = programme  # the hub's: a profile's tier is on its ladder
         self._hasher_factory = identifier_hasher
         self._hasher: IdentifierHasher | None = None
         self._hasher_lock = threading.Lock()
@@ -221,7 +224,9 @@ class MemberServicer(member_service_pb2_grpc.MemberServiceServicer):
         parser.done()
         principal = current_principal()
         reader = profiles.Reader(caller_partner_id(), principal.key_id, principal.role)
-        profile = profiles.read_profile(self._unit_of_work(), reader, reference, datetime.now(UTC))
+        profile = profiles.read_profile(
+            self._unit_of_work(), reader, reference, self._programme.ladder, datetime.now(UTC)
+        )
         return _profile_message(profile, reader.partner_id)
 
     def MergeMembers(

@@ -19,6 +19,7 @@ from coalition.identity.privacy import BALANCE
 from coalition.operations import batch_earn
 from coalition.operations.group_commit import Committer
 from coalition.operations.points import LedgerResult
+from coalition.programme.config import Programme
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import common_pb2, points_service_pb2_grpc
 from coalition.v1 import points_service_pb2 as messages
@@ -35,9 +36,12 @@ def _now() -> datetime:
 
 
 class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
-    def __init__(self, unit_of_work: Callable[..., UnitOfWork], committer: Committer) -> None:
+    def __init__(
+        self, unit_of_work: Callable[..., UnitOfWork], committer: Committer, programme: Programme
+    ) -> None:
         self._unit_of_work = unit_of_work
-        self._committer = committer
+        self._committer = committer  # holds the same programme for Earn's groups
+        self._programme = programme  # the hub's, for BatchEarn
 
     def _privacy(self) -> MemberPrivacy:
         return MemberPrivacy(self._unit_of_work, caller_partner_id())
@@ -65,7 +69,12 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
                 items.append(error)
         assert all_or_nothing is not None
         result = batch_earn.batch_earn(
-            self._unit_of_work(), caller_partner_id(), items, all_or_nothing, _now()
+            self._unit_of_work(),
+            self._programme,
+            caller_partner_id(),
+            items,
+            all_or_nothing,
+            _now(),
         )
         return messages.BatchEarnResponse(
             results=[_batch_earn_result(outcome) for outcome in result.outcomes],

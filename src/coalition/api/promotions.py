@@ -18,7 +18,7 @@ from coalition.domain.errors import FieldViolation, InvalidArgument
 from coalition.domain.promotions import Promotion
 from coalition.operations import promotion_admin
 from coalition.operations.promotion_admin import Actor
-from coalition.programme.config import active_programme
+from coalition.programme.config import ID_LENGTH_MAX, PROMOTIONS_MAX, TIERS_MAX, Programme
 from coalition.programme.promotion_catalogue import StoredPromotion
 from coalition.reports.build import PromotionPerformance
 from coalition.reports.period import Period, parse_period
@@ -46,6 +46,24 @@ CAP_PERIODS: dict[int, str] = {
     messages.CAP_PERIOD_WEEK: "week",
     messages.CAP_PERIOD_DAY: "day",
 }
+# A page of ListPromotions holds at most this much serialized, whatever page_size asks
+# (AIP-158 lets a page hold fewer): 500 promotions each naming 500 partners would be about
+# 16 MiB, past the 4 MiB message limit (api/bounds.py asserts this bound fits a message).
+PAGE_BYTES_MAX = 1024 * 1024
+# What a promotion in a repeated field costs beyond its own bytes: the tag and the length.
+REPEATED_ITEM_OVERHEAD_BYTES_MAX = 4
+# The largest promotion the API accepts, serialized: partner_ids up to PROMOTIONS_MAX ids of
+# up to ID_LENGTH_MAX characters of any script (4 bytes each in UTF-8), tier_ids up to the
+# ladder's TIERS_MAX ASCII ids, its own id and owner, each with its tag and length, and a
+# generous allowance for the time zone, numbers, enums and timestamps.
+UTF8_BYTES_PER_CHARACTER_MAX = 4
+PROMOTION_OTHER_FIELDS_BYTES_MAX = 512
+PROMOTION_BYTES_MAX = (
+    PROMOTIONS_MAX * (UTF8_BYTES_PER_CHARACTER_MAX * ID_LENGTH_MAX + 3)
+    + (TIERS_MAX + 2) * (ID_LENGTH_MAX + 2)
+    + PROMOTION_OTHER_FIELDS_BYTES_MAX
+)
+
 # A rule's key (docs/promotions.md, promotions.toml) where the proto names it otherwise.
 FIELD_OF_KEY = {
     "referral_referred_points": "referral.referred_points",
@@ -104,6 +122,23 @@ def _entry(parser: RequestParser, message: messages.Promotion) -> dict[str, Any]
         optional["budget_currency"] = message.budget_money.currency
     entry.update({key: value for key, value in optional.items() if value is not None})
     return entry
+
+
+def _within_bytes(
+    page: list[StoredPromotion], bytes_max: int
+) -> tuple[list[messages.Promotion], bool]:
+    """The first promotions of `page` that fit in `bytes_max` serialized, and whether any was
+    left out; never none (one promotion fits a page: api/bounds.py)."""
+    promotions: list[messages.Promotion] = []
+    page_bytes = 0
+    for stored in page:
+        message = _message(stored)
+        page_bytes += message.ByteSize() + REPEATED_ITEM_OVERHEAD_BYTES_MAX
+        if page_bytes > bytes_max:
+            assert promotions, "a promotion is smaller than a page"
+            return promotions, True
+        promotions.append(message)
+    return promotions, False
 
 
 def _choice(parser: RequestParser, value: int, choices: dict[int, str], name: str) -> str | None:
@@ -181,8 +216,9 @@ def _now() -> datetime:
 
 
 class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
-    def __init__(self, unit_of_work: Callable[..., UnitOfWork]) -> None:
+    def __init__(self, unit_of_work: Callable[..., UnitOfWork], programme: Programme) -> None:
         self._unit_of_work = unit_of_work
+        self._programme = programme  # the hub's: a tier filter names tiers of its ladder
 
     def CreatePromotion(
         self, request: messages.CreatePromotionRequest, context: grpc.ServicerContext
@@ -193,7 +229,7 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
         parser.done()
         with _proto_field_names():
             stored = promotion_admin.create_promotion(
-                self._unit_of_work(), _actor(), entry, request_id, active_programme(), _now()
+                self._unit_of_work(), _actor(), entry, request_id, self._programme, _now()
             )
         return messages.CreatePromotionResponse(promotion=_message(stored))
 
@@ -213,7 +249,7 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
                 entry,
                 request.expected_version,
                 request_id,
-                active_programme(),
+                self._programme,
                 _now(),
             )
         return messages.UpdatePromotionResponse(promotion=_message(stored))
@@ -261,8 +297,11 @@ class PromotionServicer(promotion_service_pb2_grpc.PromotionServiceServicer):
         page, last_id = promotion_admin.list_promotions(
             self._unit_of_work(read_only=True), _actor(), page_size, after_promotion_id
         )
+        promotions, cut = _within_bytes(page, PAGE_BYTES_MAX)
+        if cut:  # the next page starts after the last promotion this one holds
+            last_id = promotions[-1].promotion_id
         return messages.ListPromotionsResponse(
-            promotions=[_message(stored) for stored in page],
+            promotions=promotions,
             next_page_token=page_token_for(last_id, query) if last_id else "",
         )
 

@@ -41,7 +41,7 @@ from coalition.observability.process import configure_logs, configure_process
 from coalition.operations.group_commit import COMMITTER_THREADS, Committer
 from coalition.partners import credentials
 from coalition.partners.credentials import Principal
-from coalition.programme import config as programme_config
+from coalition.programme.config import Programme, configured_programme
 from coalition.reconciliation.servicer import ReconciliationServicer
 from coalition.scheduler.runner import Scheduler
 from coalition.settings import (
@@ -144,7 +144,10 @@ ROLES_BY_METHOD: dict[str, frozenset[str]] = {
 
 
 class Hub:
-    """One hub process serving on `listen`; stateless apart from its database engine."""
+    """One hub process serving on `listen`; stateless apart from its database engine.
+
+    `programme` is the process's (built once at start from its settings): the hub hands it to
+    its committer and servicers, which pass it to every use case that reads it."""
 
     def __init__(
         self,
@@ -152,6 +155,7 @@ class Hub:
         listen: str,
         signing_key_path: Path | None = None,
         *,
+        programme: Programme,
         rate_limit: RateLimit | None = None,
         tls: TlsFiles | None = None,
         identity_secret: IdentitySecretSource = NO_IDENTITY_SECRET,
@@ -188,15 +192,18 @@ class Hub:
         # commit). SQLite serialises writers: more than one committer would only queue on it.
         self._committer = Committer(
             engine,
+            programme,
             group_size_max=group_commit.size_max,
             window_seconds=group_commit.window_ms / 1000,
             threads=1 if engine.dialect.name == "sqlite" else COMMITTER_THREADS,
         )
         points_service_pb2_grpc.add_PointsServiceServicer_to_server(
-            PointsServicer(unit_of_work, self._committer), self._server
+            PointsServicer(unit_of_work, self._committer, programme), self._server
         )
         member_service_pb2_grpc.add_MemberServiceServicer_to_server(
-            MemberServicer(unit_of_work, partial(hasher_for_engine, engine, identity_secret)),
+            MemberServicer(
+                unit_of_work, programme, partial(hasher_for_engine, engine, identity_secret)
+            ),
             self._server,
         )
         partner_service_pb2_grpc.add_PartnerServiceServicer_to_server(
@@ -209,7 +216,7 @@ class Hub:
             ReconciliationServicer(unit_of_work), self._server
         )
         promotion_service_pb2_grpc.add_PromotionServiceServicer_to_server(
-            PromotionServicer(unit_of_work), self._server
+            PromotionServicer(unit_of_work, programme), self._server
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -351,15 +358,14 @@ def _supervise(processes: Sequence[BaseProcess], forward: Callable[[int, object]
 
 def _serve_in_this_process(settings: Settings) -> None:
     configure_process(settings.observability)  # logs and /metrics of this worker
-    programme = programme_config.configured_programme(
-        settings.programme_directory, settings.referral
-    )
-    programme_config.activate(programme)
+    # Built once per process, here: the hub and the scheduler hold it and pass it down.
+    programme = configured_programme(settings.programme_directory, settings.referral)
     engine = create_database_engine(settings.database_url)
     hub = Hub(
         engine,
         settings.listen,
         settings.signing_key_path,
+        programme=programme,
         rate_limit=settings.rate_limit,
         tls=settings.tls,
         identity_secret=settings.identity_secret,

@@ -19,6 +19,7 @@ from coalition.operations.points import EarnCommand
 from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest, RateVersionManifest
 from coalition.partners.sync import rate_version_id, sync_partners
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.store import citus, migrate
 from coalition.store.engine import create_database_engine, normalise_database_url
 from coalition.store.schema import UtcDateTime
@@ -183,7 +184,8 @@ def _insert_members(engine: Engine, members: int, now: datetime) -> None:
 
 
 def _seed_balances(engine: Engine, members: int, now: datetime) -> None:
-    """A starting balance for every member, through batch earn (so every invariant holds)."""
+    """A starting balance for every member, through batch earn (so every invariant holds),
+    under the default programme: the bench's hubs serve without --programme."""
     for first in range(1, members + 1, SEED_BATCH_SIZE):
         numbers = range(first, min(first + SEED_BATCH_SIZE, members + 1))
         number = 1 + (first // SEED_BATCH_SIZE) % PARTNER_COUNT
@@ -195,5 +197,7 @@ def _seed_balances(engine: Engine, members: int, now: datetime) -> None:
             )
             for n in numbers
         ]
-        result = batch_earn.batch_earn(UnitOfWork(engine), partner_id(number), commands, True, now)
+        result = batch_earn.batch_earn(
+            UnitOfWork(engine), DEFAULT_PROGRAMME, partner_id(number), commands, True, now
+        )
         assert result.applied_count + result.replayed_count == len(commands)

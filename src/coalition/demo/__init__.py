@@ -26,7 +26,7 @@ from coalition.demo.output import say
 from coalition.ledger.totals import partner_totals
 from coalition.partners.manifest import load_manifests
 from coalition.partners.sync import sync_partners
-from coalition.programme.config import load_programme, using_programme
+from coalition.programme.config import load_programme
 from coalition.reports.period import Period, month_period
 from coalition.store import migrate
 from coalition.store.engine import create_database_engine
@@ -44,7 +44,7 @@ def run(database_url: str | None, partners_directory: Path | None, out: Path | N
     period = closed_month(datetime.now(UTC))
     out_directory = out or Path(tempfile.mkdtemp(prefix="coalition-demo-"))
     out_directory.mkdir(parents=True, exist_ok=True)
-    with _database(database_url) as url, using_programme(programme):
+    with _database(database_url) as url:
         engine = create_database_engine(url)
         try:
             migrate.prepare(engine)
@@ -56,8 +56,8 @@ def run(database_url: str | None, partners_directory: Path | None, out: Path | N
                 + ", ".join(f"{m.partner_id} ({m.kind}, {m.currency})" for m in manifests)
             )
             say(f"Programme from {PROGRAMME_DIRECTORY}/: tiers and promotions")
-            month = last_month.replay(engine, manifests, period)
-            section = today.story(engine, manifests, month, first_section=7)
+            month = last_month.replay(engine, manifests, programme, period)
+            section = today.story(engine, manifests, programme, month, first_section=7)
             _print_partner_totals(engine, section)
             section = closing.close_period(
                 engine, manifests, partners_directory, period, month, out_directory, section + 1

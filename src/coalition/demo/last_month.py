@@ -30,6 +30,7 @@ from coalition.identity.members import MemberReference
 from coalition.partners import daily_sales
 from coalition.partners.manifest import PartnerManifest
 from coalition.programme import tiers
+from coalition.programme.config import Programme
 from coalition.reports.period import Period
 from coalition.store.schema import earn_bonuses
 from coalition.store.unit_of_work import UnitOfWork
@@ -79,8 +80,15 @@ class DemoClock:
 
 
 class Replay:
-    def __init__(self, engine: Engine, manifests: list[PartnerManifest], clock: DemoClock) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        manifests: list[PartnerManifest],
+        programme: Programme,
+        clock: DemoClock,
+    ) -> None:
         self.engine = engine
+        self.programme = programme
         self.clock = clock
         self.by_kind = {manifest.kind: manifest for manifest in manifests}
         self.manifests = manifests
@@ -133,7 +141,9 @@ class Replay:
             spend=Money(amount_minor, manifest.currency),
             partner_reference=what,
         )
-        result = operations.earn(UnitOfWork(self.engine), manifest.partner_id, command, at)
+        result = operations.earn(
+            UnitOfWork(self.engine), self.programme, manifest.partner_id, command, at
+        )
         self._log(manifest, command.request_id, "earn", result, name)
         return result
 
@@ -178,7 +188,9 @@ class Replay:
 
     def tier_of(self, name: str) -> str:
         with UnitOfWork(self.engine, read_only=True) as uow:
-            return tiers.current_tier(uow, self.state.member_ids[name]).tier.name
+            return tiers.current_tier(
+                uow, self.state.member_ids[name], self.programme.ladder
+            ).tier.name
 
     def bonuses_of(self, transaction_id: int) -> list[tuple[str, int]]:
         with UnitOfWork(self.engine, read_only=True) as uow:
@@ -190,10 +202,12 @@ class Replay:
         return [(row.rule_id, row.points) for row in rows]
 
 
-def replay(engine: Engine, manifests: list[PartnerManifest], period: Period) -> LastMonth:
-    """The month's story, section by section, at instants inside `period`."""
+def replay(
+    engine: Engine, manifests: list[PartnerManifest], programme: Programme, period: Period
+) -> LastMonth:
+    """The month's story under `programme`, section by section, at instants inside `period`."""
     clock = DemoClock(period)
-    story = Replay(engine, manifests, clock)
+    story = Replay(engine, manifests, programme, clock)
     say(f"\n1. {period.label}: one person, one identity across brands")
     story.enrol_everyone(clock.at(1, 9))
 

@@ -21,6 +21,7 @@ from coalition.demo.last_month import PEOPLE, LastMonth
 from coalition.demo.output import say
 from coalition.partners import credentials
 from coalition.partners.manifest import PartnerManifest
+from coalition.programme.config import Programme
 from coalition.store.unit_of_work import UnitOfWork
 from coalition.v1 import common_pb2, points_service_pb2
 
@@ -36,10 +37,15 @@ class PartnerClient:
 
 
 def story(
-    engine: Engine, manifests: list[PartnerManifest], month: LastMonth, first_section: int
+    engine: Engine,
+    manifests: list[PartnerManifest],
+    programme: Programme,
+    month: LastMonth,
+    first_section: int,
 ) -> int:
-    """Today's sections, numbered from `first_section`; the number of the next one."""
-    hub = Hub(engine, "127.0.0.1:0").start()
+    """Today's sections, on a hub serving `programme`, numbered from `first_section`; the
+    number of the next one."""
+    hub = Hub(engine, "127.0.0.1:0", programme=programme).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{hub.port}") as channel:
             clients = {m.kind: _client(engine, channel, m) for m in manifests}

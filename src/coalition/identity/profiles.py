@@ -14,6 +14,7 @@ from datetime import date, datetime
 
 from sqlalchemy import insert, select
 
+from coalition.domain.tiers import TierLadder
 from coalition.identity import privacy
 from coalition.identity.members import MemberReference, get_member
 from coalition.identity.privacy import BALANCE, BASIC, BIRTHDAY, PREFERENCES, TIER, Withholding
@@ -47,14 +48,15 @@ class SharedProfile:
 
 
 def read_profile(
-    uow: UnitOfWork, reader: Reader, reference: MemberReference, now: datetime
+    uow: UnitOfWork, reader: Reader, reference: MemberReference, ladder: TierLadder, now: datetime
 ) -> SharedProfile:
-    """The member's profile as the reader's partner may see it; refused (MEMBER_NOT_LINKED)
-    for a member not linked to that partner (identity/privacy.py)."""
+    """The member's profile as the reader's partner may see it, its tier on `ladder` (the
+    programme's); refused (MEMBER_NOT_LINKED) for a member not linked to that partner
+    (identity/privacy.py)."""
     with uow:
         sight = privacy.require(uow, reader.partner_id, reference, scope=None)
         member_id, granted, withheld = sight.member_id, sight.granted_scopes, sight.withheld_scopes
-        profile = _profile(uow, member_id, granted, withheld, now)
+        profile = _profile(uow, member_id, granted, withheld, ladder, now)
         uow.connection.execute(
             insert(profile_reads).values(
                 member_id=member_id,
@@ -75,6 +77,7 @@ def _profile(
     member_id: str,
     granted: tuple[str, ...],
     withheld: tuple[tuple[str, Withholding], ...],
+    ladder: TierLadder,
     now: datetime,
 ) -> SharedProfile:
     # Each field is read only when its scope is granted: what is not shared is never loaded.
@@ -98,7 +101,7 @@ def _profile(
         balance_points=available_points(uow, member_id, now).spendable_points
         if BALANCE in granted
         else None,
-        tier_id=current_tier(uow, member_id).tier.tier_id if TIER in granted else None,
+        tier_id=current_tier(uow, member_id, ladder).tier.tier_id if TIER in granted else None,
         preferences=(
             tuple(sorted(json.loads(preferences_text).items()) if preferences_text else ())
             if PREFERENCES in granted

@@ -62,7 +62,7 @@ from coalition.operations.set_based import (
     replayed,
 )
 from coalition.partners.catalog import Partner, PartnerTerms
-from coalition.programme.config import Programme, active_programme
+from coalition.programme.config import Programme
 from coalition.referrals import rewards as referral_rewards
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -89,10 +89,12 @@ class BatchEarnResult:
         return sum(1 for o in self.outcomes if o.error is not None)
 
 
-def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) -> LedgerResult:
+def earn(
+    uow: UnitOfWork, programme: Programme, partner_id: str, command: EarnCommand, now: datetime
+) -> LedgerResult:
     """One earn: a group of one through the same path as a batch and the hub's group commit
     (operations/group_commit.py), so all three claim, refuse and write alike."""
-    (outcome,) = earn_many(uow, [(partner_id, command)], now).outcomes
+    (outcome,) = earn_many(uow, programme, [(partner_id, command)], now).outcomes
     if outcome.error is not None:
         raise outcome.error
     assert outcome.result is not None
@@ -100,7 +102,10 @@ def earn(uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime) 
 
 
 def earn_many(
-    uow: UnitOfWork, earns: Sequence[tuple[str, EarnCommand]], now: datetime
+    uow: UnitOfWork,
+    programme: Programme,
+    earns: Sequence[tuple[str, EarnCommand]],
+    now: datetime,
 ) -> BatchEarnResult:
     """Independent earns, each (partner, command), in one unit of work, each with its own
     answer: a refusal of one is kept under its request id and never rolls back another.
@@ -109,17 +114,18 @@ def earn_many(
     partners; earns the programme may add to go item by item, one partner per call
     (`group_keys`). A call whose partners no longer share a path (a promotion started since
     the caller grouped them) raises `PathsDiffer`, before anything is written."""
-    return _run(uow, earns, False, now)
+    return _run(uow, programme, earns, False, now)
 
 
 class PathsDiffer(Exception):
     """The earns of one call no longer share a path: the caller splits them."""
 
 
-def group_keys(uow: UnitOfWork, partner_ids: Iterable[str], now: datetime) -> dict[str, str]:
+def group_keys(
+    uow: UnitOfWork, programme: Programme, partner_ids: Iterable[str], now: datetime
+) -> dict[str, str]:
     """Each partner's group key: every partner the programme adds nothing to shares
     SET_BASED_GROUP; any other is a group of its own (from the promotion catalogue's cache)."""
-    programme = active_programme()
     with uow:
         return {
             partner_id: SET_BASED_GROUP
@@ -136,29 +142,30 @@ SET_BASED_GROUP = ""  # no partner id is empty
 
 def batch_earn(
     uow: UnitOfWork,
+    programme: Programme,
     partner_id: str,
     items: Sequence[EarnCommand | CoalitionError],
     all_or_nothing: bool,
     now: datetime,
 ) -> BatchEarnResult:
     """Apply `items` (commands, or the error parsing that item found) in one unit of work."""
-    return _run(uow, [(partner_id, item) for item in items], all_or_nothing, now)
+    return _run(uow, programme, [(partner_id, item) for item in items], all_or_nothing, now)
 
 
 def _run(
     uow: UnitOfWork,
+    programme: Programme,
     items: Sequence[tuple[str, EarnCommand | CoalitionError]],
     all_or_nothing: bool,
     now: datetime,
 ) -> BatchEarnResult:
     assert 0 < len(items) <= BATCH_EARN_ITEMS_MAX, "the API bounds the batch size"
     partner_ids = sorted({partner_id for partner_id, _ in items})
-    programme = active_programme()
     with uow:
         candidates = {p: promotions.candidates(uow, programme, p, now) for p in partner_ids}
         explain_from_ledger: set[str] | None = None  # None: every earn's
         if all(_programme_adds_nothing(programme, c) for c in candidates.values()):
-            batch = _SetBasedBatch(uow, all_or_nothing, now)
+            batch = _SetBasedBatch(uow, programme, all_or_nothing, now)
             outcomes = batch.run(items)
             explain_from_ledger = set(batch.referrers)  # a referral bonus may have been paid
         else:
@@ -167,7 +174,7 @@ def _run(
             (partner_id,) = partner_ids
             commands = [item for _, item in items]
             outcomes = _earn_item_by_item(
-                uow, partner_id, commands, all_or_nothing, now, candidates[partner_id]
+                uow, programme, partner_id, commands, all_or_nothing, now, candidates[partner_id]
             )
         outcomes = _explained(uow, outcomes, explain_from_ledger)
         outcomes = _with_balance_sight(uow, [partner_id for partner_id, _ in items], outcomes)
@@ -241,8 +248,9 @@ class _SetBasedBatch(SetBasedGroup[EarnCommand]):
 
     operation = OPERATION
 
-    def __init__(self, uow: UnitOfWork, all_or_nothing: bool, now: datetime):
+    def __init__(self, uow: UnitOfWork, programme: Programme, all_or_nothing: bool, now: datetime):
         super().__init__(uow, all_or_nothing, now)
+        self.programme = programme  # its referral defaults and campaigns
         self.referrers: dict[str, str] = {}  # referred member -> referrer, reward unpaid
 
     def _prepare(
@@ -322,7 +330,9 @@ class _SetBasedBatch(SetBasedGroup[EarnCommand]):
         for item in sorted(items, key=lambda item: item.index):
             outcome = self.outcomes[item.index]
             if item.member_id in self.referrers and outcome is not None and outcome.result:
-                referral_rewards.reward_after_earn(self.uow, outcome.result.transaction, self.now)
+                referral_rewards.reward_after_earn(
+                    self.uow, self.programme, outcome.result.transaction, self.now
+                )
 
 
 # --- item-by-item path ----------------------------------------------------------------------
@@ -330,6 +340,7 @@ class _SetBasedBatch(SetBasedGroup[EarnCommand]):
 
 def _earn_item_by_item(
     uow: UnitOfWork,
+    programme: Programme,
     partner_id: str,
     items: Sequence[EarnCommand | CoalitionError],
     all_or_nothing: bool,
@@ -347,14 +358,14 @@ def _earn_item_by_item(
             continue
         if all_or_nothing:
             try:
-                result = _earn_one(uow, partner_id, command, now)
+                result = _earn_one(uow, programme, partner_id, command, now)
             except CoalitionError as error:
                 raise for_item(index, error) from error
             outcomes.append(BatchItemOutcome(result=result))
             continue
         savepoint = uow.connection.begin_nested()
         try:
-            result = _earn_one(uow, partner_id, command, now)
+            result = _earn_one(uow, programme, partner_id, command, now)
         except CoalitionError as error:
             savepoint.rollback()
             outcomes.append(_refused(uow, _member_request(uow, partner_id, command, now), error))
@@ -413,7 +424,7 @@ def _member_request(
 
 
 def _earn_one(
-    uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime
+    uow: UnitOfWork, programme: Programme, partner_id: str, command: EarnCommand, now: datetime
 ) -> LedgerResult:
     """`operations.earn` without its own unit of work (the batch commits once)."""
     claim = claim_request(uow, _member_request(uow, partner_id, command, now))
@@ -421,7 +432,7 @@ def _earn_one(
         record = journal.find_transaction(uow, int(claim.replayed_result_id))
         assert record is not None, "an idempotency key points at its transaction"
         return replayed(record)
-    record = post_earn(uow, partner_id, command, now)
+    record = post_earn(uow, programme, partner_id, command, now)
     record_claim_result(
         uow, partner_id, command.request_id, str(record.transaction_id), record.member_id
     )

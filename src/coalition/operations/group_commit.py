@@ -41,6 +41,7 @@ from coalition.domain.errors import CoalitionError, DeadlineExceeded, Unavailabl
 from coalition.operations import batch_burn, batch_earn
 from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult
 from coalition.operations.set_based import BatchItemOutcome
+from coalition.programme.config import Programme
 from coalition.settings import DEFAULT_GROUP_COMMIT, GROUP_WINDOW_MS_MAX
 from coalition.store import deadlines
 from coalition.store.engine import create_committer_engine
@@ -96,6 +97,7 @@ class Committer:
     def __init__(
         self,
         engine: Engine,
+        programme: Programme,
         group_size_max: int = GROUP_SIZE_MAX,
         window_seconds: float = GROUP_WINDOW_SECONDS,
         threads: int = COMMITTER_THREADS,
@@ -104,6 +106,7 @@ class Committer:
         assert 0 <= window_seconds <= GROUP_WINDOW_MS_MAX / 1000, "a longer one is a latency bug"
         self._engine = create_committer_engine(engine, threads, GROUP_WAIT_SECONDS_MAX)
         self._own_engine = self._engine is not engine
+        self._programme = programme  # the hub's, for every group (api/server.py)
         self._group_size_max = group_size_max
         self._window_seconds = window_seconds
         self._queue: deque[_Pending] = deque()
@@ -197,7 +200,7 @@ class Committer:
         earning = {pending.partner_id for pending in taken if pending.operation == "earn"}
         # A read: on SQLite a read-only unit of work takes no write lock (store/engine.py).
         splitting = UnitOfWork(self._engine, read_only=True)
-        keys = batch_earn.group_keys(splitting, earning, now) if earning else {}
+        keys = batch_earn.group_keys(splitting, self._programme, earning, now) if earning else {}
         groups: dict[str, list[_Pending]] = {}
         for pending in taken:
             key = keys[pending.partner_id] if pending.operation == "earn" else BURN_GROUP
@@ -235,7 +238,7 @@ class Committer:
         seconds_left = max(p.deadline_monotonic for p in group) - monotonic
         session_bound = seconds_left >= GROUP_WAIT_SECONDS_MAX - DEADLINE_SLACK_SECONDS
         with deadlines.call_deadline(None if session_bound else seconds_left):
-            outcomes = _outcomes(UnitOfWork(self._engine), group, now)
+            outcomes = _outcomes(UnitOfWork(self._engine), self._programme, group, now)
         for pending, outcome in zip(group, outcomes, strict=True):
             if outcome.error is not None:
                 pending.answer.set_exception(outcome.error)
@@ -255,14 +258,16 @@ def _live(group: list[_Pending], monotonic: float) -> list[_Pending]:
     return live
 
 
-def _outcomes(uow: UnitOfWork, group: list[_Pending], now: datetime) -> Sequence[BatchItemOutcome]:
+def _outcomes(
+    uow: UnitOfWork, programme: Programme, group: list[_Pending], now: datetime
+) -> Sequence[BatchItemOutcome]:
     """The group's outcomes, in its order, from the set-based path of its operation."""
     earns = [(p.partner_id, p.command) for p in group if isinstance(p.command, EarnCommand)]
     burns = [(p.partner_id, p.command) for p in group if isinstance(p.command, BurnCommand)]
     assert not (earns and burns), "a group is of one operation"
     if burns:
         return batch_burn.burn_many(uow, burns, now, require_sight=True)  # partners' calls
-    return batch_earn.earn_many(uow, earns, now).outcomes
+    return batch_earn.earn_many(uow, programme, earns, now).outcomes
 
 
 def overloaded(queue_length_max: int) -> Unavailable:

@@ -27,7 +27,7 @@ from coalition.ledger.journal import JournalEntry, Posting, TransactionRecord
 from coalition.ledger.writer import LotMove, NewLot
 from coalition.operations import promotions
 from coalition.partners.catalog import Partner, partner_terms
-from coalition.programme.config import active_programme
+from coalition.programme.config import Programme
 from coalition.referrals import rewards as referral_rewards
 from coalition.store import citus, driver
 from coalition.store.schema import journal_transactions, postings
@@ -112,10 +112,11 @@ class Balance:
 
 
 def post_earn(
-    uow: UnitOfWork, partner_id: str, command: EarnCommand, now: datetime
+    uow: UnitOfWork, programme: Programme, partner_id: str, command: EarnCommand, now: datetime
 ) -> TransactionRecord:
-    """Everything an earn writes but its request id's result: the caller records that and
-    commits (`earn` at once, a batch once for all its items)."""
+    """Everything an earn writes but its request id's result, under `programme` (tiers,
+    promotions, referral defaults): the caller records that and commits (`earn` at once, a
+    batch once for all its items)."""
     terms = partner_terms(uow, partner_id)
     partner = terms.partner
     occurred_at = _occurred_at(command.occurred_at, now, partner)
@@ -123,7 +124,6 @@ def post_earn(
     rate = terms.rate_at(occurred_at)
     points_earned = _points_earned(partner, rate, command.spend, command.native_points)
     journal.lock_member_balance(uow, member_id)
-    programme = active_programme()
     award = promotions.award_for_earn(
         uow,
         programme,
@@ -159,7 +159,7 @@ def post_earn(
     )
     record = journal.post(uow, entry, now)
     promotions.after_earn(uow, programme, award, record, now)
-    referral_rewards.reward_after_earn(uow, record, now)  # one primary-key read if none
+    referral_rewards.reward_after_earn(uow, programme, record, now)  # one primary-key read if none
     return record
 
 

@@ -1,18 +1,20 @@
 """Loading the programme (tier ladder and promotions) from `tiers.toml` and `promotions.toml`.
 
-The programme is configuration, not data: every hub process loads the same files at start
-(`coalition serve --programme DIR`, or COALITION_PROGRAMME_DIR: settings.py, handed to every
-worker), and earn reads it from memory, so promotions and tiers cost the hot path no query.
-Without a directory the programme is one base tier with multiplier 1 and no promotions. The
-referral defaults (used only without any referral campaign) come from the settings too.
+The programme is configuration, not data: every process builds one `Programme` value from its
+settings when it starts (`configured_programme`: `coalition serve --programme DIR`, or
+COALITION_PROGRAMME_DIR: settings.py, handed to every worker) and passes it down; there is no
+process-wide programme. The hub holds it (api/server.py: its committer, its servicers, its
+scheduler) and hands it to every use case that reads it (earn, batch earn, the committer's
+grouping, referral rewards, tiers, the promotions API, the profile's tier), so promotions and
+tiers cost the hot path no query and no rebuilding. Without a directory the programme is one
+base tier with multiplier 1 and no promotions. The referral defaults (used only without any
+referral campaign) come from the settings too. Promotions managed over the API are data, not
+this value: the catalogue reloads them (programme/promotion_catalogue.py).
 """
 
 from __future__ import annotations
 
-import threading
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -66,6 +68,9 @@ REFERRAL_DEFAULTS = ReferralDefaults()
 
 @dataclass(frozen=True)
 class Programme:
+    """A process's programme, built once at start and passed down (frozen: the threads that
+    hold it share it without a lock)."""
+
     ladder: TierLadder
     promotions: tuple[Promotion, ...]
     referral: ReferralDefaults = REFERRAL_DEFAULTS
@@ -91,33 +96,6 @@ def load_programme(directory: Path) -> Programme:
     entries = _read(promotions_path).get("promotion", []) if promotions_path.is_file() else []
     promotions = _promotions(promotions_path, entries, {tier.tier_id for tier in ladder.tiers})
     return Programme(ladder, promotions)
-
-
-_lock = threading.Lock()
-_active: Programme | None = None
-
-
-def active_programme() -> Programme:
-    """The programme of this process: set by `activate` when it starts, else the default."""
-    with _lock:
-        return DEFAULT_PROGRAMME if _active is None else _active
-
-
-def activate(programme: Programme | None) -> None:
-    """Use `programme` in this process from now on (None: the default)."""
-    global _active
-    with _lock:
-        _active = programme
-
-
-@contextmanager
-def using_programme(programme: Programme) -> Iterator[Programme]:
-    previous = _active
-    activate(programme)
-    try:
-        yield programme
-    finally:
-        activate(previous)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Every function that changes a member's tier runs under that member's ledger lock
 (journal.lock_member_balance), the same lock every earn takes, so an upgrade and a review of
 one member never interleave.
 
-`current_tier(uow, member_id)` is the read the member profile uses.
+`current_tier(uow, member_id, ladder)` is the read the member profile uses. The ladder is
+always the caller's: the programme its process built at start (programme/config.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from sqlalchemy import and_, delete, func, insert, select
 from coalition.domain.tiers import Tier, TierLadder, qualifying_months
 from coalition.events.outbox import record_tier_change_events
 from coalition.ledger import journal
-from coalition.programme.config import active_programme
 from coalition.store.schema import member_tiers, tier_changes, tier_qualifying_months
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -42,9 +42,9 @@ class TierChange:
     change_time: datetime
 
 
-def current_tier(uow: UnitOfWork, member_id: str, ladder: TierLadder | None = None) -> MemberTier:
-    """The member's tier now (one primary-key read); the base tier when none was reached."""
-    ladder = ladder or active_programme().ladder
+def current_tier(uow: UnitOfWork, member_id: str, ladder: TierLadder) -> MemberTier:
+    """The member's tier now on `ladder` (one primary-key read); the base tier when none was
+    reached."""
     if len(ladder.tiers) == 1:  # a one-tier programme: every member is in it, nothing to read
         return MemberTier(ladder.base, None)
     row = uow.connection.execute(

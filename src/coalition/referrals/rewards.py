@@ -43,7 +43,7 @@ from coalition.ledger.system_accounts import (
 )
 from coalition.ledger.writer import Bonus, NewLot
 from coalition.partners.catalog import partner_terms
-from coalition.programme.config import Programme, active_programme
+from coalition.programme.config import Programme
 from coalition.programme.promotion_catalogue import CATALOGUE
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
@@ -92,11 +92,12 @@ PENDING_REFERRER = Statement(
 )
 
 
-def reward_after_earn(uow: UnitOfWork, earn: TransactionRecord, now: datetime) -> None:
+def reward_after_earn(
+    uow: UnitOfWork, programme: Programme, earn: TransactionRecord, now: datetime
+) -> None:
     """Pay the referral reward if `earn` is the referred member's first qualifying earn."""
     row = driver.execute(uow, PENDING_REFERRER, (earn.member_id,)).fetchone()
     referrer_member_id = None if row is None else row[0]
-    programme = active_programme()
     if referrer_member_id is None or earn.points_delta < programme.referral.qualifying_points_min:
         return
     reward = referral_reward(uow, programme, earn, now)
