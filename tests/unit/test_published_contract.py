@@ -36,6 +36,8 @@ from coalition.programme.config import (
     BUDGET_POINTS_MAX,
     GRANTS_PER_MEMBER_MAX,
 )
+from coalition.programme.config import ID_LENGTH_MAX as PROMOTION_ID_LENGTH_MAX
+from coalition.programme.config import PROMOTIONS_MAX as PROMOTION_IDS_MAX
 from coalition.reconciliation.report import LINE_BYTES_MAX, REPORT_ROWS_MAX
 from coalition.reconciliation.servicer import CONTENT_CHUNK_BYTES_MAX, RESOLUTION_NOTE_LENGTH_MAX
 from tests.unit import contract_sources as sources
@@ -59,6 +61,7 @@ PAGE_SIZE = (
 )
 REQUEST_ID = f"1 to {REQUEST_ID_LENGTH_MAX} characters of [A-Za-z0-9._:-]"
 POINTS = at_most(POINTS_PER_OPERATION_MAX)
+IDS = f"at most {PROMOTION_IDS_MAX} ids of at most {PROMOTION_ID_LENGTH_MAX} characters"
 MESSAGE_SIZE = f"requests and responses of at most {MESSAGE_BYTES_MAX // MIB} MiB"
 
 # Bounds written on one element each; request_id, page_size and the service-wide message
@@ -98,6 +101,8 @@ BOUNDS: dict[str, str] = {
         f"at most {PROMOTIONS_PAGE_BYTES_MAX // MIB} MiB a page, serialized"
     ),
     f"{V1}.Promotion.bonus_points": at_most(BONUS_POINTS_MAX),
+    f"{V1}.Promotion.partner_ids": IDS,
+    f"{V1}.Promotion.tier_ids": IDS,
     f"{V1}.Promotion.budget_points": at_most(BUDGET_POINTS_MAX),
     f"{V1}.Promotion.grants_per_member_max": at_most(GRANTS_PER_MEMBER_MAX),
     f"{V1}.ReferralReward.referred_points": at_most(BONUS_POINTS_MAX),
