@@ -26,6 +26,7 @@ from coalition.programme.config import (
 )
 from coalition.referrals.service import get_referral_code
 from coalition.store.unit_of_work import UnitOfWork
+from tests.citus import REQUEST_IDS_PER_MEMBER, skip_on_citus
 from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals, row_counts
 
 pytestmark = pytest.mark.integration
@@ -121,6 +122,7 @@ def test_per_item_mode_isolates_failures_and_writes_nothing_for_them(
 def test_a_failed_items_refusal_is_final_in_batches_and_for_unary_earn(
     engine: Engine, programme
 ) -> None:
+    skip_on_citus(engine, REQUEST_IDS_PER_MEMBER)
     member_id, _ = enroll(engine)
     refused = command("no-such-member", request_id="r-1")
     first = run(engine, programme, [refused, command(member_id)])
@@ -267,6 +269,7 @@ def test_an_item_whose_request_id_a_member_call_used_is_refused_as_reused(
 ) -> None:
     """Enrolment and link results are member ids, not transaction ids: an item reusing such a
     request id is REQUEST_ID_REUSED as a unary earn is, and the other items keep their fate."""
+    skip_on_citus(engine, REQUEST_IDS_PER_MEMBER)
     member_id, _ = enroll(engine)
     members.enroll(UnitOfWork(engine), PARTNER_ID, "enrolled-1", "customer-x", "Ana", now())
     members.link_partner_account(

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine
 
 from coalition.v1 import member_service_pb2
+from tests.citus import REQUEST_IDS_PER_MEMBER, skip_on_citus
 from tests.end_to_end.support import PartnerClient, expect_failure, new_id, row_counts
 from tests.integration.ledger_checks import remembered_refusals
 
@@ -108,8 +109,9 @@ def test_request_id_reused_with_another_payload_is_refused(
 
 
 def test_earn_for_another_member_with_the_same_request_id_is_refused(
-    coffee: PartnerClient, member_id: str
+    engine: Engine, coffee: PartnerClient, member_id: str
 ) -> None:
+    skip_on_citus(engine, REQUEST_IDS_PER_MEMBER)
     coffee.earn(member_id, 1_999, request_id="request-1")
     other_member_id = coffee.new_member()
     failure = expect_failure(

@@ -20,6 +20,7 @@ from coalition.store.schema import journal_transactions, partners
 from coalition.v1 import common_pb2, member_service_pb2, points_service_pb2
 from coalition.v1.member_service_pb2_grpc import MemberServiceStub
 from coalition.v1.points_service_pb2_grpc import PointsServiceStub
+from tests.citus import JOINS_ON_TRANSACTION_ID, skip_on_citus_database
 from tests.end_to_end.support import failure_of
 from tests.process.commands import (
     PARTNERS_DIRECTORY,
@@ -108,6 +109,7 @@ def wait_for_workers(server: Server, workers: int) -> set[int]:
 def test_serve_answers_an_authenticated_earn_then_stops_cleanly_on_sigterm(
     database_url: str, tmp_path: Path, url_from: str
 ) -> None:
+    skip_on_citus_database(database_url, JOINS_ON_TRANSACTION_ID)  # ledger_health.py
     arguments = ["--partners", "partners"]
     if url_from == "option":
         arguments += ["--db", database_url]

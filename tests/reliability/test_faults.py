@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from coalition.v1 import common_pb2, points_service_pb2, points_service_pb2_grpc
+from tests.citus import JOINS_ON_TRANSACTION_ID, skip_on_citus
 from tests.conftest import api_key
 from tests.integration.ledger_checks import assert_ledger_sound
 from tests.process.commands import Server, running_server
@@ -86,6 +87,7 @@ def test_an_expired_deadline_never_leaves_a_half_applied_request(
 ) -> None:
     """Earns and burns with deadlines from 1 ms: each is wholly applied or not at all, and a
     retry with the same request_id either replays it or applies it now, once."""
+    skip_on_citus(engine, JOINS_ON_TRANSACTION_ID)
     stub = points_service_pb2_grpc.PointsServiceStub(channel)
     metadata = api_key(engine, "test-coffee")
     (member_id,) = enroll_members(channel, engine, 1)

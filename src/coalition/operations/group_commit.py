@@ -43,8 +43,8 @@ from coalition.operations.points import BurnCommand, EarnCommand, LedgerResult
 from coalition.operations.set_based import BatchItemOutcome
 from coalition.programme.config import Programme
 from coalition.settings import DEFAULT_GROUP_COMMIT, GROUP_WINDOW_MS_MAX
-from coalition.store import deadlines
-from coalition.store.engine import create_committer_engine
+from coalition.store import citus, deadlines
+from coalition.store.engine import CITUS_INFO_KEY, create_committer_engine
 from coalition.store.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class Committer:
         self._queue: deque[_Pending] = deque()
         self._ready = threading.Condition()
         self._stopping = False
+        self._citus: bool | None = None  # whether the database is Citus, once known
         assert 0 < threads <= 16
         self._threads = [
             threading.Thread(target=self._run, name=f"earn-committer-{index}", daemon=True)
@@ -196,16 +197,44 @@ class Committer:
     def _split(self, taken: list[_Pending], now: datetime) -> list[list[_Pending]]:
         """The calls taken, as groups that share a path: the burns; the earns of all the
         partners the programme adds nothing to; the earns of each partner it adds to
-        (batch_earn.group_keys)."""
+        (batch_earn.group_keys). On Citus, each of those again by its member's shard."""
         earning = {pending.partner_id for pending in taken if pending.operation == "earn"}
         # A read: on SQLite a read-only unit of work takes no write lock (store/engine.py).
         splitting = UnitOfWork(self._engine, read_only=True)
         keys = batch_earn.group_keys(splitting, self._programme, earning, now) if earning else {}
-        groups: dict[str, list[_Pending]] = {}
-        for pending in taken:
+        shards = self._shards(taken) if len(taken) > 1 and self._is_citus() else {}
+        groups: dict[tuple[str, str], list[_Pending]] = {}
+        for index, pending in enumerate(taken):
             key = keys[pending.partner_id] if pending.operation == "earn" else BURN_GROUP
-            groups.setdefault(key, []).append(pending)
+            groups.setdefault((key, shards.get(index, "")), []).append(pending)
         return list(groups.values())
+
+    def _is_citus(self) -> bool:
+        if self._citus is None:
+            with self._engine.connect() as connection:
+                self._citus = bool(connection.info.get(CITUS_INFO_KEY, False))
+        return self._citus
+
+    def _shards(self, taken: list[_Pending]) -> dict[int, str]:
+        """Each call's shard, by its index in `taken`: a group written on one shard commits in
+        one phase, one written on several in two (PREPARE TRANSACTION on each worker). A call
+        whose member is not found (a customer id not linked) is a group of its own. A member
+        merged into one on another shard still makes its group a two-phase commit: correct,
+        and rare."""
+        customers = [
+            (p.partner_id, p.command.member.partner_customer_id)
+            for p in taken
+            if p.command.member.partner_customer_id is not None
+        ]
+        with self._engine.connect() as connection:
+            linked = citus.linked_members(connection, customers) if customers else {}
+            member_ids = [_member_id(pending, linked) for pending in taken]
+            shard_ids = citus.member_shards(connection, [m for m in member_ids if m])
+            connection.rollback()
+        return {
+            index: str(shard_ids[member_id]) if member_id else f"alone:{index}"
+            for index, member_id in enumerate(member_ids)
+        }
 
     def _commit(self, group: list[_Pending]) -> None:
         # A call whose deadline passed while it queued behind a group that waited (on a
@@ -245,6 +274,15 @@ class Committer:
             else:
                 assert outcome.result is not None
                 pending.answer.set_result(Answer(outcome.result, outcome.balance_visible))
+
+
+def _member_id(pending: _Pending, linked: dict[tuple[str, str], str]) -> str | None:
+    """The member the call names, or is linked to; None when no link is known."""
+    member = pending.command.member
+    if member.member_id is not None:
+        return member.member_id
+    assert member.partner_customer_id is not None
+    return linked.get((pending.partner_id, member.partner_customer_id))
 
 
 def _live(group: list[_Pending], monotonic: float) -> list[_Pending]:

@@ -19,7 +19,7 @@ a member's rows to `members`. Idempotent: tables already in Citus's metadata are
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from sqlalchemy import URL, Connection, create_engine, text
@@ -175,6 +175,40 @@ def _key_by(connection: Connection, table: str, column: str) -> None:
         connection.execute(
             text(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {constraint} ({keyed})')
         )
+
+
+def member_shards(connection: Connection, member_ids: Sequence[str]) -> dict[str, int]:
+    """The shard of `members` (and of every table co-located with it) that holds each member
+    id, from Citus's metadata on the coordinator: no worker is asked, and the id need not
+    exist yet. The group committer splits its groups by it (operations/group_commit.py)."""
+    rows = connection.execute(
+        text(
+            "SELECT m, get_shard_id_for_distribution_column('members', m)"
+            " FROM unnest(CAST(:ids AS text[])) AS m"
+        ),
+        {"ids": list(member_ids)},
+    )
+    return {str(member_id): int(shard_id) for member_id, shard_id in rows}
+
+
+def linked_members(
+    connection: Connection, customers: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """The member linked to each (partner id, partner customer id) that has one: one read,
+    pruned to the shards of `partner_links` that hold those customer ids."""
+    rows = connection.execute(
+        text(
+            "SELECT partner_id, partner_customer_id, member_id FROM partner_links"
+            " WHERE partner_customer_id = ANY(CAST(:customers AS text[]))"
+        ),
+        {"customers": sorted({customer_id for _, customer_id in customers})},
+    )
+    wanted = set(customers)
+    return {
+        (str(partner_id), str(customer_id)): str(member_id)
+        for partner_id, customer_id, member_id in rows
+        if (partner_id, customer_id) in wanted
+    }
 
 
 def one_connection_per_node(connection: Connection) -> None:
