@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Engine, event, text
 
 from coalition.api.server import Hub
+from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.settings import identity_secret_from
 from tests.citus.test_single_shard import RemoteCommands, citus_engine  # noqa: F401
 from tests.end_to_end.support import PartnerClient, failure_of
@@ -59,7 +60,12 @@ def remote_everywhere() -> Iterator[RemoteCommands]:
 @pytest.fixture
 def hub(citus_engine: Engine, remote_everywhere: RemoteCommands) -> Iterator[Hub]:  # noqa: F811
     """The hub, started once every connection records (its committer's engine included)."""
-    hub = Hub(citus_engine, "127.0.0.1:0", identity_secret=identity_secret_from(os.environ))
+    hub = Hub(
+        citus_engine,
+        "127.0.0.1:0",
+        programme=DEFAULT_PROGRAMME,
+        identity_secret=identity_secret_from(os.environ),
+    )
     hub.start()
     yield hub
     hub.stop(grace_seconds=0)
