@@ -10,7 +10,6 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import grpc
 import pytest
@@ -37,24 +36,11 @@ def remote_everywhere() -> Iterator[RemoteCommands]:
     on (the hub's committer opens its own engine)."""
     recorder = RemoteCommands()
 
-    def log_remote_commands(dbapi_connection: Any, _record: Any) -> None:
-        def notice(diagnostic: Any) -> None:
-            message = diagnostic.message_primary or ""
-            if recorder.recording and message.startswith("issuing "):
-                server = (diagnostic.message_detail or "").split(" connectionId")[0]
-                recorder.commands.append((server, message.removeprefix("issuing ")))
-
-        dbapi_connection.add_notice_handler(notice)
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute("SET citus.log_remote_commands = on")
-            cursor.execute("SET client_min_messages = log")
-        dbapi_connection.commit()
-
-    event.listen(Engine, "connect", log_remote_commands)
+    event.listen(Engine, "connect", recorder.listen_on)
     try:
         yield recorder
     finally:
-        event.remove(Engine, "connect", log_remote_commands)
+        event.remove(Engine, "connect", recorder.listen_on)
 
 
 @pytest.fixture

@@ -42,6 +42,22 @@ class RemoteCommands:
             self.recording = False
         return list(self.commands)
 
+    def listen_on(self, dbapi_connection: Any, _record: Any = None) -> None:
+        """A `connect` listener: turn Citus's log of remote commands on for the connection,
+        and keep what it logs while recording."""
+
+        def notice(diagnostic: Any) -> None:
+            message = diagnostic.message_primary or ""
+            if self.recording and message.startswith("issuing "):
+                server = (diagnostic.message_detail or "").split(" connectionId")[0]
+                self.commands.append((server, message.removeprefix("issuing ")))
+
+        dbapi_connection.add_notice_handler(notice)
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET citus.log_remote_commands = on")
+            cursor.execute("SET client_min_messages = log")
+        dbapi_connection.commit()
+
 
 @pytest.fixture
 def citus_engine(engine: Engine, database_url: str) -> Iterator[Engine]:
@@ -58,20 +74,7 @@ def remote(citus_engine: Engine) -> RemoteCommands:
     """Record Citus's log of remote commands on every new connection of the engine."""
     recorder = RemoteCommands()
 
-    @event.listens_for(citus_engine, "connect")
-    def _log_remote_commands(dbapi_connection: Any, _record: Any) -> None:
-        def notice(diagnostic: Any) -> None:
-            message = diagnostic.message_primary or ""
-            if recorder.recording and message.startswith("issuing "):
-                server = (diagnostic.message_detail or "").split(" connectionId")[0]
-                recorder.commands.append((server, message.removeprefix("issuing ")))
-
-        dbapi_connection.add_notice_handler(notice)
-        cursor = dbapi_connection.cursor()
-        cursor.execute("SET citus.log_remote_commands = on")
-        cursor.execute("SET client_min_messages = log")
-        cursor.close()
-        dbapi_connection.commit()
+    event.listen(citus_engine, "connect", recorder.listen_on)
 
     citus_engine.dispose()  # connections opened from now on record
     return recorder
