@@ -84,21 +84,30 @@ def sights(uow: UnitOfWork, partner_id: str, member_ids: Collection[str]) -> dic
 
 
 def sights_of_pairs(
-    uow: UnitOfWork, pairs: Collection[tuple[str, str]]
+    uow: UnitOfWork,
+    pairs: Collection[tuple[str, str]],
+    known_linked: Collection[tuple[str, str]] = (),
 ) -> dict[tuple[str, str], Sight]:
     """Each (partner, member) pair's sight, in two statements whatever their number and
-    partners (a group of earns of several partners asks once). Two, not a join: on Citus
-    links are distributed by customer id and decisions by member (docs/scaling.md)."""
+    partners (a group of earns of several partners asks once); one when the caller read every
+    pair's link in this transaction already (`known_linked`). Two, not a join: on Citus links
+    are distributed by customer id and decisions by member (docs/scaling.md)."""
     assert len(pairs) <= MEMBERS_PER_LOOKUP_MAX
     if not pairs:
         return {}
     partner_ids = sorted({partner_id for partner_id, _ in pairs})
-    member_ids = sorted({member_id for _, member_id in pairs})
-    linked = {
-        pair
-        for pair in driver.execute(uow, LINKED_PAIRS, (partner_ids, member_ids))
-        if pair in pairs
-    }
+    linked = {pair for pair in pairs if pair in known_linked}
+    unknown = [pair for pair in pairs if pair not in linked]
+    if unknown:
+        linked.update(
+            pair
+            for pair in driver.execute(
+                uow,
+                LINKED_PAIRS,
+                (sorted({p for p, _ in unknown}), sorted({m for _, m in unknown})),
+            )
+            if pair in pairs
+        )
     decisions: dict[tuple[str, str], dict[str, bool]] = {pair: {} for pair in pairs}
     if linked:
         linked_members = sorted({member_id for _, member_id in linked})

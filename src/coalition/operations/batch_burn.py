@@ -103,7 +103,7 @@ class _Burns(SetBasedGroup[BurnCommand]):
         """The items whose caller sees the member's balance; the others are answered now,
         before their claims (identity/privacy.py)."""
         pairs = {(i.partner_id, i.member_id) for i in items if i.member_id is not None}
-        sights = privacy.sights_of_pairs(self.uow, pairs)
+        sights = privacy.sights_of_pairs(self.uow, pairs, self.linked_pairs)
         visible: list[Item[BurnCommand]] = []
         for item in items:
             refusal = item.error

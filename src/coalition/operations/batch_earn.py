@@ -164,10 +164,12 @@ def _run(
     with uow:
         candidates = {p: promotions.candidates(uow, programme, p, now) for p in partner_ids}
         explain_from_ledger: set[str] | None = None  # None: every earn's
+        linked_pairs: set[tuple[str, str]] = set()  # (partner, member) links read already
         if all(_programme_adds_nothing(programme, c) for c in candidates.values()):
             batch = _SetBasedBatch(uow, programme, all_or_nothing, now)
             outcomes = batch.run(items)
             explain_from_ledger = set(batch.referrers)  # a referral bonus may have been paid
+            linked_pairs = batch.linked_pairs
         else:
             if len(partner_ids) > 1:
                 raise PathsDiffer()
@@ -177,21 +179,27 @@ def _run(
                 uow, programme, partner_id, commands, all_or_nothing, now, candidates[partner_id]
             )
         outcomes = _explained(uow, outcomes, explain_from_ledger)
-        outcomes = _with_balance_sight(uow, [partner_id for partner_id, _ in items], outcomes)
+        outcomes = _with_balance_sight(
+            uow, [partner_id for partner_id, _ in items], outcomes, linked_pairs
+        )
         uow.commit()
     return BatchEarnResult(tuple(outcomes))
 
 
 def _with_balance_sight(
-    uow: UnitOfWork, partner_ids: Sequence[str], outcomes: Sequence[BatchItemOutcome]
+    uow: UnitOfWork,
+    partner_ids: Sequence[str],
+    outcomes: Sequence[BatchItemOutcome],
+    linked_pairs: set[tuple[str, str]],
 ) -> list[BatchItemOutcome]:
-    """Each applied outcome, told whether its partner may see the member's balance."""
+    """Each applied outcome, told whether its partner may see the member's balance
+    (`linked_pairs`: the links read already in this transaction)."""
     pairs = {
         (partner_id, outcome.result.transaction.member_id)
         for partner_id, outcome in zip(partner_ids, outcomes, strict=True)
         if outcome.result is not None
     }
-    seen = privacy.sights_of_pairs(uow, pairs)
+    seen = privacy.sights_of_pairs(uow, pairs, linked_pairs)
     return [
         BatchItemOutcome(
             result=outcome.result,
@@ -252,6 +260,7 @@ class _SetBasedBatch(SetBasedGroup[EarnCommand]):
         super().__init__(uow, all_or_nothing, now)
         self.programme = programme  # its referral defaults and campaigns
         self.referrers: dict[str, str] = {}  # referred member -> referrer, reward unpaid
+        self.referrers_read: set[str] = set()  # the members whose referrer is in `referrers`
 
     def _prepare(
         self, terms: Mapping[str, PartnerTerms], items: list[Item[EarnCommand]]
@@ -280,10 +289,23 @@ class _SetBasedBatch(SetBasedGroup[EarnCommand]):
             except CoalitionError as error:
                 item.error = error
 
+    def _usable_members(self, member_ids: list[str]) -> set[str]:
+        """The usable members, and the referrers of those whose reward is unpaid, in one
+        read (the referrers are locked with the members; the reward itself is claimed under
+        the locks, referrals/rewards.py)."""
+        referrer_of = referral_rewards.usable_members_and_pending_referrers(self.uow, member_ids)
+        self.referrers.update((m, r) for m, r in referrer_of.items() if r is not None)
+        self.referrers_read = set(referrer_of)
+        return self.referrers_read
+
     def _more_members_to_lock(self, member_ids: set[str]) -> set[str]:
-        """The referrers the group may reward, locked with its members, in the same order."""
-        self.referrers = referral_rewards.pending_referrers(self.uow, member_ids)
-        return set(self.referrers.values())
+        """The referrers the group may reward, locked with its members, in the same order:
+        read with the usable members, or now for a member resolved one by one (a merge's
+        survivor, say)."""
+        unread = member_ids - self.referrers_read
+        if unread:
+            self.referrers.update(referral_rewards.pending_referrers(self.uow, unread))
+        return {self.referrers[m] for m in member_ids if m in self.referrers}
 
     def _apply(self, terms: Mapping[str, PartnerTerms], items: list[Item[EarnCommand]]) -> None:
         """Every applied item through the ledger's one writer, in one call, then the referral

@@ -19,13 +19,10 @@ is kept under its request id and never rolls back the others. The steps:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import ClassVar, Generic, TypeVar
-
-from sqlalchemy import select
 
 from coalition.domain.errors import CoalitionError
 from coalition.domain.points import RateVersion
@@ -44,7 +41,6 @@ from coalition.operations.points import (
 from coalition.partners.catalog import PartnerTerms, partner_terms
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
-from coalition.store.schema import partner_links
 from coalition.store.unit_of_work import UnitOfWork
 
 Command = TypeVar("Command", EarnCommand, BurnCommand)
@@ -77,6 +73,12 @@ class Item(Generic[Command]):
         return (self.partner_id, self.command.request_id)
 
 
+# The links of any partners' customer ids, in one statement: the pairs asked for are picked
+# out of the rows (a customer id another partner also uses is read and dropped).
+LINKED_CUSTOMERS = Statement(
+    "SELECT partner_id, partner_customer_id, member_id FROM partner_links"
+    f" WHERE partner_customer_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
+)
 USABLE_MEMBERS = Statement(
     f"SELECT member_id FROM members WHERE member_id {IN_LIST} %s"
     " AND merged_into_member_id IS NULL AND forget_time IS NULL"
@@ -94,6 +96,9 @@ class SetBasedGroup(Generic[Command]):
         self.now = now
         self.outcomes: list[BatchItemOutcome | None] = []
         self.balances: dict[str, int] = {}  # by member id, read under the group's locks
+        # (partner, member) pairs read linked in this transaction, by the items' customer ids:
+        # their sight need not read the link again (identity/privacy.sights_of_pairs).
+        self.linked_pairs: set[tuple[str, str]] = set()
 
     def run(
         self, commands: Sequence[tuple[str, Command | CoalitionError]]
@@ -128,6 +133,11 @@ class SetBasedGroup(Generic[Command]):
     def _apply(self, terms: Mapping[str, PartnerTerms], items: list[Item[Command]]) -> None:
         """Write the claimed items (in item order, their members locked) and answer them."""
         raise NotImplementedError
+
+    def _usable_members(self, member_ids: list[str]) -> set[str]:
+        """Those of `member_ids` neither merged nor forgotten (a kind may read more of them in
+        the same statement)."""
+        return {row[0] for row in driver.execute(self.uow, USABLE_MEMBERS, (member_ids,))}
 
     def _more_members_to_lock(self, member_ids: set[str]) -> set[str]:
         """Members the kind writes to besides the items' own (an earn's referrers)."""
@@ -189,17 +199,15 @@ class SetBasedGroup(Generic[Command]):
                     else linked.get((item.partner_id, reference.partner_customer_id or ""))
                 )
         member_ids = sorted({m for m in candidates.values() if m is not None})
-        usable = (
-            {row[0] for row in driver.execute(self.uow, USABLE_MEMBERS, (member_ids,))}
-            if member_ids
-            else set()
-        )
+        usable = self._usable_members(member_ids) if member_ids else set()
         for item in items:
             if item.error is not None:
                 continue
             candidate = candidates[item.index]
-            if candidate in usable:
+            if candidate is not None and candidate in usable:
                 item.member_id = candidate
+                if item.command.member.partner_customer_id is not None:
+                    self.linked_pairs.add((item.partner_id, candidate))
                 continue
             try:
                 item.member_id = resolve(self.uow, item.partner_id, item.command.member)
@@ -208,22 +216,23 @@ class SetBasedGroup(Generic[Command]):
 
     def _linked_customers(self, items: list[Item[Command]]) -> dict[tuple[str, str], str]:
         """(partner, partner customer id) -> member, for the items that name a customer id:
-        one read per partner that names any."""
-        by_partner: dict[str, set[str]] = defaultdict(set)
-        for item in items:
-            customer_id = item.command.member.partner_customer_id
-            if item.error is None and customer_id is not None:
-                by_partner[item.partner_id].add(customer_id)
-        linked: dict[tuple[str, str], str] = {}
-        for partner_id, customer_ids in sorted(by_partner.items()):
-            rows = self.uow.connection.execute(
-                select(partner_links.c.partner_customer_id, partner_links.c.member_id).where(
-                    partner_links.c.partner_id == partner_id,
-                    partner_links.c.partner_customer_id.in_(sorted(customer_ids)),
-                )
-            )
-            linked.update(((partner_id, customer_id), member) for customer_id, member in rows)
-        return linked
+        one read whatever their partners (on Citus, pruned to the shards of `partner_links`
+        that hold those customer ids)."""
+        wanted = {
+            (item.partner_id, item.command.member.partner_customer_id)
+            for item in items
+            if item.error is None and item.command.member.partner_customer_id is not None
+        }
+        if not wanted:
+            return {}
+        partner_ids = sorted({partner_id for partner_id, _ in wanted})
+        customer_ids = sorted({customer_id for _, customer_id in wanted})
+        rows = driver.execute(self.uow, LINKED_CUSTOMERS, (customer_ids, partner_ids))
+        return {
+            (partner_id, customer_id): member_id
+            for partner_id, customer_id, member_id in rows
+            if (partner_id, customer_id) in wanted
+        }
 
     def _claim(self, items: list[Item[Command]]) -> set[tuple[str, str]]:
         """Claim the request ids, a failing item's with its refusal as its final answer
