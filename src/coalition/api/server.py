@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -356,6 +357,22 @@ def _supervise(processes: Sequence[BaseProcess], forward: Callable[[int, object]
         )
 
 
+# Calls allocate thousands of short-lived containers each: at CPython's default of 700
+# allocations between young collections, a 1,000-earn batch ran ~440 collections, about 18%
+# of its CPU (docs/benchmarks.md, 2026-12-03).
+YOUNG_COLLECTION_ALLOCATIONS = 20_000
+
+
+def _settle_heap() -> None:
+    """Freeze what the started hub holds (modules, metadata, descriptors: ~90,000 objects that
+    live as long as the process, which collections would otherwise scan again and again), and
+    collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS, middle, oldest)
+
+
 def _serve_in_this_process(settings: Settings) -> None:
     configure_process(settings.observability)  # logs and /metrics of this worker
     # Built once per process, here: the hub and the scheduler hold it and pass it down.
@@ -377,6 +394,7 @@ def _serve_in_this_process(settings: Settings) -> None:
     )
     if scheduler is not None:
         scheduler.start()
+    _settle_heap()
     stopped = threading.Event()
 
     def shut_down(_signal_number: int, _frame: object) -> None:

@@ -381,7 +381,12 @@ class _PostgresStatements:
     """Two statements whatever the number of entries: one reads the balances and takes the
     transaction ids, one writes every row (data-modifying CTEs; foreign keys are checked at the
     end of the statement, when the journal rows the other rows name are in). Arrays go in
-    binary (`%b`): psycopg dumps them several times faster than as quoted text."""
+    binary (`%b`): psycopg dumps them several times faster than as quoted text.
+
+    `recorded` sets the results on keys this transaction's claim inserted (claim_many returns
+    only those), so no one else can have set one; it names no `result_id IS NULL` guard: with
+    almost no open keys in its statistics the planner then expects one row and joins the
+    unnest in a nested loop, quadratic in the group (480 ms of a 1,000-earn batch's 600)."""
 
     PREPARE = (
         "SELECT (SELECT coalesce(json_object_agg(account_id, balance_points), '{}')"
@@ -446,8 +451,7 @@ class _PostgresStatements:
         " FROM unnest(%(r0)b::text[], %(r1)b::text[], %(r2)b::text[], %(r3)b::text[])"
         " AS r(member_id, partner_id, request_id, result_id)"
         " WHERE k.member_id = r.member_id AND k.partner_id = r.partner_id"
-        " AND k.request_id = r.request_id AND k.member_id = ANY(%(r0)b::text[])"
-        " AND k.result_id IS NULL AND k.refusal IS NULL RETURNING 1)"
+        " AND k.request_id = r.request_id AND k.member_id = ANY(%(r0)b::text[]) RETURNING 1)"
         " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM recorded),"
         " (SELECT count(*) FROM lots_moved),"
         " (SELECT count(*) FROM journal) + (SELECT count(*) FROM posted)"
@@ -647,8 +651,7 @@ def _citus_write(row_counts: tuple[int, ...], moves_lots: bool, records_results:
         " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
         " AS r(member_id, partner_id, request_id, result_id)"
         " WHERE k.member_id = r.member_id AND k.partner_id = r.partner_id"
-        " AND k.request_id = r.request_id AND k.result_id IS NULL AND k.refusal IS NULL"
-        " AND k.member_id = ANY(%s::text[]) RETURNING 1)"
+        " AND k.request_id = r.request_id AND k.member_id = ANY(%s::text[]) RETURNING 1)"
         if records_results
         else "recorded AS (SELECT 1 WHERE false)"
     )
