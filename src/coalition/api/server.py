@@ -375,6 +375,16 @@ def _settle_heap() -> None:
 
 def _serve_in_this_process(settings: Settings) -> None:
     configure_process(settings.observability)  # logs and /metrics of this worker
+    stopped = threading.Event()
+
+    def shut_down(_signal_number: int, _frame: object) -> None:
+        logger.info("shutting down: draining calls for up to %.0f s", SHUTDOWN_GRACE_SECONDS)
+        stopped.set()
+
+    # Handlers before the hub logs that it serves: a signal sent on that line (as supervisors
+    # and tests do) must drain and exit 0, not interrupt the start-up as a KeyboardInterrupt.
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
     # Built once per process, here: the hub and the scheduler hold it and pass it down.
     programme = configured_programme(settings.programme_directory, settings.referral)
     engine = create_database_engine(settings.database_url)
@@ -395,14 +405,6 @@ def _serve_in_this_process(settings: Settings) -> None:
     if scheduler is not None:
         scheduler.start()
     _settle_heap()
-    stopped = threading.Event()
-
-    def shut_down(_signal_number: int, _frame: object) -> None:
-        logger.info("shutting down: draining calls for up to %.0f s", SHUTDOWN_GRACE_SECONDS)
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, shut_down)
-    signal.signal(signal.SIGINT, shut_down)
     stopped.wait()
     if scheduler is not None:
         scheduler.stop()
