@@ -21,6 +21,7 @@ from coalition.operations import batch_earn
 from coalition.operations.group_commit import Committer
 from coalition.operations.points import EarnCommand
 from coalition.programme.config import DEFAULT_PROGRAMME, Programme
+from coalition.store.engine import CITUS_INFO_KEY, create_committer_engine
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import assert_ledger_sound, remembered_refusals
 
@@ -256,3 +257,33 @@ def test_without_a_window_a_lone_call_waits_for_nothing(engine: Engine) -> None:
         committer.stop()
     # Far below any window worth setting, and far above a commit: the group went at once.
     assert elapsed_seconds < 0.5
+
+
+def test_the_committers_statements_run_on_generic_plans(engine: Engine) -> None:
+    """Its statements take arrays: planned for each group's own arrays, PostgreSQL would plan
+    them again on every group (store/engine.py, create_committer_engine)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no plan cache to choose")
+    member_ids = [enroll_at_coffee(engine) for _ in range(3)]
+    committer_engine = create_committer_engine(engine, 1, 30.0)
+    try:
+        with committer_engine.connect() as connection:
+            if connection.info.get(CITUS_INFO_KEY):
+                pytest.skip("Citus plans distributed statements its own way")
+        # psycopg prepares a statement at its fifth execution (prepare_threshold).
+        for _ in range(8):
+            earns = [("test-coffee", earn(member_id, "test-coffee")) for member_id in member_ids]
+            outcomes = batch_earn.earn_many(
+                UnitOfWork(committer_engine), DEFAULT_PROGRAMME, earns, now()
+            ).outcomes
+            assert all(outcome.result is not None for outcome in outcomes)
+        with committer_engine.connect() as connection:  # the pool's one connection
+            plans = connection.execute(
+                text("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+            ).all()
+    finally:
+        committer_engine.dispose()
+    writes = [plan for plan in plans if "INSERT INTO journal_transactions" in plan.statement]
+    assert len(writes) == 1, "the writer's statement is prepared"
+    assert all(plan.custom_plans == 0 and plan.generic_plans > 0 for plan in plans), plans
+    assert_ledger_sound(engine)

@@ -85,7 +85,9 @@ def sqlite_value(value: Any) -> Any:
         return json.dumps(value)
     if isinstance(value, datetime):
         assert value.tzinfo is not None, "naive datetimes never reach the database"
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+        # The text of "%Y-%m-%d %H:%M:%S.%f", without strftime's cost (the hot path's).
+        return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
     return value
 
 

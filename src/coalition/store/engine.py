@@ -18,6 +18,7 @@ POOL_OVERFLOW_MAX = 16  # with POOL_SIZE, one connection per worker thread (api/
 READ_ONLY_OPTION = "coalition_read_only"
 CITUS_INFO_KEY = "coalition_citus"  # in a connection's info: the database runs Citus
 CITUS_QUERY = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
+GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
 
 
 def normalise_database_url(database_url: str) -> str:
@@ -52,7 +53,12 @@ def create_committer_engine(engine: Engine, connections: int, wait_seconds_max: 
       (clients retry) and is replaced (store/driver.py invalidates it), where a ping would
       cost every group a round trip;
     - lock and statement waits bounded by the session at `wait_seconds_max`, so that a group
-      sets its own bound only when a caller's deadline is shorter (store/deadlines.py).
+      sets its own bound only when a caller's deadline is shorter (store/deadlines.py);
+    - generic plans for the group's prepared statements (`plan_cache_mode`): their parameters
+      are arrays, whose length a custom plan knows, so PostgreSQL judged every generic plan
+      dearer and planned each statement again on every group; planning was about a sixth of a
+      group's time in the database (docs/benchmarks.md, 2026-12-03). Not on Citus, whose
+      distributed planning is its own.
     """
     if engine.dialect.name != "postgresql":
         return engine  # SQLite: one writer at a time, on the file; nothing to tune
@@ -65,7 +71,17 @@ def create_committer_engine(engine: Engine, connections: int, wait_seconds_max: 
         isolation_level="READ COMMITTED",
         connect_args={"options": options},
     )
-    return _noting_citus(committer)
+    _noting_citus(committer)
+
+    @event.listens_for(committer, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        # After _noting_citus's listener (listeners run in the order they were added).
+        if not record.info[CITUS_INFO_KEY]:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(GENERIC_PLANS)
+            dbapi_connection.commit()  # a SET rolled back with its transaction is undone
+
+    return committer
 
 
 def _noting_citus(engine: Engine) -> Engine:
