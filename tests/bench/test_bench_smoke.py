@@ -61,6 +61,9 @@ def test_a_small_bench_run_reports_consistent_counts(tmp_path, capsys) -> None:
         latency = summary["latency_ms"]
         assert 0 <= latency["p50"] <= latency["p99"] <= latency["max"]
         assert set(summary["cpu_seconds"]) == {"hub", "postgres", "load_generator"}
+        by_process = summary["hub_cpu_seconds_by_process"]
+        assert by_process == sorted(by_process, reverse=True) and by_process, name
+        assert sum(by_process) <= summary["cpu_seconds"]["hub"] + 0.01 * len(by_process), name
         assert (summary["cpu_seconds"]["postgres"] is None) == (name in SQLITE_WORKLOADS)
         assert summary["baseline"] == BASELINE_OF_WORKLOAD[name]
         assert summary["ratio_to_baseline"] == pytest.approx(

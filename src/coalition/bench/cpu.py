@@ -45,8 +45,9 @@ def process_tree(root_pid: int) -> list[int]:
     return tree
 
 
-def tree_cpu_seconds(root_pid: int) -> float:
-    return sum(process_cpu_seconds(pid) for pid in process_tree(root_pid))
+def trees_cpu_seconds(root_pids: list[int]) -> dict[int, float]:
+    """CPU seconds of every process in the trees of `root_pids`, by pid."""
+    return {pid: process_cpu_seconds(pid) for root in root_pids for pid in process_tree(root)}
 
 
 def postgres_cpu_seconds() -> float:

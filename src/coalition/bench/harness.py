@@ -261,12 +261,35 @@ def _measured(
 ) -> dict[str, Any]:
     """Hub CPU is its process trees'; PostgreSQL's only where the hub uses it (on SQLite the
     database runs inside the hub, and other databases' load would show up as its CPU)."""
-    hub_before = sum(cpu.tree_cpu_seconds(pid) for pid in hub_pids)
+    hub_before = cpu.trees_cpu_seconds(hub_pids)
     postgres_before = cpu.postgres_cpu_seconds() if on_postgres else 0.0
     load = run_load(spec)
-    hub_seconds = sum(cpu.tree_cpu_seconds(pid) for pid in hub_pids) - hub_before
+    hub_after = cpu.trees_cpu_seconds(hub_pids)
     postgres_seconds = cpu.postgres_cpu_seconds() - postgres_before if on_postgres else None
-    return _load_summary(spec, load, hub_seconds, postgres_seconds)
+    by_process = {pid: seconds - hub_before.get(pid, 0.0) for pid, seconds in hub_after.items()}
+    summary = _load_summary(spec, load, sum(by_process.values()), postgres_seconds)
+    summary["hub_cpu_seconds_by_process"] = _working_processes(by_process)
+    return summary
+
+
+# A hub process that used less than this share of the hub's CPU served no calls (the parent of
+# `serve --workers N`, multiprocessing's helpers).
+WORKING_PROCESS_CPU_SHARE_MIN = 0.02
+
+
+def _working_processes(cpu_seconds_by_pid: dict[int, float]) -> list[float]:
+    """The CPU seconds of each hub process that served calls, largest first. SO_REUSEPORT
+    hashes each client connection to one worker, so 16 connections can split unevenly, and
+    with them the calls (groups of one worker larger than the other's)."""
+    total = sum(cpu_seconds_by_pid.values())
+    return sorted(
+        (
+            round(seconds, 2)
+            for seconds in cpu_seconds_by_pid.values()
+            if seconds >= WORKING_PROCESS_CPU_SHARE_MIN * total
+        ),
+        reverse=True,
+    )
 
 
 def _load_summary(

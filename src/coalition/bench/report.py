@@ -37,6 +37,11 @@ def table(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     burn = results["workloads"].get("burn", {}).get("ratio_to_earn_baseline")
     lines.append("")
+    for name, summary in results["workloads"].items():
+        by_process = summary.get("hub_cpu_seconds_by_process", [])
+        if len(by_process) > 1:  # how the clients' connections split over the workers
+            seconds = ", ".join(f"{value:.1f}" for value in by_process)
+            lines.append(f"hub CPU s by process ({name}): {seconds}")
     if burn is not None:
         lines.append(f"burn against the pgbench earn baseline: {burn:.2f}x")
     for database, violations in (
