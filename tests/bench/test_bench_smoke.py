@@ -64,6 +64,8 @@ def test_a_small_bench_run_reports_consistent_counts(tmp_path, capsys) -> None:
         by_process = summary["hub_cpu_seconds_by_process"]
         assert by_process == sorted(by_process, reverse=True) and by_process, name
         assert sum(by_process) <= summary["cpu_seconds"]["hub"] + 0.01 * len(by_process), name
+        if name in SQLITE_WORKLOADS:  # one hub process, its tree nothing else
+            assert by_process == [pytest.approx(summary["cpu_seconds"]["hub"], abs=0.01)]
         assert (summary["cpu_seconds"]["postgres"] is None) == (name in SQLITE_WORKLOADS)
         assert summary["baseline"] == BASELINE_OF_WORKLOAD[name]
         assert summary["ratio_to_baseline"] == pytest.approx(

@@ -56,9 +56,9 @@ def create_committer_engine(engine: Engine, connections: int, wait_seconds_max: 
       sets its own bound only when a caller's deadline is shorter (store/deadlines.py);
     - generic plans for the group's prepared statements (`plan_cache_mode`): their parameters
       are arrays, whose length a custom plan knows, so PostgreSQL judged every generic plan
-      dearer and planned each statement again on every group; planning was about a sixth of a
-      group's time in the database (docs/benchmarks.md, 2026-12-03). Not on Citus, whose
-      distributed planning is its own.
+      dearer and planned each statement again on every group: a fifth of PostgreSQL's CPU per
+      earn, a sixth of a group's wall (docs/benchmarks.md, 2026-12-03 afternoon). Not on Citus,
+      whose distributed planning is its own (not measured so).
     """
     if engine.dialect.name != "postgresql":
         return engine  # SQLite: one writer at a time, on the file; nothing to tune
