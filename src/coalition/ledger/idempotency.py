@@ -32,6 +32,7 @@ from coalition.domain.errors import (
     restored_error,
 )
 from coalition.store import driver
+from coalition.store.arrays import TextArray, TimestamptzArray
 from coalition.store.driver import IN_LIST, Statement
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -192,7 +193,9 @@ def claim_many(
             statement, parameters = _claim_many_values(len(rows)), [v for r in rows for v in r]
         else:
             statement = CLAIM_MANY
-            parameters = [[row[index] for row in rows] for index in range(len(CLAIM_COLUMNS))]
+            parameters = [
+                array(row[index] for row in rows) for index, array in enumerate(CLAIM_ARRAYS)
+            ]
         with driver.driver_errors(uow):
             cursor = driver.cursor_of(uow)
             request_ids = {row[0] for row in cursor.execute(statement, parameters).fetchall()}
@@ -263,6 +266,9 @@ CLAIM_COLUMNS = (
     "create_time",
     "member_id",
 )
+# The array of each column, in CLAIM_MANY's order.
+CLAIM_ARRAYS = (*[TextArray] * 5, TimestamptzArray, TextArray)
+assert len(CLAIM_ARRAYS) == len(CLAIM_COLUMNS)
 
 
 def claim_values(request: KeyedRequest, refusal: CoalitionError | None) -> dict[str, object]:

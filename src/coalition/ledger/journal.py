@@ -18,7 +18,7 @@ from coalition.ledger import writer
 from coalition.ledger.accounts import member_account_id
 from coalition.ledger.writer import JournalEntry, Posting, TransactionRecord
 from coalition.store import driver
-from coalition.store.driver import IN_LIST, Statement
+from coalition.store.driver import IN_BIGINT_LIST, IN_LIST, Statement
 from coalition.store.schema import journal_transactions, member_accounts
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -138,7 +138,7 @@ def post(
 # merge posts to the survivor, so on Citus this reads every shard (docs/scaling.md).
 CHILDREN_POINTS_DELTA = Statement(
     "SELECT parent_transaction_id, SUM(points_delta) FROM journal_transactions"
-    f" WHERE parent_transaction_id {IN_LIST} %s GROUP BY parent_transaction_id"
+    f" WHERE parent_transaction_id {IN_BIGINT_LIST} %s GROUP BY parent_transaction_id"
 )
 
 
@@ -161,7 +161,8 @@ def records_from_rows(uow: UnitOfWork, rows: Iterable[Row[Any]]) -> list[Transac
 
 
 FIND_TRANSACTIONS = Statement(
-    f"SELECT {writer.JOURNAL_COLUMNS} FROM journal_transactions WHERE transaction_id {IN_LIST} %s"
+    f"SELECT {writer.JOURNAL_COLUMNS} FROM journal_transactions"
+    f" WHERE transaction_id {IN_BIGINT_LIST} %s"
 )
 _DATETIME_FIELDS = frozenset({"occurred_at", "create_time"})
 

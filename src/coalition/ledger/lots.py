@@ -15,7 +15,7 @@ from sqlalchemy import update
 from coalition.domain.errors import FailedPrecondition
 from coalition.ledger.writer import LotMove
 from coalition.store import driver
-from coalition.store.driver import IN_LIST, Statement
+from coalition.store.driver import IN_BIGINT_LIST, IN_LIST, Statement
 from coalition.store.schema import lots
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -27,7 +27,7 @@ _EARLIEST = datetime.min.replace(tzinfo=UTC)
 # with points left, and those the same entry gives points back to first.
 SPENDABLE_LOTS = Statement(
     "SELECT lot_id, remaining_points FROM lots WHERE member_id = %s"
-    f" AND (remaining_points > 0 OR lot_id {IN_LIST} %s)"
+    f" AND (remaining_points > 0 OR lot_id {IN_BIGINT_LIST} %s)"
     " ORDER BY expires_at ASC NULLS LAST, lot_id LIMIT %s OFFSET %s"
 )
 
@@ -110,7 +110,7 @@ CONSUMED_BY_BURN = Statement(
     " GROUP BY lot_id HAVING SUM(points) > 0"
 )
 EXPIRIES = Statement(
-    f"SELECT lot_id, expires_at FROM lots WHERE member_id = %s AND lot_id {IN_LIST} %s"
+    f"SELECT lot_id, expires_at FROM lots WHERE member_id = %s AND lot_id {IN_BIGINT_LIST} %s"
 )
 
 

@@ -35,6 +35,7 @@ from coalition.domain.errors import FailedPrecondition
 from coalition.domain.tiers import calendar_month
 from coalition.ledger.accounts import member_account_id
 from coalition.store import driver
+from coalition.store.arrays import TextArray, array_types_of
 from coalition.store.driver import sqlite_value
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -460,13 +461,15 @@ class _PostgresStatements:
         " + (SELECT count(*) FROM evented) + (SELECT count(*) FROM qualified)"
     )
 
+    WRITE_ARRAYS = array_types_of(WRITE)
+
     def prepare(
         self, connection: Any, account_ids: list[str], entry_count: int
     ) -> tuple[dict[str, int], list[int] | None]:
-        member_ids = [_member_of(account_id) for account_id in account_ids]
+        member_ids = TextArray(_member_of(account_id) for account_id in account_ids)
         balances, transaction_ids = (
             connection.cursor()
-            .execute(self.PREPARE, (member_ids, account_ids, entry_count))
+            .execute(self.PREPARE, (member_ids, TextArray(account_ids), entry_count))
             .fetchone()
         )
         return {account: int(points) for account, points in balances.items()}, transaction_ids
@@ -495,9 +498,11 @@ class _PostgresStatements:
             **_named("r", _columns(rows.results, 4)),
         }
         assert len(parameters) <= PSYCOPG_CACHED_PARAMETERS_MAX, "parsed once, not per call"
-        moved, recorded, lots_moved, _ = (
-            connection.cursor().execute(self.WRITE, parameters).fetchone()
-        )
+        typed = {
+            name: self.WRITE_ARRAYS[name](value) if name in self.WRITE_ARRAYS else value
+            for name, value in parameters.items()
+        }
+        moved, recorded, lots_moved, _ = connection.cursor().execute(self.WRITE, typed).fetchone()
         assert moved == len(plan.deltas), "balances moved under their locks"
         assert lots_moved == len(rows.lot_deltas), "lots moved under their members' locks"
         assert recorded == len(rows.results), "each result is recorded once, on its claim"
@@ -532,9 +537,9 @@ class _CitusStatements(_PostgresStatements):
     def prepare(
         self, connection: Any, account_ids: list[str], entry_count: int
     ) -> tuple[dict[str, int], list[int] | None]:
-        member_ids = [_member_of(account_id) for account_id in account_ids]
+        member_ids = TextArray(_member_of(account_id) for account_id in account_ids)
         cursor = connection.cursor()
-        (balances,) = cursor.execute(self.BALANCES, (member_ids, account_ids)).fetchone()
+        (balances,) = cursor.execute(self.BALANCES, (member_ids, TextArray(account_ids))).fetchone()
         (transaction_ids,) = cursor.execute(self.TRANSACTION_IDS, (entry_count,)).fetchone()
         return {account: int(points) for account, points in balances.items()}, transaction_ids
 

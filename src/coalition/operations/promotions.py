@@ -46,7 +46,7 @@ from coalition.programme import tiers
 from coalition.programme.config import Programme
 from coalition.programme.promotion_catalogue import CATALOGUE
 from coalition.store import driver
-from coalition.store.driver import IN_LIST, Statement
+from coalition.store.driver import IN_BIGINT_LIST, IN_LIST, Statement
 from coalition.store.schema import member_profiles
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -303,18 +303,18 @@ def plain_explanation(record: TransactionRecord) -> EarnExplanation:
 # group, each by transaction ids of the group's members.
 EXPLAINED_BONUSES = Statement(
     "SELECT transaction_id, rule_id, points, funding_partner_id FROM earn_bonuses"
-    f" WHERE member_id {IN_LIST} %s AND transaction_id {IN_LIST} %s"
+    f" WHERE member_id {IN_LIST} %s AND transaction_id {IN_BIGINT_LIST} %s"
     " ORDER BY transaction_id, rule_id"
 )
 EXPLAINED_TIER_CHANGES = Statement(
     "SELECT transaction_id, tier_id_before, tier_id_after FROM tier_changes"
-    f" WHERE member_id {IN_LIST} %s AND transaction_id {IN_LIST} %s"
+    f" WHERE member_id {IN_LIST} %s AND transaction_id {IN_BIGINT_LIST} %s"
 )
 EXPLAINED_REFERRALS = Statement(
     "SELECT r.qualifying_transaction_id, r.bonus_points, j.balance_points_after"
     " FROM referrals r JOIN journal_transactions j"
     " ON j.member_id = r.referred_member_id AND j.transaction_id = r.referred_transaction_id"
-    f" WHERE r.referred_member_id {IN_LIST} %s AND r.qualifying_transaction_id {IN_LIST} %s"
+    f" WHERE r.referred_member_id {IN_LIST} %s AND r.qualifying_transaction_id {IN_BIGINT_LIST} %s"
 )
 REFERRED_RULE_ID = "referral:referred"
 

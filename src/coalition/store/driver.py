@@ -10,6 +10,7 @@ psycopg prepares a statement after a few uses on a connection, and sqlite3 cache
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,13 +18,21 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from coalition.store.arrays import BigintArray, TextArray
 from coalition.store.engine import CITUS_INFO_KEY
 from coalition.store.unit_of_work import UnitOfWork
 
-# `column IN_LIST` matches any value of one list parameter, in one statement text whatever
-# the list's length: `= ANY(array)` on PostgreSQL (the array sent in binary, which psycopg
-# dumps several times faster than quoted text), `json_each` of the list as JSON on SQLite.
+# `column IN_LIST` matches any value of one list parameter of text (ids), `column
+# IN_BIGINT_LIST` of bigints, in one statement text whatever the list's length: `= ANY(array)`
+# on PostgreSQL (the array sent in binary, store/arrays.py), `json_each` of the list as JSON
+# on SQLite.
 IN_LIST = "IN_LIST"
+IN_BIGINT_LIST = "IN_BIGINT_LIST"
+_POSTGRES_PLACEHOLDERS = re.compile(r"%%|= ANY\(%b(?:::bigint\[\])?\)|%[sb]")
+_ARRAY_OF_PLACEHOLDER: dict[str, type[list[Any]] | None] = {
+    "= ANY(%b)": TextArray,
+    "= ANY(%b::bigint[])": BigintArray,
+}
 
 
 class Statement:
@@ -31,9 +40,24 @@ class Statement:
 
     def __init__(self, sql: str) -> None:
         assert "?" not in sql, "write placeholders as %s"
-        self.postgresql = sql.replace(f"{IN_LIST} %s", "= ANY(%b)")
-        self.sqlite = sql.replace(f"{IN_LIST} %s", "IN (SELECT value FROM json_each(%s))")
-        self.sqlite = self.sqlite.replace("%s", "?")
+        self.postgresql = sql.replace(f"{IN_BIGINT_LIST} %s", "= ANY(%b::bigint[])")
+        self.postgresql = self.postgresql.replace(f"{IN_LIST} %s", "= ANY(%b)")
+        # The array class of each PostgreSQL parameter that is a list (None: not a list).
+        self.postgresql_arrays = [
+            _ARRAY_OF_PLACEHOLDER.get(placeholder)
+            for placeholder in _POSTGRES_PLACEHOLDERS.findall(self.postgresql)
+            if placeholder != "%%"
+        ]
+        json_list = "IN (SELECT value FROM json_each(%s))"
+        self.sqlite = sql.replace(f"{IN_BIGINT_LIST} %s", json_list)
+        self.sqlite = self.sqlite.replace(f"{IN_LIST} %s", json_list).replace("%s", "?")
+
+    def postgresql_parameters(self, parameters: Sequence[Any]) -> list[Any]:
+        """The parameters, each list as its typed array."""
+        return [
+            value if array is None else array(value)
+            for array, value in zip(self.postgresql_arrays, parameters, strict=True)
+        ]
 
 
 def execute(uow: UnitOfWork, statement: Statement, parameters: Sequence[Any]) -> Any:
@@ -41,7 +65,7 @@ def execute(uow: UnitOfWork, statement: Statement, parameters: Sequence[Any]) ->
     cursor = cursor_of(uow)
     with driver_errors(uow):
         if uow.dialect_name == "postgresql":
-            return cursor.execute(statement.postgresql, parameters)
+            return cursor.execute(statement.postgresql, statement.postgresql_parameters(parameters))
         return cursor.execute(statement.sqlite, [sqlite_value(value) for value in parameters])
 
 
