@@ -88,35 +88,33 @@ def sights_of_pairs(
     pairs: Collection[tuple[str, str]],
     known_linked: Collection[tuple[str, str]] = (),
 ) -> dict[tuple[str, str], Sight]:
-    """Each (partner, member) pair's sight, in two statements whatever their number and
-    partners (a group of earns of several partners asks once); one when the caller read every
-    pair's link in this transaction already (`known_linked`). Two, not a join: on Citus links
+    """Each (partner, member) pair's sight, in one statement whatever their number and
+    partners (a group of earns of several partners asks once): the links not read in this
+    transaction already (`known_linked`), and the decisions. On Citus two, not a union: links
     are distributed by customer id and decisions by member (docs/scaling.md)."""
     assert len(pairs) <= MEMBERS_PER_LOOKUP_MAX
     if not pairs:
         return {}
     partner_ids = sorted({partner_id for partner_id, _ in pairs})
+    member_ids = sorted({member_id for _, member_id in pairs})
     linked = {pair for pair in pairs if pair in known_linked}
     unknown = [pair for pair in pairs if pair not in linked]
-    if unknown:
-        linked.update(
-            pair
-            for pair in driver.execute(
-                uow,
-                LINKED_PAIRS,
-                (sorted({p for p, _ in unknown}), sorted({m for _, m in unknown})),
-            )
-            if pair in pairs
-        )
+    link_keys = (sorted({p for p, _ in unknown}), sorted({m for _, m in unknown}))
+    if not unknown:
+        rows = list(driver.execute(uow, DECISIONS, (member_ids, partner_ids)))
+    elif driver.is_citus(uow):
+        rows = [(*pair, None, None) for pair in driver.execute(uow, LINKED_PAIRS, link_keys)]
+        rows += driver.execute(uow, DECISIONS, (member_ids, partner_ids))
+    else:
+        parameters = (*link_keys, member_ids, partner_ids)
+        rows = list(driver.execute(uow, LINKS_AND_DECISIONS, parameters))
     decisions: dict[tuple[str, str], dict[str, bool]] = {pair: {} for pair in pairs}
-    if linked:
-        linked_members = sorted({member_id for _, member_id in linked})
-        rows = driver.execute(uow, DECISIONS, (linked_members, partner_ids))
-        for partner_id, member_id, scope, granted in rows:
-            # A partner's decisions count only where it is linked (a link removed, or
-            # decisions carried by a merge, show nothing).
-            if (partner_id, member_id) in linked:
-                decisions[(partner_id, member_id)][scope] = bool(granted)
+    linked.update((p, m) for p, m, scope, _ in rows if scope is None and (p, m) in decisions)
+    for partner_id, member_id, scope, granted in rows:
+        # A partner's decisions count only where it is linked (a link removed, or decisions
+        # carried by a merge, show nothing).
+        if scope is not None and (partner_id, member_id) in linked:
+            decisions[(partner_id, member_id)][scope] = bool(granted)
     return {
         pair: Sight(pair[1], pair in linked, *scopes_in_force(pair in linked, decisions[pair]))
         for pair in pairs
@@ -130,6 +128,14 @@ LINKED_PAIRS = Statement(
 )
 DECISIONS = Statement(
     "SELECT partner_id, member_id, scope, granted FROM member_consents"
+    f" WHERE member_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
+)
+# LINKED_PAIRS (each with no scope) and DECISIONS in one round trip.
+LINKS_AND_DECISIONS = Statement(
+    "SELECT DISTINCT partner_id, member_id, CAST(NULL AS TEXT), CAST(NULL AS BOOLEAN)"
+    " FROM partner_links"
+    f" WHERE partner_id {IN_LIST} %s AND member_id {IN_LIST} %s"
+    " UNION ALL SELECT partner_id, member_id, scope, granted FROM member_consents"
     f" WHERE member_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
 )
 
