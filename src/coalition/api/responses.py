@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -10,6 +10,7 @@ from coalition.domain.points import Money
 from coalition.ledger.journal import TransactionRecord
 from coalition.v1 import common_pb2
 
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TRANSACTION_KINDS = {
     "earn": common_pb2.TRANSACTION_KIND_EARN,
     "burn": common_pb2.TRANSACTION_KIND_BURN,
@@ -22,9 +23,11 @@ TRANSACTION_KINDS = {
 
 
 def timestamp(moment: datetime) -> Timestamp:
-    message = Timestamp()
-    message.FromDatetime(moment)
-    return message
+    """An aware datetime as a Timestamp (what `Timestamp.FromDatetime` gives, computed without
+    its calendar conversion: every answer carries two)."""
+    assert moment.tzinfo is not None, "naive datetimes never leave the hub"
+    since = moment - _UNIX_EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1_000)
 
 
 def money(value: Money | None) -> common_pb2.Money | None:

@@ -354,21 +354,32 @@ def _fingerprint(
     a nested value (member, spend, value) as `field.subfield` for its set subfields. Read
     field by field, never copied (`dataclasses.asdict` cost a batch item more than its SQL)."""
     flattened: dict[str, str | int | None] = {}
-    for field in fields(command):
-        if field.name == "request_id":
+    for name in _field_names(type(command)) or ():
+        if name == "request_id":
             continue
-        value = getattr(command, field.name)
-        if is_dataclass(value):
-            for part in fields(value):
-                part_value = getattr(value, part.name)
-                assert not is_dataclass(part_value), "requests nest one level deep"
+        value = getattr(command, name)
+        parts = _field_names(type(value))
+        if parts is not None:
+            for part in parts:
+                part_value = getattr(value, part)
+                assert _field_names(type(part_value)) is None, "requests nest one level deep"
                 if part_value is not None:
-                    flattened[f"{field.name}.{part.name}"] = part_value
+                    flattened[f"{name}.{part}"] = part_value
         elif isinstance(value, datetime):
-            flattened[field.name] = value.isoformat()
+            flattened[name] = value.isoformat()
         else:
-            flattened[field.name] = value
+            flattened[name] = value
     return flattened
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """A dataclass's field names, in order, looked up once per class (None: no dataclass)."""
+    if cls not in _FIELD_NAMES:
+        _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls)) if is_dataclass(cls) else None
+    return _FIELD_NAMES[cls]
 
 
 def _occurred_at(occurred_at: datetime | None, now: datetime, partner: Partner) -> datetime:
