@@ -353,8 +353,10 @@ def _fingerprint(
     """The request's meaningful fields, flattened, for field-by-field comparison on a retry:
     a nested value (member, spend, value) as `field.subfield` for its set subfields. Read
     field by field, never copied (`dataclasses.asdict` cost a batch item more than its SQL)."""
+    names = _field_names(type(command))
+    assert names is not None, "commands are dataclasses"
     flattened: dict[str, str | int | None] = {}
-    for name in _field_names(type(command)) or ():
+    for name in names:
         if name == "request_id":
             continue
         value = getattr(command, name)

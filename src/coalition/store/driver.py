@@ -29,7 +29,7 @@ from coalition.store.unit_of_work import UnitOfWork
 IN_LIST = "IN_LIST"
 IN_BIGINT_LIST = "IN_BIGINT_LIST"
 _POSTGRES_PLACEHOLDERS = re.compile(r"%%|= ANY\(%b(?:::bigint\[\])?\)|%[sb]")
-_ARRAY_OF_PLACEHOLDER: dict[str, type[list[Any]] | None] = {
+_ARRAY_OF_PLACEHOLDER: dict[str, type[list[Any]]] = {
     "= ANY(%b)": TextArray,
     "= ANY(%b::bigint[])": BigintArray,
 }
