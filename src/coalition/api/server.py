@@ -78,6 +78,7 @@ logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_INTERVAL_SECONDS = 2.0
 SHUTDOWN_GRACE_SECONDS = 10.0
+SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT}  # a hub process drains and exits 0 on either
 
 SERVICE_DESCRIPTORS = (
     points_service_pb2.DESCRIPTOR.services_by_name["PointsService"],
@@ -374,17 +375,13 @@ def _settle_heap() -> None:
 
 
 def _serve_in_this_process(settings: Settings) -> None:
+    # Blocked before any thread starts (threads inherit the mask), and taken by the main
+    # thread with sigwait once the hub serves: a signal sent during start-up (on the serving
+    # line, as supervisors and tests do) waits for it and drains, instead of interrupting the
+    # start-up; and no handler runs in the middle of other code (an Event set from a handler
+    # deadlocks when the signal lands while its own thread holds the Event's lock in wait).
+    signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
     configure_process(settings.observability)  # logs and /metrics of this worker
-    stopped = threading.Event()
-
-    def shut_down(_signal_number: int, _frame: object) -> None:
-        logger.info("shutting down: draining calls for up to %.0f s", SHUTDOWN_GRACE_SECONDS)
-        stopped.set()
-
-    # Handlers before the hub logs that it serves: a signal sent on that line (as supervisors
-    # and tests do) must drain and exit 0, not interrupt the start-up as a KeyboardInterrupt.
-    signal.signal(signal.SIGTERM, shut_down)
-    signal.signal(signal.SIGINT, shut_down)
     # Built once per process, here: the hub and the scheduler hold it and pass it down.
     programme = configured_programme(settings.programme_directory, settings.referral)
     engine = create_database_engine(settings.database_url)
@@ -405,7 +402,8 @@ def _serve_in_this_process(settings: Settings) -> None:
     if scheduler is not None:
         scheduler.start()
     _settle_heap()
-    stopped.wait()
+    signal.sigwait(SHUTDOWN_SIGNALS)
+    logger.info("shutting down: draining calls for up to %.0f s", SHUTDOWN_GRACE_SECONDS)
     if scheduler is not None:
         scheduler.stop()
     hub.stop()
