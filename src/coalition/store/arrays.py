@@ -101,15 +101,21 @@ def array_types_of(sql: str) -> dict[str, type[_TypedArray]]:
 def _dumper_of(array: type[_TypedArray]) -> type[Dumper]:
     element_oid = psycopg.postgres.types[array.type_name].oid
 
+    empty = _EMPTY_HEADER.pack(0, 0, element_oid)
+    # Most arrays of a group of one earn hold one value: their header is a constant.
+    one_value_header = _HEADER.pack(1, False, element_oid, 1, 1)
+
     class TypedArrayDumper(Dumper):
         format = Format.BINARY
         oid = psycopg.postgres.types[array.type_name].array_oid
 
         def dump(self, obj: Any) -> bytes:
             if not obj:
-                return _EMPTY_HEADER.pack(0, 0, element_oid)
-            has_null = None in obj
+                return empty
             element = array.element
+            if len(obj) == 1 and obj[0] is not None:
+                return one_value_header + element(obj[0])
+            has_null = None in obj
             parts = [_HEADER.pack(1, has_null, element_oid, len(obj), 1)]
             if has_null:
                 parts.extend(_NULL if value is None else element(value) for value in obj)
