@@ -16,10 +16,12 @@ from coalition.domain.points import Money
 from coalition.identity import members, merge
 from coalition.identity.identifiers import IdentifierHasher, normalise_email
 from coalition.identity.members import MemberReference
-from coalition.ledger import idempotency, journal
+from coalition.ledger import idempotency, journal, writer
+from coalition.ledger.accounts import member_account_id, partner_issuance_account_id
 from coalition.ledger.idempotency import KeyedRequest
-from coalition.operations import points
+from coalition.operations import batch_burn, batch_earn, points
 from coalition.operations.points import BurnCommand, EarnCommand
+from coalition.operations.set_based import BatchItemOutcome
 from coalition.programme.config import DEFAULT_PROGRAMME
 from coalition.store.unit_of_work import UnitOfWork
 from tests.integration.ledger_checks import (
@@ -226,6 +228,97 @@ def test_an_earn_that_lost_a_race_with_a_merge_applies_to_the_survivor_on_retry(
     retried = operations.earn(UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", command, now())
     assert (retried.transaction.member_id, retried.replayed) == (survivor_id, False)
     assert_ledger_sound(engine)
+
+
+@pytest.mark.parametrize("operation", ["earn", "burn"])
+def test_a_group_refuses_only_the_member_a_merge_closed_while_it_waited(
+    engine: Engine, database_url: str, operation: str
+) -> None:
+    """A group of two members whose first was merged while the group waited for its lock:
+    that call hears MEMBER_MERGED (not kept: a retry applies to the survivor), the other
+    applies in the same transaction, and nothing is posted to the merged member."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers: a merge cannot commit between resolve and lock")
+    survivor_id, other_id = enroll(engine), enroll(engine)
+    duplicate = members.enroll(UnitOfWork(engine), "test-coffee", "e-1", "C-dup", "Mei", now())
+    duplicate_id = duplicate.member.member_id
+    for member_id in (duplicate_id, other_id):
+        earn(engine, member_id, 5_000)
+    reference = MemberReference(partner_customer_id="C-dup")
+    commands: list[EarnCommand] | list[BurnCommand] = (
+        [
+            EarnCommand("group-1", reference, Money(10_000, "CNY")),
+            EarnCommand("group-2", MemberReference(member_id=other_id), Money(10_000, "CNY")),
+        ]
+        if operation == "earn"
+        else [
+            BurnCommand("group-1", reference, points=3),
+            BurnCommand("group-2", MemberReference(member_id=other_id), points=3),
+        ]
+    )
+
+    def group() -> list[BatchItemOutcome]:
+        calls = [("test-coffee", command) for command in commands]
+        if operation == "earn":
+            return list(
+                batch_earn.earn_many(UnitOfWork(engine), DEFAULT_PROGRAMME, calls, now()).outcomes
+            )
+        return list(batch_burn.burn_many(UnitOfWork(engine), calls, now()))  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(2) as pool, engine.connect() as holder:
+        holder.execute(
+            text(
+                "SELECT 1 FROM member_accounts WHERE member_id = :member"
+                " AND account_id = :id FOR UPDATE"
+            ),
+            {"member": duplicate_id, "id": f"member:{duplicate_id}"},
+        )
+        merged = pool.submit(
+            merge.merge_members, UnitOfWork(engine), "ops", "merge-1", survivor_id, duplicate_id,
+            now(),
+        )  # fmt: skip
+        assert wait_for_lock_waits(engine, 1)
+        raced = pool.submit(group)
+        assert wait_for_lock_waits(engine, 2)
+        holder.rollback()
+        assert merged.result(timeout=10).points_moved == 10
+        refused, applied = raced.result(timeout=10)
+    assert refused.error is not None and refused.error.reason == "MEMBER_MERGED"
+    assert refused.error.metadata["survivor_member_id"] == survivor_id
+    assert applied.result is not None and applied.result.transaction.member_id == other_id
+    assert remembered_refusals(engine) == {}
+    with UnitOfWork(engine) as uow:
+        assert journal.member_balance(uow, duplicate_id) == 0
+    (retried,) = group()[:1]
+    assert retried.result is not None and retried.result.transaction.member_id == survivor_id
+    assert_ledger_sound(engine)
+
+
+def test_the_writer_posts_nothing_to_a_merged_member(engine: Engine) -> None:
+    """The writer's last line: entries that post to a merged member raise MembersMerged
+    (naming its survivor) before any row is written, whatever else the call writes."""
+    survivor_id, duplicate_id, other_id = enroll(engine), enroll(engine), enroll(engine)
+    merge.merge_members(UnitOfWork(engine), "ops", "merge-1", survivor_id, duplicate_id, now())
+    before = row_counts(engine)
+    entries = [
+        writer.JournalEntry(
+            kind="earn",
+            partner_id="test-coffee",
+            member_id=member_id,
+            request_id=f"direct-{member_id}",
+            occurred_at=now(),
+            postings=(
+                writer.Posting(member_account_id(member_id), 5),
+                writer.Posting(partner_issuance_account_id("test-coffee"), -5),
+            ),
+        )
+        for member_id in (other_id, duplicate_id)
+    ]
+    with UnitOfWork(engine) as uow, pytest.raises(writer.MembersMerged) as merged:
+        journal.lock_member_balances(uow, {other_id, duplicate_id})
+        writer.write(uow, entries, now())
+    assert merged.value.survivors == {duplicate_id: survivor_id}
+    assert row_counts(engine) == before
 
 
 def wait_for_lock_waits(engine: Engine, sessions: int, timeout_seconds: float = 10.0) -> bool:

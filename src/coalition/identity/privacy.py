@@ -13,7 +13,7 @@ removed, or consents carried by a merge).
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from coalition.domain.errors import CoalitionError, FailedPrecondition
@@ -87,18 +87,22 @@ def sights_of_pairs(
     uow: UnitOfWork,
     pairs: Collection[tuple[str, str]],
     known_linked: Collection[tuple[str, str]] = (),
+    known: Mapping[tuple[str, str], Sight] | None = None,
 ) -> dict[tuple[str, str], Sight]:
     """Each (partner, member) pair's sight, in one statement whatever their number and
     partners (a group of earns of several partners asks once): the links not read in this
-    transaction already (`known_linked`), and the decisions. On Citus two, not a union: links
-    are distributed by customer id and decisions by member (docs/scaling.md)."""
+    transaction already (`known_linked`), and the decisions; none for the pairs whose sight
+    was read in this transaction already (`known`, `with_sights`). On Citus two, not a union:
+    links are distributed by customer id and decisions by member (docs/scaling.md)."""
     assert len(pairs) <= MEMBERS_PER_LOOKUP_MAX
+    known = known or {}
+    seen = {pair: known[pair] for pair in pairs if pair in known}
+    pairs = [pair for pair in pairs if pair not in known]
     if not pairs:
-        return {}
+        return seen
     partner_ids = sorted({partner_id for partner_id, _ in pairs})
     member_ids = sorted({member_id for _, member_id in pairs})
-    linked = {pair for pair in pairs if pair in known_linked}
-    unknown = [pair for pair in pairs if pair not in linked]
+    unknown = [pair for pair in pairs if pair not in known_linked]
     link_keys = (sorted({p for p, _ in unknown}), sorted({m for _, m in unknown}))
     if not unknown:
         rows = list(driver.execute(uow, DECISIONS, (member_ids, partner_ids)))
@@ -108,7 +112,18 @@ def sights_of_pairs(
     else:
         parameters = (*link_keys, member_ids, partner_ids)
         rows = list(driver.execute(uow, LINKS_AND_DECISIONS, parameters))
+    return seen | sights_from_rows(pairs, rows, known_linked)
+
+
+def sights_from_rows(
+    pairs: Collection[tuple[str, str]],
+    rows: Iterable[tuple[str, str, str | None, bool | None]],
+    known_linked: Collection[tuple[str, str]] = (),
+) -> dict[tuple[str, str], Sight]:
+    """The pairs' sights from rows of LINKS_AND_DECISIONS (links without a scope)."""
+    linked = {pair for pair in pairs if pair in known_linked}
     decisions: dict[tuple[str, str], dict[str, bool]] = {pair: {} for pair in pairs}
+    rows = list(rows)
     linked.update((p, m) for p, m, scope, _ in rows if scope is None and (p, m) in decisions)
     for partner_id, member_id, scope, granted in rows:
         # A partner's decisions count only where it is linked (a link removed, or decisions
@@ -138,6 +153,22 @@ LINKS_AND_DECISIONS = Statement(
     " UNION ALL SELECT partner_id, member_id, scope, granted FROM member_consents"
     f" WHERE member_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
 )
+
+
+def with_sights(members_sql: str) -> Statement:
+    """`members_sql`, whose rows are (member_id, extra), and the rows of LINKS_AND_DECISIONS
+    in the same round trip: rows of (partner id, member id, scope, granted, extra), a row of
+    `members_sql` with no partner id, a link or decision with no extra. A group's first read
+    carries its sights so (operations/set_based.py); not on Citus (`sights_of_pairs`)."""
+    return Statement(
+        "SELECT CAST(NULL AS TEXT), u.member_id, CAST(NULL AS TEXT), CAST(NULL AS BOOLEAN),"
+        f" u.extra FROM ({members_sql}) AS u"
+        " UNION ALL SELECT DISTINCT partner_id, member_id, CAST(NULL AS TEXT),"
+        " CAST(NULL AS BOOLEAN), CAST(NULL AS TEXT) FROM partner_links"
+        f" WHERE partner_id {IN_LIST} %s AND member_id {IN_LIST} %s"
+        " UNION ALL SELECT partner_id, member_id, scope, granted, CAST(NULL AS TEXT)"
+        f" FROM member_consents WHERE member_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
+    )
 
 
 def sight(uow: UnitOfWork, partner_id: str, member_id: str) -> Sight:

@@ -25,7 +25,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from coalition.ledger import expiry, holds, journal
+from coalition.ledger import expiry, holds, journal, writer
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
 from coalition.store.schema import holds as holds_table
@@ -47,13 +47,16 @@ def lock_member_for_debit(uow: UnitOfWork, member_id: str, now: datetime) -> int
     return journal.member_balance(uow, member_id)
 
 
-# Members of a group with a change due: an open hold past its TTL or a lot past its expiry
-# still holding points. One statement for the group; usually it finds none.
-MEMBERS_WITH_DUE_CHANGES = Statement(
-    f"SELECT member_id FROM holds WHERE member_id {IN_LIST} %s AND status = 'open'"
-    " AND expire_time <= %s"
-    f" UNION SELECT member_id FROM lots WHERE member_id {IN_LIST} %s AND remaining_points > 0"
-    " AND expires_at <= %s"
+# Members of a group with a change due (an open hold past its TTL or a lot past its expiry
+# still holding points; no survivor), and those merged (with their survivor). One statement
+# for the group; usually it finds none.
+MEMBERS_WITH_DUE_CHANGES_OR_MERGED = Statement(
+    "SELECT member_id, CAST(NULL AS TEXT) FROM holds"
+    f" WHERE member_id {IN_LIST} %s AND status = 'open' AND expire_time <= %s"
+    " UNION SELECT member_id, CAST(NULL AS TEXT) FROM lots"
+    f" WHERE member_id {IN_LIST} %s AND remaining_points > 0 AND expires_at <= %s"
+    " UNION SELECT member_id, merged_into_member_id FROM members"
+    f" WHERE member_id {IN_LIST} %s AND merged_into_member_id IS NOT NULL"
 )
 
 
@@ -62,11 +65,18 @@ def lock_members_for_debit(
 ) -> dict[str, int]:
     """`lock_member_for_debit` for a group whose members the caller locked, with `balances`
     (by member id) read under those locks: one statement finds the members with due changes,
-    whose changes are posted one member at a time; return every member's spendable balance."""
+    whose changes are posted one member at a time; return every member's spendable balance.
+
+    A member merged while the caller waited for its lock raises writer.MembersMerged, before
+    anything is posted (a debit must not be judged against a closed account's balance)."""
     member_ids = sorted(balances)
-    due = driver.execute(uow, MEMBERS_WITH_DUE_CHANGES, (member_ids, now, member_ids, now))
+    parameters = (member_ids, now, member_ids, now, member_ids)
+    rows = driver.execute(uow, MEMBERS_WITH_DUE_CHANGES_OR_MERGED, parameters).fetchall()
+    survivors = {member_id: survivor for member_id, survivor in rows if survivor is not None}
+    if survivors:
+        raise writer.MembersMerged(survivors)
     spendable = dict(balances)
-    for (member_id,) in sorted(set(due.fetchall())):
+    for member_id in sorted({member_id for member_id, _ in rows}):
         spendable[member_id] = lock_member_for_debit(uow, member_id, now)
     return spendable
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import Row, Select, select
 
-from coalition.domain.errors import FailedPrecondition
 from coalition.ledger import writer
 from coalition.ledger.accounts import member_account_id
 from coalition.ledger.writer import JournalEntry, Posting, TransactionRecord
@@ -36,10 +35,6 @@ READ_BALANCES = Statement(
     f" WHERE member_id {IN_LIST} %s AND account_id {IN_LIST} %s ORDER BY account_id"
 )
 LOCK_BALANCES = Statement(f"{READ_BALANCES.postgresql} FOR UPDATE")
-MERGED = Statement(
-    f"SELECT member_id FROM members WHERE member_id {IN_LIST} %s"
-    " AND merged_into_member_id IS NOT NULL"
-)
 SURVIVOR = Statement("SELECT merged_into_member_id FROM members WHERE member_id = %s")
 
 
@@ -63,8 +58,9 @@ def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str
     """Lock several members' account rows, in account-id order, so that requests locking
     overlapping sets never wait on each other in a circle; return balances by account id.
 
-    Unlike `lock_member_balance` this does not refuse merged members: the caller does, for
-    the members it is about to post to.
+    Unlike `lock_member_balance` this does not refuse merged members: the writer does, for
+    the members it is about to post to (writer.MembersMerged), in the statement that reads
+    their balances.
     """
     members = sorted(set(member_ids))
     account_ids = sorted(member_account_id(member_id) for member_id in members)
@@ -91,12 +87,6 @@ def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str
     return balances
 
 
-def merged_members(uow: UnitOfWork, member_ids: Iterable[str]) -> set[str]:
-    """Those of `member_ids` merged into another member (read after their locks, as
-    `_refuse_merged_member` explains)."""
-    return {row[0] for row in driver.execute(uow, MERGED, (sorted(set(member_ids)),))}
-
-
 def _refuse_merged_member(uow: UnitOfWork, member_id: str) -> None:
     # Read after the lock, in a statement of its own, so that it sees a merge that committed
     # while this request waited: a merged member's account is closed, and points posted to it
@@ -104,12 +94,7 @@ def _refuse_merged_member(uow: UnitOfWork, member_id: str) -> None:
     # it to the survivor.
     survivor_member_id = driver.execute(uow, SURVIVOR, (member_id,)).fetchone()[0]
     if survivor_member_id is not None:
-        raise FailedPrecondition(
-            "MEMBER_MERGED",
-            f"member {member_id} was merged into member {survivor_member_id}; retry with it",
-            {"member_id": member_id, "survivor_member_id": survivor_member_id},
-            retry_resolves=True,
-        )
+        raise writer.member_merged(member_id, survivor_member_id)
 
 
 def member_balance(uow: UnitOfWork, member_id: str) -> int:

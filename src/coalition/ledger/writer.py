@@ -18,8 +18,11 @@ driver's own cursor: on PostgreSQL as arrays (`unnest`), which psycopg prepares 
 uses; on SQLite as `executemany` (an embedded database has no round trips to save).
 
 The caller holds the row locks of every member account it posts to (taken in account-id
-order) and has checked the domain rules under them; the guard here is the last line, and a
-debit it refuses raises INSUFFICIENT_POINTS for the whole list.
+order) and has checked the domain rules under them; the guards here are the last line, and
+nothing is written when one refuses: a debit raises INSUFFICIENT_POINTS for the whole list, a
+member merged into another raises `MembersMerged` (read after the caller's locks, with the
+balances: a merge that committed while the caller waited for a lock closed that member's
+account, and points posted to it would be stranded).
 """
 
 from __future__ import annotations
@@ -131,6 +134,26 @@ class JournalEntry:
         assert not self.qualifying_points or self.qualifying_month_of is not None
 
 
+class MembersMerged(Exception):
+    """Entries post to members merged into others; nothing was written. The caller refuses
+    the requests of those members (`member_merged`) and writes the others."""
+
+    def __init__(self, survivors: Mapping[str, str]) -> None:
+        super().__init__(f"members merged meanwhile: {dict(survivors)}")
+        self.survivors = dict(survivors)  # merged member id -> survivor member id
+
+
+def member_merged(member_id: str, survivor_member_id: str) -> FailedPrecondition:
+    """MEMBER_MERGED: the request named a member merged since; a retry resolves the survivor
+    (so the refusal is never kept as the request's final answer)."""
+    return FailedPrecondition(
+        "MEMBER_MERGED",
+        f"member {member_id} was merged into member {survivor_member_id}; retry with it",
+        {"member_id": member_id, "survivor_member_id": survivor_member_id},
+        retry_resolves=True,
+    )
+
+
 @dataclass(frozen=True)
 class TransactionRecord:
     """A committed journal transaction, as callers see it."""
@@ -172,7 +195,11 @@ def write(
     connection = uow.connection.connection.driver_connection
     deltas = _member_deltas(entries)
     with driver.driver_errors(uow):
-        balances, transaction_ids = statements.prepare(connection, sorted(deltas), len(entries))
+        balances, transaction_ids, survivors = statements.prepare(
+            connection, sorted(deltas), len(entries)
+        )
+        if survivors:
+            raise MembersMerged(survivors)
         rows = _journal_rows(entries, _balances_after(entries, balances, deltas), now)
         plan = _Plan(entries, rows, sorted(deltas.items()), results, now)
         transaction_ids = statements.write(connection, plan, transaction_ids)
@@ -358,9 +385,10 @@ JOURNAL_FIELDS = JOURNAL_COLUMNS.split(", ")[1:]  # the id is the database's
 class _Statements(Protocol):
     def prepare(
         self, connection: Any, account_ids: list[str], entry_count: int
-    ) -> tuple[dict[str, int], list[int] | None]:
-        """The balances of the accounts (locked by the caller) and, where the database can
-        hand them out ahead, the entries' transaction ids."""
+    ) -> tuple[dict[str, int], list[int] | None, dict[str, str]]:
+        """The balances of the accounts (locked by the caller), where the database can hand
+        them out ahead the entries' transaction ids, and the survivor of each of the accounts'
+        members that is merged."""
         ...
 
     def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
@@ -378,6 +406,13 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 PSYCOPG_CACHED_PARAMETERS_MAX = 50
 
 
+# The survivor of each of the members (`member_ids`) that is merged (a JSON object).
+SURVIVORS = (
+    "SELECT coalesce(json_object_agg(member_id, merged_into_member_id), '{}') FROM members"
+    " WHERE member_id = ANY(%(member_ids)b) AND merged_into_member_id IS NOT NULL"
+)
+
+
 class _PostgresStatements:
     """Two statements whatever the number of entries: one reads the balances and takes the
     transaction ids, one writes every row (data-modifying CTEs; foreign keys are checked at the
@@ -391,9 +426,11 @@ class _PostgresStatements:
 
     PREPARE = (
         "SELECT (SELECT coalesce(json_object_agg(account_id, balance_points), '{}')"
-        " FROM member_accounts WHERE member_id = ANY(%b) AND account_id = ANY(%b)),"
+        " FROM member_accounts WHERE member_id = ANY(%(member_ids)b)"
+        " AND account_id = ANY(%(account_ids)b)),"
         " (SELECT array_agg(nextval('journal_transactions_transaction_id_seq'))"
-        " FROM generate_series(1, %s))"
+        " FROM generate_series(1, %(entry_count)s)),"
+        f" ({SURVIVORS})"
     )
     WRITE = (
         "WITH moved AS ("
@@ -465,14 +502,17 @@ class _PostgresStatements:
 
     def prepare(
         self, connection: Any, account_ids: list[str], entry_count: int
-    ) -> tuple[dict[str, int], list[int] | None]:
-        member_ids = TextArray(_member_of(account_id) for account_id in account_ids)
-        balances, transaction_ids = (
-            connection.cursor()
-            .execute(self.PREPARE, (member_ids, TextArray(account_ids), entry_count))
-            .fetchone()
+    ) -> tuple[dict[str, int], list[int] | None, dict[str, str]]:
+        parameters = {
+            "member_ids": TextArray(_member_of(account_id) for account_id in account_ids),
+            "account_ids": TextArray(account_ids),
+            "entry_count": entry_count,
+        }
+        balances, transaction_ids, survivors = (
+            connection.cursor().execute(self.PREPARE, parameters).fetchone()
         )
-        return {account: int(points) for account, points in balances.items()}, transaction_ids
+        balances = {account: int(points) for account, points in balances.items()}
+        return balances, transaction_ids, survivors
 
     def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
         assert transaction_ids is not None and len(transaction_ids) == len(plan.entries)
@@ -536,12 +576,16 @@ class _CitusStatements(_PostgresStatements):
 
     def prepare(
         self, connection: Any, account_ids: list[str], entry_count: int
-    ) -> tuple[dict[str, int], list[int] | None]:
+    ) -> tuple[dict[str, int], list[int] | None, dict[str, str]]:
         member_ids = TextArray(_member_of(account_id) for account_id in account_ids)
         cursor = connection.cursor()
         (balances,) = cursor.execute(self.BALANCES, (member_ids, TextArray(account_ids))).fetchone()
+        (survivors,) = cursor.execute(SURVIVORS, {"member_ids": member_ids}).fetchone()
+        if survivors:
+            return {}, None, survivors  # nothing is written: no ids taken
         (transaction_ids,) = cursor.execute(self.TRANSACTION_IDS, (entry_count,)).fetchone()
-        return {account: int(points) for account, points in balances.items()}, transaction_ids
+        balances = {account: int(points) for account, points in balances.items()}
+        return balances, transaction_ids, survivors
 
     def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
         assert transaction_ids is not None and len(transaction_ids) == len(plan.entries)
@@ -700,6 +744,7 @@ class _SqliteStatements:
     READ_BALANCE = (
         "SELECT balance_points FROM member_accounts WHERE member_id = ? AND account_id = ?"
     )
+    SURVIVOR = "SELECT merged_into_member_id FROM members WHERE member_id = ?"
     MOVE_BALANCE = (
         "UPDATE member_accounts SET balance_points = balance_points + ?"
         " WHERE member_id = ? AND account_id = ? AND balance_points + ? >= 0"
@@ -745,14 +790,19 @@ class _SqliteStatements:
 
     def prepare(
         self, connection: Any, account_ids: list[str], entry_count: int
-    ) -> tuple[dict[str, int], list[int] | None]:
+    ) -> tuple[dict[str, int], list[int] | None, dict[str, str]]:
         cursor = connection.cursor()
         balances = {}
+        survivors = {}
         for account_id in account_ids:
-            row = cursor.execute(self.READ_BALANCE, (_member_of(account_id), account_id)).fetchone()
+            member_id = _member_of(account_id)
+            row = cursor.execute(self.READ_BALANCE, (member_id, account_id)).fetchone()
             assert row is not None, f"account {account_id} exists"
             balances[account_id] = row[0]
-        return balances, None
+            (survivor_member_id,) = cursor.execute(self.SURVIVOR, (member_id,)).fetchone()
+            if survivor_member_id is not None:
+                survivors[member_id] = survivor_member_id
+        return balances, None, survivors
 
     def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
         assert transaction_ids is None, "SQLite numbers rows as it inserts them"

@@ -39,6 +39,7 @@ from coalition.partners.catalog import PartnerTerms
 from coalition.store.unit_of_work import UnitOfWork
 
 OPERATION = "burn"
+Items = list[Item[BurnCommand]]
 
 
 def burn(uow: UnitOfWork, partner_id: str, command: BurnCommand, now: datetime) -> LedgerResult:
@@ -103,7 +104,7 @@ class _Burns(SetBasedGroup[BurnCommand]):
         """The items whose caller sees the member's balance; the others are answered now,
         before their claims (identity/privacy.py)."""
         pairs = {(i.partner_id, i.member_id) for i in items if i.member_id is not None}
-        sights = privacy.sights_of_pairs(self.uow, pairs, self.linked_pairs)
+        sights = privacy.sights_of_pairs(self.uow, pairs, self.linked_pairs, self.sights)
         visible: list[Item[BurnCommand]] = []
         for item in items:
             refusal = item.error
@@ -117,8 +118,14 @@ class _Burns(SetBasedGroup[BurnCommand]):
         return visible
 
     def _apply(self, terms: Mapping[str, PartnerTerms], items: list[Item[BurnCommand]]) -> None:
-        spendable = availability.lock_members_for_debit(self.uow, self.balances, self.now)
-        covered: list[Item[BurnCommand]] = []
+
+        def spendable_of(kept: Items) -> tuple[Items, dict[str, int]]:
+            balances = {i.member_id or "": self.balances[i.member_id or ""] for i in kept}
+            return kept, availability.lock_members_for_debit(self.uow, balances, self.now)
+
+        # Before any burn is judged: a member merged meanwhile shows a balance of 0.
+        items, spendable = self._refusing_merged(items, spendable_of)
+        covered: Items = []
         for item in items:
             assert item.member_id is not None
             try:

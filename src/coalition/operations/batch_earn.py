@@ -43,7 +43,7 @@ from coalition.ledger.idempotency import (
 )
 from coalition.ledger.idempotency import record_result as record_claim_result
 from coalition.ledger.journal import JournalEntry, Posting
-from coalition.ledger.writer import NewLot
+from coalition.ledger.writer import NewLot, TransactionRecord
 from coalition.operations import promotions
 from coalition.operations.points import (
     EarnCommand,
@@ -165,11 +165,12 @@ def _run(
         candidates = {p: promotions.candidates(uow, programme, p, now) for p in partner_ids}
         explain_from_ledger: set[str] | None = None  # None: every earn's
         linked_pairs: set[tuple[str, str]] = set()  # (partner, member) links read already
+        sights: dict[tuple[str, str], privacy.Sight] = {}  # sights read already
         if all(_programme_adds_nothing(programme, c) for c in candidates.values()):
             batch = _SetBasedBatch(uow, programme, all_or_nothing, now)
             outcomes = batch.run(items)
             explain_from_ledger = set(batch.referrers)  # a referral bonus may have been paid
-            linked_pairs = batch.linked_pairs
+            linked_pairs, sights = batch.linked_pairs, batch.sights
         else:
             if len(partner_ids) > 1:
                 raise PathsDiffer()
@@ -180,7 +181,7 @@ def _run(
             )
         outcomes = _explained(uow, outcomes, explain_from_ledger)
         outcomes = _with_balance_sight(
-            uow, [partner_id for partner_id, _ in items], outcomes, linked_pairs
+            uow, [partner_id for partner_id, _ in items], outcomes, linked_pairs, sights
         )
         uow.commit()
     return BatchEarnResult(tuple(outcomes))
@@ -191,15 +192,16 @@ def _with_balance_sight(
     partner_ids: Sequence[str],
     outcomes: Sequence[BatchItemOutcome],
     linked_pairs: set[tuple[str, str]],
+    sights: Mapping[tuple[str, str], privacy.Sight],
 ) -> list[BatchItemOutcome]:
     """Each applied outcome, told whether its partner may see the member's balance
-    (`linked_pairs`: the links read already in this transaction)."""
+    (`linked_pairs`, `sights`: the links and sights read already in this transaction)."""
     pairs = {
         (partner_id, outcome.result.transaction.member_id)
         for partner_id, outcome in zip(partner_ids, outcomes, strict=True)
         if outcome.result is not None
     }
-    seen = privacy.sights_of_pairs(uow, pairs, linked_pairs)
+    seen = privacy.sights_of_pairs(uow, pairs, linked_pairs, sights)
     return [
         BatchItemOutcome(
             result=outcome.result,
@@ -255,6 +257,7 @@ class _SetBasedBatch(SetBasedGroup[EarnCommand]):
     whatever their number and partners."""
 
     operation = OPERATION
+    usable_members_sql = referral_rewards.USABLE_MEMBERS_AND_PENDING_REFERRERS
 
     def __init__(self, uow: UnitOfWork, programme: Programme, all_or_nothing: bool, now: datetime):
         super().__init__(uow, all_or_nothing, now)
@@ -289,14 +292,12 @@ class _SetBasedBatch(SetBasedGroup[EarnCommand]):
             except CoalitionError as error:
                 item.error = error
 
-    def _usable_members(self, member_ids: list[str]) -> set[str]:
-        """The usable members, and the referrers of those whose reward is unpaid, in one
-        read (the referrers are locked with the members; the reward itself is claimed under
-        the locks, referrals/rewards.py)."""
-        referrer_of = referral_rewards.usable_members_and_pending_referrers(self.uow, member_ids)
-        self.referrers.update((m, r) for m, r in referrer_of.items() if r is not None)
-        self.referrers_read = set(referrer_of)
-        return self.referrers_read
+    def _note_extras(self, extras: Mapping[str, str | None]) -> None:
+        """The referrers of the usable members whose reward is unpaid, read with them (the
+        referrers are locked with the members; the reward itself is claimed under the locks,
+        referrals/rewards.py)."""
+        self.referrers.update((m, r) for m, r in extras.items() if r is not None)
+        self.referrers_read = set(extras)
 
     def _more_members_to_lock(self, member_ids: set[str]) -> set[str]:
         """The referrers the group may reward, locked with its members, in the same order:
@@ -310,11 +311,20 @@ class _SetBasedBatch(SetBasedGroup[EarnCommand]):
     def _apply(self, terms: Mapping[str, PartnerTerms], items: list[Item[EarnCommand]]) -> None:
         """Every applied item through the ledger's one writer, in one call, then the referral
         rewards the earns earned."""
-        entries = [self._entry(terms[item.partner_id].partner, item) for item in items]
-        records = writer.write(self.uow, entries, self.now, results=[i.key for i in items])
-        for item, record in zip(items, records, strict=True):
+
+        def write(
+            kept: list[Item[EarnCommand]],
+        ) -> list[tuple[Item[EarnCommand], TransactionRecord]]:
+            if not kept:
+                return []
+            entries = [self._entry(terms[item.partner_id].partner, item) for item in kept]
+            records = writer.write(self.uow, entries, self.now, results=[i.key for i in kept])
+            return list(zip(kept, records, strict=True))
+
+        written = self._refusing_merged(items, write)
+        for item, record in written:
             self._answer(item, record)
-        self._reward_referrals(items)
+        self._reward_referrals([item for item, _ in written])
 
     def _entry(self, partner: Partner, item: Item[EarnCommand]) -> JournalEntry:
         """An earn with nothing from the programme: member +p, issuance -p, a lot of p."""

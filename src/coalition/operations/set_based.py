@@ -13,21 +13,24 @@ is kept under its request id and never rolls back the others. The steps:
 3. claim every request id at once, a failing item's with its refusal;
 4. settle what was claimed before: replays, reuses, first refusals;
 5. lock every member in one statement, in account-id order (concurrent groups never
-   deadlock), and refuse members merged meanwhile;
-6. apply (the kind's own): the entries through the ledger's one writer, in one call.
+   deadlock);
+6. apply (the kind's own): the entries through the ledger's one writer, in one call; the
+   ledger's first read under the locks refuses members merged while the group waited for
+   them (`_refusing_merged`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from coalition.domain.errors import CoalitionError
 from coalition.domain.points import RateVersion
+from coalition.identity import privacy
 from coalition.identity.members import resolve
-from coalition.ledger import idempotency, journal
+from coalition.ledger import idempotency, journal, writer
 from coalition.ledger.accounts import member_account_id
 from coalition.ledger.idempotency import KeyedRequest, answer_of_existing_claim, is_final
 from coalition.ledger.journal import TransactionRecord
@@ -44,6 +47,7 @@ from coalition.store.driver import IN_LIST, Statement
 from coalition.store.unit_of_work import UnitOfWork
 
 Command = TypeVar("Command", EarnCommand, BurnCommand)
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,10 @@ LINKED_CUSTOMERS = Statement(
     "SELECT partner_id, partner_customer_id, member_id FROM partner_links"
     f" WHERE partner_customer_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
 )
-USABLE_MEMBERS = Statement(
-    f"SELECT member_id FROM members WHERE member_id {IN_LIST} %s"
-    " AND merged_into_member_id IS NULL AND forget_time IS NULL"
+# Those of the members neither merged nor forgotten, and the kind's `extra` of each (none).
+USABLE_MEMBERS = (
+    "SELECT member_id, CAST(NULL AS TEXT) AS extra FROM members"
+    f" WHERE member_id {IN_LIST} %s AND merged_into_member_id IS NULL AND forget_time IS NULL"
 )
 
 
@@ -89,6 +94,16 @@ class SetBasedGroup(Generic[Command]):
     """The frame of a set-based group; a kind supplies `operation`, `_prepare` and `_apply`."""
 
     operation: ClassVar[str]  # the claims' operation, as the unary call names it
+    # The group's first read, `_usable_members`: rows of (member_id, extra) for the members
+    # neither merged nor forgotten, without and with the sights (identity/privacy.with_sights).
+    usable_members_sql: ClassVar[str] = USABLE_MEMBERS
+    usable_members: ClassVar[Statement]
+    usable_members_and_sights: ClassVar[Statement]
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        cls.usable_members = Statement(cls.usable_members_sql)
+        cls.usable_members_and_sights = privacy.with_sights(cls.usable_members_sql)
 
     def __init__(self, uow: UnitOfWork, all_or_nothing: bool, now: datetime):
         self.uow = uow
@@ -99,6 +114,8 @@ class SetBasedGroup(Generic[Command]):
         # (partner, member) pairs read linked in this transaction, by the items' customer ids:
         # their sight need not read the link again (identity/privacy.sights_of_pairs).
         self.linked_pairs: set[tuple[str, str]] = set()
+        # The sights read with the usable members, by (partner, member) (`_usable_members`).
+        self.sights: dict[tuple[str, str], privacy.Sight] = {}
 
     def run(
         self, commands: Sequence[tuple[str, Command | CoalitionError]]
@@ -134,10 +151,31 @@ class SetBasedGroup(Generic[Command]):
         """Write the claimed items (in item order, their members locked) and answer them."""
         raise NotImplementedError
 
-    def _usable_members(self, member_ids: list[str]) -> set[str]:
-        """Those of `member_ids` neither merged nor forgotten (a kind may read more of them in
-        the same statement)."""
-        return {row[0] for row in driver.execute(self.uow, USABLE_MEMBERS, (member_ids,))}
+    def _usable_members(self, pairs: set[tuple[str, str]]) -> set[str]:
+        """The members of `pairs` (partner, member) neither merged nor forgotten, their extras
+        noted (`_note_extras`), and in the same round trip the pairs' sights (not on Citus,
+        whose links are distributed by customer id: identity/privacy.sights_of_pairs)."""
+        member_ids = sorted({member_id for _, member_id in pairs})
+        rows: list[Any]  # (partner id, member id, scope, granted, extra)
+        if driver.is_citus(self.uow):
+            rows = [
+                (None, member_id, None, None, extra)
+                for member_id, extra in driver.execute(self.uow, self.usable_members, (member_ids,))
+            ]
+        else:
+            partner_ids = sorted({partner_id for partner_id, _ in pairs})
+            parameters = (member_ids, partner_ids, member_ids, member_ids, partner_ids)
+            rows = list(driver.execute(self.uow, self.usable_members_and_sights, parameters))
+            sight_rows = [
+                (p, m, scope, granted) for p, m, scope, granted, _ in rows if p is not None
+            ]
+            self.sights = privacy.sights_from_rows(pairs, sight_rows)
+        extras = {member_id: extra for p, member_id, _, _, extra in rows if p is None}
+        self._note_extras(extras)
+        return set(extras)
+
+    def _note_extras(self, extras: Mapping[str, str | None]) -> None:
+        """The kind's extra of each usable member (an earn's: its referrer)."""
 
     def _more_members_to_lock(self, member_ids: set[str]) -> set[str]:
         """Members the kind writes to besides the items' own (an earn's referrers)."""
@@ -198,8 +236,12 @@ class SetBasedGroup(Generic[Command]):
                     if reference.member_id is not None
                     else linked.get((item.partner_id, reference.partner_customer_id or ""))
                 )
-        member_ids = sorted({m for m in candidates.values() if m is not None})
-        usable = self._usable_members(member_ids) if member_ids else set()
+        pairs = {
+            (item.partner_id, member_id)
+            for item in items
+            if (member_id := candidates.get(item.index)) is not None
+        }
+        usable = self._usable_members(pairs) if pairs else set()
         for item in items:
             if item.error is not None:
                 continue
@@ -283,8 +325,7 @@ class SetBasedGroup(Generic[Command]):
 
     def _lock_members(self, items: list[Item[Command]]) -> list[Item[Command]]:
         """Lock every member account of the group, and the others the kind writes to, in one
-        account-id order (SQLite already serialises writers), then refuse members merged
-        meanwhile."""
+        account-id order (SQLite already serialises writers)."""
         if not items:
             return items
         member_ids = {item.member_id or "" for item in items}
@@ -294,24 +335,34 @@ class SetBasedGroup(Generic[Command]):
         self.balances = {
             member_id: locked[member_account_id(member_id)] for member_id in member_ids
         }
-        merged = journal.merged_members(self.uow, member_ids)
-        if not merged:
-            return items
-        kept: list[Item[Command]] = []
-        for item in items:
-            if item.member_id not in merged:
-                kept.append(item)
-                continue
+        return items
+
+    def _refusing_merged(
+        self, items: list[Item[Command]], attempt: Callable[[list[Item[Command]]], Result]
+    ) -> Result:
+        """`attempt(items)`, where the ledger refuses members merged while the group waited for
+        their locks (writer.MembersMerged, read after the locks and before anything is
+        written): those items are refused MEMBER_MERGED and the others attempted again. Once
+        the ledger has read them unmerged, they stay so: a merge needs the locks held here."""
+        while True:
             try:
-                journal.lock_member_balance(self.uow, item.member_id or "")
-                raise AssertionError("a merged member is refused")
-            except CoalitionError as error:
-                # MEMBER_MERGED tells the client to retry (with the survivor): no final answer,
-                # so the claim is given up and a retry applies (idempotency.is_final).
-                assert not is_final(error), "a race with a merge is retried, never kept"
-                idempotency.release_claim(self.uow, item.request)
-                self._fail(item.index, error)  # all-or-nothing: the call fails here
-        return kept
+                return attempt(items)
+            except writer.MembersMerged as merged:
+                kept = [i for i in items if not self._refused_as_merged(i, merged.survivors)]
+                assert len(kept) < len(items), "the ledger names a member of the group"
+                items = kept
+
+    def _refused_as_merged(self, item: Item[Command], survivors: Mapping[str, str]) -> bool:
+        survivor_member_id = survivors.get(item.member_id or "")
+        if survivor_member_id is None:
+            return False
+        error = writer.member_merged(item.member_id or "", survivor_member_id)
+        # MEMBER_MERGED tells the client to retry (with the survivor): no final answer, so the
+        # claim is given up and a retry applies (idempotency.is_final).
+        assert not is_final(error), "a race with a merge is retried, never kept"
+        idempotency.release_claim(self.uow, item.request)
+        self._fail(item.index, error)  # all-or-nothing: the call fails here
+        return True
 
     def _settle_duplicates(
         self, items: Collection[Item[Command]], duplicates: list[Item[Command]]

@@ -25,7 +25,7 @@ the chain and two earns can never wait on each other in a circle.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import update
@@ -82,18 +82,13 @@ def pending_referrers(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str, s
     return dict(driver.execute(uow, PENDING_REFERRERS, (referred,)).fetchall())
 
 
-def usable_members_and_pending_referrers(
-    uow: UnitOfWork, member_ids: Sequence[str]
-) -> dict[str, str | None]:
-    """Those of `member_ids` neither merged nor forgotten, each with its referrer when its
-    reward is still unpaid: a group of earns reads both in one statement (on Citus the join
-    stays on each member's shard: referrals are co-located with members)."""
-    return dict(driver.execute(uow, USABLE_MEMBERS_AND_PENDING_REFERRERS, (member_ids,)).fetchall())
-
-
 # On every earn's path: statements built once, on the driver (store/driver.py).
-USABLE_MEMBERS_AND_PENDING_REFERRERS = Statement(
-    "SELECT m.member_id, r.referrer_member_id FROM members AS m"
+# Those of the members neither merged nor forgotten, each with its referrer when its reward is
+# still unpaid (`extra`): a group of earns reads both in its first statement
+# (operations/batch_earn.py; on Citus the join stays on each member's shard: referrals are
+# co-located with members).
+USABLE_MEMBERS_AND_PENDING_REFERRERS = (
+    "SELECT m.member_id AS member_id, r.referrer_member_id AS extra FROM members AS m"
     " LEFT JOIN referrals AS r"
     " ON r.referred_member_id = m.member_id AND r.reward_time IS NULL"
     f" WHERE m.member_id {IN_LIST} %s"
