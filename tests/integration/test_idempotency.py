@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import Engine, text
@@ -34,6 +36,7 @@ from tests.integration.test_ledger import earn, enroll, now
 
 pytestmark = pytest.mark.integration
 
+T = TypeVar("T")
 REFUSAL = FailedPrecondition("INSUFFICIENT_POINTS", "member m holds 0 points", {"member_id": "m"})
 
 
@@ -195,34 +198,16 @@ def test_an_earn_that_lost_a_race_with_a_merge_applies_to_the_survivor_on_retry(
     command = EarnCommand(
         "earn-1", MemberReference(partner_customer_id="C-dup"), Money(10_000, "CNY")
     )
-    with ThreadPoolExecutor(2) as pool, engine.connect() as holder:
-        # Another session holds the duplicate's lock; the merge queues on it first, then the
-        # earn, which has already resolved C-dup to the duplicate.
-        holder.execute(
-            text(
-                "SELECT 1 FROM member_accounts WHERE member_id = :member"
-                " AND account_id = :id FOR UPDATE"
-            ),
-            {"member": duplicate_id, "id": f"member:{duplicate_id}"},
-        )
-        merged = pool.submit(
-            merge.merge_members,
-            UnitOfWork(engine),
-            "ops",
-            "merge-1",
-            survivor_id,
-            duplicate_id,
-            now(),
-        )
-        assert wait_for_lock_waits(engine, 1)
-        raced = pool.submit(
-            operations.earn, UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", command, now()
-        )
-        assert wait_for_lock_waits(engine, 2)
-        holder.rollback()
-        assert merged.result(timeout=10).points_moved == 10
-        with pytest.raises(FailedPrecondition) as refused:
-            raced.result(timeout=10)
+    raced = while_a_merge_commits(
+        engine,
+        survivor_id,
+        duplicate_id,
+        lambda: operations.earn(
+            UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", command, now()
+        ),
+    )
+    with pytest.raises(FailedPrecondition) as refused:
+        raced.result(timeout=10)
     assert refused.value.reason == "MEMBER_MERGED"
     assert remembered_refusals(engine) == {}
     retried = operations.earn(UnitOfWork(engine), DEFAULT_PROGRAMME, "test-coffee", command, now())
@@ -265,24 +250,7 @@ def test_a_group_refuses_only_the_member_a_merge_closed_while_it_waited(
             )
         return list(batch_burn.burn_many(UnitOfWork(engine), calls, now()))  # type: ignore[arg-type]
 
-    with ThreadPoolExecutor(2) as pool, engine.connect() as holder:
-        holder.execute(
-            text(
-                "SELECT 1 FROM member_accounts WHERE member_id = :member"
-                " AND account_id = :id FOR UPDATE"
-            ),
-            {"member": duplicate_id, "id": f"member:{duplicate_id}"},
-        )
-        merged = pool.submit(
-            merge.merge_members, UnitOfWork(engine), "ops", "merge-1", survivor_id, duplicate_id,
-            now(),
-        )  # fmt: skip
-        assert wait_for_lock_waits(engine, 1)
-        raced = pool.submit(group)
-        assert wait_for_lock_waits(engine, 2)
-        holder.rollback()
-        assert merged.result(timeout=10).points_moved == 10
-        refused, applied = raced.result(timeout=10)
+    refused, applied = while_a_merge_commits(engine, survivor_id, duplicate_id, group).result(10)
     assert refused.error is not None and refused.error.reason == "MEMBER_MERGED"
     assert refused.error.metadata["survivor_member_id"] == survivor_id
     assert applied.result is not None and applied.result.transaction.member_id == other_id
@@ -319,6 +287,36 @@ def test_the_writer_posts_nothing_to_a_merged_member(engine: Engine) -> None:
         writer.write(uow, entries, now())
     assert merged.value.survivors == {duplicate_id: survivor_id}
     assert row_counts(engine) == before
+
+
+def while_a_merge_commits(
+    engine: Engine, survivor_id: str, duplicate_id: str, call: Callable[[], T]
+) -> Future[T]:
+    """`call()`, started while a merge of `duplicate_id` into `survivor_id` waits for the
+    duplicate's lock, so that the call (which has resolved the duplicate already) waits behind
+    the merge and the merge commits first; returned once the merge committed."""
+    pool = ThreadPoolExecutor(2)
+    with engine.connect() as holder:
+        # Another session holds the duplicate's lock; the merge queues on it first, then the
+        # call.
+        holder.execute(
+            text(
+                "SELECT 1 FROM member_accounts WHERE member_id = :member"
+                " AND account_id = :id FOR UPDATE"
+            ),
+            {"member": duplicate_id, "id": f"member:{duplicate_id}"},
+        )
+        merged = pool.submit(
+            merge.merge_members, UnitOfWork(engine), "ops", "merge-1", survivor_id, duplicate_id,
+            now(),
+        )  # fmt: skip
+        assert wait_for_lock_waits(engine, 1)
+        raced = pool.submit(call)
+        assert wait_for_lock_waits(engine, 2)
+        holder.rollback()
+        assert merged.result(timeout=10).points_moved == 10
+    pool.shutdown(wait=False)
+    return raced
 
 
 def wait_for_lock_waits(engine: Engine, sessions: int, timeout_seconds: float = 10.0) -> bool:
