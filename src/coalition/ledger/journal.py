@@ -58,9 +58,9 @@ def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str
     """Lock several members' account rows, in account-id order, so that requests locking
     overlapping sets never wait on each other in a circle; return balances by account id.
 
-    Unlike `lock_member_balance` this does not refuse merged members: the writer does, for
-    the members it is about to post to (writer.MembersMerged), in the statement that reads
-    their balances.
+    Unlike `lock_member_balance` this does not refuse merged members: the ledger's first read
+    after these locks does (writer.MembersMerged: the writer's, which reads the balances, or
+    a debit's due-changes read, availability.lock_members_for_debit).
     """
     members = sorted(set(member_ids))
     account_ids = sorted(member_account_id(member_id) for member_id in members)

@@ -28,6 +28,7 @@ account, and points posted to it would be stranded).
 from __future__ import annotations
 
 import functools
+import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -744,7 +745,10 @@ class _SqliteStatements:
     READ_BALANCE = (
         "SELECT balance_points FROM member_accounts WHERE member_id = ? AND account_id = ?"
     )
-    SURVIVOR = "SELECT merged_into_member_id FROM members WHERE member_id = ?"
+    SURVIVORS = (
+        "SELECT member_id, merged_into_member_id FROM members"
+        " WHERE member_id IN (SELECT value FROM json_each(?)) AND merged_into_member_id IS NOT NULL"
+    )
     MOVE_BALANCE = (
         "UPDATE member_accounts SET balance_points = balance_points + ?"
         " WHERE member_id = ? AND account_id = ? AND balance_points + ? >= 0"
@@ -793,15 +797,12 @@ class _SqliteStatements:
     ) -> tuple[dict[str, int], list[int] | None, dict[str, str]]:
         cursor = connection.cursor()
         balances = {}
-        survivors = {}
         for account_id in account_ids:
-            member_id = _member_of(account_id)
-            row = cursor.execute(self.READ_BALANCE, (member_id, account_id)).fetchone()
+            row = cursor.execute(self.READ_BALANCE, (_member_of(account_id), account_id)).fetchone()
             assert row is not None, f"account {account_id} exists"
             balances[account_id] = row[0]
-            (survivor_member_id,) = cursor.execute(self.SURVIVOR, (member_id,)).fetchone()
-            if survivor_member_id is not None:
-                survivors[member_id] = survivor_member_id
+        member_ids = json.dumps([_member_of(account_id) for account_id in account_ids])
+        survivors = dict(cursor.execute(self.SURVIVORS, (member_ids,)).fetchall())
         return balances, None, survivors
 
     def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:

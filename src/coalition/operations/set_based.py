@@ -133,7 +133,7 @@ class SetBasedGroup(Generic[Command]):
             if item.key in claimed and item.error is not None:
                 self._fail(item.index, item.error)  # claimed with its refusal, now final
         applied = [item for item in items if item.key in claimed and item.error is None]
-        applied = self._lock_members(applied)
+        self._lock_members(applied)
         if applied:
             self._apply(terms, sorted(applied, key=lambda item: item.index))
         self._settle_duplicates(parsed, duplicates)
@@ -323,11 +323,11 @@ class SetBasedGroup(Generic[Command]):
             record = records[int(claim.result_id)]
             self.outcomes[item.index] = BatchItemOutcome(result=replayed(record))
 
-    def _lock_members(self, items: list[Item[Command]]) -> list[Item[Command]]:
+    def _lock_members(self, items: list[Item[Command]]) -> None:
         """Lock every member account of the group, and the others the kind writes to, in one
         account-id order (SQLite already serialises writers)."""
         if not items:
-            return items
+            return
         member_ids = {item.member_id or "" for item in items}
         locked = journal.lock_member_balances(
             self.uow, member_ids | self._more_members_to_lock(member_ids)
@@ -335,7 +335,6 @@ class SetBasedGroup(Generic[Command]):
         self.balances = {
             member_id: locked[member_account_id(member_id)] for member_id in member_ids
         }
-        return items
 
     def _refusing_merged(
         self, items: list[Item[Command]], attempt: Callable[[list[Item[Command]]], Result]
