@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -18,7 +19,7 @@ from coalition.domain.points import Money
 from coalition.identity import members, merge
 from coalition.identity.identifiers import IdentifierHasher, normalise_email
 from coalition.identity.members import MemberReference
-from coalition.ledger import idempotency, journal, writer
+from coalition.ledger import idempotency, journal, lots, writer
 from coalition.ledger.accounts import member_account_id, partner_issuance_account_id
 from coalition.ledger.idempotency import KeyedRequest
 from coalition.operations import batch_burn, batch_earn, points
@@ -262,31 +263,70 @@ def test_a_group_refuses_only_the_member_a_merge_closed_while_it_waited(
     assert_ledger_sound(engine)
 
 
+def direct_entry(
+    member_id: str, points: int, lot_moves: tuple[writer.LotMove, ...] = ()
+) -> writer.JournalEntry:
+    """An earn (points > 0, issuing its lot) or a burn (< 0, of `lot_moves`), handed to the
+    writer as it stands."""
+    return writer.JournalEntry(
+        kind="earn" if points > 0 else "burn",
+        partner_id="test-coffee",
+        member_id=member_id,
+        request_id=f"direct-{uuid.uuid4().hex}",
+        occurred_at=now(),
+        postings=(
+            writer.Posting(member_account_id(member_id), points),
+            writer.Posting(partner_issuance_account_id("test-coffee"), -points),
+        ),
+        lot=writer.NewLot("test-coffee", points, None) if points > 0 else None,
+        lot_moves=lot_moves,
+    )
+
+
 def test_the_writer_posts_nothing_to_a_merged_member(engine: Engine) -> None:
     """The writer's last line: entries that post to a merged member raise MembersMerged
-    (naming its survivor) before any row is written, whatever else the call writes."""
+    (naming its survivor) before any row is written, whatever else the call writes; the
+    caller's transaction goes on (a group commits its other calls) with nothing of them."""
     survivor_id, duplicate_id, other_id = enroll(engine), enroll(engine), enroll(engine)
     merge.merge_members(UnitOfWork(engine), "ops", "merge-1", survivor_id, duplicate_id, now())
     before = row_counts(engine)
-    entries = [
-        writer.JournalEntry(
-            kind="earn",
-            partner_id="test-coffee",
-            member_id=member_id,
-            request_id=f"direct-{member_id}",
-            occurred_at=now(),
-            postings=(
-                writer.Posting(member_account_id(member_id), 5),
-                writer.Posting(partner_issuance_account_id("test-coffee"), -5),
-            ),
-        )
-        for member_id in (other_id, duplicate_id)
-    ]
-    with UnitOfWork(engine) as uow, pytest.raises(writer.MembersMerged) as merged:
+    entries = [direct_entry(other_id, 5), direct_entry(duplicate_id, 5)]
+    with UnitOfWork(engine) as uow:
         journal.lock_member_balances(uow, {other_id, duplicate_id})
-        writer.write(uow, entries, now())
+        with pytest.raises(writer.MembersMerged) as merged:
+            writer.write(uow, entries, now())
+        uow.commit()
     assert merged.value.survivors == {duplicate_id: survivor_id}
     assert row_counts(engine) == before
+
+
+def test_the_writer_moves_no_balance_below_zero(engine: Engine) -> None:
+    """A debit the balance cannot cover refuses the whole call INSUFFICIENT_POINTS, its
+    credits included, and writes nothing; the same call within the balance writes it all."""
+    member_id, other_id = enroll(engine), enroll(engine)
+    with UnitOfWork(engine) as uow:
+        journal.lock_member_balances(uow, {member_id})
+        writer.write(uow, [direct_entry(member_id, 10)], now())
+        uow.commit()
+    before = row_counts(engine)
+    too_much = [direct_entry(other_id, 7), direct_entry(member_id, 4), direct_entry(member_id, -15)]
+    with UnitOfWork(engine) as uow:
+        journal.lock_member_balances(uow, {member_id, other_id})
+        with pytest.raises(FailedPrecondition) as refused:
+            writer.write(uow, too_much, now())
+        uow.commit()
+    assert refused.value.reason == "INSUFFICIENT_POINTS"
+    assert refused.value.metadata == {"member_id": member_id, "points_requested": "11"}
+    assert row_counts(engine) == before
+    with UnitOfWork(engine) as uow:
+        journal.lock_member_balances(uow, {member_id, other_id})
+        (moves,) = lots.consumptions(uow, [(member_id, 10)])
+        within = [direct_entry(other_id, 7), direct_entry(member_id, 4)]
+        within.append(direct_entry(member_id, -10, moves))
+        records = writer.write(uow, within, now())
+        uow.commit()
+    assert [r.balance_points_after for r in records] == [7, 14, 4]
+    assert_ledger_sound(engine)
 
 
 def while_a_merge_commits(

@@ -35,11 +35,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import psycopg
+
 from coalition.domain.errors import FailedPrecondition
 from coalition.domain.tiers import calendar_month
 from coalition.ledger.accounts import member_account_id
 from coalition.store import driver
-from coalition.store.arrays import TextArray, array_types_of
+from coalition.store.arrays import NumberedStatement, TextArray
 from coalition.store.driver import sqlite_value
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -194,20 +196,152 @@ def write(
         entry.check()
     statements = _STATEMENTS["citus" if driver.is_citus(uow) else uow.dialect_name]
     connection = uow.connection.connection.driver_connection
-    deltas = _member_deltas(entries)
+    plan = _Plan(entries, results, now)
     with driver.driver_errors(uow):
-        balances, transaction_ids, survivors = statements.prepare(
-            connection, sorted(deltas), len(entries)
+        transaction_ids, balances = statements.write(connection, plan)
+    return [
+        TransactionRecord(
+            transaction_id=transaction_id,
+            balance_points_after=balance_points_after,
+            points_reversed=0,
+            **row,
         )
+        for transaction_id, balance_points_after, row in zip(
+            transaction_ids, plan.balances_after(balances), plan.journal_rows, strict=True
+        )
+    ]
+
+
+class _Plan:
+    """Everything one call writes, as rows; the rows that name a transaction are built once
+    its id is known (`rows_of`), those that carry a balance once the balances are read."""
+
+    def __init__(
+        self,
+        entries: Sequence[JournalEntry],
+        results: Sequence[tuple[str, str] | None],
+        now: datetime,
+    ) -> None:
+        self.entries = entries
+        self.results = results or [None] * len(entries)
+        self.now = now
+        self.journal_rows = _journal_rows(entries, now)
+        member_deltas = _member_deltas(entries)
+        self.deltas = sorted(member_deltas.items())  # by account id
+        self.running_points = _running_points(entries)
+
+    def refuse(self, balances: Mapping[str, int], survivors: Mapping[str, str]) -> None:
+        """Raise if the entries cannot be written on these balances, read under the caller's
+        locks: MembersMerged first (a retry resolves those), then INSUFFICIENT_POINTS."""
         if survivors:
             raise MembersMerged(survivors)
-        rows = _journal_rows(entries, _balances_after(entries, balances, deltas), now)
-        plan = _Plan(entries, rows, sorted(deltas.items()), results, now)
-        transaction_ids = statements.write(connection, plan, transaction_ids)
-    return [
-        TransactionRecord(transaction_id=transaction_id, points_reversed=0, **row)
-        for transaction_id, row in zip(transaction_ids, rows, strict=True)
-    ]
+        for account_id, delta in self.deltas:
+            if balances[account_id] + delta < 0:
+                member_id = _member_of(account_id)
+                raise FailedPrecondition(
+                    "INSUFFICIENT_POINTS",
+                    f"member {member_id} has too few points for a debit of {-delta}",
+                    {"member_id": member_id, "points_requested": -delta},
+                )
+
+    def balances_after(self, balances: Mapping[str, int]) -> list[int]:
+        """Each entry's member balance right after it, from the balances before the entries."""
+        assert set(balances) == {account for account, _ in self.deltas}, "every balance read"
+        assert all(balance >= 0 for balance in balances.values()), "negative balance cache"
+        running = dict(balances)
+        balances_after: list[int] = []
+        for entry in self.entries:
+            for posting in entry.postings:
+                if posting.account_id in running:
+                    running[posting.account_id] += posting.points
+                    assert running[posting.account_id] >= 0, "a balance never goes negative"
+            balances_after.append(running[member_account_id(entry.member_id)])
+        return balances_after
+
+    def journal_rows_after(self, balances: Mapping[str, int]) -> list[dict[str, Any]]:
+        return [
+            {**row, "balance_points_after": balance_points_after}
+            for row, balance_points_after in zip(
+                self.journal_rows, self.balances_after(balances), strict=True
+            )
+        ]
+
+    def rows_of(self, transaction_ids: Sequence[int]) -> _Rows:
+        """The other tables' rows, naming each entry by `transaction_ids` (PostgreSQL's
+        statement takes the entries' ordinals and maps them to the ids it takes)."""
+        pairs = list(zip(self.entries, transaction_ids, strict=True))
+        return _Rows(
+            postings=[
+                (t, e.member_id, posting.account_id, posting.points)
+                for e, t in pairs
+                for posting in e.postings
+            ],
+            lots=[
+                (e.member_id, e.lot.issuer_partner_id, t, e.lot.points, e.lot.expires_at)
+                for e, t in pairs
+                if e.lot is not None
+            ],
+            lot_moves=[
+                (t, e.member_id, m.burn_transaction_id, m.lot_id, m.points)
+                for e, t in pairs
+                for m in e.lot_moves
+            ],
+            lot_deltas=_lot_deltas(self.entries),
+            bonuses=[
+                (t, e.member_id, b.rule_id, b.points, b.funding_partner_id)
+                for e, t in pairs
+                for b in e.bonuses
+            ],
+            qualifying=_qualifying_rows(self.entries),
+            # A claim lives with the member the entry writes to (ledger/idempotency.py).
+            results=[
+                (e.member_id, claim[0], claim[1], t)
+                for e, claim, t in zip(self.entries, self.results, transaction_ids, strict=True)
+                if claim is not None
+            ],
+        )
+
+    @staticmethod
+    def events_of(
+        journal_rows: Sequence[Mapping[str, Any]], transaction_ids: Sequence[int]
+    ) -> list[tuple[str, str, str, int, int, int]]:
+        """An event per entry, to the partner its transaction belongs to (events/outbox.py);
+        PostgreSQL's statement builds them from the journal rows it inserts instead."""
+        return [
+            (
+                row["partner_id"],
+                EVENT_KIND_OF_TRANSACTION[row["kind"]],
+                row["member_id"],
+                t,
+                row["points_delta"],
+                row["balance_points_after"],
+            )
+            for row, t in zip(journal_rows, transaction_ids, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    postings: list[tuple[int, str, str, int]]
+    lots: list[tuple[str, str, int, int, datetime | None]]
+    # transaction, member, burn (None: the transaction itself), lot, points
+    lot_moves: list[tuple[int, str, int | None, int, int]]
+    lot_deltas: list[tuple[int, str, int]]  # lot, member, points taken in all (< 0: given)
+    bonuses: list[tuple[int, str, str, int, str | None]]
+    qualifying: list[tuple[str, int, int]]
+    results: list[tuple[str, str, str, int]]  # member, partner, request id, transaction
+
+    def lot_moves_named(self) -> list[tuple[int, str, int, int, int]]:
+        """The lot moves with the burn each is made for named (where the dialect's statement
+        does not map None to the transaction itself)."""
+        return [
+            (t, member_id, t if burn is None else burn, lot_id, points)
+            for t, member_id, burn, lot_id, points in self.lot_moves
+        ]
+
+    def results_as_text(self) -> list[tuple[str, str, str, str]]:
+        """The claims' results as idempotency_keys stores them (text)."""
+        return [(m, p, r, str(t)) for m, p, r, t in self.results]
 
 
 def _member_deltas(entries: Sequence[JournalEntry]) -> dict[str, int]:
@@ -222,43 +356,27 @@ def _member_deltas(entries: Sequence[JournalEntry]) -> dict[str, int]:
     return deltas
 
 
-def _balances_after(
-    entries: Sequence[JournalEntry], balances: Mapping[str, int], deltas: Mapping[str, int]
-) -> list[int]:
-    """Each entry's member balance right after it, walking the entries in order from the
-    balances read under the caller's locks; a debit they cannot cover is refused here, before
-    anything is written (the guarded update repeats the check at the rows)."""
-    assert set(balances) == set(deltas), "every member account posted to has its balance"
-    assert all(balance >= 0 for balance in balances.values()), "negative balance cache"
-    for account_id, delta in sorted(deltas.items()):
-        if balances[account_id] + delta < 0:
-            member_id = account_id.removeprefix(MEMBER_ACCOUNT_PREFIX)
-            raise FailedPrecondition(
-                "INSUFFICIENT_POINTS",
-                f"member {member_id} has too few points for a debit of {-delta}",
-                {"member_id": member_id, "points_requested": -delta},
-            )
-    running = dict(balances)
-    balances_after: list[int] = []
+def _running_points(entries: Sequence[JournalEntry]) -> list[int]:
+    """For each entry, the points the entries up to and including it moved on its member's
+    account: its balance after is the account's balance before the entries plus these."""
+    moved: dict[str, int] = defaultdict(int)
+    running_points = []
     for entry in entries:
         for posting in entry.postings:
-            if posting.account_id in running:
-                running[posting.account_id] += posting.points
-                assert running[posting.account_id] >= 0, "a balance never goes negative"
-        balances_after.append(running[member_account_id(entry.member_id)])
-    return balances_after
+            if posting.account_id.startswith(MEMBER_ACCOUNT_PREFIX):
+                moved[posting.account_id] += posting.points
+        running_points.append(moved[member_account_id(entry.member_id)])
+    return running_points
 
 
-def _journal_rows(
-    entries: Sequence[JournalEntry], balances_after: list[int], now: datetime
-) -> list[dict[str, Any]]:
+def _journal_rows(entries: Sequence[JournalEntry], now: datetime) -> list[dict[str, Any]]:
+    """The journal rows of the entries, but their balances after (read under the locks)."""
     return [
         {
             "kind": entry.kind,
             "partner_id": entry.partner_id,
             "member_id": entry.member_id,
             "points_delta": entry.member_points_delta,
-            "balance_points_after": balance_points_after,
             "occurred_at": entry.occurred_at,
             "create_time": now,
             "request_id": entry.request_id,
@@ -270,87 +388,8 @@ def _journal_rows(
             "partner_reference": entry.partner_reference,
             "reason": entry.reason,
         }
-        for entry, balance_points_after in zip(entries, balances_after, strict=True)
+        for entry in entries
     ]
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """Everything one call writes, as rows; the rows that name a transaction are built once
-    its id is known (`rows_of`)."""
-
-    entries: Sequence[JournalEntry]
-    journal_rows: list[dict[str, Any]]
-    deltas: list[tuple[str, int]]  # by account id
-    results: Sequence[tuple[str, str] | None]
-    now: datetime
-
-    def rows_of(self, transaction_ids: Sequence[int]) -> _Rows:
-        pairs = list(zip(self.entries, transaction_ids, strict=True))
-        return _Rows(
-            postings=[
-                (t, e.member_id, posting.account_id, posting.points)
-                for e, t in pairs
-                for posting in e.postings
-            ],
-            lots=[
-                (e.member_id, e.lot.issuer_partner_id, t, e.lot.points, e.lot.expires_at)
-                for e, t in pairs
-                if e.lot is not None
-            ],
-            lot_moves=[
-                (
-                    t,
-                    e.member_id,
-                    t if m.burn_transaction_id is None else m.burn_transaction_id,
-                    m.lot_id,
-                    m.points,
-                )
-                for e, t in pairs
-                for m in e.lot_moves
-            ],
-            lot_deltas=_lot_deltas(self.entries),
-            bonuses=[
-                (t, e.member_id, b.rule_id, b.points, b.funding_partner_id)
-                for e, t in pairs
-                for b in e.bonuses
-            ],
-            qualifying=_qualifying_rows(self.entries),
-            # A claim lives with the member the entry writes to (ledger/idempotency.py).
-            results=[
-                (e.member_id, claim[0], claim[1], str(t))
-                for e, claim, t in zip(self.entries, self.results, transaction_ids, strict=True)
-                if claim is not None
-            ],
-        )
-
-    def events_of(
-        self, transaction_ids: Sequence[int]
-    ) -> list[tuple[str, str, str, int, int, int]]:
-        """An event per entry, to the partner its transaction belongs to (events/outbox.py);
-        PostgreSQL's statement builds them from the journal's own arrays instead."""
-        return [
-            (
-                row["partner_id"],
-                EVENT_KIND_OF_TRANSACTION[row["kind"]],
-                row["member_id"],
-                t,
-                row["points_delta"],
-                row["balance_points_after"],
-            )
-            for row, t in zip(self.journal_rows, transaction_ids, strict=True)
-        ]
-
-
-@dataclass(frozen=True)
-class _Rows:
-    postings: list[tuple[int, str, str, int]]
-    lots: list[tuple[str, str, int, int, datetime | None]]
-    lot_moves: list[tuple[int, str, int, int, int]]  # transaction, member, burn, lot, points
-    lot_deltas: list[tuple[int, str, int]]  # lot, member, points taken in all (< 0: given)
-    bonuses: list[tuple[int, str, str, int, str | None]]
-    qualifying: list[tuple[str, int, int]]
-    results: list[tuple[str, str, str, str]]  # member, partner, request id, transaction id
 
 
 def _lot_deltas(entries: Sequence[JournalEntry]) -> list[tuple[int, str, int]]:
@@ -384,16 +423,10 @@ JOURNAL_FIELDS = JOURNAL_COLUMNS.split(", ")[1:]  # the id is the database's
 
 
 class _Statements(Protocol):
-    def prepare(
-        self, connection: Any, account_ids: list[str], entry_count: int
-    ) -> tuple[dict[str, int], list[int] | None, dict[str, str]]:
-        """The balances of the accounts (locked by the caller), where the database can hand
-        them out ahead the entries' transaction ids, and the survivor of each of the accounts'
-        members that is merged."""
-        ...
-
-    def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
-        """Every row of the plan; the entries' transaction ids."""
+    def write(self, connection: Any, plan: _Plan) -> tuple[list[int], dict[str, int]]:
+        """Every row of the plan, or none (`plan.refuse` raised); the entries' transaction
+        ids and the balances of the accounts they post to before them, read under the
+        caller's locks."""
         ...
 
 
@@ -402,156 +435,187 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [[row[index] for row in rows] for index in range(width)]
 
 
-# psycopg parses a query again on every call when it has more parameters than this
-# (psycopg._queries.MAX_CACHED_STATEMENT_PARAMS); the writer's statement stays within it.
-PSYCOPG_CACHED_PARAMETERS_MAX = 50
-
-
 # The survivor of each of the members (`member_ids`) that is merged (a JSON object).
 SURVIVORS = (
     "SELECT coalesce(json_object_agg(member_id, merged_into_member_id), '{}') FROM members"
     " WHERE member_id = ANY(%(member_ids)b) AND merged_into_member_id IS NOT NULL"
 )
 
+# The journal's columns as the PostgreSQL statement passes them, one array each (`j_...`):
+# the id is the statement's, the balance after is computed from `running_points`.
+_POSTGRES_JOURNAL_ARRAYS = (
+    ("kind", "text"),
+    ("partner_id", "text"),
+    ("member_id", "text"),
+    ("points_delta", "bigint"),
+    ("running_points", "bigint"),
+    ("occurred_at", "timestamptz"),
+    ("request_id", "text"),
+    ("rate_version_id", "text"),
+    ("parent_transaction_id", "bigint"),
+    ("amount_minor", "bigint"),
+    ("currency", "text"),
+    ("native_points", "bigint"),
+    ("partner_reference", "text"),
+    ("reason", "text"),
+)
+
 
 class _PostgresStatements:
-    """Two statements whatever the number of entries: one reads the balances and takes the
-    transaction ids, one writes every row (data-modifying CTEs; foreign keys are checked at the
-    end of the statement, when the journal rows the other rows name are in). Arrays go in
-    binary (`%b`): psycopg dumps them several times faster than as quoted text.
+    """One statement whatever the number of entries, in one round trip: data-modifying CTEs
+    (foreign keys are checked at the end of the statement, when the journal rows the other
+    rows name are in). Arrays go in binary (`%b`): psycopg dumps them several times faster
+    than as quoted text.
+
+    The statement takes the entries' transaction ids (`ids`: the other rows name an entry by
+    its ordinal, 1..N), reads the balances before them (`before`, under the caller's locks:
+    its snapshot is taken after they were granted, so it sees a merge that committed while
+    the caller waited) and writes only if `verdict` finds no member merged and no balance
+    that would go below zero; otherwise nothing, and `plan.refuse` names why from what it
+    read. Each balance after is the balance before plus the entry's `running_points`.
 
     `recorded` sets the results on keys this transaction's claim inserted (claim_many returns
     only those), so no one else can have set one; it names no `result_id IS NULL` guard: with
     almost no open keys in its statistics the planner then expects one row and joins the
     unnest in a nested loop, quadratic in the group (480 ms of a 1,000-earn batch's 600)."""
 
-    PREPARE = (
-        "SELECT (SELECT coalesce(json_object_agg(account_id, balance_points), '{}')"
-        " FROM member_accounts WHERE member_id = ANY(%(member_ids)b)"
-        " AND account_id = ANY(%(account_ids)b)),"
-        " (SELECT array_agg(nextval('journal_transactions_transaction_id_seq'))"
-        " FROM generate_series(1, %(entry_count)s)),"
-        f" ({SURVIVORS})"
-    )
-    WRITE = (
-        "WITH moved AS ("
+    WRITE = NumberedStatement(
+        "WITH before AS ("
+        " SELECT a.account_id, a.balance_points, m.delta FROM member_accounts AS a"
+        " JOIN unnest(%(member_ids)b::text[], %(account_ids)b::text[], %(deltas)b::bigint[])"
+        " AS m(member_id, account_id, delta)"
+        " ON a.member_id = m.member_id AND a.account_id = m.account_id"
+        " WHERE a.member_id = ANY(%(member_ids)b::text[])),"
+        " merged AS ("
+        " SELECT member_id, merged_into_member_id FROM members"
+        " WHERE member_id = ANY(%(member_ids)b::text[]) AND merged_into_member_id IS NOT NULL),"
+        " verdict AS ("
+        " SELECT NOT EXISTS (SELECT FROM merged)"
+        " AND NOT EXISTS (SELECT FROM before WHERE balance_points + delta < 0) AS ok),"
+        " ids AS ("
+        " SELECT n, nextval('journal_transactions_transaction_id_seq') AS t"
+        " FROM generate_series(1, cardinality(%(j_kind)b::text[])) AS n"
+        " WHERE (SELECT ok FROM verdict)),"
+        " moved AS ("
         " UPDATE member_accounts AS a SET balance_points = a.balance_points + m.delta"
         " FROM unnest(%(member_ids)b::text[], %(account_ids)b::text[], %(deltas)b::bigint[])"
         " AS m(member_id, account_id, delta)"
         " WHERE a.member_id = m.member_id AND a.account_id = m.account_id"
         " AND a.balance_points + m.delta >= 0 AND a.member_id = ANY(%(member_ids)b::text[])"
-        " RETURNING 1),"
+        " AND (SELECT ok FROM verdict) RETURNING 1),"
         " journal AS ("
         f" INSERT INTO journal_transactions ({JOURNAL_COLUMNS})"
-        " SELECT * FROM unnest(%(j0)b::bigint[], %(j1)b::text[], %(j2)b::text[], %(j3)b::text[],"
-        " %(j4)b::bigint[], %(j5)b::bigint[], %(j6)b::timestamptz[], %(j7)b::timestamptz[],"
-        " %(j8)b::text[], %(j9)b::text[], %(j10)b::bigint[], %(j11)b::bigint[], %(j12)b::text[],"
-        " %(j13)b::bigint[], %(j14)b::text[], %(j15)b::text[])"
-        " RETURNING 1),"
+        " SELECT ids.t, j.kind, j.partner_id, j.member_id, j.points_delta,"
+        " b.balance_points + j.running_points, j.occurred_at, %(now)s, j.request_id,"
+        " j.rate_version_id, j.parent_transaction_id, j.amount_minor, j.currency,"
+        " j.native_points, j.partner_reference, j.reason"
+        " FROM unnest("
+        + ", ".join(f"%(j_{name})b::{sql_type}[]" for name, sql_type in _POSTGRES_JOURNAL_ARRAYS)
+        + ") WITH ORDINALITY AS j("
+        + ", ".join(name for name, _ in _POSTGRES_JOURNAL_ARRAYS)
+        + ", n)"
+        " JOIN ids USING (n)"
+        f" JOIN before AS b ON b.account_id = '{MEMBER_ACCOUNT_PREFIX}' || j.member_id"
+        " RETURNING transaction_id, kind, partner_id, member_id, points_delta,"
+        " balance_points_after),"
         " posted AS ("
         " INSERT INTO postings (transaction_id, member_id, account_id, points, create_time)"
-        " SELECT t, m, a, p, %(now)s"
+        " SELECT ids.t, x.m, x.a, x.p, %(now)s"
         " FROM unnest(%(p0)b::bigint[], %(p1)b::text[], %(p2)b::text[], %(p3)b::bigint[])"
-        " AS x(t, m, a, p) RETURNING 1),"
+        " AS x(n, m, a, p) JOIN ids USING (n)),"
         " issued AS ("
         " INSERT INTO lots (member_id, partner_id, transaction_id, points, remaining_points,"
         " expires_at, create_time)"
-        " SELECT m, i, t, p, p, e, %(now)s FROM unnest(%(l0)b::text[], %(l1)b::text[],"
-        " %(l2)b::bigint[], %(l3)b::bigint[], %(l4)b::timestamptz[]) AS x(m, i, t, p, e)"
-        " RETURNING 1),"
+        " SELECT x.m, x.i, ids.t, x.p, x.p, x.e, %(now)s FROM unnest(%(l0)b::text[],"
+        " %(l1)b::text[], %(l2)b::bigint[], %(l3)b::bigint[], %(l4)b::timestamptz[])"
+        " AS x(m, i, n, p, e) JOIN ids USING (n)),"
         " consumed AS ("
         " INSERT INTO lot_consumptions (transaction_id, member_id, burn_transaction_id, lot_id,"
-        " points) SELECT * FROM unnest(%(c0)b::bigint[], %(c1)b::text[], %(c2)b::bigint[],"
-        " %(c3)b::bigint[], %(c4)b::bigint[]) RETURNING 1),"
+        " points) SELECT ids.t, x.m, coalesce(x.b, ids.t), x.l, x.p"
+        " FROM unnest(%(c0)b::bigint[], %(c1)b::text[], %(c2)b::bigint[], %(c3)b::bigint[],"
+        " %(c4)b::bigint[]) AS x(n, m, b, l, p) JOIN ids USING (n)),"
         " lots_moved AS ("
         " UPDATE lots AS l SET remaining_points = l.remaining_points - d.points"
         " FROM unnest(%(d0)b::bigint[], %(d1)b::text[], %(d2)b::bigint[])"
         " AS d(lot_id, member_id, points)"
         " WHERE l.lot_id = d.lot_id AND l.member_id = d.member_id"
-        " AND l.remaining_points - d.points >= 0 RETURNING 1),"
+        " AND l.remaining_points - d.points >= 0 AND (SELECT ok FROM verdict) RETURNING 1),"
         " bonuses AS ("
         " INSERT INTO earn_bonuses (transaction_id, member_id, rule_id, points,"
-        " funding_partner_id) SELECT * FROM unnest(%(b0)b::bigint[], %(b1)b::text[],"
-        " %(b2)b::text[], %(b3)b::bigint[], %(b4)b::text[]) RETURNING 1),"
+        " funding_partner_id) SELECT ids.t, x.m, x.r, x.p, x.f FROM unnest(%(b0)b::bigint[],"
+        " %(b1)b::text[], %(b2)b::text[], %(b3)b::bigint[], %(b4)b::text[]) AS x(n, m, r, p, f)"
+        " JOIN ids USING (n)),"
         " evented AS ("
         " INSERT INTO events (partner_id, commit_xid, kind, member_id, transaction_id,"
         " points_delta, balance_points_after, create_time)"
-        " SELECT p, pg_current_xact_id()::text::bigint, k, m, t, d, b, %(now)s"
-        " FROM unnest(%(j2)b::text[], %(event_kinds)b::text[], %(j3)b::text[], %(j0)b::bigint[],"
-        " %(j4)b::bigint[], %(j5)b::bigint[]) WITH ORDINALITY AS x(p, k, m, t, d, b, n)"
-        " ORDER BY n RETURNING 1),"
+        " SELECT j.partner_id, pg_current_xact_id()::text::bigint,"
+        " (%(event_kinds)b::text[])[ids.n], j.member_id, j.transaction_id, j.points_delta,"
+        " j.balance_points_after, %(now)s"
+        " FROM journal AS j JOIN ids ON ids.t = j.transaction_id ORDER BY ids.n),"
         " qualified AS ("
         " INSERT INTO tier_qualifying_months (member_id, calendar_month, points)"
         " SELECT * FROM unnest(%(q0)b::text[], %(q1)b::integer[], %(q2)b::bigint[])"
+        " WHERE (SELECT ok FROM verdict)"
         " ON CONFLICT (member_id, calendar_month)"
-        " DO UPDATE SET points = tier_qualifying_months.points + excluded.points RETURNING 1),"
+        " DO UPDATE SET points = tier_qualifying_months.points + excluded.points),"
         " recorded AS ("
-        " UPDATE idempotency_keys AS k SET result_id = r.result_id"
-        " FROM unnest(%(r0)b::text[], %(r1)b::text[], %(r2)b::text[], %(r3)b::text[])"
-        " AS r(member_id, partner_id, request_id, result_id)"
+        " UPDATE idempotency_keys AS k SET result_id = ids.t::text"
+        " FROM unnest(%(r0)b::text[], %(r1)b::text[], %(r2)b::text[], %(r3)b::bigint[])"
+        " AS r(member_id, partner_id, request_id, n) JOIN ids USING (n)"
         " WHERE k.member_id = r.member_id AND k.partner_id = r.partner_id"
         " AND k.request_id = r.request_id AND k.member_id = ANY(%(r0)b::text[]) RETURNING 1)"
-        " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM recorded),"
-        " (SELECT count(*) FROM lots_moved),"
-        " (SELECT count(*) FROM journal) + (SELECT count(*) FROM posted)"
-        " + (SELECT count(*) FROM issued) + (SELECT count(*) FROM consumed)"
-        " + (SELECT count(*) FROM bonuses)"
-        " + (SELECT count(*) FROM evented) + (SELECT count(*) FROM qualified)"
+        " SELECT (SELECT ok FROM verdict), (SELECT array_agg(t ORDER BY n) FROM ids),"
+        " (SELECT json_object_agg(account_id, balance_points) FROM before),"
+        " (SELECT coalesce(json_object_agg(member_id, merged_into_member_id), '{}')"
+        " FROM merged),"
+        " (SELECT count(*) FROM moved), (SELECT count(*) FROM recorded),"
+        " (SELECT count(*) FROM lots_moved)"
     )
 
-    WRITE_ARRAYS = array_types_of(WRITE)
-
-    def prepare(
-        self, connection: Any, account_ids: list[str], entry_count: int
-    ) -> tuple[dict[str, int], list[int] | None, dict[str, str]]:
-        parameters = {
-            "member_ids": TextArray(_member_of(account_id) for account_id in account_ids),
-            "account_ids": TextArray(account_ids),
-            "entry_count": entry_count,
+    def write(self, connection: Any, plan: _Plan) -> tuple[list[int], dict[str, int]]:
+        ordinals = range(1, len(plan.entries) + 1)
+        rows = plan.rows_of(ordinals)
+        journal = {
+            f"j_{name}": (
+                plan.running_points
+                if name == "running_points"
+                else [row[name] for row in plan.journal_rows]
+            )
+            for name, _ in _POSTGRES_JOURNAL_ARRAYS
         }
-        balances, transaction_ids, survivors = (
-            connection.cursor().execute(self.PREPARE, parameters).fetchone()
-        )
-        balances = {account: int(points) for account, points in balances.items()}
-        return balances, transaction_ids, survivors
-
-    def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
-        assert transaction_ids is not None and len(transaction_ids) == len(plan.entries)
-        rows = plan.rows_of(transaction_ids)
-        journal = [transaction_ids] + [
-            [row[name] for row in plan.journal_rows] for name in JOURNAL_FIELDS
-        ]
         parameters: dict[str, Any] = {
             "member_ids": [_member_of(account) for account, _ in plan.deltas],
             "account_ids": [account for account, _ in plan.deltas],
             "deltas": [delta for _, delta in plan.deltas],
             "now": plan.now,
-            **_named("j", journal),
+            **journal,
             **_named("p", _columns(rows.postings, 4)),
             **_named("l", _columns(rows.lots, 5)),
             **_named("c", _columns(rows.lot_moves, 5)),
             **_named("d", _columns(rows.lot_deltas, 3)),
             **_named("b", _columns(rows.bonuses, 5)),
-            # An event per journal row, from the journal's own arrays (fewer parameters keep
-            # the statement in psycopg's cache of parsed queries, MAX_CACHED_STATEMENT_PARAMS).
             "event_kinds": [EVENT_KIND_OF_TRANSACTION[row["kind"]] for row in plan.journal_rows],
             **_named("q", _columns(rows.qualifying, 3)),
             **_named("r", _columns(rows.results, 4)),
         }
-        assert len(parameters) <= PSYCOPG_CACHED_PARAMETERS_MAX, "parsed once, not per call"
-        typed = {
-            name: self.WRITE_ARRAYS[name](value) if name in self.WRITE_ARRAYS else value
-            for name, value in parameters.items()
-        }
-        moved, recorded, lots_moved, _ = connection.cursor().execute(self.WRITE, typed).fetchone()
+        cursor = psycopg.RawCursor(connection)
+        row = cursor.execute(self.WRITE.sql, self.WRITE.parameters(parameters)).fetchone()
+        assert row is not None, "the statement answers one row"
+        ok, transaction_ids, balances, survivors, moved, recorded, lots_moved = row
+        balances = {account: int(points) for account, points in (balances or {}).items()}
+        if not ok:
+            plan.refuse(balances, survivors)
+            raise AssertionError("the statement refused entries the plan would write")
         assert moved == len(plan.deltas), "balances moved under their locks"
         assert lots_moved == len(rows.lot_deltas), "lots moved under their members' locks"
         assert recorded == len(rows.results), "each result is recorded once, on its claim"
-        return transaction_ids
+        return transaction_ids, balances
 
 
-class _CitusStatements(_PostgresStatements):
-    """PostgreSQL's two statements, with VALUES lists where PostgreSQL inserts from `unnest`.
+class _CitusStatements:
+    """Four statements whatever the number of entries: the balances, the survivors of merged
+    members and the transaction ids are read first, then one statement writes every row, as
+    PostgreSQL's does but with VALUES lists where PostgreSQL inserts from `unnest`.
 
     Citus runs an INSERT ... SELECT from a function through the coordinator: it copies the rows
     to their shards with COPY, which always commits in two phases (PREPARE TRANSACTION on every
@@ -559,54 +623,54 @@ class _CitusStatements(_PostgresStatements):
     UPDATEs (`member_id = ANY(...)` prunes them to the members' shards), so one member's write
     commits on one worker in one phase. The statement text depends on the number of rows of
     each table only: each shape is built once and kept (`_citus_write`).
+
+    The ids are read apart, not in the writing statement as on PostgreSQL: with one member,
+    Citus routes the whole of that one to the member's worker, whose sequence hands out ids
+    from its own range, while a group of several members takes them on the coordinator; a
+    member's ids would then not follow the order its transactions committed in (the integrity
+    proof replays them so). Every id comes from the coordinator's sequence here.
     """
 
-    # Two statements, not PostgreSQL's one: with one member, Citus routes the whole of that
-    # one to the member's worker, whose sequence hands out ids from its own range, while a
-    # group of several members takes them on the coordinator; a member's ids would then not
-    # follow the order its transactions committed in (the integrity proof replays them so).
-    # Every id comes from the coordinator's sequence here.
     BALANCES = (
         "SELECT coalesce(json_object_agg(account_id, balance_points), '{}')"
         " FROM member_accounts WHERE member_id = ANY(%b) AND account_id = ANY(%b)"
+    )
+    SURVIVORS = (
+        "SELECT coalesce(json_object_agg(member_id, merged_into_member_id), '{}') FROM members"
+        " WHERE member_id = ANY(%b) AND merged_into_member_id IS NOT NULL"
     )
     TRANSACTION_IDS = (
         "SELECT array_agg(nextval('journal_transactions_transaction_id_seq'))"
         " FROM generate_series(1, %s)"
     )
 
-    def prepare(
-        self, connection: Any, account_ids: list[str], entry_count: int
-    ) -> tuple[dict[str, int], list[int] | None, dict[str, str]]:
-        member_ids = TextArray(_member_of(account_id) for account_id in account_ids)
+    def write(self, connection: Any, plan: _Plan) -> tuple[list[int], dict[str, int]]:
+        member_ids = [_member_of(account) for account, _ in plan.deltas]
+        account_ids = [account for account, _ in plan.deltas]
         cursor = connection.cursor()
-        (balances,) = cursor.execute(self.BALANCES, (member_ids, TextArray(account_ids))).fetchone()
-        (survivors,) = cursor.execute(SURVIVORS, {"member_ids": member_ids}).fetchone()
-        if survivors:
-            return {}, None, survivors  # nothing is written: no ids taken
-        (transaction_ids,) = cursor.execute(self.TRANSACTION_IDS, (entry_count,)).fetchone()
+        (balances,) = cursor.execute(
+            self.BALANCES, (TextArray(member_ids), TextArray(account_ids))
+        ).fetchone()
         balances = {account: int(points) for account, points in balances.items()}
-        return balances, transaction_ids, survivors
-
-    def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
-        assert transaction_ids is not None and len(transaction_ids) == len(plan.entries)
+        (survivors,) = cursor.execute(self.SURVIVORS, (TextArray(member_ids),)).fetchone()
+        plan.refuse(balances, survivors)  # before any id is taken
+        (transaction_ids,) = cursor.execute(self.TRANSACTION_IDS, (len(plan.entries),)).fetchone()
+        journal_rows = plan.journal_rows_after(balances)
         rows = plan.rows_of(transaction_ids)
         journal = [
             (t, *(row[name] for name in JOURNAL_FIELDS))
-            for t, row in zip(transaction_ids, plan.journal_rows, strict=True)
+            for t, row in zip(transaction_ids, journal_rows, strict=True)
         ]
-        member_ids = [_member_of(account) for account, _ in plan.deltas]
-        account_ids = [account for account, _ in plan.deltas]
         tables = (
             journal,
             [(*row, plan.now) for row in rows.postings],
             [(m, i, t, p, p, e, plan.now) for m, i, t, p, e in rows.lots],
-            rows.lot_moves,
+            rows.lot_moves_named(),
             rows.bonuses,
-            [(*row, plan.now) for row in plan.events_of(transaction_ids)],
+            [(*row, plan.now) for row in plan.events_of(journal_rows, transaction_ids)],
             rows.qualifying,
         )
-        results = _columns(rows.results, 4)
+        results = _columns(rows.results_as_text(), 4)
         lot_deltas = _columns(rows.lot_deltas, 3)
         parameters = [
             member_ids,
@@ -620,13 +684,11 @@ class _CitusStatements(_PostgresStatements):
         statement = _citus_write(
             tuple(len(table) for table in tables), bool(rows.lot_deltas), bool(rows.results)
         )
-        moved, recorded, lots_moved, _ = (
-            connection.cursor().execute(statement, parameters).fetchone()
-        )
+        moved, recorded, lots_moved, _ = cursor.execute(statement, parameters).fetchone()
         assert moved == len(plan.deltas), "balances moved under their locks"
         assert lots_moved == len(rows.lot_deltas), "lots moved under their members' locks"
         assert recorded == len(rows.results), "each result is recorded once, on its claim"
-        return transaction_ids
+        return transaction_ids, balances
 
 
 # Each table's CTE on Citus: its name, its INSERT up to VALUES, one row's placeholders, and
@@ -792,30 +854,24 @@ class _SqliteStatements:
         " AND request_id = ? AND result_id IS NULL AND refusal IS NULL"
     )
 
-    def prepare(
-        self, connection: Any, account_ids: list[str], entry_count: int
-    ) -> tuple[dict[str, int], list[int] | None, dict[str, str]]:
+    def write(self, connection: Any, plan: _Plan) -> tuple[list[int], dict[str, int]]:
         cursor = connection.cursor()
         balances = {}
-        for account_id in account_ids:
+        for account_id, _ in plan.deltas:
             row = cursor.execute(self.READ_BALANCE, (_member_of(account_id), account_id)).fetchone()
             assert row is not None, f"account {account_id} exists"
             balances[account_id] = row[0]
-        member_ids = json.dumps([_member_of(account_id) for account_id in account_ids])
-        survivors = dict(cursor.execute(self.SURVIVORS, (member_ids,)).fetchall())
-        return balances, None, survivors
-
-    def write(self, connection: Any, plan: _Plan, transaction_ids: list[int] | None) -> list[int]:
-        assert transaction_ids is None, "SQLite numbers rows as it inserts them"
-        cursor = connection.cursor()
+        member_ids = json.dumps([_member_of(account_id) for account_id, _ in plan.deltas])
+        plan.refuse(balances, dict(cursor.execute(self.SURVIVORS, (member_ids,)).fetchall()))
         for account_id, delta in plan.deltas:
             cursor.execute(self.MOVE_BALANCE, (delta, _member_of(account_id), account_id, delta))
             assert cursor.rowcount == 1, "balances move under their locks"
+        journal_rows = plan.journal_rows_after(balances)
         transaction_ids = [
             cursor.execute(
                 self.INSERT_JOURNAL, [sqlite_value(row[name]) for name in JOURNAL_FIELDS]
             ).fetchone()[0]
-            for row in plan.journal_rows
+            for row in journal_rows
         ]
         rows = plan.rows_of(transaction_ids)
         now = sqlite_value(plan.now)
@@ -824,18 +880,18 @@ class _SqliteStatements:
             self.INSERT_LOTS,
             [(m, i, t, p, p, sqlite_value(e), now) for m, i, t, p, e in rows.lots],
         )
-        cursor.executemany(self.INSERT_LOT_MOVES, rows.lot_moves)
+        cursor.executemany(self.INSERT_LOT_MOVES, rows.lot_moves_named())
         for lot_id, member_id, points in rows.lot_deltas:
             cursor.execute(self.MOVE_LOT, (points, lot_id, member_id, points))
             assert cursor.rowcount == 1, "lots move under their members' locks"
         cursor.executemany(self.INSERT_BONUSES, rows.bonuses)
-        events = plan.events_of(transaction_ids)
+        events = plan.events_of(journal_rows, transaction_ids)
         cursor.executemany(self.INSERT_EVENTS, [(*row, now) for row in events])
         cursor.executemany(self.ADD_QUALIFYING_POINTS, rows.qualifying)
-        for member_id, partner_id, request_id, result_id in rows.results:
+        for member_id, partner_id, request_id, result_id in rows.results_as_text():
             cursor.execute(self.RECORD_RESULT, (result_id, member_id, partner_id, request_id))
             assert cursor.rowcount == 1, "each result is recorded once, on its claim"
-        return transaction_ids
+        return transaction_ids, balances
 
 
 _STATEMENTS: dict[str, _Statements] = {

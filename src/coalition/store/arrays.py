@@ -88,14 +88,42 @@ ARRAY_OF_SQL_TYPE: dict[str, type[_TypedArray]] = {
 }
 
 
-def array_types_of(sql: str) -> dict[str, type[_TypedArray]]:
-    """The array class of every named parameter `sql` casts to an array (`%(name)b::text[]`);
-    a name cast twice is cast to one type."""
-    types: dict[str, type[_TypedArray]] = {}
-    for name, sql_type in re.findall(r"%\((\w+)\)b::(\w+)\[\]", sql):
-        array = ARRAY_OF_SQL_TYPE[sql_type]
-        assert types.setdefault(name, array) is array, f"{name} is cast to one type"
-    return types
+class NumberedStatement:
+    """A statement written with named parameters (`%(name)b::text[]`, `%(name)s`), numbered
+    once ($1, $2, ...) for a raw cursor (`psycopg.RawCursor`), which sends the text as it is.
+
+    A plain cursor parses the placeholders of every statement it runs, and keeps the parse
+    only of texts up to 4,096 bytes with up to 50 parameters (psycopg._queries.
+    MAX_CACHED_STATEMENT_LENGTH and _PARAMS): the ledger writer's statement is longer, and would
+    be parsed again on every call. A name used several times is one parameter, sent once; each
+    list a statement casts to an array is sent as its typed array, in binary."""
+
+    _PLACEHOLDER = re.compile(r"%\((\w+)\)[bs](?:::(\w+)\[\])?")
+
+    def __init__(self, sql: str) -> None:
+        self.names: list[str] = []
+        self.arrays: list[type[_TypedArray] | None] = []
+
+        def number(match: re.Match[str]) -> str:
+            name, sql_type = match.group(1), match.group(2)
+            array = None if sql_type is None else ARRAY_OF_SQL_TYPE[sql_type]
+            if name not in self.names:
+                self.names.append(name)
+                self.arrays.append(array)
+            index = self.names.index(name)
+            assert self.arrays[index] is array, f"{name} is cast to one type"
+            return f"${index + 1}" + ("" if sql_type is None else f"::{sql_type}[]")
+
+        self.sql = self._PLACEHOLDER.sub(number, sql).encode()
+        assert "%(" not in self.sql.decode(), "every parameter is named and numbered"
+
+    def parameters(self, values: dict[str, Any]) -> list[Any]:
+        """The values by name, in the statement's numbering, each list as its typed array."""
+        assert set(values) == set(self.names), "every parameter given, none more"
+        return [
+            values[name] if array is None else array(values[name])
+            for name, array in zip(self.names, self.arrays, strict=True)
+        ]
 
 
 def _dumper_of(array: type[_TypedArray]) -> type[Dumper]:
