@@ -115,6 +115,32 @@ def test_a_group_replays_each_partners_request_ids_apart(engine: Engine) -> None
     assert_ledger_sound(engine)
 
 
+def test_a_group_applies_a_new_request_id_another_partner_already_used(engine: Engine) -> None:
+    # Request ids are each partner's own: the coffee chain's replay of an id and the airline's
+    # first use of the same id, in one group, are one replay and one new earn.
+    member_id = enroll_at_coffee(engine)
+    request_id = uuid.uuid4().hex
+    coffee = ("test-coffee", earn(member_id, "test-coffee", request_id))
+    first = batch_earn.earn_many(UnitOfWork(engine), DEFAULT_PROGRAMME, [coffee], now())
+    air = ("test-air", earn(member_id, "test-air", request_id))
+
+    again = batch_earn.earn_many(UnitOfWork(engine), DEFAULT_PROGRAMME, [coffee, air], now())
+
+    replay, new = (outcome.result for outcome in again.outcomes)
+    original = first.outcomes[0].result
+    assert replay is not None and new is not None and original is not None
+    assert replay.replayed and not new.replayed
+    assert replay.transaction.transaction_id == original.transaction.transaction_id
+    assert new.transaction.partner_id == "test-air"
+    with engine.connect() as connection:
+        earns_of_the_id = connection.execute(
+            text("SELECT partner_id FROM journal_transactions WHERE request_id = :r"),
+            {"r": request_id},
+        ).scalars()
+        assert sorted(earns_of_the_id) == ["test-air", "test-coffee"]
+    assert_ledger_sound(engine)
+
+
 def test_the_committer_gathers_concurrent_earns_of_every_partner(engine: Engine) -> None:
     member_ids = [enroll_at_coffee(engine) for _ in range(4)]
     partners = sorted(CURRENCY_OF)

@@ -31,6 +31,8 @@ from coalition.domain.errors import (
     FieldViolation,
     restored_error,
 )
+from coalition.ledger import journal
+from coalition.ledger.accounts import member_account_id
 from coalition.store import driver
 from coalition.store.arrays import TextArray, TimestamptzArray
 from coalition.store.driver import IN_LIST, Statement
@@ -155,7 +157,7 @@ CLAIM_MANY = (
     "INSERT INTO idempotency_keys"
     " (partner_id, request_id, operation, fingerprint, refusal, create_time, member_id)"
     " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
-    " %b::timestamptz[], %b::text[]) ON CONFLICT DO NOTHING RETURNING request_id"
+    " %b::timestamptz[], %b::text[]) ON CONFLICT DO NOTHING RETURNING partner_id, request_id"
 )
 
 
@@ -167,7 +169,8 @@ def _claim_many_values(count: int) -> str:
     return (
         "INSERT INTO idempotency_keys"
         " (partner_id, request_id, operation, fingerprint, refusal, create_time, member_id)"
-        f" VALUES {', '.join([row] * count)} ON CONFLICT DO NOTHING RETURNING request_id"
+        f" VALUES {', '.join([row] * count)}"
+        " ON CONFLICT DO NOTHING RETURNING partner_id, request_id"
     )
 
 
@@ -177,17 +180,49 @@ RELEASE = Statement(
 )
 
 
+# The claims and the member locks of a group in one round trip (PostgreSQL): a UNION ALL
+# runs its branches in order, so the claims come first, as when they were apart: a claim
+# waits for a concurrent transaction's claim of the same id before any member lock is held.
+CLAIM_MANY_AND_LOCK = (
+    f"WITH claimed AS ({CLAIM_MANY}), locked AS ({journal.LOCK_BALANCES.postgresql})"
+    " SELECT partner_id, request_id, NULL::bigint FROM claimed"
+    " UNION ALL SELECT NULL, account_id, balance_points FROM locked"
+)
+
+
 def claim_many(
-    uow: UnitOfWork, claims: Sequence[tuple[KeyedRequest, CoalitionError | None]]
-) -> set[tuple[str, str]]:
+    uow: UnitOfWork,
+    claims: Sequence[tuple[KeyedRequest, CoalitionError | None]],
+    locking: Collection[str] = (),
+) -> tuple[set[tuple[str, str]], dict[str, int]]:
     """Claim several request ids in one statement (in (partner, request id) order, so
-    concurrent groups take key locks in one order), each with its refusal when it has one;
-    return the (partner, request id) pairs claimed now. Ids a committed request claimed are
-    left alone (the caller reads their answers); an uncommitted claim is waited for."""
+    concurrent groups take key locks in one order), each with its refusal when it has one,
+    then lock the members `locking` (journal.lock_member_balances); return the (partner,
+    request id) pairs claimed now and the locked balances by account id. Ids a committed
+    request claimed are left alone (the caller reads their answers); an uncommitted claim is
+    waited for."""
     rows = sorted(
         (tuple(claim_values(request, refusal)[column] for column in CLAIM_COLUMNS))
         for request, refusal in claims
     )
+    if uow.dialect_name == "postgresql" and not driver.is_citus(uow) and locking:
+        members = sorted(set(locking))
+        accounts = sorted(member_account_id(member_id) for member_id in members)
+        parameters = [array(row[i] for row in rows) for i, array in enumerate(CLAIM_ARRAYS)]
+        with driver.driver_errors(uow):
+            cursor = driver.cursor_of(uow)
+            answered = cursor.execute(
+                CLAIM_MANY_AND_LOCK, [*parameters, TextArray(members), TextArray(accounts)]
+            ).fetchall()
+        claimed = {(partner_id, key) for partner_id, key, _ in answered if partner_id}
+        balances = {key: balance for partner_id, key, balance in answered if not partner_id}
+        return claimed, journal.checked_balances(balances, accounts)
+    return _claim_rows(uow, rows), journal.lock_member_balances(uow, locking)
+
+
+def _claim_rows(uow: UnitOfWork, rows: list[tuple[object, ...]]) -> set[tuple[str, str]]:
+    """The (partner, request id) of each of `rows` claimed now: request ids are each
+    partner's own, and a group may hold one partner's replay of an id another uses anew."""
     if uow.dialect_name == "postgresql":
         if driver.is_citus(uow):
             statement, parameters = _claim_many_values(len(rows)), [v for r in rows for v in r]
@@ -198,13 +233,12 @@ def claim_many(
             ]
         with driver.driver_errors(uow):
             cursor = driver.cursor_of(uow)
-            request_ids = {row[0] for row in cursor.execute(statement, parameters).fetchall()}
-        return {(str(row[0]), str(row[1])) for row in rows if row[1] in request_ids}
-    claimed: set[tuple[str, str]] = set()
-    for row in rows:
-        if driver.execute(uow, CLAIM, row).fetchone() is not None:
-            claimed.add((str(row[0]), str(row[1])))
-    return claimed
+            return {(p, r) for p, r in cursor.execute(statement, parameters).fetchall()}
+    return {
+        (str(row[0]), str(row[1]))
+        for row in rows
+        if driver.execute(uow, CLAIM, row).fetchone() is not None
+    }
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,12 @@ def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str
         }
     else:
         balances = dict(driver.execute(uow, statement, (members, account_ids)).fetchall())
-    assert len(balances) == len(account_ids), "every member has its account"
+    return checked_balances(balances, account_ids)
+
+
+def checked_balances(balances: dict[str, int], account_ids: list[str]) -> dict[str, int]:
+    """The balances read under the members' locks, checked: one per account, none negative."""
+    assert set(balances) == set(account_ids), "every member has its account"
     assert all(balance >= 0 for balance in balances.values()), "negative balance cache"
     return balances
 

@@ -10,11 +10,10 @@ is kept under its request id and never rolls back the others. The steps:
 1. parse: items, and request ids repeated within the group (judged against their first);
 2. prepare (the kind's own): the checks a unary call makes before its claim, in its order
    (the time, the member, the rate and points);
-3. claim every request id at once, a failing item's with its refusal;
+3. claim every request id at once, a failing item's with its refusal, and lock the members
+   in the same round trip, in account-id order (concurrent groups never deadlock);
 4. settle what was claimed before: replays, reuses, first refusals;
-5. lock every member in one statement, in account-id order (concurrent groups never
-   deadlock);
-6. apply (the kind's own): the entries through the ledger's one writer, in one call; the
+5. apply (the kind's own): the entries through the ledger's one writer, in one call; the
    ledger's first read under the locks refuses members merged while the group waited for
    them (`_refusing_merged`).
 """
@@ -125,7 +124,7 @@ class SetBasedGroup(Generic[Command]):
         terms = {p: partner_terms(self.uow, p) for p in sorted({i.partner_id for i in parsed})}
         items = self._prepare(terms, parsed)
         # All-or-nothing remembers nothing: a failing item fails the call before any write.
-        claimed = self._claim(
+        claimed = self._claim_and_lock(
             [item for item in items if item.error is None or not self.all_or_nothing]
         )
         self._settle_unclaimed([item for item in items if item.key not in claimed])
@@ -133,7 +132,6 @@ class SetBasedGroup(Generic[Command]):
             if item.key in claimed and item.error is not None:
                 self._fail(item.index, item.error)  # claimed with its refusal, now final
         applied = [item for item in items if item.key in claimed and item.error is None]
-        self._lock_members(applied)
         if applied:
             self._apply(terms, sorted(applied, key=lambda item: item.index))
         self._settle_duplicates(parsed, duplicates)
@@ -276,15 +274,27 @@ class SetBasedGroup(Generic[Command]):
             if (partner_id, customer_id) in wanted
         }
 
-    def _claim(self, items: list[Item[Command]]) -> set[tuple[str, str]]:
+    def _claim_and_lock(self, items: list[Item[Command]]) -> set[tuple[str, str]]:
         """Claim the request ids, a failing item's with its refusal as its final answer
-        (idempotency.py); the ids already claimed by a committed request are left alone."""
+        (idempotency.py; the ids already claimed by a committed request are left alone), then
+        lock the member accounts of the items that may apply, and the others the kind writes
+        to, in one account-id order (concurrent groups never deadlock; SQLite already
+        serialises writers). An item found a replay once its claim is read keeps its lock."""
         if not items:
             return set()
         # Each claim is kept with its member (ledger/idempotency.py), resolved just before.
         for item in items:
             item.request = replace(item.request, member_id=item.member_id or "")
-        return idempotency.claim_many(self.uow, [(item.request, item.error) for item in items])
+        member_ids = {item.member_id or "" for item in items if item.error is None}
+        claimed, locked = idempotency.claim_many(
+            self.uow,
+            [(item.request, item.error) for item in items],
+            locking=member_ids | self._more_members_to_lock(member_ids),
+        )
+        self.balances = {
+            member_id: locked[member_account_id(member_id)] for member_id in member_ids
+        }
+        return claimed
 
     def _settle_unclaimed(self, items: list[Item[Command]]) -> None:
         """Items whose request id was applied before are replayed or refused as a reuse, as a
@@ -322,19 +332,6 @@ class SetBasedGroup(Generic[Command]):
             assert claim.result_id is not None, "a committed claim records its result or refusal"
             record = records[int(claim.result_id)]
             self.outcomes[item.index] = BatchItemOutcome(result=replayed(record))
-
-    def _lock_members(self, items: list[Item[Command]]) -> None:
-        """Lock every member account of the group, and the others the kind writes to, in one
-        account-id order (SQLite already serialises writers)."""
-        if not items:
-            return
-        member_ids = {item.member_id or "" for item in items}
-        locked = journal.lock_member_balances(
-            self.uow, member_ids | self._more_members_to_lock(member_ids)
-        )
-        self.balances = {
-            member_id: locked[member_account_id(member_id)] for member_id in member_ids
-        }
 
     def _refusing_merged(
         self, items: list[Item[Command]], attempt: Callable[[list[Item[Command]]], Result]
