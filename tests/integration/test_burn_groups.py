@@ -185,6 +185,36 @@ def test_due_changes_are_posted_before_a_groups_burns(engine: Engine) -> None:
     assert_ledger_sound(engine)
 
 
+def test_a_group_spends_only_the_lots_left_after_its_due_changes(engine: Engine) -> None:
+    """A member with a lot past its expiry and one still good: the group reads every member's
+    lots with the due changes, and spends that member's only once its expiry is posted."""
+    member_id = enroll_at(engine, "test-coffee")
+    earn_points(engine, member_id, 5_000)  # 10 points, expired below
+    earn_points(engine, member_id, 10_000)  # 20 points
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE lots SET expires_at = :t WHERE member_id = :m AND lot_id ="
+                " (SELECT min(lot_id) FROM lots WHERE member_id = :m)"
+            ),
+            {"t": now() - timedelta(days=1), "m": member_id},
+        )
+    other = enroll_at(engine, "test-coffee")
+    earn_points(engine, other, 10_000)  # 20 points
+    burns = [("test-coffee", burn(member_id, 15)), ("test-coffee", burn(other, 15))]
+
+    outcomes = batch_burn.burn_many(UnitOfWork(engine), burns, now())
+
+    assert [outcome.result.balance_points for outcome in outcomes if outcome.result] == [5, 5]
+    with engine.connect() as connection:
+        remaining = connection.execute(
+            text("SELECT remaining_points FROM lots WHERE member_id = :m ORDER BY lot_id"),
+            {"m": member_id},
+        ).scalars()
+        assert list(remaining) == [0, 5]  # the expired lot expired, the good one spent
+    assert_ledger_sound(engine)
+
+
 def test_a_partners_burn_needs_its_sight_of_the_balance(engine: Engine) -> None:
     member_id = enroll_at(engine, "test-coffee")  # not linked at air
     earn_points(engine, member_id, 10_000)

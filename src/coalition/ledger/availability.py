@@ -26,6 +26,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from coalition.ledger import expiry, holds, journal, writer
+from coalition.ledger import lots as lot_plans
 from coalition.store import driver
 from coalition.store.driver import IN_LIST, Statement
 from coalition.store.schema import holds as holds_table
@@ -48,37 +49,56 @@ def lock_member_for_debit(uow: UnitOfWork, member_id: str, now: datetime) -> int
 
 
 # Members of a group with a change due (an open hold past its TTL or a lot past its expiry
-# still holding points; no survivor), and those merged (with their survivor). One statement
-# for the group; usually it finds none.
-MEMBERS_WITH_DUE_CHANGES_OR_MERGED = Statement(
-    "SELECT member_id, CAST(NULL AS TEXT) FROM holds"
+# still holding points; no survivor), those merged (with their survivor), and the first page
+# of spendable lots of every member (ledger/lots.py): one statement for the group. Usually it
+# finds no change due, and the pages are what the group's debits take.
+DUE_CHANGES_MERGED_AND_LOTS = Statement(
+    "SELECT member_id, CAST(NULL AS TEXT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),"
+    " CAST(NULL AS BIGINT) FROM holds"
     f" WHERE member_id {IN_LIST} %s AND status = 'open' AND expire_time <= %s"
-    " UNION SELECT member_id, CAST(NULL AS TEXT) FROM lots"
+    " UNION SELECT member_id, NULL, NULL, NULL, NULL FROM lots"
     f" WHERE member_id {IN_LIST} %s AND remaining_points > 0 AND expires_at <= %s"
-    " UNION SELECT member_id, merged_into_member_id FROM members"
+    " UNION SELECT member_id, merged_into_member_id, NULL, NULL, NULL FROM members"
     f" WHERE member_id {IN_LIST} %s AND merged_into_member_id IS NOT NULL"
+    " UNION ALL SELECT member_id, NULL, lot_id, remaining_points, position"
+    f" FROM ({lot_plans.SPENDABLE_LOTS_OF_MEMBERS_SQL}) AS pages"
 )
+
+
+@dataclass(frozen=True)
+class Debitable:
+    """What a group's members can spend now, by member id, under their locks; and the first
+    page of spendable lots of each member that had no change due (lots.consumptions)."""
+
+    spendable_points: dict[str, int]
+    lot_pages: lot_plans.LotPages
 
 
 def lock_members_for_debit(
     uow: UnitOfWork, balances: Mapping[str, int], now: datetime
-) -> dict[str, int]:
+) -> Debitable:
     """`lock_member_for_debit` for a group whose members the caller locked, with `balances`
     (by member id) read under those locks: one statement finds the members with due changes,
-    whose changes are posted one member at a time; return every member's spendable balance.
+    whose changes are posted one member at a time, and reads every member's first page of
+    lots (kept for those with no change due).
 
     A member merged while the caller waited for its lock raises writer.MembersMerged, before
     anything is posted (a debit must not be judged against a closed account's balance)."""
     member_ids = sorted(balances)
-    parameters = (member_ids, now, member_ids, now, member_ids)
-    rows = driver.execute(uow, MEMBERS_WITH_DUE_CHANGES_OR_MERGED, parameters).fetchall()
-    survivors = {member_id: survivor for member_id, survivor in rows if survivor is not None}
+    parameters = (member_ids, now, member_ids, now, member_ids, member_ids, lot_plans.LOT_PAGE_SIZE)
+    rows = driver.execute(uow, DUE_CHANGES_MERGED_AND_LOTS, parameters).fetchall()
+    survivors = {row[0]: row[1] for row in rows if row[1] is not None}
     if survivors:
         raise writer.MembersMerged(survivors)
+    due = {row[0] for row in rows if row[2] is None}
     spendable = dict(balances)
-    for member_id in sorted({member_id for member_id, _ in rows}):
+    for member_id in sorted(due):
         spendable[member_id] = lock_member_for_debit(uow, member_id, now)
-    return spendable
+    pages = lot_plans.first_pages(
+        (m for m in member_ids if m not in due),
+        (row[:1] + row[2:] for row in rows if row[2] is not None and row[0] not in due),
+    )
+    return Debitable(spendable, pages)
 
 
 def available_points(uow: UnitOfWork, member_id: str, now: datetime) -> Available:

@@ -7,8 +7,9 @@ Invariant: the remaining points of a member's lots sum to the member's balance.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import update
 
@@ -60,28 +61,46 @@ def consumption(
     return tuple(taken)
 
 
-# The first page of spendable lots of each of several members, in consumption order.
-SPENDABLE_LOTS_OF_MEMBERS = Statement(
-    "SELECT member_id, lot_id, remaining_points FROM (SELECT member_id, lot_id,"
+# The first page of spendable lots of each of several members, each lot with its position in
+# consumption order (`first_pages` orders them).
+SPENDABLE_LOTS_OF_MEMBERS_SQL = (
+    "SELECT member_id, lot_id, remaining_points, position FROM (SELECT member_id, lot_id,"
     " remaining_points, row_number() OVER (PARTITION BY member_id"
     " ORDER BY expires_at ASC NULLS LAST, lot_id) AS position"
     f" FROM lots WHERE member_id {IN_LIST} %s AND remaining_points > 0) AS spendable"
-    " WHERE position <= %s ORDER BY member_id, position"
+    " WHERE position <= %s"
 )
+SPENDABLE_LOTS_OF_MEMBERS = Statement(SPENDABLE_LOTS_OF_MEMBERS_SQL)
+
+# Each member's first page of spendable lots, (lot id, points left) in consumption order.
+LotPages = dict[str, list[tuple[int, int]]]
 
 
-def consumptions(uow: UnitOfWork, debits: Sequence[tuple[str, int]]) -> list[tuple[LotMove, ...]]:
+def first_pages(member_ids: Iterable[str], rows: Iterable[Sequence[Any]]) -> LotPages:
+    """The pages of `member_ids` from rows of SPENDABLE_LOTS_OF_MEMBERS_SQL (a member with no
+    lot left has an empty page)."""
+    pages: LotPages = {member_id: [] for member_id in member_ids}
+    for member_id, lot_id, remaining_points, _ in sorted(rows, key=lambda row: (row[0], row[3])):
+        pages[member_id].append((lot_id, remaining_points))
+    return pages
+
+
+def consumptions(
+    uow: UnitOfWork, debits: Sequence[tuple[str, int]], read_pages: LotPages | None = None
+) -> list[tuple[LotMove, ...]]:
     """The moves of each debit (member, points), consumed in order, earliest expiry first, as
-    if each debit followed the previous one: one statement for the group's first pages; a
-    member whose debits need more than a page is planned by `consumption`."""
+    if each debit followed the previous one: from the first pages read under the members'
+    locks (`read_pages`, availability.lock_members_for_debit) or else one statement for the
+    group's; a member whose debits need more than a page is planned by `consumption`."""
     assert debits and all(points > 0 for _, points in debits)
     totals: dict[str, int] = defaultdict(int)
     for member_id, points in debits:
         totals[member_id] += points
-    pages: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    rows = driver.execute(uow, SPENDABLE_LOTS_OF_MEMBERS, (sorted(totals), LOT_PAGE_SIZE))
-    for member_id, lot_id, remaining_points in rows:
-        pages[member_id].append((lot_id, remaining_points))
+    pages = {member_id: list(page) for member_id, page in (read_pages or {}).items()}
+    unread = sorted(set(totals) - set(pages))
+    if unread:
+        rows = driver.execute(uow, SPENDABLE_LOTS_OF_MEMBERS, (unread, LOT_PAGE_SIZE))
+        pages.update(first_pages(unread, rows))
     for member_id, total in totals.items():
         if sum(points for _, points in pages[member_id]) < total:
             moves = consumption(uow, member_id, total)

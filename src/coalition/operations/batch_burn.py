@@ -119,12 +119,13 @@ class _Burns(SetBasedGroup[BurnCommand]):
 
     def _apply(self, terms: Mapping[str, PartnerTerms], items: list[Item[BurnCommand]]) -> None:
 
-        def spendable_of(kept: Items) -> tuple[Items, dict[str, int]]:
+        def spendable_of(kept: Items) -> tuple[Items, availability.Debitable]:
             balances = {i.member_id or "": self.balances[i.member_id or ""] for i in kept}
             return kept, availability.lock_members_for_debit(self.uow, balances, self.now)
 
         # Before any burn is judged: a member merged meanwhile shows a balance of 0.
-        items, spendable = self._refusing_merged(items, spendable_of)
+        items, debitable = self._refusing_merged(items, spendable_of)
+        spendable = debitable.spendable_points
         covered: Items = []
         for item in items:
             assert item.member_id is not None
@@ -138,7 +139,8 @@ class _Burns(SetBasedGroup[BurnCommand]):
             covered.append(item)
         if not covered:
             return
-        moves = lots.consumptions(self.uow, [(i.member_id or "", i.points) for i in covered])
+        debits = [(i.member_id or "", i.points) for i in covered]
+        moves = lots.consumptions(self.uow, debits, debitable.lot_pages)
         entries = [_entry(item, lot_moves) for item, lot_moves in zip(covered, moves, strict=True)]
         records = writer.write(self.uow, entries, self.now, results=[i.key for i in covered])
         for item, record in zip(covered, records, strict=True):
