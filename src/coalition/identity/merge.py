@@ -38,7 +38,7 @@ from coalition.ledger.accounts import member_account_id
 from coalition.ledger.idempotency import request_id_reused
 from coalition.ledger.journal import JournalEntry, Posting
 from coalition.ledger.system_accounts import ensure_hub_partner
-from coalition.store import citus, driver
+from coalition.store import citus
 from coalition.store.schema import (
     holds,
     idempotency_keys,
@@ -232,7 +232,7 @@ def _repoint(
     uow: UnitOfWork, column: Column[Any], survivor_member_id: str, duplicate_member_id: str
 ) -> int:
     table = column.table
-    if driver.is_citus(uow) and citus.MEMBER_TABLES.get(table.name) == column.name:
+    if uow.is_citus and citus.MEMBER_TABLES.get(table.name) == column.name:
         # Citus never changes a row's distribution column: the rows are copied to the
         # survivor's shard and removed from the duplicate's (keys include member_id there).
         columns = [c for c in table.c if c is not column]

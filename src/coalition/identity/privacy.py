@@ -106,7 +106,7 @@ def sights_of_pairs(
     link_keys = (sorted({p for p, _ in unknown}), sorted({m for _, m in unknown}))
     if not unknown:
         rows = list(driver.execute(uow, DECISIONS, (member_ids, partner_ids)))
-    elif driver.is_citus(uow):
+    elif uow.is_citus:
         rows = [(*pair, None, None) for pair in driver.execute(uow, LINKED_PAIRS, link_keys)]
         rows += driver.execute(uow, DECISIONS, (member_ids, partner_ids))
     else:

@@ -22,7 +22,7 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from coalition.domain.errors import (
     AlreadyExists,
@@ -201,19 +201,14 @@ def claim_many(
     request id) pairs claimed now and the locked balances by account id. Ids a committed
     request claimed are left alone (the caller reads their answers); an uncommitted claim is
     waited for."""
-    rows = sorted(
-        (tuple(claim_values(request, refusal)[column] for column in CLAIM_COLUMNS))
-        for request, refusal in claims
-    )
-    if uow.dialect_name == "postgresql" and not driver.is_citus(uow) and locking:
+    rows = sorted(claim_row(request, refusal) for request, refusal in claims)
+    if uow.dialect_name == "postgresql" and not uow.is_citus and locking:
         members = sorted(set(locking))
         accounts = sorted(member_account_id(member_id) for member_id in members)
-        parameters = [array(row[i] for row in rows) for i, array in enumerate(CLAIM_ARRAYS)]
+        parameters = [*_claim_arrays(rows), TextArray(members), TextArray(accounts)]
         with driver.driver_errors(uow):
             cursor = driver.cursor_of(uow)
-            answered = cursor.execute(
-                CLAIM_MANY_AND_LOCK, [*parameters, TextArray(members), TextArray(accounts)]
-            ).fetchall()
+            answered = cursor.execute(CLAIM_MANY_AND_LOCK, parameters).fetchall()
         claimed = {(partner_id, key) for partner_id, key, _ in answered if partner_id}
         balances = {key: balance for partner_id, key, balance in answered if not partner_id}
         return claimed, journal.checked_balances(balances, accounts)
@@ -224,13 +219,10 @@ def _claim_rows(uow: UnitOfWork, rows: list[tuple[object, ...]]) -> set[tuple[st
     """The (partner, request id) of each of `rows` claimed now: request ids are each
     partner's own, and a group may hold one partner's replay of an id another uses anew."""
     if uow.dialect_name == "postgresql":
-        if driver.is_citus(uow):
+        if uow.is_citus:
             statement, parameters = _claim_many_values(len(rows)), [v for r in rows for v in r]
         else:
-            statement = CLAIM_MANY
-            parameters = [
-                array(row[index] for row in rows) for index, array in enumerate(CLAIM_ARRAYS)
-            ]
+            statement, parameters = CLAIM_MANY, _claim_arrays(rows)
         with driver.driver_errors(uow):
             cursor = driver.cursor_of(uow)
             return {(p, r) for p, r in cursor.execute(statement, parameters).fetchall()}
@@ -291,31 +283,27 @@ def record_refusal(uow: UnitOfWork, request: KeyedRequest, refusal: CoalitionErr
     assert cursor.rowcount == 1, "the refusal is recorded once, on the claim of this request"
 
 
-CLAIM_COLUMNS = (
-    "partner_id",
-    "request_id",
-    "operation",
-    "fingerprint",
-    "refusal",
-    "create_time",
-    "member_id",
-)
-# The array of each column, in CLAIM_MANY's order.
+# The array of each column of a claim's row (`claim_row`), in CLAIM_MANY's order.
 CLAIM_ARRAYS = (*[TextArray] * 5, TimestamptzArray, TextArray)
-assert len(CLAIM_ARRAYS) == len(CLAIM_COLUMNS)
 
 
-def claim_values(request: KeyedRequest, refusal: CoalitionError | None) -> dict[str, object]:
-    """The idempotency_keys row of a claim (with its refusal when it records one)."""
-    return {
-        "partner_id": request.partner_id,
-        "request_id": request.request_id,
-        "operation": request.operation,
-        "fingerprint": request.canonical_fingerprint,
-        "refusal": None if refusal is None else _refusal_record(refusal),
-        "create_time": request.now,
-        "member_id": request.member_id,
-    }
+def _claim_arrays(rows: list[tuple[object, ...]]) -> list[Any]:
+    """The claims' rows as CLAIM_MANY's arrays, one per column."""
+    return [array(row[index] for row in rows) for index, array in enumerate(CLAIM_ARRAYS)]
+
+
+def claim_row(request: KeyedRequest, refusal: CoalitionError | None) -> tuple[object, ...]:
+    """The idempotency_keys row of a claim (with its refusal when it records one): partner_id,
+    request_id, operation, fingerprint, refusal, create_time, member_id."""
+    return (
+        request.partner_id,
+        request.request_id,
+        request.operation,
+        request.canonical_fingerprint,
+        None if refusal is None else _refusal_record(refusal),
+        request.now,
+        request.member_id,
+    )
 
 
 def answer_of_existing_claim(
@@ -366,8 +354,7 @@ EXISTING_CLAIM_OF_PARTNER = Statement(
 
 
 def _claim(uow: UnitOfWork, request: KeyedRequest, refusal: CoalitionError | None) -> Claim:
-    values = claim_values(request, refusal)
-    claimed = driver.execute(uow, CLAIM, [values[column] for column in CLAIM_COLUMNS]).fetchone()
+    claimed = driver.execute(uow, CLAIM, claim_row(request, refusal)).fetchone()
     if claimed is not None:
         return Claim(replayed_result_id=None)
     key = (request.partner_id, request.request_id)

@@ -67,7 +67,7 @@ def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str
     if not account_ids:
         return {}
     statement = LOCK_BALANCES if uow.dialect_name == "postgresql" else READ_BALANCES
-    if driver.is_citus(uow):
+    if uow.is_citus:
         # Citus refuses a FOR UPDATE that spans shards: one member per statement, in the
         # same (account id) order, so the locks are still taken without cycles.
         balances = {

@@ -194,7 +194,7 @@ def write(
     assert not results or len(results) == len(entries), "one claim or None per entry"
     for entry in entries:
         entry.check()
-    statements = _STATEMENTS["citus" if driver.is_citus(uow) else uow.dialect_name]
+    statements = _STATEMENTS["citus" if uow.is_citus else uow.dialect_name]
     connection = uow.connection.connection.driver_connection
     plan = _Plan(entries, results, now)
     with driver.driver_errors(uow):

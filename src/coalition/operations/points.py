@@ -29,7 +29,7 @@ from coalition.operations import promotions
 from coalition.partners.catalog import Partner, partner_terms
 from coalition.programme.config import Programme
 from coalition.referrals import rewards as referral_rewards
-from coalition.store import citus, driver
+from coalition.store import citus
 from coalition.store.schema import journal_transactions, postings
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -172,7 +172,7 @@ def reverse(
     found: list[str] = []  # the member the reversal posts to, once read
 
     def member_of() -> str:
-        if driver.is_citus(uow):
+        if uow.is_citus:
             # The parent is looked up on every shard, and giving a promotion's grants back
             # then writes its (reference) row: Citus allows that over one connection per node.
             citus.one_connection_per_node(uow.connection)

@@ -155,7 +155,7 @@ class SetBasedGroup(Generic[Command]):
         whose links are distributed by customer id: identity/privacy.sights_of_pairs)."""
         member_ids = sorted({member_id for _, member_id in pairs})
         rows: list[Any]  # (partner id, member id, scope, granted, extra)
-        if driver.is_citus(self.uow):
+        if self.uow.is_citus:
             rows = [
                 (None, member_id, None, None, extra)
                 for member_id, extra in driver.execute(self.uow, self.usable_members, (member_ids,))

@@ -46,7 +46,7 @@ from coalition.reconciliation.report import (
     parse_report,
 )
 from coalition.reconciliation.runs import RunSummary, find_run
-from coalition.store import citus, driver
+from coalition.store import citus
 from coalition.store.schema import (
     journal_transactions,
     members,
@@ -165,7 +165,7 @@ def submit_report(
     check_window(submission.window_start, submission.window_end)
     with uow:
         _bound_transaction(uow, deadline)
-        if driver.is_citus(uow):
+        if uow.is_citus:
             citus.one_connection_per_node(uow.connection)
         get_partner(uow, submission.partner_id)
         reader = HashingReader(chunks)
@@ -301,7 +301,7 @@ def _classify(uow: UnitOfWork, staging: Table, run_id: str, submission: ReportSu
     in_window = _hub_operations_in_window(partner_id, run.match_window_start, run.match_window_end)
     missing_in_partner = _insert_and_count(
         uow,
-        _missing_in_partner(staging, run_id, in_window, driver.is_citus(uow)),
+        _missing_in_partner(staging, run_id, in_window, uow.is_citus),
         run_id,
         "missing_in_partner",
     )
@@ -433,7 +433,7 @@ class _Hub:
     @staticmethod
     def of(uow: UnitOfWork, staging: Table, partner_id: str) -> _Hub:
         link, member = aliased(partner_links), aliased(members)
-        if not driver.is_citus(uow):
+        if not uow.is_citus:
             return _Hub(journal_transactions, link, member)
         j = journal_transactions.c
         journal = (

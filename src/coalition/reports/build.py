@@ -11,7 +11,7 @@ from typing import Any
 from coalition.domain.currency import MINOR_UNIT_EXPONENTS
 from coalition.reports import queries
 from coalition.reports.period import Period, trailing_periods
-from coalition.store import citus, driver
+from coalition.store import citus
 from coalition.store.unit_of_work import UnitOfWork
 
 TREND_PERIODS = 6  # the liability trend: this period and the five before it
@@ -65,7 +65,7 @@ def money_minor(points: int, price_minor_per_point: str) -> int:
 
 
 def build_report(uow: UnitOfWork, period: Period, partner_id: str | None, now: datetime) -> Report:
-    if driver.is_citus(uow):
+    if uow.is_citus:
         citus.allow_repartition_joins(uow.connection)
         citus.one_connection_per_node(uow.connection)
     periods = trailing_periods(period, TREND_PERIODS)

@@ -40,7 +40,6 @@ from coalition.settlement.format import (
     REDEEMING_KINDS,
     Entry,
 )
-from coalition.store import driver
 from coalition.store.schema import accounts, journal_transactions, postings, settlement_entries
 from coalition.store.unit_of_work import UnitOfWork
 
@@ -65,7 +64,7 @@ def claim_unsettled(
     already_settled: ColumnElement[bool] = exists().where(
         entry.partner_id == partner_id, entry.transaction_id == postings.c.transaction_id
     )
-    if driver.is_citus(uow):
+    if uow.is_citus:
         # Citus cannot correlate the member-distributed postings with the coordinator's
         # entries: the partner's settled ids are read once and sent to every shard as an
         # intermediate result (docs/scaling.md states the cost).
@@ -121,7 +120,7 @@ class _Entries:
 
 def _entries(uow: UnitOfWork, chosen: ColumnElement[bool]) -> _Entries:
     journal = journal_transactions.c
-    if not driver.is_citus(uow):
+    if not uow.is_citus:
         source = settlement_entries.join(
             journal_transactions, journal.transaction_id == settlement_entries.c.transaction_id
         ).outerjoin(_parent, _parent.c.transaction_id == journal.parent_transaction_id)

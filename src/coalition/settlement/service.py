@@ -44,7 +44,7 @@ from coalition.settlement.format import (
     summary,
 )
 from coalition.settlement.merkle import MerkleAccumulator
-from coalition.store import citus, driver
+from coalition.store import citus
 from coalition.store.schema import (
     partners,
     rate_versions,
@@ -163,7 +163,7 @@ def settle_partner(
     uow: UnitOfWork, partner_id: str, period_last_day: date, signer: Signer, now: datetime
 ) -> RunResult:
     with uow:
-        if driver.is_citus(uow):
+        if uow.is_citus:
             citus.one_connection_per_node(uow.connection)
         currency = _lock_partner(uow, partner_id)
         existing = _find(uow, partner_id, period_last_day)

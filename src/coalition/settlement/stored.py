@@ -31,7 +31,6 @@ from coalition.settlement.format import (
     statement_body,
     summary,
 )
-from coalition.store import driver
 from coalition.store.schema import (
     accounts,
     partners,
@@ -267,7 +266,7 @@ def _unsettled_transactions(
         _statement.statement_id == entry.statement_id,
         _statement.partner_id == entry.partner_id,
     )
-    if driver.is_citus(uow):
+    if uow.is_citus:
         # Citus cannot correlate member-distributed postings with the coordinator's entries:
         # the settled (partner, transaction) pairs are read once and sent to every shard.
         in_a_statement = tuple_(accounts.c.partner_id, postings.c.transaction_id).in_(
@@ -306,7 +305,7 @@ def _misplaced_entries(uow: UnitOfWork, in_window: Select[Any]) -> list[str]:
         accounts.c.partner_id == entry.partner_id,
         postings.c.create_time < _statement.period_end_time,
     )
-    if driver.is_citus(uow):
+    if uow.is_citus:
         # Citus cannot correlate the coordinator's entries with member-distributed postings:
         # the entries' first postings per partner are read once, from every shard.
         first_postings = (

@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from coalition.store.arrays import BigintArray, TextArray
-from coalition.store.engine import CITUS_INFO_KEY
 from coalition.store.unit_of_work import UnitOfWork
 
 # `column IN_LIST` matches any value of one list parameter of text (ids), `column
@@ -89,12 +88,6 @@ def driver_errors(uow: UnitOfWork) -> Iterator[None]:
             connection_invalidated=disconnected,
             dialect=dialect,
         ) from error
-
-
-def is_citus(uow: UnitOfWork) -> bool:
-    """Whether the unit of work's database is a Citus coordinator (store/engine.py notes it on
-    each new connection)."""
-    return bool(uow.connection.info.get(CITUS_INFO_KEY, False))
 
 
 def cursor_of(uow: UnitOfWork) -> Any:

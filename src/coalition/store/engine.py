@@ -85,7 +85,7 @@ def create_committer_engine(engine: Engine, connections: int, wait_seconds_max: 
 
 
 def _noting_citus(engine: Engine) -> Engine:
-    """Note on each new connection whether the database runs Citus (store/driver.is_citus)."""
+    """Note on each new connection whether the database runs Citus (UnitOfWork.is_citus)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:

@@ -7,7 +7,7 @@ from types import TracebackType
 from sqlalchemy import Connection, Engine
 
 from coalition.store import deadlines
-from coalition.store.engine import READ_ONLY_OPTION
+from coalition.store.engine import CITUS_INFO_KEY, READ_ONLY_OPTION
 
 
 class UnitOfWork:
@@ -23,6 +23,7 @@ class UnitOfWork:
         self._engine = engine
         self._read_only = read_only
         self._connection: Connection | None = None
+        self._citus = False  # whether the connection's database runs Citus (store/engine.py)
         self._entered = False
         self._committed = False
 
@@ -32,6 +33,12 @@ class UnitOfWork:
         if self._connection is None:
             self._connection = self._connect()
         return self._connection
+
+    @property
+    def is_citus(self) -> bool:
+        """Whether the database is a Citus coordinator (read from the connection once)."""
+        self.connection  # noqa: B018 (connects: the engine notes Citus on each connection)
+        return self._citus
 
     @property
     def engine(self) -> Engine:
@@ -52,6 +59,7 @@ class UnitOfWork:
         if self._read_only:
             connection = connection.execution_options(**{READ_ONLY_OPTION: True})
         connection.begin()
+        self._citus = bool(connection.info.get(CITUS_INFO_KEY, False))
         if self.dialect_name == "postgresql":
             self._bound_waits_by_deadline(connection)
         return connection
