@@ -86,7 +86,7 @@ def lock_members_for_debit(
     anything is posted (a debit must not be judged against a closed account's balance)."""
     member_ids = sorted(balances)
     parameters = (member_ids, now, member_ids, now, member_ids, member_ids, lot_plans.LOT_PAGE_SIZE)
-    rows = driver.execute(uow, DUE_CHANGES_MERGED_AND_LOTS, parameters).fetchall()
+    rows = driver.fetch_all(uow, DUE_CHANGES_MERGED_AND_LOTS, parameters)
     survivors = {row[0]: row[1] for row in rows if row[1] is not None}
     if survivors:
         raise writer.MembersMerged(survivors)

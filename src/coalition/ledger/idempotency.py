@@ -207,7 +207,7 @@ def claim_many(
         accounts = sorted(member_account_id(member_id) for member_id in members)
         parameters = [*_claim_arrays(rows), TextArray(members), TextArray(accounts)]
         with driver.driver_errors(uow):
-            cursor = driver.cursor_of(uow)
+            cursor = driver.kept_cursor(uow)
             answered = cursor.execute(CLAIM_MANY_AND_LOCK, parameters).fetchall()
         claimed = {(partner_id, key) for partner_id, key, _ in answered if partner_id}
         balances = {key: balance for partner_id, key, balance in answered if not partner_id}
@@ -224,7 +224,7 @@ def _claim_rows(uow: UnitOfWork, rows: list[tuple[object, ...]]) -> set[tuple[st
         else:
             statement, parameters = CLAIM_MANY, _claim_arrays(rows)
         with driver.driver_errors(uow):
-            cursor = driver.cursor_of(uow)
+            cursor = driver.kept_cursor(uow)
             return {(p, r) for p, r in cursor.execute(statement, parameters).fetchall()}
     return {
         (str(row[0]), str(row[1]))

@@ -81,7 +81,7 @@ def lock_member_balances(uow: UnitOfWork, member_ids: Iterable[str]) -> dict[str
             is not None
         }
     else:
-        balances = dict(driver.execute(uow, statement, (members, account_ids)).fetchall())
+        balances = dict(driver.fetch_all(uow, statement, (members, account_ids)))
     return checked_balances(balances, account_ids)
 
 

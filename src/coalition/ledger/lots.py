@@ -99,7 +99,7 @@ def consumptions(
     pages = {member_id: list(page) for member_id, page in (read_pages or {}).items()}
     unread = sorted(set(totals) - set(pages))
     if unread:
-        rows = driver.execute(uow, SPENDABLE_LOTS_OF_MEMBERS, (unread, LOT_PAGE_SIZE))
+        rows = driver.fetch_all(uow, SPENDABLE_LOTS_OF_MEMBERS, (unread, LOT_PAGE_SIZE))
         pages.update(first_pages(unread, rows))
     for member_id, total in totals.items():
         if sum(points for _, points in pages[member_id]) < total:

@@ -195,10 +195,9 @@ def write(
     for entry in entries:
         entry.check()
     statements = _STATEMENTS["citus" if uow.is_citus else uow.dialect_name]
-    connection = uow.connection.connection.driver_connection
     plan = _Plan(entries, results, now)
     with driver.driver_errors(uow):
-        transaction_ids, balances = statements.write(connection, plan)
+        transaction_ids, balances = statements.write(uow, plan)
     return [
         TransactionRecord(
             transaction_id=transaction_id,
@@ -423,7 +422,7 @@ JOURNAL_FIELDS = JOURNAL_COLUMNS.split(", ")[1:]  # the id is the database's
 
 
 class _Statements(Protocol):
-    def write(self, connection: Any, plan: _Plan) -> tuple[list[int], dict[str, int]]:
+    def write(self, uow: UnitOfWork, plan: _Plan) -> tuple[list[int], dict[str, int]]:
         """Every row of the plan, or none (`plan.refuse` raised); the entries' transaction
         ids and the balances of the accounts they post to before them, read under the
         caller's locks."""
@@ -572,7 +571,7 @@ class _PostgresStatements:
         " (SELECT count(*) FROM lots_moved)"
     )
 
-    def write(self, connection: Any, plan: _Plan) -> tuple[list[int], dict[str, int]]:
+    def write(self, uow: UnitOfWork, plan: _Plan) -> tuple[list[int], dict[str, int]]:
         ordinals = range(1, len(plan.entries) + 1)
         rows = plan.rows_of(ordinals)
         journal = {
@@ -598,7 +597,7 @@ class _PostgresStatements:
             **_named("q", _columns(rows.qualifying, 3)),
             **_named("r", _columns(rows.results, 4)),
         }
-        cursor = psycopg.RawCursor(connection)
+        cursor = driver.kept_cursor(uow, psycopg.RawCursor)
         row = cursor.execute(self.WRITE.sql, self.WRITE.parameters(parameters)).fetchone()
         assert row is not None, "the statement answers one row"
         ok, transaction_ids, balances, survivors, moved, recorded, lots_moved = row
@@ -644,10 +643,10 @@ class _CitusStatements:
         " FROM generate_series(1, %s)"
     )
 
-    def write(self, connection: Any, plan: _Plan) -> tuple[list[int], dict[str, int]]:
+    def write(self, uow: UnitOfWork, plan: _Plan) -> tuple[list[int], dict[str, int]]:
         member_ids = [_member_of(account) for account, _ in plan.deltas]
         account_ids = [account for account, _ in plan.deltas]
-        cursor = connection.cursor()
+        cursor = driver.kept_cursor(uow)
         (balances,) = cursor.execute(
             self.BALANCES, (TextArray(member_ids), TextArray(account_ids))
         ).fetchone()
@@ -854,8 +853,8 @@ class _SqliteStatements:
         " AND request_id = ? AND result_id IS NULL AND refusal IS NULL"
     )
 
-    def write(self, connection: Any, plan: _Plan) -> tuple[list[int], dict[str, int]]:
-        cursor = connection.cursor()
+    def write(self, uow: UnitOfWork, plan: _Plan) -> tuple[list[int], dict[str, int]]:
+        cursor = driver.cursor_of(uow)
         balances = {}
         for account_id, _ in plan.deltas:
             row = cursor.execute(self.READ_BALANCE, (_member_of(account_id), account_id)).fetchone()

@@ -163,7 +163,7 @@ class SetBasedGroup(Generic[Command]):
         else:
             partner_ids = sorted({partner_id for partner_id, _ in pairs})
             parameters = (member_ids, partner_ids, member_ids, member_ids, partner_ids)
-            rows = list(driver.execute(self.uow, self.usable_members_and_sights, parameters))
+            rows = driver.fetch_all(self.uow, self.usable_members_and_sights, parameters)
             sight_rows = [
                 (p, m, scope, granted) for p, m, scope, granted, _ in rows if p is not None
             ]

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy.exc import DBAPIError
 
 from coalition.store.arrays import BigintArray, TextArray
@@ -61,7 +62,15 @@ class Statement:
 
 def execute(uow: UnitOfWork, statement: Statement, parameters: Sequence[Any]) -> Any:
     """Run `statement` in the unit of work's transaction; return the driver's cursor."""
-    cursor = cursor_of(uow)
+    return _execute(uow, cursor_of(uow), statement, parameters)
+
+
+def fetch_all(uow: UnitOfWork, statement: Statement, parameters: Sequence[Any]) -> list[Any]:
+    """`execute`, its rows fetched at once, on the connection's kept cursor (`kept_cursor`)."""
+    return list(_execute(uow, kept_cursor(uow), statement, parameters).fetchall())
+
+
+def _execute(uow: UnitOfWork, cursor: Any, statement: Statement, parameters: Sequence[Any]) -> Any:
     with driver_errors(uow):
         if uow.dialect_name == "postgresql":
             return cursor.execute(statement.postgresql, statement.postgresql_parameters(parameters))
@@ -93,6 +102,27 @@ def driver_errors(uow: UnitOfWork) -> Iterator[None]:
 def cursor_of(uow: UnitOfWork) -> Any:
     """The driver's cursor, inside the unit of work's transaction (SQLAlchemy began it)."""
     return uow.connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def kept_cursor(uow: UnitOfWork, cursor_class: type[psycopg.Cursor[Any]] = psycopg.Cursor) -> Any:
+    """The cursor of `cursor_class` this PostgreSQL connection keeps for statements whose rows
+    are fetched at once (a new cursor per statement looked its parameters' dumpers and its
+    columns' loaders up afresh: 115 µs against 80 for `SELECT 1` on a kept one, measured);
+    on SQLite, where a cursor costs nothing, a new one. Never for rows read lazily: the next
+    statement on the same cursor drops them."""
+    connection: Any = uow.connection.connection.driver_connection
+    if uow.dialect_name != "postgresql":
+        return connection.cursor()
+    # Kept on the driver's connection itself: a connection the pool replaces takes its
+    # cursors with it.
+    cursors: dict[type[Any], Any] = connection.__dict__.setdefault(_KEPT_CURSORS, {})
+    cursor = cursors.get(cursor_class)
+    if cursor is None or cursor.closed:
+        cursor = cursors[cursor_class] = cursor_class(connection)
+    return cursor
+
+
+_KEPT_CURSORS = "coalition_kept_cursors"
 
 
 def sqlite_value(value: Any) -> Any:
