@@ -160,6 +160,45 @@ def test_a_refusal_waits_for_an_uncommitted_attempt_and_then_replays_it(
     assert remembered_refusals(engine) == {}
 
 
+def test_a_groups_claim_waits_for_a_concurrent_one_before_it_locks_any_member(
+    engine: Engine, database_url: str
+) -> None:
+    """PostgreSQL: a group's claims and member locks travel in one statement, claims first.
+    While its claim waits for another transaction's claim of the same id, the group holds no
+    member lock, so that transaction can still lock the member and commit (were the locks
+    first, the two would wait on each other)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers: no two claims are ever in flight")
+    member_id = enroll(engine)
+    request = keyed(burn_request(member_id, 10, "burn-1"))
+    claimed, go_on = threading.Event(), threading.Event()
+
+    def first_attempt() -> dict[str, int]:
+        with UnitOfWork(engine) as uow:
+            idempotency.claim_many(uow, [(request, None)])
+            claimed.set()
+            assert go_on.wait(10)
+            uow.connection.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+            balances = journal.lock_member_balances(uow, {member_id})
+            uow.commit()
+            return balances
+
+    def group() -> tuple[set[tuple[str, str]], dict[str, int]]:
+        with UnitOfWork(engine) as uow:
+            return idempotency.claim_many(uow, [(request, None)], locking={member_id})
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(first_attempt)
+        assert claimed.wait(10)
+        grouped = pool.submit(group)
+        assert wait_for_lock_waits(engine, 1), "the group's claim did not wait"
+        go_on.set()
+        assert first.result(timeout=10) == {member_account_id(member_id): 0}
+        keys, balances = grouped.result(timeout=10)
+    assert keys == set(), "the id was the first attempt's"
+    assert balances == {member_account_id(member_id): 0}
+
+
 def test_a_refusal_for_the_hubs_own_misconfiguration_is_not_kept(engine: Engine) -> None:
     """IDENTIFIER_KEY_MISMATCH says the hub runs with the wrong identity secret: once the
     operator restores it, the same request must apply."""
