@@ -13,16 +13,19 @@ statement per table, whatever N is:
 5. insert the bonuses they record and the partners' events;
 6. add the qualifying points of tiers, per member and month, and record the claims' results.
 
-The statements are built once per dialect at import, never per request, and run on the
-driver's own cursor: on PostgreSQL as arrays (`unnest`), which psycopg prepares after a few
-uses; on SQLite as `executemany` (an embedded database has no round trips to save).
+On PostgreSQL these are the common table expressions of one statement, sent as arrays
+(`unnest`) in one round trip; on SQLite they are statements of their own, with `executemany`
+(an embedded database has no round trips to save); on Citus the balances, the survivors and
+the transaction ids are read before the writing statement. The statements are built once per
+dialect at import (Citus's once per shape), never per request, and run on the driver's own
+cursor, which psycopg prepares after a few uses.
 
 The caller holds the row locks of every member account it posts to (taken in account-id
 order) and has checked the domain rules under them; the guards here are the last line, and
 nothing is written when one refuses: a debit raises INSUFFICIENT_POINTS for the whole list, a
 member merged into another raises `MembersMerged` (read after the caller's locks, with the
-balances: a merge that committed while the caller waited for a lock closed that member's
-account, and points posted to it would be stranded).
+balances before the entries: a merge that committed while the caller waited for a lock
+closed that member's account, and points posted to it would be stranded).
 """
 
 from __future__ import annotations
@@ -212,8 +215,9 @@ def write(
 
 
 class _Plan:
-    """Everything one call writes, as rows; the rows that name a transaction are built once
-    its id is known (`rows_of`), those that carry a balance once the balances are read."""
+    """Everything one call writes, as rows: those that name a transaction once its id is known
+    (`rows_of`), the journal's balances after once the balances before are read (`refuse`
+    first: whether the entries may be written on them)."""
 
     def __init__(
         self,
@@ -433,12 +437,6 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """Rows to one list per column: the arrays an `unnest` takes."""
     return [[row[index] for row in rows] for index in range(width)]
 
-
-# The survivor of each of the members (`member_ids`) that is merged (a JSON object).
-SURVIVORS = (
-    "SELECT coalesce(json_object_agg(member_id, merged_into_member_id), '{}') FROM members"
-    " WHERE member_id = ANY(%(member_ids)b) AND merged_into_member_id IS NOT NULL"
-)
 
 # The journal's columns as the PostgreSQL statement passes them, one array each (`j_...`):
 # the id is the statement's, the balance after is computed from `running_points`.
