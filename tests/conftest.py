@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -34,6 +35,13 @@ from coalition.store import citus, migrate
 from coalition.store.engine import create_database_engine, normalise_database_url
 from coalition.store.schema import metadata
 from coalition.store.unit_of_work import UnitOfWork
+
+# Hypothesis's timing checks (an example's deadline, slow input generation) judge the machine,
+# not the code: on a busy 2-core CI runner the first draws of `st.timezones()` alone took 1.4 s.
+# The properties still run every example they draw.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
+
 
 POSTGRES_URL = os.environ.get(
     "COALITION_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
