@@ -1,4 +1,5 @@
-"""Points and money arithmetic. Exact rationals only; rounding is explicit at each use.
+"""Points and money arithmetic. Exact only: each rate is its integer ratio (a Decimal is one
+exactly), each result one integer division; rounding is explicit at each use.
 
 Rounding rules (the product contract):
 - points earned round down, so rounding never creates points;
@@ -9,11 +10,9 @@ Rounding rules (the product contract):
 from __future__ import annotations
 
 import calendar
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from fractions import Fraction
 
 from coalition.domain.currency import minor_units_per_major_unit
 
@@ -45,26 +44,29 @@ class RateVersion:
 def points_for_spend(amount_minor: int, currency: str, rate: RateVersion) -> int:
     """Points earned for a purchase of `amount_minor`, rounded down."""
     assert amount_minor >= 0
-    major_units = Fraction(amount_minor, minor_units_per_major_unit(currency))
-    return math.floor(major_units * Fraction(rate.earn_points_per_unit))
+    numerator, denominator = rate.earn_points_per_unit.as_integer_ratio()
+    return amount_minor * numerator // (minor_units_per_major_unit(currency) * denominator)
 
 
 def points_for_native_points(native_points: int, native_points_rate: Decimal) -> int:
     """Coalition points for a partner's own points, rounded down."""
     assert native_points >= 0
-    return math.floor(native_points * Fraction(native_points_rate))
+    numerator, denominator = native_points_rate.as_integer_ratio()
+    return native_points * numerator // denominator
 
 
 def points_for_value(value_minor: int, rate: RateVersion) -> int:
     """Points needed to pay `value_minor` at the partner's burn rate, rounded up."""
     assert value_minor >= 0
-    return math.ceil(Fraction(value_minor) / Fraction(rate.burn_value_minor_per_point))
+    numerator, denominator = rate.burn_value_minor_per_point.as_integer_ratio()
+    return -(-value_minor * denominator // numerator)  # the ceiling of the exact quotient
 
 
 def value_minor_of_points(points: int, rate: RateVersion) -> int:
     """The partner value of `points` at redemption, in minor units, rounded down."""
     assert points >= 0
-    return math.floor(points * Fraction(rate.burn_value_minor_per_point))
+    numerator, denominator = rate.burn_value_minor_per_point.as_integer_ratio()
+    return points * numerator // denominator
 
 
 @dataclass(frozen=True)
