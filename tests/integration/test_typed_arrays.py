@@ -115,3 +115,24 @@ def test_a_statement_built_on_another_keeps_its_arrays() -> None:
     read = Statement(f"SELECT balance_points FROM member_accounts WHERE member_id {IN_LIST} %s")
     locking = Statement(f"{read.postgresql} FOR UPDATE")
     assert locking.postgresql_arrays == read.postgresql_arrays == [TextArray]
+
+
+def test_a_numbered_statement_sends_each_name_once_as_its_type(
+    connection: psycopg.Connection[Any],
+) -> None:
+    """Named parameters are numbered once ($1, $2, ...): a name used twice is one parameter,
+    each list goes as the array its cast names, and PostgreSQL reads back what was given."""
+    statement = arrays.NumberedStatement(
+        "SELECT %(ids)b::bigint[], %(names)b::text[], cardinality(%(ids)b::bigint[]), %(label)s"
+    )
+    assert statement.sql == b"SELECT $1::bigint[], $2::text[], cardinality($1::bigint[]), $3"
+    assert statement.names == ["ids", "names", "label"]
+    values = {"ids": [3, None, 2**40], "names": ["a", "é"], "label": "x"}
+    cursor = psycopg.RawCursor(connection)
+    assert cursor.execute(statement.sql, statement.parameters(values)).fetchone() == (
+        [3, None, 2**40], ["a", "é"], 3, "x",
+    )  # fmt: skip
+    with pytest.raises(AssertionError, match="cast to one type"):
+        arrays.NumberedStatement("SELECT %(ids)b::bigint[], %(ids)b::text[]")
+    with pytest.raises(AssertionError, match="every parameter given"):
+        statement.parameters({"ids": [1], "names": []})
