@@ -146,13 +146,14 @@ DECISIONS = Statement(
     f" WHERE member_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
 )
 # LINKED_PAIRS (each with no scope) and DECISIONS in one round trip.
-LINKS_AND_DECISIONS = Statement(
+_LINKS_AND_DECISIONS_SQL = (
     "SELECT DISTINCT partner_id, member_id, CAST(NULL AS TEXT), CAST(NULL AS BOOLEAN)"
     " FROM partner_links"
     f" WHERE partner_id {IN_LIST} %s AND member_id {IN_LIST} %s"
     " UNION ALL SELECT partner_id, member_id, scope, granted FROM member_consents"
     f" WHERE member_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
 )
+LINKS_AND_DECISIONS = Statement(_LINKS_AND_DECISIONS_SQL)
 
 
 def with_sights(members_sql: str) -> Statement:
@@ -163,11 +164,7 @@ def with_sights(members_sql: str) -> Statement:
     return Statement(
         "SELECT CAST(NULL AS TEXT), u.member_id, CAST(NULL AS TEXT), CAST(NULL AS BOOLEAN),"
         f" u.extra FROM ({members_sql}) AS u"
-        " UNION ALL SELECT DISTINCT partner_id, member_id, CAST(NULL AS TEXT),"
-        " CAST(NULL AS BOOLEAN), CAST(NULL AS TEXT) FROM partner_links"
-        f" WHERE partner_id {IN_LIST} %s AND member_id {IN_LIST} %s"
-        " UNION ALL SELECT partner_id, member_id, scope, granted, CAST(NULL AS TEXT)"
-        f" FROM member_consents WHERE member_id {IN_LIST} %s AND partner_id {IN_LIST} %s"
+        f" UNION ALL SELECT s.*, CAST(NULL AS TEXT) FROM ({_LINKS_AND_DECISIONS_SQL}) AS s"
     )
 
 

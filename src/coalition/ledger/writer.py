@@ -248,17 +248,15 @@ class _Plan:
                 )
 
     def balances_after(self, balances: Mapping[str, int]) -> list[int]:
-        """Each entry's member balance right after it, from the balances before the entries."""
+        """Each entry's member balance right after it: the balance before the entries plus
+        its running points, as PostgreSQL's statement computes it."""
         assert set(balances) == {account for account, _ in self.deltas}, "every balance read"
         assert all(balance >= 0 for balance in balances.values()), "negative balance cache"
-        running = dict(balances)
-        balances_after: list[int] = []
-        for entry in self.entries:
-            for posting in entry.postings:
-                if posting.account_id in running:
-                    running[posting.account_id] += posting.points
-                    assert running[posting.account_id] >= 0, "a balance never goes negative"
-            balances_after.append(running[member_account_id(entry.member_id)])
+        balances_after = [
+            balances[member_account_id(entry.member_id)] + running_points
+            for entry, running_points in zip(self.entries, self.running_points, strict=True)
+        ]
+        assert all(balance >= 0 for balance in balances_after), "a balance never goes negative"
         return balances_after
 
     def journal_rows_after(self, balances: Mapping[str, int]) -> list[dict[str, Any]]:
