@@ -39,7 +39,7 @@ def money(value: Money | None) -> common_pb2.Money | None:
 def transaction(record: TransactionRecord, balance_visible: bool) -> common_pb2.Transaction:
     """The transaction, with the member's balance only when the caller may see it."""
     amount = (
-        Money(record.amount_minor, record.currency)
+        common_pb2.Money(amount_minor=record.amount_minor, currency=record.currency)
         if record.amount_minor is not None and record.currency is not None
         else None
     )
@@ -54,7 +54,7 @@ def transaction(record: TransactionRecord, balance_visible: bool) -> common_pb2.
         request_id=record.request_id,
         rate_version_id=record.rate_version_id or "",
         parent_transaction_id=str(record.parent_transaction_id or ""),
-        amount=money(amount),
+        amount=amount,
         native_points=record.native_points or 0,
         partner_reference=record.partner_reference or "",
         points_reversed=record.points_reversed,

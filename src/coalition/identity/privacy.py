@@ -13,6 +13,7 @@ removed, or consents carried by a merge).
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -62,6 +63,16 @@ def scopes_in_force(
 ) -> tuple[tuple[str, ...], tuple[tuple[str, Withholding], ...]]:
     """Scopes shown and scopes withheld with the reason, in the canonical scope order.
     `decisions` maps a scope to the member's decision in force for the partner."""
+    return _scopes_in_force(linked, frozenset(decisions.items()))
+
+
+# A few hundred combinations of a link and the decisions on each scope at most; every pair of
+# every group of earns asks (sights_from_rows).
+@functools.lru_cache(maxsize=1024)
+def _scopes_in_force(
+    linked: bool, decided: frozenset[tuple[str, bool]]
+) -> tuple[tuple[str, ...], tuple[tuple[str, Withholding], ...]]:
+    decisions = dict(decided)
     granted: list[str] = []
     withheld: list[tuple[str, Withholding]] = []
     for scope in CONSENT_SCOPES:

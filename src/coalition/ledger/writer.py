@@ -122,7 +122,7 @@ class JournalEntry:
     qualifying_points: int = 0
     qualifying_month_of: datetime | None = None
 
-    @property
+    @functools.cached_property  # read by check(), the journal row and the answer
     def member_points_delta(self) -> int:
         member_account = member_account_id(self.member_id)
         return sum(p.points for p in self.postings if p.account_id == member_account)

@@ -22,7 +22,7 @@ SELECT ... FOR UPDATE in account-id order, so concurrent batches never deadlock.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from coalition.domain import points as rules
@@ -234,10 +234,9 @@ def _explained(
         o
         if o.result is None
         else BatchItemOutcome(
-            result=replace(
-                o.result,
-                explanation=explained.get(o.result.transaction.transaction_id)
-                or promotions.plain_explanation(o.result.transaction),
+            result=o.result.explained(
+                explained.get(o.result.transaction.transaction_id)
+                or promotions.plain_explanation(o.result.transaction)
             )
         )
         for o in outcomes
@@ -450,7 +449,7 @@ def _member_request(
     it names none: the earn refuses it, and the refusal is kept there)."""
     request = _keyed_request(partner_id, command, now)
     try:
-        return replace(request, member_id=resolve(uow, partner_id, command.member))
+        return request.with_member(resolve(uow, partner_id, command.member))
     except CoalitionError:
         return request
 

@@ -284,7 +284,7 @@ class SetBasedGroup(Generic[Command]):
             return set()
         # Each claim is kept with its member (ledger/idempotency.py), resolved just before.
         for item in items:
-            item.request = replace(item.request, member_id=item.member_id or "")
+            item.request = item.request.with_member(item.member_id or "")
         member_ids = {item.member_id or "" for item in items if item.error is None}
         claimed, locked = idempotency.claim_many(
             self.uow,
