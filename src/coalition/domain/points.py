@@ -10,7 +10,6 @@ Rounding rules (the product contract):
 from __future__ import annotations
 
 import calendar
-import functools
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -76,9 +75,6 @@ class Money:
     currency: str  # ISO 4217
 
 
-# The earns of a group share their instant (the group's, or the one their partner sent), so
-# one computation serves them all.
-@functools.lru_cache(maxsize=1024)
 def lot_expiry(earned_at: datetime, validity_months: int | None) -> datetime | None:
     """When a lot earned at `earned_at` expires: the same day `validity_months` later, or the
     last day of that month when it is shorter (31 January + 1 month = 28/29 February)."""
